@@ -1,0 +1,107 @@
+//! Choosing the compute device from a name: `cpu`, `vulkan[:N]`, `cuda[:N]`.
+//!
+//! GPU backends are cargo features (`vulkan`, `cuda`); asking for one that
+//! this build lacks is an error that says how to get it.
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+/// Parses a device name into a Burn device.
+///
+/// - `cpu`: the Flex backend (multi-threaded, SIMD).
+/// - `vulkan` or `vulkan:N`: Burn's wgpu backend on Vulkan; `N` picks the
+///   N-th discrete GPU (default: the best available adapter).
+/// - `cuda` or `cuda:N`: Burn's CUDA backend on GPU `N` (default 0).
+///
+/// # Example
+///
+/// ```
+/// let cpu = wsunet::parse_device("cpu").unwrap();
+/// assert_eq!(cpu, burn::tensor::Device::flex());
+/// assert!(wsunet::parse_device("tpu").is_err());
+/// ```
+pub fn parse_device(name: &str) -> Result<Device> {
+    let fail = |reason: String| Error::Device {
+        name: name.to_string(),
+        reason,
+    };
+    let (kind, index) = match name.split_once(':') {
+        Some((kind, index)) => {
+            let index = index.parse::<usize>().map_err(|_| {
+                fail(format!(
+                    "`{index}` is not a device index; use e.g. {kind}:0"
+                ))
+            })?;
+            (kind, Some(index))
+        }
+        None => (name, None),
+    };
+    match kind {
+        "cpu" if index.is_none() => Ok(Device::flex()),
+        "cpu" => Err(fail("the CPU takes no index; use `cpu`".into())),
+        "vulkan" => vulkan(index).map_err(fail),
+        "cuda" => cuda(index).map_err(fail),
+        _ => Err(fail("expected cpu, vulkan[:N] or cuda[:N]".into())),
+    }
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan(index: Option<usize>) -> Result<Device, String> {
+    use burn::tensor::DeviceKind;
+    Ok(Device::vulkan(match index {
+        Some(i) => DeviceKind::DiscreteGpu(i),
+        None => DeviceKind::DefaultDevice,
+    }))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan(_index: Option<usize>) -> Result<Device, String> {
+    Err(
+        "this build has no Vulkan backend; rebuild with `cargo build --release --features vulkan`"
+            .into(),
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(index: Option<usize>) -> Result<Device, String> {
+    Ok(Device::cuda(index.unwrap_or(0)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_index: Option<usize>) -> Result<Device, String> {
+    Err("this build has no CUDA backend; rebuild with `cargo build --release --features cuda` (its build downloads LLVM, so it needs internet)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_errors() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::flex());
+        let err = parse_device("cpu:1").unwrap_err().to_string();
+        assert!(err.contains("`cpu:1`") && err.contains("no index"), "{err}");
+        let err = parse_device("gpu").unwrap_err().to_string();
+        assert!(
+            err.contains("expected cpu, vulkan[:N] or cuda[:N]"),
+            "{err}"
+        );
+        let err = parse_device("cuda:x").unwrap_err().to_string();
+        assert!(err.contains("cuda:0"), "{err}");
+        #[cfg(not(feature = "cuda"))]
+        assert!(
+            parse_device("cuda")
+                .unwrap_err()
+                .to_string()
+                .contains("--features cuda")
+        );
+        #[cfg(not(feature = "vulkan"))]
+        assert!(
+            parse_device("vulkan:0")
+                .unwrap_err()
+                .to_string()
+                .contains("--features vulkan")
+        );
+    }
+}

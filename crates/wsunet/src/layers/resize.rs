@@ -1,0 +1,172 @@
+//! Bilinear resize equal to PyTorch's
+//! `F.interpolate(x, size, mode="bilinear", align_corners=False)`, with a
+//! backward pass on every backend.
+//!
+//! Burn's own `interpolate` defaults to `align_corners = true` and has no
+//! bilinear backward on its CubeCL backends (tracel-ai/burn#3863), so U-Net
+//! training on a GPU would panic. Bilinear resizing is separable and linear, so
+//! it is written here as two matrix products with fixed interpolation
+//! matrices, `Y = A_h · X · A_wᵀ`; matmul has a backward everywhere.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Row-major `[out_len, in_len]` matrix of PyTorch's bilinear weights along one
+/// axis, `align_corners = False`, no antialiasing (so down-scaling samples the
+/// two nearest source pixels, as PyTorch does).
+///
+/// Source coordinate of output `o`: `max((o + 0.5) · in/out − 0.5, 0)`;
+/// it mixes pixels `⌊src⌋` and `min(⌊src⌋ + 1, in − 1)`.
+///
+/// # Panics
+///
+/// If either length is 0.
+pub fn interpolation_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
+    assert!(
+        in_len > 0 && out_len > 0,
+        "cannot resize between lengths {in_len} and {out_len}"
+    );
+    let scale = in_len as f64 / out_len as f64;
+    let mut m = vec![0f32; out_len * in_len];
+    for o in 0..out_len {
+        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(in_len - 1);
+        let i1 = (i0 + 1).min(in_len - 1);
+        let l1 = src - i0 as f64;
+        let row = &mut m[o * in_len..(o + 1) * in_len];
+        row[i0] += (1.0 - l1) as f32;
+        row[i1] += l1 as f32;
+    }
+    m
+}
+
+fn matrix(in_len: usize, out_len: usize, transposed: bool, device: &Device) -> Tensor<2> {
+    let m = Tensor::<2>::from_data(
+        TensorData::new(interpolation_matrix(in_len, out_len), [out_len, in_len]),
+        device,
+    );
+    if transposed { m.transpose() } else { m }
+}
+
+/// Resizes `x` to `size = [H_out, W_out]` with bilinear interpolation, exactly
+/// as PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=False)`,
+/// up or down, to any size. Returns `x` itself when the size is unchanged.
+///
+/// Differentiable on every backend (two matrix products).
+///
+/// # Shapes
+///
+/// - input: `[batch, channels, H, W]`
+/// - output: `[batch, channels, H_out, W_out]`
+///
+/// # Panics
+///
+/// If `size` has a zero.
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use wsunet::layers::resize_bilinear;
+///
+/// let x = Tensor::<4>::ones([1, 2, 5, 7], &Device::flex());
+/// let y = resize_bilinear(x, [11, 3]);
+/// assert_eq!(y.dims(), [1, 2, 11, 3]);
+/// ```
+pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let [ho, wo] = size;
+    let device = x.device();
+    let x = if wo == w {
+        x
+    } else {
+        // [n·c·h, w] · [w, wo]
+        x.reshape([n * c * h, w])
+            .matmul(matrix(w, wo, true, &device))
+            .reshape([n, c, h, wo])
+    };
+    if ho == h {
+        x
+    } else {
+        // [1, ho, h] · [n·c, h, wo], the matrix broadcast over the batch.
+        matrix(h, ho, false, &device)
+            .unsqueeze::<3>()
+            .matmul(x.reshape([n * c, h, wo]))
+            .reshape([n, c, ho, wo])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn rows_sum_to_one() {
+        for (i, o) in [(1, 5), (5, 1), (7, 13), (13, 7), (8, 16), (16, 8), (3, 3)] {
+            let m = interpolation_matrix(i, o);
+            for row in m.chunks(i) {
+                let s: f32 = row.iter().sum();
+                assert!((s - 1.0).abs() < 1e-6, "{i}->{o}: {row:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn doubling_matches_known_pytorch_weights() {
+        // torch: F.interpolate(torch.arange(4.).view(1,1,1,4), size=(1,8), mode="bilinear")
+        // = [0.00, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.00]
+        let m = interpolation_matrix(4, 8);
+        let x = [0f32, 1.0, 2.0, 3.0];
+        let y: Vec<f32> = m
+            .chunks(4)
+            .map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum())
+            .collect();
+        assert_eq!(y, vec![0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]);
+    }
+
+    #[test]
+    fn halving_averages_neighbour_pairs() {
+        // Down by exactly 2: src = 2o + 0.5, the mean of pixels 2o and 2o+1.
+        let m = interpolation_matrix(6, 3);
+        assert_eq!(
+            m,
+            vec![
+                0.5, 0.5, 0.0, 0.0, 0.0, 0.0, //
+                0.0, 0.0, 0.5, 0.5, 0.0, 0.0, //
+                0.0, 0.0, 0.0, 0.0, 0.5, 0.5
+            ]
+        );
+    }
+
+    #[test]
+    fn same_size_is_identity_and_constants_stay_constant() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 5, 7], Distribution::Default, &device);
+        let y = resize_bilinear(x.clone(), [5, 7]);
+        y.into_data().assert_eq(&x.into_data(), true);
+        let c = Tensor::<4>::full([1, 2, 5, 7], 3.5, &device);
+        resize_bilinear(c, [13, 4])
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &TensorData::full([1, 2, 13, 4], 3.5f32),
+                Tolerance::absolute(1e-5),
+            );
+    }
+
+    #[test]
+    fn matches_burn_interpolate_without_align_corners_on_flex() {
+        use burn::tensor::module::interpolate;
+        use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 9, 6], Distribution::Default, &device);
+        for size in [[18, 12], [4, 3], [13, 5], [9, 17]] {
+            let options = InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_output_size(size)
+                .with_align_corners(false);
+            let reference = interpolate(x.clone(), options);
+            resize_bilinear(x.clone(), size)
+                .into_data()
+                .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! `WsConv2d`: a 2-D convolution whose kernel is standardized on every forward.
+//!
+//! Weight Standardization — Qiao et al., *Micro-Batch Training with
+//! Batch-Channel Normalization and Weight Standardization*, 2019
+//! (arXiv:1903.10520; reference code joe-siyuan-qiao/WeightStandardization,
+//! mmcv `ConvWS2d`). The `biased` and `scaled` variants follow timm's
+//! `StdConv2d` (Kolesnikov et al., BiT, arXiv:1912.11370) and
+//! `ScaledStdConv2d` (Brock et al., NF-Nets, arXiv:2101.08692).
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Smallest variance fed to `sqrt` in the `seed` standardization.
+///
+/// `sqrt` has an infinite derivative at 0, so a constant kernel (variance 0)
+/// would turn its gradient into `inf · 0 = NaN`. Clamping the variance here
+/// makes the standard deviation 1e-15 (negligible next to eps) and zeroes the
+/// gradient through the clamp — the same result as PyTorch, which masks the
+/// `std` gradient where the std is 0.
+const MIN_VARIANCE: f64 = 1e-30;
+
+/// How a [`WsConv2d`] standardizes each output channel's kernel.
+///
+/// With `n` elements per kernel (`in/groups × k × k`):
+///
+/// | variant | formula | default eps |
+/// |---|---|---|
+/// | `Seed` | `(w − mean) / (std_unbiased + eps)` | 1e-5 |
+/// | `Biased` | `(w − mean) / sqrt(var_biased + eps)` | 1e-6 |
+/// | `Scaled` | `gain · (w − mean) / sqrt(var_biased + eps) / sqrt(n)` | 1e-6 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standardization {
+    /// The seed's formula, as in the WS paper's code and mmcv's `ConvWS2d`.
+    #[default]
+    Seed,
+    /// timm's `StdConv2d` (BiT).
+    Biased,
+    /// timm's `ScaledStdConv2d` (NF-Nets) with a learnable per-channel gain.
+    Scaled,
+}
+
+impl Standardization {
+    /// The eps this standardization uses unless one is given.
+    pub fn default_eps(self) -> f64 {
+        match self {
+            Standardization::Seed => 1e-5,
+            Standardization::Biased | Standardization::Scaled => 1e-6,
+        }
+    }
+
+    /// Every variant, in documentation order.
+    pub const ALL: [Standardization; 3] = [
+        Standardization::Seed,
+        Standardization::Biased,
+        Standardization::Scaled,
+    ];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Standardization::Seed => "seed",
+            Standardization::Biased => "biased",
+            Standardization::Scaled => "scaled",
+        }
+    }
+}
+
+impl std::fmt::Display for Standardization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Standardization {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Standardization::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                format!("unknown standardization `{s}`; expected seed, biased or scaled")
+            })
+    }
+}
+
+/// Configuration of a [`WsConv2d`].
+#[derive(Config, Debug)]
+pub struct WsConv2dConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size.
+    pub kernel_size: usize,
+    /// Stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Symmetric zero padding; `None` means `kernel_size / 2`.
+    #[config(default = "None")]
+    pub padding: Option<usize>,
+    /// Dilation.
+    #[config(default = 1)]
+    pub dilation: usize,
+    /// Convolution groups.
+    #[config(default = 1)]
+    pub groups: usize,
+    /// Whether the convolution has a bias.
+    #[config(default = false)]
+    pub bias: bool,
+    /// The standardization formula.
+    #[config(default = "Standardization::Seed")]
+    pub standardization: Standardization,
+    /// Eps of the standardization; `None` means its default.
+    #[config(default = "None")]
+    pub eps: Option<f64>,
+}
+
+impl WsConv2dConfig {
+    /// Creates the layer; the raw weight uses PyTorch's `Conv2d` initialization
+    /// (Kaiming-uniform with gain 1/√3), `gain` starts at 1.
+    ///
+    /// # Panics
+    ///
+    /// On a zero size or channels not divisible by `groups` (programmer misuse).
+    pub fn init(&self, device: &Device) -> WsConv2d {
+        assert!(
+            self.in_channels > 0 && self.out_channels > 0 && self.kernel_size > 0,
+            "WsConv2d needs positive sizes, got in={}, out={}, kernel={}",
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size
+        );
+        assert!(
+            self.groups > 0
+                && self.in_channels % self.groups == 0
+                && self.out_channels % self.groups == 0,
+            "WsConv2d channels in={} out={} must be divisible by groups={}",
+            self.in_channels,
+            self.out_channels,
+            self.groups
+        );
+        let k = self.kernel_size;
+        let fan_in = self.in_channels / self.groups * k * k;
+        let init = Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        };
+        let weight = init.init_with(
+            [self.out_channels, self.in_channels / self.groups, k, k],
+            Some(fan_in),
+            None,
+            device,
+        );
+        let bias = self.bias.then(|| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            }
+            .init([self.out_channels], device)
+        });
+        let gain = (self.standardization == Standardization::Scaled)
+            .then(|| Initializer::Ones.init([self.out_channels, 1, 1, 1], device));
+        WsConv2d {
+            weight,
+            bias,
+            gain,
+            stride: self.stride,
+            padding: self.padding.unwrap_or(k / 2),
+            dilation: self.dilation,
+            groups: self.groups,
+            standardization: self.standardization,
+            eps: self.eps.unwrap_or(self.standardization.default_eps()),
+        }
+    }
+}
+
+/// A convolution that standardizes each output channel's kernel on every
+/// forward pass, then convolves with the standardized kernel.
+///
+/// The raw `weight` is the trained parameter; gradients flow to it through the
+/// standardization. Field names equal the PyTorch twin's state-dict keys
+/// (`weight`, `bias`, `gain`), so weights load with no remapping.
+///
+/// A constant kernel (std 0) gives finite outputs and gradients.
+///
+/// # Shapes
+///
+/// - input: `[batch, in_channels, H, W]`
+/// - output: `[batch, out_channels, H', W']` with
+///   `H' = (H + 2·padding − dilation·(k − 1) − 1) / stride + 1`
+#[derive(Module, Debug)]
+pub struct WsConv2d {
+    /// Raw kernel `[out, in/groups, k, k]`.
+    pub weight: Param<Tensor<4>>,
+    /// Optional bias `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Learnable per-channel gain `[out, 1, 1, 1]` (`Scaled` only).
+    pub gain: Option<Param<Tensor<4>>>,
+    /// Stride.
+    #[module(skip)]
+    pub stride: usize,
+    /// Symmetric zero padding.
+    #[module(skip)]
+    pub padding: usize,
+    /// Dilation.
+    #[module(skip)]
+    pub dilation: usize,
+    /// Convolution groups.
+    #[module(skip)]
+    pub groups: usize,
+    /// The standardization formula.
+    #[module(skip)]
+    pub standardization: Standardization,
+    /// Eps of the standardization.
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl WsConv2d {
+    /// Applies the standardized convolution.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, in_channels, H, W]`
+    /// - output: `[batch, out_channels, H', W']`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.standardized_weight(),
+            self.bias.as_ref().map(|b| b.val()),
+            self.options(),
+        )
+    }
+
+    /// The convolution's stride, padding, dilation and groups.
+    pub fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new(
+            [self.stride; 2],
+            [self.padding; 2],
+            [self.dilation; 2],
+            self.groups,
+        )
+    }
+
+    /// The kernel actually convolved: the raw weight standardized per output
+    /// channel (and scaled by `gain` for `Scaled`).
+    ///
+    /// # Shapes
+    ///
+    /// - output: `[out, in/groups, k, k]`, the raw weight's shape
+    pub fn standardized_weight(&self) -> Tensor<4> {
+        let w = self.weight.val();
+        let shape = w.dims();
+        let [out, _, _, _] = shape;
+        let n = w.shape().num_elements() / out;
+        let flat = w.reshape([out, n]);
+        let standardized = match self.standardization {
+            Standardization::Seed => {
+                let mean = flat.clone().mean_dim(1);
+                let centered = flat - mean;
+                // Unbiased (n − 1) as torch.std; a one-element kernel has no
+                // spread, and dividing by 1 keeps it at 0 instead of NaN.
+                let dof = n.saturating_sub(1).max(1) as f64;
+                let var = centered.clone().square().sum_dim(1).div_scalar(dof);
+                let std = var.clamp_min(MIN_VARIANCE).sqrt();
+                centered / std.add_scalar(self.eps)
+            }
+            Standardization::Biased | Standardization::Scaled => {
+                let (var, mean) = flat.clone().var_mean_bias(1);
+                let w = (flat - mean) / var.add_scalar(self.eps).sqrt();
+                match &self.gain {
+                    Some(gain) => w * gain.val().reshape([out, 1]).div_scalar((n as f64).sqrt()),
+                    None => w,
+                }
+            }
+        };
+        standardized.reshape(shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    fn config(standardization: Standardization) -> WsConv2dConfig {
+        WsConv2dConfig::new(3, 4, 3).with_standardization(standardization)
+    }
+
+    /// A layer with a fixed, non-constant kernel (std ≈ 0.7), so tolerances
+    /// do not depend on a random draw.
+    fn fixed(standardization: Standardization, device: &Device) -> WsConv2d {
+        let mut conv = config(standardization).init(device);
+        let values: Vec<f32> = (0..108).map(|i| (i as f32 * 0.7).sin()).collect();
+        conv.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [4, 3, 3, 3]),
+            device,
+        ));
+        conv
+    }
+
+    #[test]
+    fn standardized_kernels_have_zero_mean_and_unit_std() {
+        let device = Device::flex();
+        for s in [Standardization::Seed, Standardization::Biased] {
+            let w = fixed(s, &device).standardized_weight().reshape([4, 27]);
+            let mean = w.clone().mean_dim(1);
+            let std = if s == Standardization::Seed {
+                w.var(1).sqrt()
+            } else {
+                w.var_bias(1).sqrt()
+            };
+            mean.into_data().assert_approx_eq::<f32>(
+                &TensorData::zeros::<f32, _>([4, 1]),
+                Tolerance::absolute(1e-6),
+            );
+            // eps shrinks the std by a relative ~1e-5 here.
+            std.into_data().assert_approx_eq::<f32>(
+                &TensorData::ones::<f32, _>([4, 1]),
+                Tolerance::absolute(1e-4),
+            );
+        }
+    }
+
+    #[test]
+    fn scaled_kernel_has_gain_over_sqrt_n_std() {
+        let device = Device::flex();
+        let w = fixed(Standardization::Scaled, &device)
+            .standardized_weight()
+            .reshape([4, 27]);
+        let expected = TensorData::full([4, 1], 1.0 / 27f32.sqrt());
+        w.var_bias(1)
+            .sqrt()
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn output_shape_follows_stride_and_padding() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 9, 11], Distribution::Default, &device);
+        let y = config(Standardization::Seed)
+            .init(&device)
+            .forward(x.clone());
+        assert_eq!(y.dims(), [2, 4, 9, 11]);
+        let y = config(Standardization::Seed)
+            .with_stride(2)
+            .init(&device)
+            .forward(x);
+        assert_eq!(y.dims(), [2, 4, 5, 6]);
+    }
+
+    #[test]
+    fn gain_exists_only_for_scaled() {
+        let device = Device::flex();
+        assert!(config(Standardization::Seed).init(&device).gain.is_none());
+        assert!(config(Standardization::Biased).init(&device).gain.is_none());
+        let gain = config(Standardization::Scaled).init(&device).gain.unwrap();
+        assert_eq!(gain.val().dims(), [4, 1, 1, 1]);
+    }
+
+    #[test]
+    fn constant_kernel_gives_finite_output_and_gradients() {
+        let device = Device::flex().autodiff();
+        for s in Standardization::ALL {
+            let mut conv = config(s).init(&device);
+            let constant = Tensor::<4>::full([4, 3, 3, 3], 0.37, &device);
+            conv.weight = Param::from_tensor(constant);
+            let x =
+                Tensor::<4>::random([1, 3, 6, 6], Distribution::Default, &device).require_grad();
+            let y = conv.forward(x.clone());
+            let grads = y.clone().sum().backward();
+            let wg = conv.weight.val().grad(&grads).expect("weight gradient");
+            let xg = x.grad(&grads).expect("input gradient");
+            for (name, data) in [
+                ("output", y.into_data()),
+                ("weight grad", wg.into_data()),
+                ("input grad", xg.into_data()),
+            ] {
+                let values = data.to_vec::<f32>().unwrap();
+                assert!(
+                    values.iter().all(|v| v.is_finite()),
+                    "{s}: {name} not finite: {values:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parses_names() {
+        for s in Standardization::ALL {
+            assert_eq!(s.name().parse::<Standardization>().unwrap(), s);
+        }
+        assert!(
+            "unbiased"
+                .parse::<Standardization>()
+                .unwrap_err()
+                .contains("seed, biased or scaled")
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! # wsunet
+//!
+//! Weight-standardized convolutional layers and the WS+GroupNorm residual
+//! U-Net (**WSResUNet**) for semantic segmentation, on [Burn](https://burn.dev).
+//!
+//! - [`layers::WsConv2d`] standardizes each output channel's kernel on every
+//!   forward (three formulas: [`layers::Standardization`]), then convolves.
+//! - [`layers::WsGnAct`] = WsConv2d → GroupNorm → SiLU;
+//!   [`layers::WsResBlock`] = two of them + projection + residual + SiLU;
+//!   [`layers::Up`] is one bilinear decoder step.
+//! - [`WsResUNet`] = stem, four residual stages (/2 … /32), bridge, decoder
+//!   with skips, 1×1 head.
+//!
+//! Every layer equals its PyTorch twin (`python/wsunet_torch.py`); the tests
+//! prove it against committed fixtures. Weights move both ways as
+//! safetensors with the twin's state-dict keys ([`weights`]).
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use wsunet::WsResUNetConfig;
+//!
+//! let device = wsunet::parse_device("cpu").unwrap();
+//! let model = WsResUNetConfig::new(4)
+//!     .with_widths(vec![8, 16, 16, 32, 32])
+//!     .with_groups(8)
+//!     .init(&device)
+//!     .expect("valid config");
+//! let logits = model.forward(Tensor::<4>::zeros([1, 3, 64, 64], &device));
+//! assert_eq!(logits.dims(), [1, 4, 64, 64]);
+//! ```
+
+pub mod device;
+pub mod error;
+pub mod layers;
+pub mod model;
+pub mod weights;
+
+pub use burn;
+pub use device::parse_device;
+pub use error::{Error, Result};
+pub use model::{MIN_INPUT_SIZE, PartInfo, WsResUNet, WsResUNetConfig};

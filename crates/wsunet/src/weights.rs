@@ -1,0 +1,114 @@
+//! Reading and writing PyTorch-style safetensors state dicts.
+//!
+//! Keys are the PyTorch twin's (`stem.conv.weight`, `stem.gn.weight`, …).
+//! Burn names GroupNorm's parameters `gamma`/`beta`; burn-store's PyTorch
+//! adapters map them to `weight`/`bias` both ways, so files move between
+//! wsunet and `python/wsunet_torch.py` with no remapping by the user.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{
+    ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+};
+
+use crate::error::{Error, Result};
+
+/// How many names to list per category in an error before summarizing.
+const MAX_LISTED: usize = 12;
+
+fn listed(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_LISTED {
+        s.push_str(&format!(", … ({} in all)", names.len()));
+    }
+    s
+}
+
+/// Turns an [`ApplyResult`] into an error listing every missing, unexpected
+/// and mismatched tensor, or `Ok` when the file matched the module exactly.
+fn strict_result(path: &Path, result: ApplyResult) -> Result<()> {
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("missing keys: {}", listed(&missing)));
+    }
+    if !result.unused.is_empty() {
+        problems.push(format!("unexpected keys: {}", listed(&result.unused)));
+    }
+    if !errors.is_empty() {
+        problems.push(format!("mismatches: {}", listed(&errors)));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Weights {
+            path: path.to_path_buf(),
+            reason: format!("does not match the model; {}", problems.join("; ")),
+        })
+    }
+}
+
+/// Loads a PyTorch-style safetensors state dict into `module`, strictly:
+/// every parameter must be present with its shape, and no key may be left
+/// over. The error lists all missing, unexpected and mismatched tensors.
+pub fn load_safetensors<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+        });
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .allow_partial(true)
+        .validate(false);
+    let result = module.load_from(&mut store).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: format!("cannot read as safetensors: {e}"),
+    })?;
+    strict_result(path, result)
+}
+
+/// Writes `module`'s parameters as a PyTorch-style safetensors state dict,
+/// replacing `path` atomically (a temporary file in the same folder, then a
+/// rename), so a crash never leaves a half-written file.
+pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Weights {
+        path: path.to_path_buf(),
+        reason: "not a file path".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .overwrite(true);
+    module.save_into(&mut store).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: format!("cannot write safetensors: {e}"),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
