@@ -1,0 +1,139 @@
+//! Helpers shared by the integration tests: reading the PyTorch fixtures,
+//! collecting parameter gradients by state-dict key, and comparing tensors.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Gradients;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::SafeTensors;
+
+/// The folder of committed fixtures written by `python/make_fixtures.py`.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+}
+
+/// A fixture's tensors (name → data) and its `config` metadata.
+pub struct Fixture {
+    pub tensors: BTreeMap<String, TensorData>,
+    pub config: serde_json::Value,
+}
+
+impl Fixture {
+    /// Reads `<case>.io.safetensors`.
+    pub fn read(case: &str) -> Fixture {
+        let path = fixtures_dir().join(format!("{case}.io.safetensors"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).expect("safetensors header");
+        let config = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("config"))
+            .map(|c| serde_json::from_str(c).expect("config JSON"))
+            .unwrap_or(serde_json::Value::Null);
+        let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+                let values: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, TensorData::new(values, view.shape().to_vec()))
+            })
+            .collect();
+        Fixture { tensors, config }
+    }
+
+    /// The weights file of the case.
+    pub fn weights_path(case: &str) -> PathBuf {
+        fixtures_dir().join(format!("{case}.weights.safetensors"))
+    }
+
+    pub fn get(&self, name: &str) -> TensorData {
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no tensor `{name}`"))
+            .clone()
+    }
+
+    pub fn tensor(&self, name: &str, device: &Device) -> Tensor<4> {
+        Tensor::from_data(self.get(name), device)
+    }
+
+    pub fn usize(&self, key: &str) -> usize {
+        self.config[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("config.{key}")) as usize
+    }
+
+    pub fn str(&self, key: &str) -> String {
+        self.config[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("config.{key}"))
+            .to_string()
+    }
+}
+
+/// Largest absolute difference divided by the largest absolute reference
+/// value: a scale-free error that does not blow up on near-zero elements.
+pub fn rel_error(actual: &TensorData, expected: &TensorData) -> f64 {
+    assert_eq!(actual.shape(), expected.shape(), "shapes differ");
+    let a = actual.try_to_vec::<f32>().unwrap();
+    let e = expected.try_to_vec::<f32>().unwrap();
+    let scale = e.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let diff = a
+        .iter()
+        .zip(&e)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+/// Gradients of every float parameter of a module, keyed by the PyTorch
+/// state-dict name (Burn's GroupNorm `gamma`/`beta` read as `weight`/`bias`).
+pub fn param_grads<M: Module>(module: &M, grads: &Gradients) -> BTreeMap<String, TensorData> {
+    struct Collector<'a> {
+        grads: &'a Gradients,
+        path: Vec<String>,
+        out: BTreeMap<String, TensorData>,
+    }
+    impl ModuleVisitor for Collector<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let mut path = self.path.clone();
+            if let Some(last) = path.last_mut() {
+                match last.as_str() {
+                    "gamma" => *last = "weight".into(),
+                    "beta" => *last = "bias".into(),
+                    _ => {}
+                }
+            }
+            let name = path.join(".");
+            let grad = param
+                .val()
+                .grad(self.grads)
+                .unwrap_or_else(|| panic!("no gradient for `{name}`"));
+            self.out.insert(name, grad.into_data());
+        }
+    }
+    let mut collector = Collector {
+        grads,
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    module.visit(&mut collector);
+    collector.out
+}

@@ -1,0 +1,160 @@
+"""Writes the golden fixtures that wsunet's parity tests read.
+
+Each case is a pair of safetensors files in crates/wsunet/tests/fixtures/:
+  <case>.weights.safetensors  the PyTorch state dict (the spec's keys), float32
+                              (absent for the parameter-free resize cases)
+  <case>.io.safetensors       input(s), the upstream gradient ``grad_output``,
+                              the ``output``, and ``grad.<name>`` for the inputs
+                              and every parameter; its metadata ``config`` is
+                              the layer's constructor arguments as JSON.
+The loss is sum(output * grad_output). Parameters and inputs are drawn in
+float32 and the reference is computed in float64 from those exact values, so
+the fixtures hold the true result rounded to float32.
+
+Re-create with the pinned versions (the tests never need Python):
+    python3 -m venv .venv && .venv/bin/pip install torch==2.15.0 timm==1.0.31 safetensors==0.8.0 numpy
+    .venv/bin/python python/make_fixtures.py
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import wsunet_torch as W
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "crates" / "wsunet" / "tests" / "fixtures"
+STDS = ("seed", "biased", "scaled")
+
+
+def randomize(module: torch.nn.Module, gen: torch.Generator) -> None:
+    """Float32-representable parameters with non-trivial values: kernels with a
+    per-channel offset (so centring matters), GN affine away from 1/0, gains
+    away from 1."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if p.dim() == 4 and leaf == "weight":
+                v = 0.3 * torch.randn(p.shape, generator=gen) + 0.2 * torch.randn(p.shape[0], 1, 1, 1, generator=gen)
+            elif leaf == "gain":
+                v = 1.0 + 0.3 * torch.randn(p.shape, generator=gen)
+            elif leaf == "weight":
+                v = 1.0 + 0.2 * torch.randn(p.shape, generator=gen)
+            else:
+                v = 0.2 * torch.randn(p.shape, generator=gen)
+            p.copy_(v.float().double())
+
+
+def f32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().float().contiguous()
+
+
+def write_case(name: str, module: torch.nn.Module, config: dict, inputs: dict, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    module = module.double()
+    randomize(module, gen)
+    xs = {k: torch.randn(shape, generator=gen).float().double().requires_grad_(True) for k, shape in inputs.items()}
+    out = module(*xs.values())
+    grad_output = torch.randn(out.shape, generator=gen).float().double()
+    (out * grad_output).sum().backward()
+
+    weights = {k: f32(v) for k, v in module.state_dict().items()}
+    io = {k: f32(v) for k, v in xs.items()}
+    io["grad_output"] = f32(grad_output)
+    io["output"] = f32(out)
+    io.update({f"grad.{k}": f32(v.grad) for k, v in xs.items()})
+    io.update({f"grad.{k}": f32(p.grad) for k, p in module.named_parameters()})
+    meta = {"config": json.dumps(config)}
+    if weights:
+        save_file(weights, OUT / f"{name}.weights.safetensors", metadata=meta)
+    save_file(io, OUT / f"{name}.io.safetensors", metadata=meta)
+
+
+def layer_cases() -> None:
+    seed = 1
+    convs = [(f"ws_conv2d_{s}", s, 4, 6, 3, 1, False, [2, 4, 9, 11]) for s in STDS]
+    convs += [
+        ("ws_conv2d_seed_k7s2", "seed", 3, 5, 7, 2, False, [2, 3, 13, 12]),
+        ("ws_conv2d_scaled_k1s2_bias", "scaled", 6, 4, 1, 2, True, [1, 6, 7, 9]),
+    ]
+    for name, s, i, o, k, st, bias, shape in convs:
+        cfg = dict(kind="ws_conv2d", in_channels=i, out_channels=o, kernel_size=k, stride=st, bias=bias, standardization=s)
+        write_case(name, W.WSConv2d(i, o, k, st, bias=bias, standardization=s), cfg, {"input": shape}, seed)
+        seed += 1
+    for s in STDS:
+        cfg = dict(kind="ws_gn_act", in_channels=6, out_channels=48, kernel_size=3, stride=2, act=True, groups=32, standardization=s)
+        write_case(f"ws_gn_act_{s}", W.WSGNAct(6, 48, 3, 2, True, 32, s), cfg, {"input": [2, 6, 10, 9]}, seed)
+        seed += 1
+        cfg = dict(kind="ws_res_block", in_channels=8, out_channels=16, stride=2, groups=4, standardization=s)
+        write_case(f"ws_res_block_{s}", W.WSResBlock(8, 16, 2, 4, s), cfg, {"input": [2, 8, 11, 7]}, seed)
+        seed += 1
+        cfg = dict(kind="up", in_channels=16, skip_channels=8, out_channels=8, groups=4, standardization=s)
+        write_case(f"up_{s}", W.Up(16, 8, 8, 4, s), cfg, {"input": [2, 16, 5, 6], "skip": [2, 8, 11, 13]}, seed)
+        seed += 1
+    cfg = dict(kind="ws_res_block", in_channels=16, out_channels=16, stride=1, groups=4, standardization="seed")
+    write_case("ws_res_block_seed_identity", W.WSResBlock(16, 16, 1, 4, "seed"), cfg, {"input": [2, 16, 6, 5]}, seed)
+
+
+def model_cases() -> None:
+    for seed, s in enumerate(STDS, start=100):
+        cfg = dict(num_classes=3, in_channels=3, widths=[8, 16, 16, 32, 32], depths=[1, 2, 1, 1], groups=4, standardization=s)
+        model = W.WSResUNet(**cfg)
+        write_case(f"model_{s}", model, dict(kind="model", **cfg), {"input": [2, 3, 67, 45]}, seed)
+
+
+class Resize(torch.nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+
+def resize_cases() -> None:
+    cases = [
+        ("up", [2, 3, 5, 7], [11, 13]),
+        ("down", [2, 3, 17, 19], [6, 5]),
+        ("mixed", [1, 2, 8, 8], [3, 16]),
+        ("to_one", [1, 2, 5, 4], [1, 1]),
+        ("from_one", [1, 1, 1, 3], [4, 6]),
+        ("large_ratio", [1, 1, 3, 3], [32, 32]),
+    ]
+    for seed, (name, shape, size) in enumerate(cases, start=200):
+        cfg = dict(kind="resize", size=size)
+        write_case(f"resize_{name}", Resize(size), cfg, {"input": shape}, seed)
+
+
+def timm_cases() -> None:
+    """The `biased` and `scaled` layers against timm's own implementations."""
+    from timm.layers import ScaledStdConv2d, StdConv2d
+
+    gen = torch.Generator().manual_seed(300)
+    x = torch.randn(2, 4, 9, 11, generator=gen)
+    for name, layer, s in [
+        ("timm_stdconv2d", StdConv2d(4, 6, 3, eps=1e-6), "biased"),
+        ("timm_scaledstdconv2d", ScaledStdConv2d(4, 6, 3, bias=False, gamma=1.0, eps=1e-6), "scaled"),
+    ]:
+        layer = layer.double()
+        randomize(layer, gen)
+        with torch.no_grad():
+            out = layer(x.double())
+        cfg = dict(kind="ws_conv2d", in_channels=4, out_channels=6, kernel_size=3, stride=1, bias=False, standardization=s)
+        meta = {"config": json.dumps(cfg), "timm": f"timm {__import__('timm').__version__} {type(layer).__name__}"}
+        save_file({k: f32(v) for k, v in layer.state_dict().items()}, OUT / f"{name}.weights.safetensors", metadata=meta)
+        save_file({"input": f32(x), "output": f32(out)}, OUT / f"{name}.io.safetensors", metadata=meta)
+
+
+if __name__ == "__main__":
+    torch.set_default_dtype(torch.float64)
+    OUT.mkdir(parents=True, exist_ok=True)
+    layer_cases()
+    model_cases()
+    resize_cases()
+    timm_cases()
+    files = sorted(OUT.glob("*.safetensors"))
+    print(f"wrote {len(files)} files, {sum(f.stat().st_size for f in files) / 1024:.0f} KiB, torch {torch.__version__}")
