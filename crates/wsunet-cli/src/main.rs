@@ -1,1 +1,21 @@
-fn main() {}
+//! The `wsunet` command. Parsing lives in [`cli`], each subcommand in
+//! [`commands`]; errors reach the user as one `error:` line and exit code 1.
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Info(args) => commands::info::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

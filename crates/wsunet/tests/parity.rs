@@ -22,6 +22,8 @@ const FORWARD_TOL: f64 = 1e-5;
 const GRAD_TOL: f64 = 1e-4;
 
 /// A layer built from a fixture's config, with the fixture's weights loaded.
+// Built once per fixture case; the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 enum Layer {
     Conv(WsConv2d),
     GnAct(WsGnAct),

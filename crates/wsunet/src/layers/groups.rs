@@ -25,7 +25,7 @@ pub fn fit_groups(channels: usize, groups: usize) -> usize {
         "fit_groups needs positive numbers, got channels={channels}, groups={groups}"
     );
     let mut g = groups.min(channels);
-    while channels % g != 0 {
+    while !channels.is_multiple_of(g) {
         g -= 1;
     }
     g

@@ -139,8 +139,8 @@ impl WsConv2dConfig {
         );
         assert!(
             self.groups > 0
-                && self.in_channels % self.groups == 0
-                && self.out_channels % self.groups == 0,
+                && self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups),
             "WsConv2d channels in={} out={} must be divisible by groups={}",
             self.in_channels,
             self.out_channels,
@@ -385,7 +385,7 @@ mod tests {
                 ("weight grad", wg.into_data()),
                 ("input grad", xg.into_data()),
             ] {
-                let values = data.to_vec::<f32>().unwrap();
+                let values = data.try_to_vec::<f32>().unwrap();
                 assert!(
                     values.iter().all(|v| v.is_finite()),
                     "{s}: {name} not finite: {values:?}"

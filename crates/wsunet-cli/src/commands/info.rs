@@ -1,0 +1,169 @@
+//! `wsunet info`: the architecture table and parameter count of a model config.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use wsunet::{WsResUNet, WsResUNetConfig, parse_device};
+
+use crate::cli::{InfoArgs, ModelArgs};
+
+/// The number of classes of the built-in `shapes` data, used when none is given.
+const DEFAULT_CLASSES: usize = 4;
+
+/// Resolves `--config` and `--num-classes` into a validated config.
+pub fn model_config(args: &ModelArgs) -> Result<WsResUNetConfig> {
+    let mut config = match &args.config {
+        Some(path) => WsResUNetConfig::from_file(path)
+            .with_context(|| format!("cannot use --config {}", path.display()))?,
+        None => WsResUNetConfig::new(DEFAULT_CLASSES),
+    };
+    if let Some(n) = args.num_classes {
+        config.num_classes = n;
+    }
+    config.validate().context(match &args.config {
+        Some(path) => format!("fix --config {} or --num-classes", path.display()),
+        None => "fix --num-classes".to_string(),
+    })?;
+    Ok(config)
+}
+
+/// Parameters of each named part, in [`WsResUNetConfig::layout`] order.
+fn part_params(model: &WsResUNet) -> Vec<usize> {
+    let stage = |s: &[wsunet::layers::WsResBlock]| s.iter().map(|b| b.num_params()).sum();
+    vec![
+        model.stem.num_params(),
+        stage(&model.stage1),
+        stage(&model.stage2),
+        stage(&model.stage3),
+        stage(&model.stage4),
+        model.bridge.iter().map(|b| b.num_params()).sum(),
+        model.dec4.num_params(),
+        model.dec3.num_params(),
+        model.dec2.num_params(),
+        model.dec1.num_params(),
+        model.head.num_params(),
+    ]
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn run(args: InfoArgs) -> Result<()> {
+    let config = model_config(&args.model)?;
+    // Parameters are counted on the CPU; the optional device check builds the
+    // model again where it will run.
+    let model = config.init(&Device::flex())?;
+    let parts = config.layout(args.size);
+    let params = part_params(&model);
+    let total = model.num_params();
+    let [h, w] = args.size;
+
+    let check = match &args.device {
+        Some(name) => Some(check_device(&config, name, args.size)?),
+        None => None,
+    };
+
+    if args.json {
+        let rows: Vec<_> = parts
+            .iter()
+            .zip(&params)
+            .map(|(p, n)| {
+                serde_json::json!({
+                    "name": p.name, "blocks": p.blocks, "in_channels": p.in_channels,
+                    "out_channels": p.out_channels, "stride": p.stride, "size": p.size, "params": n,
+                })
+            })
+            .collect();
+        let mut doc = serde_json::json!({
+            "config": config, "input": [config.in_channels, h, w], "parts": rows, "params": total,
+        });
+        if let Some((device, ms)) = check {
+            doc["device_check"] = serde_json::json!({ "device": device, "forward_ms": ms });
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    println!(
+        "WSResUNet: {} input channels → {} classes, widths {:?}, depths {:?}",
+        config.in_channels, config.num_classes, config.widths, config.depths
+    );
+    let groups: Vec<String> = config
+        .group_counts()
+        .iter()
+        .map(|(c, g)| format!("{c}:{g}"))
+        .collect();
+    println!(
+        "WsConv2d standardization {} (eps {:e}); GroupNorm groups per width {}",
+        config.standardization,
+        config.resolved_eps(),
+        groups.join(" ")
+    );
+    println!();
+    println!(
+        "{:<8} {:>6} {:>12} {:>7} {:>11} {:>12}",
+        "part", "blocks", "channels", "stride", "output", "parameters"
+    );
+    println!(
+        "{:<8} {:>6} {:>12} {:>7} {:>11} {:>12}",
+        "input",
+        "",
+        config.in_channels,
+        "/1",
+        format!("{h}×{w}"),
+        ""
+    );
+    for (p, n) in parts.iter().zip(&params) {
+        println!(
+            "{:<8} {:>6} {:>12} {:>7} {:>11} {:>12}",
+            p.name,
+            p.blocks,
+            format!("{} → {}", p.in_channels, p.out_channels),
+            format!("/{}", p.stride),
+            format!("{}×{}", p.size[0], p.size[1]),
+            thousands(*n)
+        );
+    }
+    println!("{:<8} {:>52}", "total", thousands(total));
+    if let Some((device, ms)) = check {
+        println!(
+            "\nforward pass on {device}: 1×{}×{h}×{w} in {ms:.1} ms",
+            config.in_channels
+        );
+    }
+    Ok(())
+}
+
+/// Builds the model on `name` and times one forward pass of a zero image.
+fn check_device(config: &WsResUNetConfig, name: &str, size: [usize; 2]) -> Result<(String, f64)> {
+    let device = parse_device(name).context("fix --device")?;
+    let model = config.init(&device)?;
+    let [h, w] = size;
+    model
+        .check_input([1, config.in_channels, h, w])
+        .context("fix --size")?;
+    let x = Tensor::<4>::zeros([1, config.in_channels, h, w], &device);
+    let start = Instant::now();
+    let y = model.forward(x);
+    let values = y
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(
+        values.iter().all(|v| v.is_finite()),
+        "the forward pass on {name} produced non-finite values"
+    );
+    Ok((name.to_string(), ms))
+}
