@@ -33,14 +33,14 @@ pub enum Error {
         reason: String,
     },
 
-    /// A file-system error, with the file it concerns.
-    #[error("{}: {source}", path.display())]
+    /// A file-system error, with the file it concerns. The message already
+    /// contains the underlying error, so it is not repeated as a `source`.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

@@ -147,9 +147,9 @@ impl WsResUNetConfig {
 
     /// Reads a JSON config file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::store::{
-    ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
 };
 
 use crate::error::{Error, Result};
@@ -30,21 +31,58 @@ fn listed(names: &[String]) -> String {
     s
 }
 
+/// The PyTorch name of a Burn parameter path: GroupNorm's `gamma`/`beta` are
+/// `weight`/`bias` there; every other name is the same.
+fn torch_key(path: &str) -> String {
+    match path.rsplit_once('.') {
+        Some((parent, "gamma")) => format!("{parent}.weight"),
+        Some((parent, "beta")) => format!("{parent}.bias"),
+        _ => path.to_string(),
+    }
+}
+
+fn describe(error: &ApplyError) -> String {
+    match error {
+        ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "{} is {:?} in the file but {:?} in the model",
+            torch_key(path),
+            found.as_slice(),
+            expected.as_slice()
+        ),
+        ApplyError::DTypeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "{} is {found:?} in the file but {expected:?} in the model",
+            torch_key(path)
+        ),
+        ApplyError::AdapterError { path, message } | ApplyError::LoadError { path, message } => {
+            format!("{}: {message}", torch_key(path))
+        }
+    }
+}
+
 /// Turns an [`ApplyResult`] into an error listing every missing, unexpected
 /// and mismatched tensor, or `Ok` when the file matched the module exactly.
 fn strict_result(path: &Path, result: ApplyResult) -> Result<()> {
     let missing: Vec<String> = result
         .missing
         .iter()
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| torch_key(name))
         .collect();
-    let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    let unused: Vec<String> = result.unused.iter().map(|name| torch_key(name)).collect();
+    let errors: Vec<String> = result.errors.iter().map(describe).collect();
     let mut problems = Vec::new();
     if !missing.is_empty() {
         problems.push(format!("missing keys: {}", listed(&missing)));
     }
-    if !result.unused.is_empty() {
-        problems.push(format!("unexpected keys: {}", listed(&result.unused)));
+    if !unused.is_empty() {
+        problems.push(format!("unexpected keys: {}", listed(&unused)));
     }
     if !errors.is_empty() {
         problems.push(format!("mismatches: {}", listed(&errors)));
@@ -104,11 +142,11 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> 
         path: path.to_path_buf(),
         reason: format!("cannot write safetensors: {e}"),
     })?;
-    std::fs::rename(&tmp, path).map_err(|source| {
+    std::fs::rename(&tmp, path).map_err(|error| {
         let _ = std::fs::remove_file(&tmp);
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     })
 }

@@ -15,8 +15,7 @@ const DEFAULT_CLASSES: usize = 4;
 /// Resolves `--config` and `--num-classes` into a validated config.
 pub fn model_config(args: &ModelArgs) -> Result<WsResUNetConfig> {
     let mut config = match &args.config {
-        Some(path) => WsResUNetConfig::from_file(path)
-            .with_context(|| format!("cannot use --config {}", path.display()))?,
+        Some(path) => WsResUNetConfig::from_file(path).context("fix --config")?,
         None => WsResUNetConfig::new(DEFAULT_CLASSES),
     };
     if let Some(n) = args.num_classes {

@@ -1,0 +1,118 @@
+//! End-to-end tests of the `wsunet` binary: output, exit codes and messages.
+
+use std::process::{Command, Output};
+
+fn wsunet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wsunet"))
+        .args(args)
+        .output()
+        .expect("run wsunet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn info_prints_the_default_architecture() {
+    let o = wsunet(&["info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("11,348,260"), "{out}");
+    assert!(
+        out.contains("stage4        1    256 → 512     /32         8×8"),
+        "{out}"
+    );
+    assert!(
+        out.contains("head          1       32 → 4      /1     256×256"),
+        "{out}"
+    );
+}
+
+#[test]
+fn info_json_with_config_file_and_device_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("m.json");
+    std::fs::write(
+        &config,
+        r#"{"num_classes": 2, "in_channels": 1, "widths": [8, 8, 16, 16, 16], "groups": 4, "standardization": "scaled"}"#,
+    )
+    .unwrap();
+    let o = wsunet(&[
+        "info",
+        "--config",
+        config.to_str().unwrap(),
+        "--num-classes",
+        "5",
+        "--size",
+        "77x101",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["config"]["num_classes"], 5);
+    assert_eq!(doc["config"]["standardization"], "scaled");
+    assert_eq!(doc["input"], serde_json::json!([1, 77, 101]));
+    assert_eq!(doc["parts"][0]["size"], serde_json::json!([39, 51]));
+    assert_eq!(doc["device_check"]["device"], "cpu");
+    let total: u64 = doc["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["params"].as_u64().unwrap())
+        .sum();
+    assert_eq!(doc["params"].as_u64().unwrap(), total);
+}
+
+#[test]
+fn bad_input_is_one_error_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.json");
+    std::fs::write(&typo, r#"{"num_classes": 2, "width": [1]}"#).unwrap();
+    let typo = typo.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["info", "--num-classes", "0"],
+            "fix --num-classes: invalid model config: num_classes is 0",
+        ),
+        (
+            &["info", "--size", "20", "--device", "cpu"],
+            "fix --size: invalid input: the image is 20×20",
+        ),
+        (
+            &["info", "--device", "tpu"],
+            "fix --device: invalid device `tpu`",
+        ),
+        (
+            &["info", "--config", "/no/such/file.json"],
+            "fix --config: /no/such/file.json: No such file",
+        ),
+        (&["info", "--config", typo], "unknown field `width`"),
+    ];
+    for (args, needle) in cases {
+        let o = wsunet(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [&["--help"][..], &["info", "--help"]] {
+        let o = wsunet(args);
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Usage: wsunet"), "{args:?}");
+    }
+}

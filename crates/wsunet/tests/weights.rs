@@ -1,0 +1,147 @@
+//! Weight files: safetensors with the PyTorch twin's keys, strict loading with
+//! errors that list every problem, atomic saving.
+
+mod common;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use common::{Fixture, rel_error};
+use safetensors::SafeTensors;
+use wsunet::WsResUNetConfig;
+use wsunet::layers::Standardization;
+use wsunet::weights::{load_safetensors, save_safetensors};
+
+/// The config of the `model_*` fixtures.
+fn fixture_config(s: Standardization) -> WsResUNetConfig {
+    WsResUNetConfig::new(3)
+        .with_widths(vec![8, 16, 16, 32, 32])
+        .with_depths(vec![1, 2, 1, 1])
+        .with_groups(4)
+        .with_standardization(s)
+}
+
+fn keys(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut names: Vec<String> = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn export_has_exactly_the_pytorch_state_dict_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in Standardization::ALL {
+        let model = fixture_config(s).init(&Device::flex()).unwrap();
+        let path = dir.path().join(format!("{s}.safetensors"));
+        save_safetensors(&model, &path).unwrap();
+        let torch_keys = keys(&Fixture::weights_path(&format!("model_{s}")));
+        assert_eq!(keys(&path), torch_keys, "{s}");
+        assert!(torch_keys.contains(&"stem.gn.weight".to_string()));
+        assert_eq!(
+            torch_keys.iter().any(|k| k.ends_with(".conv.gain")),
+            s == Standardization::Scaled
+        );
+    }
+}
+
+#[test]
+fn save_then_load_reproduces_the_model() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let config = fixture_config(Standardization::Scaled);
+    let a = config.init(&device).unwrap();
+    save_safetensors(&a, &path).unwrap();
+    // Saving again replaces the file (atomically, via a temporary file).
+    save_safetensors(&a, &path).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "temporary files left behind: {leftovers:?}"
+    );
+
+    let mut b = config.init(&device).unwrap();
+    let x = Tensor::<4>::random([1, 3, 40, 48], Distribution::Default, &device);
+    assert!(
+        rel_error(
+            &b.forward(x.clone()).into_data(),
+            &a.forward(x.clone()).into_data()
+        ) > 1e-3
+    );
+    load_safetensors(&mut b, &path).unwrap();
+    let e = rel_error(&b.forward(x.clone()).into_data(), &a.forward(x).into_data());
+    assert_eq!(e, 0.0);
+}
+
+#[test]
+fn loading_is_strict_and_lists_every_problem() {
+    let device = Device::flex();
+    let path = Fixture::weights_path("model_seed");
+
+    // Deeper stage 1, shallower stage 2: one block's keys missing, one unexpected.
+    let mut other_depths = fixture_config(Standardization::Seed)
+        .with_depths(vec![2, 1, 1, 1])
+        .init(&device)
+        .unwrap();
+    let err = load_safetensors(&mut other_depths, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model_seed.weights.safetensors"), "{err}");
+    assert!(
+        err.contains("missing keys: stage1.1.conv1.conv.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected keys: stage2.1.conv1.conv.weight"),
+        "{err}"
+    );
+
+    // Wider stem: shapes differ.
+    let mut wider = fixture_config(Standardization::Seed)
+        .with_widths(vec![16, 16, 16, 32, 32])
+        .init(&device)
+        .unwrap();
+    let err = load_safetensors(&mut wider, &path).unwrap_err().to_string();
+    assert!(
+        err.contains("mismatches: stem.conv.weight is [8, 3, 7, 7] in the file but [16, 3, 7, 7] in the model"),
+        "{err}"
+    );
+    assert!(err.contains("stem.gn.weight is [8]"), "{err}");
+    assert!(
+        !err.contains("gamma"),
+        "Burn names leak into the message: {err}"
+    );
+
+    // `scaled` has gains the `seed` file lacks.
+    let mut scaled = fixture_config(Standardization::Scaled)
+        .init(&device)
+        .unwrap();
+    let err = load_safetensors(&mut scaled, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing keys: ") && err.contains(".conv.gain"),
+        "{err}"
+    );
+
+    let err = load_safetensors(&mut scaled, std::path::Path::new("no/such.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no/such.safetensors: no such file"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a safetensors file").unwrap();
+    let err = load_safetensors(&mut scaled, &junk)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("junk.safetensors: cannot read as safetensors"),
+        "{err}"
+    );
+}
