@@ -20,6 +20,110 @@ pub enum Command {
     /// Print a model's architecture (per part: channels, stride, output size)
     /// and its parameter count.
     Info(InfoArgs),
+
+    /// Write the built-in synthetic `shapes` dataset (circles, rectangles,
+    /// triangles on textured backgrounds) as a dataset folder.
+    Synth(SynthArgs),
+
+    /// Inspect a dataset folder: validate it, or compute normalization statistics.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Decode every sample and report counts, class pixel frequencies, the
+    /// size range and every problem found (exit code 1 if any).
+    Check(CheckArgs),
+
+    /// Per-channel mean and std of the training images, for the `normalize`
+    /// entry of a training config.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output folder; gets images/, masks/ and classes.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Number of samples.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub count: usize,
+
+    /// Side of the square images in pixels.
+    #[arg(long, value_name = "S", default_value_t = 128)]
+    pub size: usize,
+
+    /// Generator seed: the same seed always gives the same data.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Write into a folder that already holds images/ or masks/.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Where the dataset is and how to read its masks.
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// Dataset folder: images/ + masks/, train/ + val/, or Pascal VOC.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Share of a single-folder dataset held out for validation.
+    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    pub val_fraction: f64,
+
+    /// Seed of the holdout split.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+
+    /// Number of classes (default: classes.json, else the largest mask value + 1).
+    #[arg(long, value_name = "N")]
+    pub num_classes: Option<usize>,
+
+    /// Mask value of pixels to ignore, or `none`.
+    #[arg(long, value_name = "I|none", default_value = "255", value_parser = parse_ignore)]
+    pub ignore_index: IgnoreIndex,
+
+    /// Channels the model will take (default: the most common in the data).
+    #[arg(long, value_name = "C")]
+    pub in_channels: Option<usize>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+
+    /// Print JSON only.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The mask value of ignored pixels, if any (`--ignore-index I|none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IgnoreIndex(pub Option<u16>);
+
+/// Parses an ignore index: a mask value, or `none`.
+pub fn parse_ignore(s: &str) -> Result<IgnoreIndex, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(IgnoreIndex(None));
+    }
+    s.parse::<u16>()
+        .map(|v| IgnoreIndex(Some(v)))
+        .map_err(|_| format!("`{s}` is not a mask value (0–65535) or `none`"))
 }
 
 /// Which model to describe.
@@ -77,6 +181,19 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ignore_index() {
+        assert_eq!(parse_ignore("255").unwrap(), IgnoreIndex(Some(255)));
+        assert_eq!(parse_ignore("none").unwrap(), IgnoreIndex(None));
+        let cli = Cli::try_parse_from(["wsunet", "data", "check", "d", "--ignore-index", "none"])
+            .unwrap();
+        let Command::Data(DataCommand::Check(args)) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        assert_eq!(args.ignore_index, IgnoreIndex(None));
+        assert!(parse_ignore("-1").unwrap_err().contains("none"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 
 use clap::Parser;
 
@@ -10,6 +11,8 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Info(args) => commands::info::run(args),
+        cli::Command::Synth(args) => commands::synth::run(args),
+        cli::Command::Data(command) => commands::data::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

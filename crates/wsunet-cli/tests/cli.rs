@@ -110,9 +110,99 @@ fn bad_input_is_one_error_line_and_exit_1() {
 
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["info", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["info", "--help"],
+        &["synth", "--help"],
+        &["data", "--help"],
+        &["data", "check", "--help"],
+        &["data", "stats", "--help"],
+    ] {
         let o = wsunet(args);
         assert!(o.status.success());
         assert!(stdout(&o).contains("Usage: wsunet"), "{args:?}");
     }
+}
+
+#[test]
+fn synth_writes_a_dataset_that_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    let out_s = out.to_str().unwrap();
+    let o = wsunet(&[
+        "synth", "--out", out_s, "--count", "12", "--size", "48", "--seed", "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("wrote 12 samples of 48×48 (seed 3)"));
+    assert!(out.join("classes.json").is_file());
+    let first = std::fs::read(out.join("masks/shape_00000.png")).unwrap();
+
+    // Same seed, same bytes; a second run into the folder needs --force.
+    let o = wsunet(&[
+        "synth", "--out", out_s, "--count", "12", "--size", "48", "--seed", "3",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    let o = wsunet(&[
+        "synth", "--out", out_s, "--count", "12", "--size", "48", "--seed", "3", "--force",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read(out.join("masks/shape_00000.png")).unwrap(),
+        first
+    );
+
+    let o = wsunet(&["data", "check", out_s, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        report["train"].as_u64().unwrap() + report["val"].as_u64().unwrap(),
+        12
+    );
+    assert_eq!(
+        report["classes"],
+        serde_json::json!(["background", "circle", "rectangle", "triangle"])
+    );
+    assert_eq!(report["mask_kinds"]["Palette"], 12);
+
+    let o = wsunet(&["data", "stats", out_s, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(stats["normalize"]["mean"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn data_check_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let o = wsunet(&[
+        "synth",
+        "--out",
+        root.to_str().unwrap(),
+        "--count",
+        "4",
+        "--size",
+        "40",
+    ]);
+    assert!(o.status.success());
+    std::fs::write(root.join("images/shape_00001.png"), b"junk").unwrap();
+    std::fs::remove_file(root.join("masks/shape_00002.png")).unwrap();
+    let o = wsunet(&["data", "check", root.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("problem: ")
+            && out.contains("shape_00001.png")
+            && out.contains("cannot decode"),
+        "{out}"
+    );
+    assert!(out.contains("shape_00002.png: no mask"), "{out}");
+    assert!(stderr(&o).contains("2 problem(s) found"), "{}", stderr(&o));
+    let o = wsunet(&["data", "check", "/no/such/dir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/no/such/dir is not a folder"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -33,6 +33,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A data file that cannot be used: unreadable, the wrong size, invalid
+    /// mask values, …
+    #[error("{}: {reason}", path.display())]
+    Data {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// A dataset-level problem (no samples, a missing folder, a bad split).
+    #[error("{0}")]
+    Dataset(String),
+
     /// A file-system error, with the file it concerns. The message already
     /// contains the underlying error, so it is not repeated as a `source`.
     #[error("{}: {error}", path.display())]

@@ -29,6 +29,8 @@
 //! assert_eq!(logits.dims(), [1, 4, 64, 64]);
 //! ```
 
+mod atomic;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod layers;

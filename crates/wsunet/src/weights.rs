@@ -122,19 +122,13 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(module: &mut M, path: &Path)
 /// replacing `path` atomically (a temporary file in the same folder, then a
 /// rename), so a crash never leaves a half-written file.
 pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Weights {
-        path: path.to_path_buf(),
-        reason: "not a file path".into(),
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    if path.file_name().is_none() {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            reason: "not a file path".into(),
+        });
+    }
+    let tmp = crate::atomic::temp_path(path);
     let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .overwrite(true);

@@ -10,7 +10,7 @@ mod ws_gn_act;
 mod ws_res_block;
 
 pub use groups::fit_groups;
-pub use resize::{interpolation_matrix, resize_bilinear};
+pub use resize::{bilinear_taps, interpolation_matrix, resize_bilinear};
 pub use up::{Up, UpConfig};
 pub use ws_conv2d::{Standardization, WsConv2d, WsConv2dConfig};
 pub use ws_gn_act::{WsGnAct, WsGnActConfig};

@@ -10,31 +10,40 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// Row-major `[out_len, in_len]` matrix of PyTorch's bilinear weights along one
-/// axis, `align_corners = False`, no antialiasing (so down-scaling samples the
-/// two nearest source pixels, as PyTorch does).
+/// PyTorch's bilinear taps along one axis (`align_corners = False`, no
+/// antialiasing): for each output index, the two source indices it mixes and
+/// the weight of the second, `(i0, i1, λ)` with `out = (1 − λ)·x[i0] + λ·x[i1]`.
 ///
 /// Source coordinate of output `o`: `max((o + 0.5) · in/out − 0.5, 0)`;
-/// it mixes pixels `⌊src⌋` and `min(⌊src⌋ + 1, in − 1)`.
+/// `i0 = ⌊src⌋`, `i1 = min(i0 + 1, in − 1)`. Down-scaling therefore samples
+/// the two nearest source pixels, as PyTorch does.
 ///
 /// # Panics
 ///
 /// If either length is 0.
-pub fn interpolation_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
+pub fn bilinear_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32)> {
     assert!(
         in_len > 0 && out_len > 0,
         "cannot resize between lengths {in_len} and {out_len}"
     );
     let scale = in_len as f64 / out_len as f64;
+    (0..out_len)
+        .map(|o| {
+            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(in_len - 1);
+            let i1 = (i0 + 1).min(in_len - 1);
+            (i0, i1, (src - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// Row-major `[out_len, in_len]` matrix of [`bilinear_taps`].
+pub fn interpolation_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
     let mut m = vec![0f32; out_len * in_len];
-    for o in 0..out_len {
-        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-        let i0 = (src.floor() as usize).min(in_len - 1);
-        let i1 = (i0 + 1).min(in_len - 1);
-        let l1 = src - i0 as f64;
+    for (o, (i0, i1, l1)) in bilinear_taps(in_len, out_len).into_iter().enumerate() {
         let row = &mut m[o * in_len..(o + 1) * in_len];
-        row[i0] += (1.0 - l1) as f32;
-        row[i1] += l1 as f32;
+        row[i0] += 1.0 - l1;
+        row[i1] += l1;
     }
     m
 }

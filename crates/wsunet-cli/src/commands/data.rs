@@ -1,0 +1,113 @@
+//! `wsunet data check` and `wsunet data stats`.
+
+use anyhow::{Context, Result, bail};
+use wsunet::data::check::{channel_stats, check_dataset};
+use wsunet::data::{DatasetFiles, discover};
+
+use crate::cli::{CheckArgs, DataCommand, DatasetArgs, StatsArgs};
+
+pub fn run(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Check(args) => check(args),
+        DataCommand::Stats(args) => stats(args),
+    }
+}
+
+fn open(args: &DatasetArgs) -> Result<DatasetFiles> {
+    discover(&args.dir, args.val_fraction, args.seed)
+        .context("fix the dataset folder or --val-fraction")
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let files = open(&args.dataset)?;
+    let report = check_dataset(
+        &files,
+        args.num_classes,
+        args.ignore_index.0,
+        args.in_channels,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "dataset {} ({} layout)",
+            files.root.display(),
+            report.layout
+        );
+        println!(
+            "samples: {} train, {} val (usable)",
+            report.train, report.val
+        );
+        let [[h0, w0], [h1, w1]] = report.size_range;
+        println!("sizes: {h0}×{w0} to {h1}×{w1}");
+        let channels: Vec<String> = report
+            .channels
+            .iter()
+            .map(|(c, n)| format!("{c} ch: {n}"))
+            .collect();
+        println!("images: {}", channels.join(", "));
+        let kinds: Vec<String> = report
+            .mask_kinds
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        println!("masks: {}", kinds.join(", "));
+        let total: u64 = report.class_pixels.iter().sum::<u64>() + report.ignored_pixels;
+        println!(
+            "\n{:<4} {:<20} {:>14} {:>8}",
+            "id", "class", "train pixels", "share"
+        );
+        for (i, (name, n)) in report.classes.iter().zip(&report.class_pixels).enumerate() {
+            println!(
+                "{i:<4} {name:<20} {n:>14} {:>7.2}%",
+                100.0 * *n as f64 / total.max(1) as f64
+            );
+        }
+        if report.ignored_pixels > 0 {
+            println!(
+                "{:<4} {:<20} {:>14} {:>7.2}%",
+                "",
+                "(ignored)",
+                report.ignored_pixels,
+                100.0 * report.ignored_pixels as f64 / total.max(1) as f64
+            );
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+    }
+    if !report.problems.is_empty() {
+        bail!(
+            "{} problem(s) found in {}; fix them, or train with --skip-bad to leave those samples out",
+            report.problems.len(),
+            files.root.display()
+        );
+    }
+    Ok(())
+}
+
+fn stats(args: StatsArgs) -> Result<()> {
+    let files = open(&args.dataset)?;
+    if files.train.is_empty() {
+        bail!("{} has no training images", files.root.display());
+    }
+    let normalize = channel_stats(&files.train)?;
+    let doc = serde_json::json!({ "normalize": normalize });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{} training images of {}",
+            files.train.len(),
+            files.root.display()
+        );
+        for (c, (m, s)) in normalize.mean.iter().zip(&normalize.std).enumerate() {
+            println!("channel {c}: mean {m:.6}  std {s:.6}");
+        }
+        println!("\nfor a training config:\n{}", serde_json::to_string(&doc)?);
+    }
+    Ok(())
+}

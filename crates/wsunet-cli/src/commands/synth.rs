@@ -1,0 +1,66 @@
+//! `wsunet synth`: writes the built-in `shapes` data as a dataset folder.
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use wsunet::data::io::{write_mask_png, write_png};
+use wsunet::data::shapes::{generate, shapes_classes};
+
+use crate::cli::SynthArgs;
+use crate::progress::bar;
+
+pub fn run(args: SynthArgs) -> Result<()> {
+    if args.count == 0 {
+        bail!("--count is 0; ask for at least 1 sample");
+    }
+    if args.size < wsunet::MIN_INPUT_SIZE {
+        bail!(
+            "--size {} is below the model's minimum of {}",
+            args.size,
+            wsunet::MIN_INPUT_SIZE
+        );
+    }
+    let (images, masks) = (args.out.join("images"), args.out.join("masks"));
+    for dir in [&images, &masks] {
+        let occupied = dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if occupied && !args.force {
+            bail!(
+                "{} already holds files; choose another --out or pass --force to overwrite",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} (fix --out)", dir.display()))?;
+    }
+    let classes = shapes_classes();
+    std::fs::write(
+        args.out.join(wsunet::data::classes::CLASSES_FILE),
+        classes.to_json(),
+    )
+    .with_context(|| format!("cannot write into {}", args.out.display()))?;
+
+    let progress = bar(args.count as u64, "writing shapes");
+    let digits = (args.count - 1).to_string().len().max(5);
+    (0..args.count)
+        .into_par_iter()
+        .try_for_each(|i| -> Result<()> {
+            let (image, mask) = generate(args.seed, i as u64, args.size);
+            let name = format!("shape_{i:0digits$}.png");
+            write_png(&images.join(&name), &image)?;
+            write_mask_png(&masks.join(&name), &mask, &classes)?;
+            progress.inc(1);
+            Ok(())
+        })?;
+    progress.finish_and_clear();
+    println!(
+        "wrote {} samples of {}×{} (seed {}) to {}",
+        args.count,
+        args.size,
+        args.size,
+        args.seed,
+        args.out.display()
+    );
+    Ok(())
+}

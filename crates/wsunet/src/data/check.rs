@@ -1,0 +1,327 @@
+//! Whole-dataset validation (`wsunet data check`) and channel statistics
+//! (`wsunet data stats`).
+//!
+//! Every sample is decoded (in parallel); every problem is collected — not
+//! just the first — with the file it concerns and the fix.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::augment::Normalize;
+use super::io::{mask_values_problem, read_image, read_mask, value_counts};
+use super::layout::{DatasetFiles, Layout, SamplePaths};
+use crate::error::{Error, Result};
+
+/// What one sample holds, or why it could not be read.
+struct SampleFacts {
+    pair: SamplePaths,
+    split: &'static str,
+    size: [usize; 2],
+    channels: usize,
+    kind: String,
+    /// Pixel count per mask value.
+    values: BTreeMap<u16, u64>,
+    error: Option<String>,
+}
+
+fn facts(pair: &SamplePaths, split: &'static str, files: &DatasetFiles) -> SampleFacts {
+    let mut f = SampleFacts {
+        pair: pair.clone(),
+        split,
+        size: [0, 0],
+        channels: 0,
+        kind: String::new(),
+        values: BTreeMap::new(),
+        error: None,
+    };
+    let image = match read_image(&pair.image) {
+        Ok(i) => i,
+        Err(e) => {
+            f.error = Some(e.to_string());
+            return f;
+        }
+    };
+    f.size = [image.height, image.width];
+    f.channels = image.channels;
+    let (mask, kind) = match read_mask(&pair.mask, files.classes.as_ref()) {
+        Ok(m) => m,
+        Err(e) => {
+            f.error = Some(e.to_string());
+            return f;
+        }
+    };
+    f.kind = format!("{kind:?}");
+    if [mask.height, mask.width] != f.size {
+        f.error = Some(format!(
+            "{}: the mask is {}×{} but its image {} is {}×{}; masks must have their image's size",
+            pair.mask.display(),
+            mask.height,
+            mask.width,
+            pair.image.display(),
+            image.height,
+            image.width
+        ));
+    }
+    f.values = value_counts(&mask);
+    f
+}
+
+/// The result of checking a dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The dataset layout.
+    pub layout: String,
+    /// Readable training / validation samples.
+    pub train: usize,
+    /// Readable validation samples.
+    pub val: usize,
+    /// Class names (from the class list, or numbered).
+    pub classes: Vec<String>,
+    /// Training pixels per class.
+    pub class_pixels: Vec<u64>,
+    /// Training pixels with the ignore index.
+    pub ignored_pixels: u64,
+    /// Smallest and largest `[H, W]` seen.
+    pub size_range: [[usize; 2]; 2],
+    /// Samples per image channel count.
+    pub channels: BTreeMap<usize, usize>,
+    /// Masks per kind (Gray8, Gray16, Palette, Rgb).
+    pub mask_kinds: BTreeMap<String, usize>,
+    /// Problems that make samples unusable; training refuses them unless
+    /// told to skip bad samples.
+    pub problems: Vec<String>,
+    /// Things that are legal but probably wrong.
+    pub warnings: Vec<String>,
+}
+
+/// Decodes every sample of `files` and reports counts, class frequencies,
+/// sizes and every problem. `num_classes` defaults to the class list's length,
+/// else to the largest mask value seen (ignore excluded) plus one;
+/// `in_channels` defaults to the most common channel count.
+pub fn check_dataset(
+    files: &DatasetFiles,
+    num_classes: Option<usize>,
+    ignore: Option<u16>,
+    in_channels: Option<usize>,
+) -> CheckReport {
+    let all: Vec<(&SamplePaths, &'static str)> = files
+        .train
+        .iter()
+        .map(|p| (p, "train"))
+        .chain(files.val.iter().map(|p| (p, "val")))
+        .collect();
+    let facts: Vec<SampleFacts> = all
+        .par_iter()
+        .map(|(p, split)| facts(p, split, files))
+        .collect();
+
+    let mut problems = files.problems.clone();
+    let mut warnings = Vec::new();
+    problems.extend(facts.iter().filter_map(|f| f.error.clone()));
+    let readable: Vec<&SampleFacts> = facts.iter().filter(|f| f.error.is_none()).collect();
+
+    let num_classes = num_classes
+        .or(files.classes.as_ref().map(|c| c.len()))
+        .unwrap_or_else(|| {
+            let max = readable
+                .iter()
+                .flat_map(|f| f.values.keys())
+                .filter(|&&v| Some(v) != ignore)
+                .max()
+                .copied()
+                .unwrap_or(0);
+            max as usize + 1
+        });
+    let mut channel_counts = BTreeMap::new();
+    for f in &readable {
+        *channel_counts.entry(f.channels).or_insert(0) += 1;
+    }
+    let in_channels = in_channels.or_else(|| {
+        channel_counts
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(c, _)| *c)
+    });
+
+    let mut bad_samples = std::collections::HashSet::new();
+    for f in &readable {
+        if let Some(c) = in_channels
+            && f.channels != c
+        {
+            problems.push(format!(
+                "{}: has {} channel(s) but the model takes {c}; convert it or set in_channels",
+                f.pair.image.display(),
+                f.channels
+            ));
+            bad_samples.insert(f.pair.name.clone() + f.split);
+        }
+        if let Some(reason) = mask_values_problem(&f.values, num_classes, ignore) {
+            problems.push(format!("{}: {reason}", f.pair.mask.display()));
+            bad_samples.insert(f.pair.name.clone() + f.split);
+        }
+    }
+
+    let usable = |split: &str| {
+        readable
+            .iter()
+            .filter(|f| f.split == split && !bad_samples.contains(&(f.pair.name.clone() + f.split)))
+            .count()
+    };
+    let (train, val) = (usable("train"), usable("val"));
+    if train == 0 {
+        problems.push(format!(
+            "{}: the training split has no usable samples",
+            files.root.display()
+        ));
+    }
+    if val == 0 {
+        let hint = match files.layout {
+            Layout::Folder => "; use --val-fraction above 0",
+            _ => "",
+        };
+        warnings.push(format!("the validation split is empty{hint}"));
+    }
+
+    let mut class_pixels = vec![0u64; num_classes];
+    let mut ignored_pixels = 0;
+    for f in readable.iter().filter(|f| f.split == "train") {
+        for (&v, &n) in &f.values {
+            if Some(v) == ignore {
+                ignored_pixels += n;
+            } else if (v as usize) < num_classes {
+                class_pixels[v as usize] += n;
+            }
+        }
+    }
+    let classes = match &files.classes {
+        Some(list) if list.len() == num_classes => list.names(),
+        _ => (0..num_classes).map(|i| format!("class{i}")).collect(),
+    };
+    if train > 0 {
+        for (name, n) in classes.iter().zip(&class_pixels) {
+            if *n == 0 {
+                warnings.push(format!(
+                    "class `{name}` has no pixels in the training split"
+                ));
+            }
+        }
+        let only_background = readable
+            .iter()
+            .filter(|f| f.split == "train")
+            .all(|f| f.values.keys().all(|&v| v == 0 || Some(v) == ignore));
+        if only_background && ignored_pixels > 0 {
+            warnings.push(format!(
+                "every training mask holds only 0 and the ignore index {}; if {} marks the foreground of 0/{} binary masks, save them as 0/1 instead",
+                ignore.unwrap_or(0),
+                ignore.unwrap_or(0),
+                ignore.unwrap_or(0)
+            ));
+        }
+    }
+    if let Some(list) = &files.classes
+        && list.len() != num_classes
+    {
+        warnings.push(format!(
+            "classes.json lists {} classes but {num_classes} are in use",
+            list.len()
+        ));
+    }
+
+    let sizes: Vec<[usize; 2]> = readable.iter().map(|f| f.size).collect();
+    let size_range = [
+        [
+            sizes.iter().map(|s| s[0]).min().unwrap_or(0),
+            sizes.iter().map(|s| s[1]).min().unwrap_or(0),
+        ],
+        [
+            sizes.iter().map(|s| s[0]).max().unwrap_or(0),
+            sizes.iter().map(|s| s[1]).max().unwrap_or(0),
+        ],
+    ];
+    let mut mask_kinds = BTreeMap::new();
+    for f in &readable {
+        *mask_kinds.entry(f.kind.clone()).or_insert(0) += 1;
+    }
+    CheckReport {
+        layout: format!("{:?}", files.layout),
+        train,
+        val,
+        classes,
+        class_pixels,
+        ignored_pixels,
+        size_range,
+        channels: channel_counts,
+        mask_kinds,
+        problems,
+        warnings,
+    }
+}
+
+/// One image's channel count, per-channel sums and sums of squares, and
+/// pixel count.
+type ChannelSums = (usize, Vec<f64>, Vec<f64>, u64);
+
+/// Per-channel mean and standard deviation over every pixel of `pairs`'
+/// images (in parallel, accumulated in f64), for the `normalize` config.
+pub fn channel_stats(pairs: &[SamplePaths]) -> Result<Normalize> {
+    if pairs.is_empty() {
+        return Err(Error::Dataset(
+            "no images to compute statistics from".into(),
+        ));
+    }
+    let partial: Vec<Result<ChannelSums>> = pairs
+        .par_iter()
+        .map(|p| {
+            let image = read_image(&p.image)?;
+            let n = (image.height * image.width) as u64;
+            let sums = (0..image.channels)
+                .map(|c| image.channel(c).iter().map(|&v| v as f64).sum())
+                .collect();
+            let squares = (0..image.channels)
+                .map(|c| {
+                    image
+                        .channel(c)
+                        .iter()
+                        .map(|&v| (v as f64) * (v as f64))
+                        .sum()
+                })
+                .collect();
+            Ok((image.channels, sums, squares, n))
+        })
+        .collect();
+    let mut channels = None;
+    let (mut sums, mut squares, mut count) = (Vec::new(), Vec::new(), 0u64);
+    for (p, r) in pairs.iter().zip(partial) {
+        let (c, s, q, n) = r?;
+        match channels {
+            None => {
+                channels = Some(c);
+                sums = vec![0.0; c];
+                squares = vec![0.0; c];
+            }
+            Some(expected) if expected != c => {
+                return Err(Error::Data {
+                    path: p.image.clone(),
+                    reason: format!("has {c} channel(s) but earlier images have {expected}"),
+                });
+            }
+            _ => {}
+        }
+        sums.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+        squares.iter_mut().zip(&q).for_each(|(a, b)| *a += b);
+        count += n;
+    }
+    let n = count as f64;
+    let mean: Vec<f64> = sums.iter().map(|s| s / n).collect();
+    let std = squares
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| ((q / n - m * m).max(0.0)).sqrt().max(1e-6) as f32)
+        .collect();
+    Ok(Normalize {
+        mean: mean.into_iter().map(|m| m as f32).collect(),
+        std,
+    })
+}

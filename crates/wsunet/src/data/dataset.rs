@@ -1,0 +1,357 @@
+//! Burn datasets and batching for segmentation: samples from files or from
+//! the built-in `shapes` generator, validated, augmented, normalized, and
+//! stacked into tensors.
+//!
+//! A sample that cannot be used (unreadable file, size mismatch, invalid mask
+//! values, wrong channel count) is a [`DatasetError`] carrying a message that
+//! names the file; Burn's data loader hands it to the caller instead of
+//! crashing a worker thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::augment::{AugmentConfig, Normalize, augment, crop_or_pad};
+use super::classes::ClassList;
+use super::io::{
+    Image, Mask, mask_values_ok, mask_values_problem, read_image, read_mask, value_counts,
+};
+use super::layout::SamplePaths;
+use super::shapes::{self, item_rng};
+use crate::error::{Error, Result};
+use crate::model::MIN_INPUT_SIZE;
+
+/// Where a sample comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sample {
+    /// An image file and its mask.
+    Files(SamplePaths),
+    /// Item `index` of the `shapes` generator.
+    Shapes {
+        /// Generator seed.
+        seed: u64,
+        /// Item index.
+        index: u64,
+        /// Image side in pixels.
+        size: usize,
+    },
+}
+
+impl Sample {
+    /// A short name for messages: the file stem or `shapes#index`.
+    pub fn name(&self) -> String {
+        match self {
+            Sample::Files(p) => p.name.clone(),
+            Sample::Shapes { index, .. } => format!("shapes#{index}"),
+        }
+    }
+}
+
+/// What every sample must satisfy, and how to read it.
+#[derive(Debug, Clone)]
+pub struct SampleSpec {
+    /// Classes of the model; mask values must be below this or the ignore index.
+    pub num_classes: usize,
+    /// Mask value that marks pixels to ignore, if any.
+    pub ignore_index: Option<u16>,
+    /// Image channels the model expects.
+    pub in_channels: usize,
+    /// The class list, needed to read RGB masks.
+    pub classes: Option<ClassList>,
+}
+
+impl SampleSpec {
+    /// The label that ignored and padded pixels carry in batches: the ignore
+    /// index, or `u16::MAX` when the files have none.
+    pub fn ignore_label(&self) -> u16 {
+        self.ignore_index.unwrap_or(u16::MAX)
+    }
+
+    /// Loads and checks one sample: the image and mask decode, their sizes
+    /// agree, the channel count is the model's, and every mask value is a
+    /// class or the ignore index. Ignored pixels get [`ignore_label`](Self::ignore_label).
+    pub fn load(&self, sample: &Sample) -> Result<(Image, Mask)> {
+        let (image, mut mask) = match sample {
+            Sample::Shapes { seed, index, size } => shapes::generate(*seed, *index, *size),
+            Sample::Files(p) => {
+                let image = read_image(&p.image)?;
+                let (mask, _) = read_mask(&p.mask, self.classes.as_ref())?;
+                if (image.height, image.width) != (mask.height, mask.width) {
+                    return Err(Error::Data {
+                        path: p.mask.clone(),
+                        reason: format!(
+                            "the mask is {}×{} but its image {} is {}×{}; masks must have their image's size",
+                            mask.height,
+                            mask.width,
+                            p.image.display(),
+                            image.height,
+                            image.width
+                        ),
+                    });
+                }
+                if image.channels != self.in_channels {
+                    return Err(Error::Data {
+                        path: p.image.clone(),
+                        reason: format!(
+                            "has {} channel(s) but the model takes {}; convert the images or set in_channels to {}",
+                            image.channels, self.in_channels, image.channels
+                        ),
+                    });
+                }
+                if !mask_values_ok(&mask, self.num_classes, self.ignore_index)
+                    && let Some(reason) = mask_values_problem(
+                        &value_counts(&mask),
+                        self.num_classes,
+                        self.ignore_index,
+                    )
+                {
+                    return Err(Error::Data {
+                        path: p.mask.clone(),
+                        reason,
+                    });
+                }
+                (image, mask)
+            }
+        };
+        if let Some(ignore) = self.ignore_index
+            && ignore != self.ignore_label()
+        {
+            mask.data
+                .iter_mut()
+                .filter(|v| **v == ignore)
+                .for_each(|v| *v = self.ignore_label());
+        }
+        Ok((image, mask))
+    }
+}
+
+/// One prepared sample: normalized image and its labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegItem {
+    /// Normalized image `[C, H, W]`.
+    pub image: Image,
+    /// Labels; ignored pixels hold the spec's ignore label.
+    pub mask: Mask,
+    /// Sample name for messages.
+    pub name: String,
+}
+
+/// How a dataset prepares its samples.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Random augmentation, then a random crop (or pad) to `size`.
+    Train {
+        /// Augmentation settings.
+        augment: AugmentConfig,
+        /// Training crop `[H, W]`.
+        size: [usize; 2],
+    },
+    /// The whole image, only normalized (honest evaluation).
+    Eval,
+}
+
+/// A segmentation dataset for Burn's data loader.
+///
+/// Augmentation is deterministic: the `n`-th time item `i` is fetched it uses
+/// an RNG seeded from `(seed, i, n)`. Every epoch fetches each item once, so
+/// epoch `e` sees the same augmentations whatever the worker count or order,
+/// and a resumed run can [`set_epoch`](Self::set_epoch) to continue exactly.
+pub struct SegDataset {
+    samples: Vec<Sample>,
+    spec: Arc<SampleSpec>,
+    normalize: Normalize,
+    mode: Mode,
+    seed: u64,
+    visits: Arc<Vec<AtomicU64>>,
+}
+
+impl SegDataset {
+    /// A dataset over `samples`.
+    pub fn new(
+        samples: Vec<Sample>,
+        spec: SampleSpec,
+        normalize: Normalize,
+        mode: Mode,
+        seed: u64,
+    ) -> Result<Self> {
+        if samples.is_empty() {
+            return Err(Error::Dataset("the dataset has no samples".into()));
+        }
+        normalize
+            .validate(spec.in_channels)
+            .map_err(Error::Dataset)?;
+        if let Mode::Train { augment, size } = &mode {
+            augment.validate().map_err(Error::Dataset)?;
+            if size[0] < MIN_INPUT_SIZE || size[1] < MIN_INPUT_SIZE {
+                return Err(Error::Dataset(format!(
+                    "the training size is {}×{}; it must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}",
+                    size[0], size[1]
+                )));
+            }
+        }
+        let visits = Arc::new((0..samples.len()).map(|_| AtomicU64::new(0)).collect());
+        Ok(SegDataset {
+            samples,
+            spec: Arc::new(spec),
+            normalize,
+            mode,
+            seed,
+            visits,
+        })
+    }
+
+    /// The samples.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// The checks applied to every sample.
+    pub fn spec(&self) -> &SampleSpec {
+        &self.spec
+    }
+
+    /// Makes the next fetch of every item use epoch `epoch`'s augmentation
+    /// (for resuming a run).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.visits
+            .iter()
+            .for_each(|v| v.store(epoch, Ordering::SeqCst));
+    }
+
+    /// Loads, augments and normalizes item `index`.
+    pub fn item(&self, index: usize) -> Result<SegItem> {
+        let sample = &self.samples[index];
+        let (image, mask) = self.spec.load(sample)?;
+        let (mut image, mask) = match &self.mode {
+            Mode::Eval => (image, mask),
+            Mode::Train {
+                augment: config,
+                size,
+            } => {
+                let visit = self.visits[index].fetch_add(1, Ordering::SeqCst);
+                let mut rng = item_rng(
+                    self.seed ^ visit.wrapping_mul(0xA076_1D64_78BD_642F),
+                    index as u64,
+                );
+                let (image, mask) = augment(&image, &mask, config, &mut rng);
+                let (mut image, mask) = (image, mask);
+                self.normalize.apply(&mut image);
+                let (image, mask) =
+                    crop_or_pad(&image, &mask, *size, self.spec.ignore_label(), &mut rng);
+                return Ok(SegItem {
+                    image,
+                    mask,
+                    name: sample.name(),
+                });
+            }
+        };
+        self.normalize.apply(&mut image);
+        Ok(SegItem {
+            image,
+            mask,
+            name: sample.name(),
+        })
+    }
+}
+
+/// The error Burn's loader reports: the library error, message intact.
+#[derive(Debug)]
+pub struct SampleError(pub Error);
+
+impl std::fmt::Display for SampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SampleError {}
+
+impl Dataset<SegItem> for SegDataset {
+    fn get(&self, index: usize) -> std::result::Result<SegItem, DatasetError> {
+        self.item(index)
+            .map_err(|e| DatasetError::new(SampleError(e)))
+    }
+
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+/// A batch: images `[B, C, H, W]` and labels `[B, H, W]`.
+#[derive(Debug, Clone)]
+pub struct SegBatch {
+    /// Normalized images.
+    pub images: Tensor<4>,
+    /// Class indices; ignored and padded pixels hold the ignore label.
+    pub masks: Tensor<3, Int>,
+    /// Sample names.
+    pub names: Vec<String>,
+}
+
+/// Stacks items into a [`SegBatch`], padding to the largest height and width
+/// in the batch (at least the model's minimum) with 0 in images and the
+/// ignore label in masks, so whole images of different sizes can be
+/// evaluated together.
+#[derive(Debug, Clone)]
+pub struct SegBatcher {
+    /// Label of padded pixels.
+    pub ignore_label: u16,
+}
+
+impl Batcher<SegItem, SegBatch> for SegBatcher {
+    fn batch(&self, items: Vec<SegItem>, device: &Device) -> SegBatch {
+        let h = items
+            .iter()
+            .map(|i| i.image.height)
+            .max()
+            .unwrap_or(0)
+            .max(MIN_INPUT_SIZE);
+        let w = items
+            .iter()
+            .map(|i| i.image.width)
+            .max()
+            .unwrap_or(0)
+            .max(MIN_INPUT_SIZE);
+        let c = items.first().map(|i| i.image.channels).unwrap_or(1);
+        let b = items.len();
+        let mut images = vec![0f32; b * c * h * w];
+        let mut masks = vec![self.ignore_label as i64; b * h * w];
+        for (k, item) in items.iter().enumerate() {
+            let (ih, iw) = (item.image.height, item.image.width);
+            for y in 0..ih {
+                let src = y * iw..(y + 1) * iw;
+                let dst = k * h * w + y * w;
+                for (m, &l) in masks[dst..dst + iw]
+                    .iter_mut()
+                    .zip(&item.mask.data[src.clone()])
+                {
+                    *m = l as i64;
+                }
+                for ch in 0..c {
+                    let d = (k * c + ch) * h * w + y * w;
+                    images[d..d + iw].copy_from_slice(&item.image.channel(ch)[src.clone()]);
+                }
+            }
+        }
+        SegBatch {
+            images: Tensor::from_data(TensorData::new(images, [b, c, h, w]), device),
+            masks: Tensor::from_data(TensorData::new(masks, [b, h, w]), device),
+            names: items.into_iter().map(|i| i.name).collect(),
+        }
+    }
+}
+
+/// Sample list of `count` shapes items starting at `first`.
+pub fn shapes_samples(seed: u64, first: u64, count: usize, size: usize) -> Vec<Sample> {
+    (first..first + count as u64)
+        .map(|index| Sample::Shapes { seed, index, size })
+        .collect()
+}
+
+/// Sample list of file pairs.
+pub fn file_samples(pairs: &[SamplePaths]) -> Vec<Sample> {
+    pairs.iter().cloned().map(Sample::Files).collect()
+}
