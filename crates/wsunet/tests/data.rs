@@ -509,3 +509,34 @@ fn shapes_samples_load_like_files() {
     assert_eq!(ds.item(2).unwrap(), a);
     assert!(a.mask.data.iter().all(|&v| v < 4));
 }
+
+#[test]
+fn preflight_refuses_bad_samples_or_skips_them_when_asked() {
+    use wsunet::data::dataset::usable_samples;
+    let dir = tempfile::tempdir().unwrap();
+    folder_dataset(dir.path(), 5);
+    std::fs::write(dir.path().join("images/s1.png"), b"junk").unwrap();
+    gray_mask(&dir.path().join("masks/s3.png"), 40, 36, |_, _| 9);
+    let files = discover(dir.path(), 0.0, 1).unwrap();
+    let samples = file_samples(&files.train);
+    let err = usable_samples(samples.clone(), &spec(3, 3), false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("2 of 5 samples cannot be used"), "{err}");
+    assert!(
+        err.contains("images/s1.png") && err.contains("masks/s3.png") && err.contains("--skip-bad"),
+        "{err}"
+    );
+    let (good, warnings) = usable_samples(samples, &spec(3, 3), true).unwrap();
+    assert_eq!(good.len(), 3);
+    assert_eq!(warnings.len(), 2);
+    assert!(
+        warnings.iter().all(|w| w.starts_with("skipped: ")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("s1.png"))
+            && warnings.iter().any(|w| w.contains("s3.png")),
+        "{warnings:?}"
+    );
+}

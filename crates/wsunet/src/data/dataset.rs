@@ -344,6 +344,50 @@ impl Batcher<SegItem, SegBatch> for SegBatcher {
     }
 }
 
+/// Loads every sample once (in parallel) and keeps those that pass
+/// [`SampleSpec::load`]. With `skip_bad`, bad samples are left out and each
+/// is described in the returned warnings; without it, any bad sample is an
+/// error that lists all of them. Training runs this before its first epoch,
+/// so a bad file stops it at once rather than mid-epoch.
+pub fn usable_samples(
+    samples: Vec<Sample>,
+    spec: &SampleSpec,
+    skip_bad: bool,
+) -> Result<(Vec<Sample>, Vec<String>)> {
+    use rayon::prelude::*;
+    let problems: Vec<Option<String>> = samples
+        .par_iter()
+        .map(|s| spec.load(s).err().map(|e| e.to_string()))
+        .collect();
+    let bad: Vec<String> = problems.iter().flatten().cloned().collect();
+    if bad.is_empty() {
+        return Ok((samples, Vec::new()));
+    }
+    if !skip_bad {
+        let shown: Vec<String> = bad.iter().take(20).map(|p| format!("  {p}")).collect();
+        return Err(Error::Dataset(format!(
+            "{} of {} samples cannot be used:\n{}{}\nfix them, or pass --skip-bad to leave them out",
+            bad.len(),
+            samples.len(),
+            shown.join("\n"),
+            if bad.len() > 20 {
+                format!("\n  … and {} more", bad.len() - 20)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    let good = samples
+        .into_iter()
+        .zip(problems)
+        .filter_map(|(s, p)| p.is_none().then_some(s))
+        .collect();
+    Ok((
+        good,
+        bad.into_iter().map(|p| format!("skipped: {p}")).collect(),
+    ))
+}
+
 /// Sample list of `count` shapes items starting at `first`.
 pub fn shapes_samples(seed: u64, first: u64, count: usize, size: usize) -> Vec<Sample> {
     (first..first + count as u64)
