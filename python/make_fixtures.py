@@ -129,6 +129,52 @@ def resize_cases() -> None:
         write_case(f"resize_{name}", Resize(size), cfg, {"input": shape}, seed)
 
 
+def dice_loss(logits, target, ignore=255):
+    """segmentation_models_pytorch's multiclass DiceLoss (smooth 0, eps 1e-7),
+    with ignored pixels removed from both prediction and truth."""
+    c = logits.shape[1]
+    valid = (target != ignore).unsqueeze(1).to(logits.dtype)
+    probs = logits.softmax(1) * valid
+    safe = target.masked_fill(target == ignore, 0)
+    truth = F.one_hot(safe, c).permute(0, 3, 1, 2).to(logits.dtype) * valid
+    dims = (0, 2, 3)
+    inter = (probs * truth).sum(dims)
+    card = probs.sum(dims) + truth.sum(dims)
+    dice = 2 * inter / card.clamp_min(1e-7)
+    present = (truth.sum(dims) > 0).to(logits.dtype)
+    return ((1 - dice) * present).mean()
+
+
+def focal_loss(logits, target, weight, gamma=2.0, ignore=255):
+    valid = target != ignore
+    safe = target.masked_fill(~valid, 0)
+    nll = -logits.log_softmax(1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    w = weight[safe] * valid
+    return ((1 - torch.exp(-nll)) ** gamma * nll * w).sum() / w.sum()
+
+
+def loss_cases() -> None:
+    gen = torch.Generator().manual_seed(400)
+    logits = (2 * torch.randn(2, 4, 9, 7, generator=gen)).float().double()
+    target = torch.randint(0, 4, (2, 9, 7), generator=gen)
+    target[torch.rand(2, 9, 7, generator=gen) < 0.15] = 255
+    target[:, :, 0][target[:, :, 0] == 3] = 2  # class 3 rarer
+    weight = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    io = {"logits": f32(logits), "target": target.to(torch.int64), "weight": f32(weight)}
+    for name, fn in [
+        ("ce", lambda x: F.cross_entropy(x, target, weight=weight, ignore_index=255)),
+        ("ce_unweighted", lambda x: F.cross_entropy(x, target, ignore_index=255)),
+        ("dice", lambda x: dice_loss(x, target)),
+        ("focal", lambda x: focal_loss(x, target, weight)),
+    ]:
+        x = logits.clone().requires_grad_(True)
+        loss = fn(x)
+        loss.backward()
+        io[f"loss.{name}"] = f32(loss.reshape(1))
+        io[f"grad.{name}"] = f32(x.grad)
+    save_file({k: v.contiguous() for k, v in io.items()}, OUT / "losses.io.safetensors", metadata={"config": json.dumps({"kind": "losses"})})
+
+
 def timm_cases() -> None:
     """The `biased` and `scaled` layers against timm's own implementations."""
     from timm.layers import ScaledStdConv2d, StdConv2d
@@ -155,6 +201,7 @@ if __name__ == "__main__":
     layer_cases()
     model_cases()
     resize_cases()
+    loss_cases()
     timm_cases()
     files = sorted(OUT.glob("*.safetensors"))
     print(f"wrote {len(files)} files, {sum(f.stat().st_size for f in files) / 1024:.0f} KiB, torch {torch.__version__}")

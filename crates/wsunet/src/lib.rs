@@ -35,6 +35,7 @@ pub mod device;
 pub mod error;
 pub mod layers;
 pub mod model;
+pub mod train;
 pub mod weights;
 
 pub use burn;

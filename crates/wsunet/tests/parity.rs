@@ -292,3 +292,40 @@ fn standardizations_match_timm() {
         assert!(e <= FORWARD_TOL, "{case}: {e:e}");
     }
 }
+
+/// Each loss and its gradient against PyTorch: `F.cross_entropy` (weighted
+/// and not, ignore_index 255), segmentation_models_pytorch's multiclass Dice
+/// and the focal loss, on logits `[2, 4, 9, 7]` with 15 % ignored pixels.
+#[test]
+fn losses_match_pytorch() {
+    use burn::tensor::Int;
+    use wsunet::train::{LossKind, SegLoss};
+    let device = Device::flex().autodiff();
+    let f = Fixture::read("losses");
+    let target: Tensor<3, Int> = Tensor::from_data(f.get("target"), &device);
+    let weights = f.get("weight").try_to_vec::<f32>().unwrap();
+    for (name, kind, weighted) in [
+        ("ce", LossKind::Ce, true),
+        ("ce_unweighted", LossKind::Ce, false),
+        ("dice", LossKind::Dice, false),
+        ("focal", LossKind::Focal, true),
+    ] {
+        let logits = f.tensor("logits", &device).require_grad();
+        let mut loss = SegLoss::new(kind, 255);
+        if weighted {
+            loss.class_weights = Some(weights.clone());
+        }
+        let value = loss.forward(logits.clone(), target.clone());
+        let e = rel_error(&value.to_data(), &f.get(&format!("loss.{name}")));
+        let grads = value.backward();
+        let g = rel_error(
+            &logits.grad(&grads).unwrap().into_data(),
+            &f.get(&format!("grad.{name}")),
+        );
+        println!("loss {name:14} value {e:.2e}  grad {g:.2e}");
+        assert!(
+            e <= FORWARD_TOL && g <= GRAD_TOL,
+            "{name}: value {e:e}, grad {g:e}"
+        );
+    }
+}

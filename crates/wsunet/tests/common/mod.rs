@@ -41,13 +41,27 @@ impl Fixture {
             .tensors()
             .into_iter()
             .map(|(name, view)| {
-                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-                let values: Vec<f32> = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, TensorData::new(values, view.shape().to_vec()))
+                let shape = view.shape().to_vec();
+                let data = match view.dtype() {
+                    safetensors::Dtype::F32 => {
+                        let values: Vec<f32> = view
+                            .data()
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                            .collect();
+                        TensorData::new(values, shape)
+                    }
+                    safetensors::Dtype::I64 => {
+                        let values: Vec<i64> = view
+                            .data()
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                            .collect();
+                        TensorData::new(values, shape)
+                    }
+                    other => panic!("{name}: unsupported dtype {other:?}"),
+                };
+                (name, data)
             })
             .collect();
         Fixture { tensors, config }
