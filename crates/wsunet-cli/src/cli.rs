@@ -28,6 +28,154 @@ pub enum Command {
     /// Inspect a dataset folder: validate it, or compute normalization statistics.
     #[command(subcommand)]
     Data(DataCommand),
+
+    /// Train a model. With no arguments, trains on the built-in `shapes` data.
+    ///
+    /// Settings come from defaults, then --config, then the flags. The run
+    /// directory gets config.json, metrics.csv, curves.png, checkpoints/,
+    /// best.bpk (+ .json) and the final model.bpk (+ .json).
+    Train(Box<TrainArgs>),
+
+    /// Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice
+    /// and pixel accuracy over the whole set, printed and written as JSON.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset folder (images/ + masks/, train/ + val/, or Pascal VOC);
+    /// default: the built-in `shapes` data.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Training config (JSON, every field optional); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Architecture as a model config JSON (as for `wsunet info`).
+    #[arg(long, value_name = "FILE")]
+    pub model_config: Option<PathBuf>,
+
+    /// Run directory. Default: runs/run-NNN, the next free number.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in DIR from its latest checkpoint (with its own
+    /// config; only --epochs and --device may change).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "config", "model_config", "out"])]
+    pub resume: Option<PathBuf>,
+
+    /// Total number of epochs.
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+
+    /// Samples per optimizer step (1 works: GroupNorm needs no batch statistics).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Training crop: HxW, or one number for a square.
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    pub size: Option<[usize; 2]>,
+
+    /// Peak learning rate.
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+
+    /// adamw or sgd.
+    #[arg(long, value_name = "NAME")]
+    pub optimizer: Option<String>,
+
+    /// cosine, poly or constant decay after warmup.
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<String>,
+
+    /// Epochs of linear warmup (fractions allowed).
+    #[arg(long, value_name = "E")]
+    pub warmup_epochs: Option<f64>,
+
+    /// Weight decay (never applied to norm parameters, biases and gains).
+    #[arg(long, value_name = "WD")]
+    pub weight_decay: Option<f64>,
+
+    /// Clip each parameter's gradient to this L2 norm.
+    #[arg(long, value_name = "NORM")]
+    pub grad_clip: Option<f32>,
+
+    /// ce, dice, focal or ce+dice.
+    #[arg(long, value_name = "NAME")]
+    pub loss: Option<String>,
+
+    /// Per-class loss weights, comma-separated (e.g. 0.5,1,1,2).
+    #[arg(long, value_name = "W,W,…", value_delimiter = ',')]
+    pub class_weights: Option<Vec<f32>>,
+
+    /// Number of classes (default: classes.json, else the largest mask value + 1).
+    #[arg(long, value_name = "N")]
+    pub num_classes: Option<usize>,
+
+    /// Mask value of pixels to ignore, or `none` (default 255).
+    #[arg(long, value_name = "I|none", value_parser = parse_ignore)]
+    pub ignore_index: Option<IgnoreIndex>,
+
+    /// Share of a single-folder dataset held out for validation.
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
+
+    /// Leave out unreadable or invalid samples with a warning instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+
+    /// Seed of initialization, shuffling, augmentation and the holdout split.
+    #[arg(long, value_name = "K")]
+    pub seed: Option<u64>,
+
+    /// Compute device: cpu, vulkan[:N] or cuda[:N].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model: a run directory, or a model's .bpk/.json.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// Dataset folder; default: the validation split the run trained with.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Which samples of --data: val, train or all.
+    #[arg(long, value_name = "SPLIT", default_value = "val")]
+    pub split: String,
+
+    /// Share of a single-folder dataset held out for validation (as in training).
+    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    pub val_fraction: f64,
+
+    /// Seed of the holdout split (as in training).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Mask value of pixels to ignore, or `none`; default: the model's.
+    #[arg(long, value_name = "I|none", value_parser = parse_ignore)]
+    pub ignore_index: Option<IgnoreIndex>,
+
+    /// Leave out unreadable or invalid samples with a warning.
+    #[arg(long)]
+    pub skip_bad: bool,
+
+    /// Images per batch.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub batch_size: usize,
+
+    /// Where to write the scores as JSON; default: eval.json in the run
+    /// directory, or beside the model file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Compute device: cpu, vulkan[:N] or cuda[:N].
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Subcommand)]

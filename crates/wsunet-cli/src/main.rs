@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Info(args) => commands::info::run(args),
         cli::Command::Synth(args) => commands::synth::run(args),
         cli::Command::Data(command) => commands::data::run(command),
+        cli::Command::Train(args) => commands::train::run(*args),
+        cli::Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

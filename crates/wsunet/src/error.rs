@@ -47,6 +47,11 @@ pub enum Error {
     #[error("{0}")]
     Dataset(String),
 
+    /// Training cannot go on (a non-finite loss, a checkpoint that cannot
+    /// be written or read, …).
+    #[error("{0}")]
+    Training(String),
+
     /// A file-system error, with the file it concerns. The message already
     /// contains the underlying error, so it is not repeated as a `source`.
     #[error("{}: {error}", path.display())]

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod data;
+pub mod eval;
 pub mod info;
 pub mod synth;
+pub mod train;

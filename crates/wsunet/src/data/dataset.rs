@@ -221,34 +221,40 @@ impl SegDataset {
             .for_each(|v| v.store(epoch, Ordering::SeqCst));
     }
 
-    /// Loads, augments and normalizes item `index`.
+    /// Loads, augments and normalizes item `index`, with the augmentation of
+    /// its next visit (see [`set_epoch`](Self::set_epoch)).
     pub fn item(&self, index: usize) -> Result<SegItem> {
+        let visit = match self.mode {
+            Mode::Train { .. } => self.visits[index].fetch_add(1, Ordering::SeqCst),
+            Mode::Eval => 0,
+        };
+        self.item_at(index, visit)
+    }
+
+    /// Item `index` as epoch `epoch` sees it: the same result every time,
+    /// whatever thread asks.
+    pub fn item_at(&self, index: usize, epoch: u64) -> Result<SegItem> {
         let sample = &self.samples[index];
         let (image, mask) = self.spec.load(sample)?;
-        let (mut image, mask) = match &self.mode {
-            Mode::Eval => (image, mask),
+        let (image, mask) = match &self.mode {
+            Mode::Eval => {
+                let mut image = image;
+                self.normalize.apply(&mut image);
+                (image, mask)
+            }
             Mode::Train {
                 augment: config,
                 size,
             } => {
-                let visit = self.visits[index].fetch_add(1, Ordering::SeqCst);
                 let mut rng = item_rng(
-                    self.seed ^ visit.wrapping_mul(0xA076_1D64_78BD_642F),
+                    self.seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F),
                     index as u64,
                 );
-                let (image, mask) = augment(&image, &mask, config, &mut rng);
-                let (mut image, mask) = (image, mask);
+                let (mut image, mask) = augment(&image, &mask, config, &mut rng);
                 self.normalize.apply(&mut image);
-                let (image, mask) =
-                    crop_or_pad(&image, &mask, *size, self.spec.ignore_label(), &mut rng);
-                return Ok(SegItem {
-                    image,
-                    mask,
-                    name: sample.name(),
-                });
+                crop_or_pad(&image, &mask, *size, self.spec.ignore_label(), &mut rng)
             }
         };
-        self.normalize.apply(&mut image);
         Ok(SegItem {
             image,
             mask,

@@ -426,6 +426,19 @@ pub fn write_png(path: &Path, image: &Image) -> Result<()> {
     )
 }
 
+/// Writes interleaved 8-bit RGB pixels as a PNG.
+pub fn write_rgb8_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+    write_png_bytes(
+        path,
+        width,
+        height,
+        png::ColorType::Rgb,
+        png::BitDepth::Eight,
+        None,
+        rgb,
+    )
+}
+
 /// Writes a mask as a palette PNG coloured with the class list (8-bit
 /// indices), or as 16-bit grayscale when an index exceeds 255.
 pub fn write_mask_png(path: &Path, mask: &Mask, classes: &ClassList) -> Result<()> {

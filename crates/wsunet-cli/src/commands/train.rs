@@ -1,0 +1,161 @@
+//! `wsunet train`: resolves the config from defaults, --config and flags,
+//! then runs (or resumes) training with progress output.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use wsunet::WsResUNetConfig;
+use wsunet::train::{ModelSpec, Session, TrainConfig};
+
+use crate::cli::TrainArgs;
+use crate::progress::TrainProgress;
+
+/// The next free `runs/run-NNN`.
+fn next_run_dir() -> PathBuf {
+    (1..)
+        .map(|i| Path::new("runs").join(format!("run-{i:03}")))
+        .find(|p| !p.exists())
+        .expect("a free run number")
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(
+    value: &Option<String>,
+    flag: &str,
+) -> Result<Option<T>> {
+    value
+        .as_deref()
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|e| anyhow::anyhow!("{e} (fix {flag})"))
+        })
+        .transpose()
+}
+
+/// Defaults, then the config file, then every flag given.
+fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = match &args.config {
+        Some(path) => TrainConfig::from_file(path).context("fix --config")?,
+        None => TrainConfig::default(),
+    };
+    if let Some(path) = &args.model_config {
+        let model = WsResUNetConfig::from_file(path).context("fix --model-config")?;
+        c.model = ModelSpec::of(&model);
+    }
+    if args.data.is_some() {
+        c.data = args.data.clone();
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = &args.$field { c.$field = v.clone(); })* };
+    }
+    set!(
+        epochs,
+        batch_size,
+        size,
+        lr,
+        warmup_epochs,
+        weight_decay,
+        seed,
+        device,
+        val_fraction
+    );
+    if let Some(v) = args.batch_size {
+        c.val_batch_size = v;
+    }
+    if args.grad_clip.is_some() {
+        c.grad_clip = args.grad_clip;
+    }
+    if args.class_weights.is_some() {
+        c.class_weights = args.class_weights.clone();
+    }
+    if args.num_classes.is_some() {
+        c.num_classes = args.num_classes;
+    }
+    if let Some(ignore) = args.ignore_index {
+        c.ignore_index = ignore.0;
+    }
+    if args.skip_bad {
+        c.skip_bad = true;
+    }
+    if let Some(v) = parse(&args.optimizer, "--optimizer")? {
+        c.optimizer = v;
+    }
+    if let Some(v) = parse(&args.schedule, "--schedule")? {
+        c.schedule = v;
+    }
+    if let Some(v) = parse(&args.loss, "--loss")? {
+        c.loss = v;
+    }
+    Ok(c)
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let session = match &args.resume {
+        Some(dir) => {
+            let other = args.batch_size.is_some()
+                || args.size.is_some()
+                || args.lr.is_some()
+                || args.loss.is_some()
+                || args.optimizer.is_some()
+                || args.seed.is_some();
+            if other {
+                bail!(
+                    "--resume continues a run with its own config.json; only --epochs and --device can change"
+                );
+            }
+            let mut session =
+                Session::resume(dir, args.epochs).context("cannot resume (fix --resume)")?;
+            if let Some(device) = &args.device {
+                session.device = wsunet::parse_device(device).context("fix --device")?;
+            }
+            session
+        }
+        None => {
+            let config = resolve(&args)?;
+            let dir = args.out.clone().unwrap_or_else(next_run_dir);
+            Session::new(config, &dir)?
+        }
+    };
+    let c = &session.config;
+    let data = match &c.data {
+        Some(d) => d.display().to_string(),
+        None => format!(
+            "built-in shapes ({} train / {} val, {}×{})",
+            c.shapes.train, c.shapes.val, c.shapes.size, c.shapes.size
+        ),
+    };
+    println!("run directory {}", session.dir.display());
+    println!(
+        "data {data}: {} train, {} val samples, {} classes, {} channel(s)",
+        session.train.samples().len(),
+        session.val.samples().len(),
+        session.card.model.num_classes,
+        session.card.model.in_channels
+    );
+    println!(
+        "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{}, {:?} lr {:.1e}, {} loss, device {}",
+        session.card.model.widths,
+        session.card.model.depths,
+        session.card.model.standardization,
+        c.epochs,
+        c.batch_size,
+        c.size[0],
+        c.size[1],
+        c.optimizer,
+        c.lr,
+        c.loss,
+        c.device
+    );
+    let mut progress = TrainProgress::new();
+    let summary = session.run(&mut progress)?;
+    println!("\nvalidation, last epoch:\n{}", summary.scores.table());
+    if let Some((epoch, miou)) = summary.state.best {
+        println!("best mIoU {:.2}% at epoch {epoch} (best.bpk)", 100.0 * miou);
+    }
+    println!(
+        "trained in {:.1} s; model: {} (with {})",
+        summary.seconds,
+        session.dir.join("model.bpk").display(),
+        session.dir.join("model.json").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The model file format: Burn's own parameter file (`NAME.bpk`) with a JSON
+//! card beside it (`NAME.json`) holding the architecture, the class list and
+//! the input normalization — everything a command needs to use the model
+//! without restating it.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{ClassList, Normalize};
+use crate::error::{Error, Result};
+use crate::model::{WsResUNet, WsResUNetConfig};
+
+/// What the JSON beside a model file says about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    /// The architecture.
+    pub model: WsResUNetConfig,
+    /// Class names and colours, in index order.
+    pub classes: ClassList,
+    /// Normalization applied to input images.
+    pub normalize: Normalize,
+    /// Mask value that was ignored in training, if any.
+    #[serde(default)]
+    pub ignore_index: Option<u16>,
+}
+
+impl ModelCard {
+    /// Checks that the parts agree (class count, channel count).
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if self.classes.len() != self.model.num_classes {
+            return Err(Error::Config(format!(
+                "the card lists {} classes but the model has {}",
+                self.classes.len(),
+                self.model.num_classes
+            )));
+        }
+        self.normalize
+            .validate(self.model.in_channels)
+            .map_err(Error::Config)
+    }
+}
+
+/// The `.bpk` and `.json` paths of a model given as a run directory (its
+/// `model.bpk`), a `.bpk` file or a `.json` card.
+pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
+    let base = if path.is_dir() {
+        path.join("model.bpk")
+    } else {
+        path.to_path_buf()
+    };
+    (base.with_extension("bpk"), base.with_extension("json"))
+}
+
+/// Writes `model` to `path` (`.bpk`, atomic) and its card beside it (`.json`,
+/// atomic). The card is written last, so a present card means a complete model.
+pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()> {
+    let (bpk, json) = model_paths(path);
+    model
+        .clone()
+        .into_record()
+        .save(&bpk)
+        .map_err(|e| Error::Weights {
+            path: bpk.clone(),
+            reason: format!("cannot write the model: {e}"),
+        })?;
+    write_atomic(
+        &json,
+        serde_json::to_string_pretty(card)
+            .expect("card serializes")
+            .as_bytes(),
+    )
+}
+
+/// Reads a model saved by [`save_model`] onto `device`.
+pub fn load_model(path: &Path, device: &Device) -> Result<(WsResUNet, ModelCard)> {
+    let (bpk, json) = model_paths(path);
+    if !json.is_file() {
+        return Err(Error::Weights {
+            path: json,
+            reason:
+                "no model card here; give a run directory or the .bpk of a model saved by wsunet"
+                    .into(),
+        });
+    }
+    let text = std::fs::read_to_string(&json).map_err(|error| Error::Io {
+        path: json.clone(),
+        error,
+    })?;
+    let card: ModelCard = serde_json::from_str(&text).map_err(|e| Error::Weights {
+        path: json.clone(),
+        reason: format!("not a model card: {e}"),
+    })?;
+    card.validate().map_err(|e| Error::Weights {
+        path: json.clone(),
+        reason: e.to_string(),
+    })?;
+    let model = card.model.init(device)?;
+    let model = load_params(model, &bpk)?;
+    Ok((model, card))
+}
+
+/// Loads a `.bpk` parameter file into `model`, which must have its shapes.
+pub fn load_params<M: Module>(model: M, bpk: &Path) -> Result<M> {
+    let record = ModuleRecord::load(bpk).map_err(|e| Error::Weights {
+        path: bpk.to_path_buf(),
+        reason: format!("cannot read the parameters: {e}"),
+    })?;
+    model.try_load_record(record).map_err(|e| Error::Weights {
+        path: bpk.to_path_buf(),
+        reason: format!("does not fit the model: {e}"),
+    })
+}
+
+/// Replaces `path` with `bytes` atomically (temporary sibling, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = crate::atomic::temp_path(path);
+    let io = |error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}

@@ -1,0 +1,143 @@
+//! Checkpoints: model, optimizer and training state of a finished epoch,
+//! written so that a kill at any instant leaves the latest complete
+//! checkpoint loadable.
+//!
+//! Layout under the run directory:
+//!
+//! ```text
+//! checkpoints/epoch-0007/{model.bpk, optim.bpk, state.json}
+//! checkpoints/latest.json      → {"epoch": 7, "dir": "epoch-0007"}
+//! ```
+//!
+//! An epoch's files go into a hidden `.epoch-0007.partial/` folder, which is
+//! renamed to `epoch-0007/` when complete; only then is `latest.json`
+//! replaced (write to a temporary file, rename). A crash before the pointer
+//! moves leaves the previous checkpoint as the latest; older epochs beyond the
+//! last two are deleted after the pointer moves.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use super::trainer::TrainState;
+use crate::card::{load_params, write_atomic};
+use crate::error::{Error, Result};
+
+/// Checkpoints kept besides the latest.
+const KEEP: usize = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Latest {
+    epoch: usize,
+    dir: String,
+}
+
+fn folder(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Training(format!("{}: cannot {what}: {e}", path.display()))
+}
+
+/// Writes the checkpoint of a finished epoch and makes it the latest.
+pub fn save<M: Module>(
+    run: &Path,
+    model: &M,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<()> {
+    let root = folder(run);
+    let name = format!("epoch-{:04}", state.epoch);
+    let partial = root.join(format!(".{name}.partial"));
+    let done = root.join(&name);
+    for stale in [&partial, &done] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .map_err(|e| fail(stale, "remove an unfinished checkpoint", e))?;
+        }
+    }
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| fail(&partial, "create the checkpoint folder", e))?;
+    model
+        .clone()
+        .into_record()
+        .save(partial.join("model.bpk"))
+        .map_err(|e| fail(&partial, "write model.bpk", e))?;
+    optim
+        .save(partial.join("optim.bpk"))
+        .map_err(|e| fail(&partial, "write optim.bpk", e))?;
+    let state_json = serde_json::to_string_pretty(state).expect("state serializes");
+    write_atomic(&partial.join("state.json"), state_json.as_bytes())?;
+    std::fs::rename(&partial, &done).map_err(|e| fail(&done, "finish the checkpoint", e))?;
+    let latest = serde_json::to_string(&Latest {
+        epoch: state.epoch,
+        dir: name,
+    })
+    .expect("pointer serializes");
+    write_atomic(&root.join("latest.json"), latest.as_bytes())?;
+    prune(&root, state.epoch);
+    Ok(())
+}
+
+/// Deletes complete checkpoints older than the last [`KEEP`]; failures are
+/// harmless (the files stay).
+fn prune(root: &Path, latest: usize) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(epoch) = name
+            .strip_prefix("epoch-")
+            .and_then(|n| n.parse::<usize>().ok())
+            && epoch + KEEP <= latest
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether `run` holds any checkpoint.
+pub fn exists(run: &Path) -> bool {
+    folder(run).join("latest.json").is_file()
+}
+
+/// Loads the latest complete checkpoint into `model` and `optim`.
+pub fn load_latest<M: Module>(
+    run: &Path,
+    model: M,
+    optim: ModuleOptimizer,
+) -> Result<(M, ModuleOptimizer, TrainState)> {
+    let root = folder(run);
+    let pointer = root.join("latest.json");
+    let text = std::fs::read_to_string(&pointer).map_err(|e| {
+        Error::Training(format!(
+            "{}: cannot read ({e}); is {} a wsunet run directory with at least one finished epoch?",
+            pointer.display(),
+            run.display()
+        ))
+    })?;
+    let latest: Latest = serde_json::from_str(&text).map_err(|e| fail(&pointer, "parse", e))?;
+    let dir = root.join(&latest.dir);
+    let model = load_params(model, &dir.join("model.bpk"))?;
+    let optim = optim
+        .load(dir.join("optim.bpk"))
+        .map_err(|e| fail(&dir.join("optim.bpk"), "read the optimizer state", e))?;
+    let state_path = dir.join("state.json");
+    let state: TrainState = serde_json::from_str(
+        &std::fs::read_to_string(&state_path).map_err(|e| fail(&state_path, "read", e))?,
+    )
+    .map_err(|e| fail(&state_path, "parse", e))?;
+    if state.epoch != latest.epoch {
+        return Err(Error::Training(format!(
+            "{}: holds epoch {} but latest.json names epoch {}",
+            state_path.display(),
+            state.epoch,
+            latest.epoch
+        )));
+    }
+    Ok((model, optim, state))
+}

@@ -1,0 +1,354 @@
+//! The training configuration: everything `wsunet train` needs, as one JSON
+//! document. Every field has a default; unknown fields are errors. The
+//! resolved config (defaults, flags and measured normalization filled in) is
+//! written into the run directory, and `--resume` reads it back.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::loss::LossKind;
+use super::schedule::ScheduleKind;
+use crate::data::{AugmentConfig, Normalize};
+use crate::error::{Error, Result};
+use crate::layers::Standardization;
+use crate::model::WsResUNetConfig;
+
+/// The architecture minus what the data decides (input channels, classes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSpec {
+    /// Stem and stage widths.
+    pub widths: Vec<usize>,
+    /// Blocks per stage.
+    pub depths: Vec<usize>,
+    /// Starting GroupNorm group count.
+    pub groups: usize,
+    /// Weight standardization formula.
+    pub standardization: Standardization,
+    /// Standardization eps (`None`: the formula's default).
+    pub eps: Option<f64>,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        let c = WsResUNetConfig::new(1);
+        ModelSpec {
+            widths: c.widths,
+            depths: c.depths,
+            groups: c.groups,
+            standardization: c.standardization,
+            eps: c.eps,
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The spec of an existing model config.
+    pub fn of(config: &WsResUNetConfig) -> Self {
+        ModelSpec {
+            widths: config.widths.clone(),
+            depths: config.depths.clone(),
+            groups: config.groups,
+            standardization: config.standardization,
+            eps: config.eps,
+        }
+    }
+
+    /// The full model config for data with `in_channels` and `num_classes`.
+    pub fn build(&self, in_channels: usize, num_classes: usize) -> WsResUNetConfig {
+        WsResUNetConfig::new(num_classes)
+            .with_in_channels(in_channels)
+            .with_widths(self.widths.clone())
+            .with_depths(self.depths.clone())
+            .with_groups(self.groups)
+            .with_standardization(self.standardization)
+            .with_eps(self.eps)
+    }
+}
+
+/// The built-in `shapes` data used when no dataset folder is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapesSpec {
+    /// Training samples (regenerated identically each epoch, then augmented).
+    pub train: usize,
+    /// Validation samples (distinct from the training ones).
+    pub val: usize,
+    /// Image side in pixels.
+    pub size: usize,
+    /// Generator seed.
+    pub seed: u64,
+}
+
+impl Default for ShapesSpec {
+    fn default() -> Self {
+        ShapesSpec {
+            train: 512,
+            val: 64,
+            size: 128,
+            seed: 0,
+        }
+    }
+}
+
+/// Which optimizer to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay).
+    #[default]
+    Adamw,
+    /// SGD with momentum (and optionally Nesterov).
+    Sgd,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "adamw" => Ok(OptimizerKind::Adamw),
+            "sgd" => Ok(OptimizerKind::Sgd),
+            _ => Err(format!("unknown optimizer `{s}`; expected adamw or sgd")),
+        }
+    }
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Dataset folder; `None` trains on the built-in `shapes` data.
+    pub data: Option<PathBuf>,
+    /// The built-in data's size and seed.
+    pub shapes: ShapesSpec,
+    /// Share of a single-folder dataset held out for validation.
+    pub val_fraction: f64,
+    /// Mask value of ignored pixels (`None`: no value is ignored).
+    pub ignore_index: Option<u16>,
+    /// Number of classes (`None`: from classes.json, else the masks).
+    pub num_classes: Option<usize>,
+    /// Leave out samples that cannot be used, with a warning, instead of stopping.
+    pub skip_bad: bool,
+    /// Training crop `[H, W]`.
+    pub size: [usize; 2],
+    /// Samples per optimizer step.
+    pub batch_size: usize,
+    /// Samples per validation batch.
+    pub val_batch_size: usize,
+    /// Epochs (passes over the training samples).
+    pub epochs: usize,
+    /// The network.
+    pub model: ModelSpec,
+    /// The loss.
+    pub loss: LossKind,
+    /// Per-class loss weights (cross-entropy, focal).
+    pub class_weights: Option<Vec<f32>>,
+    /// γ of the focal loss.
+    pub focal_gamma: f32,
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate of the decay.
+    pub min_lr: f64,
+    /// Weight decay (not applied to norm parameters, biases and gains).
+    pub weight_decay: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Epochs of linear warmup (may be fractional).
+    pub warmup_epochs: f64,
+    /// Decay after warmup.
+    pub schedule: ScheduleKind,
+    /// Clip each parameter's gradient to this L2 norm.
+    pub grad_clip: Option<f32>,
+    /// Training augmentation.
+    pub augment: AugmentConfig,
+    /// Per-channel normalization (`None`: measured from the training images;
+    /// mean 0.5, std 0.25 for `shapes`).
+    pub normalize: Option<Normalize>,
+    /// Seed of initialization, shuffling, augmentation and the holdout split.
+    pub seed: u64,
+    /// Compute device: cpu, vulkan[:N], cuda[:N].
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: None,
+            shapes: ShapesSpec::default(),
+            val_fraction: 0.2,
+            ignore_index: Some(255),
+            num_classes: None,
+            skip_bad: false,
+            size: [128, 128],
+            batch_size: 8,
+            val_batch_size: 8,
+            epochs: 20,
+            model: ModelSpec::default(),
+            loss: LossKind::default(),
+            class_weights: None,
+            focal_gamma: 2.0,
+            optimizer: OptimizerKind::default(),
+            lr: 2e-3,
+            min_lr: 1e-5,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            nesterov: true,
+            warmup_epochs: 1.0,
+            schedule: ScheduleKind::default(),
+            grad_clip: None,
+            augment: AugmentConfig::default(),
+            normalize: None,
+            seed: 0,
+            device: "cpu".into(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a JSON config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The config as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// Checks every number, naming the setting to fix.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        if self.batch_size == 0 || self.val_batch_size == 0 {
+            return fail("batch_size and val_batch_size must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return fail("epochs is 0; train for at least 1 epoch".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return fail(format!(
+                "lr is {}; it must be a positive number such as 1e-3",
+                self.lr
+            ));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return fail(format!(
+                "min_lr is {}; it must be between 0 and lr ({})",
+                self.min_lr, self.lr
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return fail(format!(
+                "weight_decay is {}; it must be 0 or more",
+                self.weight_decay
+            ));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return fail(format!(
+                "warmup_epochs is {}; it must be 0 or more",
+                self.warmup_epochs
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return fail(format!(
+                "momentum is {}; it must be in [0, 1)",
+                self.momentum
+            ));
+        }
+        if let Some(c) = self.grad_clip
+            && !(c.is_finite() && c > 0.0)
+        {
+            return fail(format!("grad_clip is {c}; it must be positive"));
+        }
+        if let Some(w) = &self.class_weights
+            && w.iter().any(|v| !(v.is_finite() && *v >= 0.0))
+        {
+            return fail(format!("class_weights {w:?} must all be 0 or more"));
+        }
+        if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {
+            return fail("shapes.train and shapes.val must be at least 1".into());
+        }
+        self.augment.validate().map_err(Error::Config)?;
+        // The network itself (widths, depths, …) is checked with the classes known.
+        self.model.build(1, 1).validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_json_takes_defaults_and_rejects_typos() {
+        let c: TrainConfig =
+            serde_json::from_str(r#"{"epochs": 3, "model": {"widths": [8, 8, 16, 16, 16]}}"#)
+                .unwrap();
+        assert_eq!(c.epochs, 3);
+        assert_eq!(c.batch_size, 8);
+        assert_eq!(c.model.depths, vec![1, 1, 1, 1]);
+        let e = serde_json::from_str::<TrainConfig>(r#"{"epoch": 3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `epoch`"), "{e}");
+        let back: TrainConfig = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let cases = [
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..Default::default()
+                },
+                "epochs",
+            ),
+            (
+                TrainConfig {
+                    lr: -1.0,
+                    ..Default::default()
+                },
+                "lr is -1",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..Default::default()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    grad_clip: Some(0.0),
+                    ..Default::default()
+                },
+                "grad_clip",
+            ),
+            (
+                TrainConfig {
+                    model: ModelSpec {
+                        depths: vec![1],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "depths",
+            ),
+        ];
+        for (c, needle) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        TrainConfig::default().validate().unwrap();
+    }
+}
