@@ -117,6 +117,8 @@ fn every_command_has_help() {
         &["data", "--help"],
         &["data", "check", "--help"],
         &["data", "stats", "--help"],
+        &["train", "--help"],
+        &["eval", "--help"],
     ] {
         let o = wsunet(args);
         assert!(o.status.success());
@@ -205,4 +207,113 @@ fn data_check_lists_every_problem_and_fails() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn train_then_eval_on_a_generated_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = wsunet(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--count",
+        "10",
+        "--size",
+        "40",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = dir.path().join("model.json");
+    std::fs::write(
+        &model,
+        r#"{"num_classes": 4, "widths": [4, 8, 8, 8, 8], "groups": 2}"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let o = wsunet(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model-config",
+        model.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--size",
+        "32",
+        "--batch-size",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("8 train, 2 val samples, 4 classes, 3 channel(s)"),
+        "{out}"
+    );
+    assert!(out.contains("epoch 1/1  train loss"), "{out}");
+    assert!(out.contains("mIoU") && out.contains("triangle"), "{out}");
+    for f in [
+        "model.bpk",
+        "model.json",
+        "metrics.csv",
+        "curves.png",
+        "config.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+
+    let o = wsunet(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "all",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("10 samples of"), "{}", stdout(&o));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(doc["samples"], 10);
+    assert_eq!(doc["scores"]["classes"].as_array().unwrap().len(), 4);
+
+    // Without --data: the run's own validation split.
+    let o = wsunet(&["eval", "--model", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("2 samples of the run's validation split"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Resuming a finished run says how to extend it.
+    let o = wsunet(&["train", "--resume", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("pass --epochs N"), "{}", stderr(&o));
+}
+
+#[test]
+fn train_errors_name_the_fix() {
+    let o = wsunet(&["train", "--data", "/no/such/data"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/no/such/data is not a folder"),
+        "{}",
+        stderr(&o)
+    );
+    let o = wsunet(&["train", "--loss", "bce"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown loss `bce`") && stderr(&o).contains("--loss"),
+        "{}",
+        stderr(&o)
+    );
+    let o = wsunet(&["train", "--epochs", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("epochs is 0"), "{}", stderr(&o));
+    let o = wsunet(&["eval", "--model", "/no/such/run"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("fix --model"), "{}", stderr(&o));
 }
