@@ -7,6 +7,7 @@ pub mod confusion;
 mod curves;
 pub mod loader;
 pub mod loss;
+pub mod metric;
 pub mod schedule;
 pub mod trainer;
 
