@@ -53,8 +53,13 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
 
     /// Architecture as a model config JSON (as for `wsunet info`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub model_config: Option<PathBuf>,
+
+    /// Named architecture: small (default; widths 16…256, 2.8 M parameters)
+    /// or base (the spec's default, widths 32…512, 11.3 M parameters).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
 
     /// Run directory. Default: runs/run-NNN, the next free number.
     #[arg(long, value_name = "DIR")]
@@ -62,7 +67,7 @@ pub struct TrainArgs {
 
     /// Continue the run in DIR from its latest checkpoint (with its own
     /// config; only --epochs and --device may change).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "config", "model_config", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "config", "model_config", "preset", "out"])]
     pub resume: Option<PathBuf>,
 
     /// Total number of epochs.

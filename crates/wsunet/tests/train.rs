@@ -14,7 +14,7 @@ fn tiny(epochs: usize) -> TrainConfig {
         epochs,
         batch_size: 4,
         val_batch_size: 4,
-        size: [48, 48],
+        size: Some([48, 48]),
         shapes: ShapesSpec {
             train: 12,
             val: 4,

@@ -37,6 +37,9 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         Some(path) => TrainConfig::from_file(path).context("fix --config")?,
         None => TrainConfig::default(),
     };
+    if let Some(name) = &args.preset {
+        c.model = ModelSpec::preset(name).context("fix --preset")?;
+    }
     if let Some(path) = &args.model_config {
         let model = WsResUNetConfig::from_file(path).context("fix --model-config")?;
         c.model = ModelSpec::of(&model);
@@ -50,7 +53,6 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     set!(
         epochs,
         batch_size,
-        size,
         lr,
         warmup_epochs,
         weight_decay,
@@ -58,6 +60,9 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         device,
         val_fraction
     );
+    if args.size.is_some() {
+        c.size = args.size;
+    }
     if let Some(v) = args.batch_size {
         c.val_batch_size = v;
     }
@@ -138,8 +143,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         session.card.model.standardization,
         c.epochs,
         c.batch_size,
-        c.size[0],
-        c.size[1],
+        c.crop()[0],
+        c.crop()[1],
         c.optimizer,
         c.lr,
         c.loss,

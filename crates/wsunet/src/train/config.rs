@@ -43,7 +43,33 @@ impl Default for ModelSpec {
     }
 }
 
+/// Named architectures for training.
+pub const PRESETS: [(&str, &str); 2] = [
+    (
+        "small",
+        "widths [16, 32, 64, 128, 256], depths [1, 1, 1, 1]: 2.8 M parameters, the default of `wsunet train`",
+    ),
+    (
+        "base",
+        "widths [32, 64, 128, 256, 512], depths [1, 1, 1, 1]: the spec's default model, 11.3 M parameters",
+    ),
+];
+
 impl ModelSpec {
+    /// A named preset (see [`PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "base" => Ok(ModelSpec::default()),
+            "small" => Ok(ModelSpec {
+                widths: vec![16, 32, 64, 128, 256],
+                ..ModelSpec::default()
+            }),
+            _ => Err(Error::Config(format!(
+                "unknown model preset `{name}`; expected small or base"
+            ))),
+        }
+    }
+
     /// The spec of an existing model config.
     pub fn of(config: &WsResUNetConfig) -> Self {
         ModelSpec {
@@ -84,9 +110,9 @@ pub struct ShapesSpec {
 impl Default for ShapesSpec {
     fn default() -> Self {
         ShapesSpec {
-            train: 512,
-            val: 64,
-            size: 128,
+            train: 4096,
+            val: 128,
+            size: 96,
             seed: 0,
         }
     }
@@ -131,15 +157,16 @@ pub struct TrainConfig {
     pub num_classes: Option<usize>,
     /// Leave out samples that cannot be used, with a warning, instead of stopping.
     pub skip_bad: bool,
-    /// Training crop `[H, W]`.
-    pub size: [usize; 2],
+    /// Training crop `[H, W]` (`None`: the `shapes` size, or 256 × 256 for a
+    /// dataset folder).
+    pub size: Option<[usize; 2]>,
     /// Samples per optimizer step.
     pub batch_size: usize,
     /// Samples per validation batch.
     pub val_batch_size: usize,
     /// Epochs (passes over the training samples).
     pub epochs: usize,
-    /// The network.
+    /// The network (default: the `small` preset).
     pub model: ModelSpec,
     /// The loss.
     pub loss: LossKind,
@@ -185,21 +212,21 @@ impl Default for TrainConfig {
             ignore_index: Some(255),
             num_classes: None,
             skip_bad: false,
-            size: [128, 128],
+            size: None,
             batch_size: 8,
             val_batch_size: 8,
-            epochs: 20,
-            model: ModelSpec::default(),
+            epochs: 8,
+            model: ModelSpec::preset("small").expect("known preset"),
             loss: LossKind::default(),
             class_weights: None,
             focal_gamma: 2.0,
             optimizer: OptimizerKind::default(),
-            lr: 2e-3,
+            lr: 5e-3,
             min_lr: 1e-5,
             weight_decay: 1e-4,
             momentum: 0.9,
             nesterov: true,
-            warmup_epochs: 1.0,
+            warmup_epochs: 0.5,
             schedule: ScheduleKind::default(),
             grad_clip: None,
             augment: AugmentConfig::default(),
@@ -223,6 +250,14 @@ impl TrainConfig {
     /// The config as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// The training crop.
+    pub fn crop(&self) -> [usize; 2] {
+        self.size.unwrap_or(match self.data {
+            None => [self.shapes.size; 2],
+            Some(_) => [256, 256],
+        })
     }
 
     /// Checks every number, naming the setting to fix.
@@ -295,6 +330,25 @@ mod tests {
         assert_eq!(c.epochs, 3);
         assert_eq!(c.batch_size, 8);
         assert_eq!(c.model.depths, vec![1, 1, 1, 1]);
+        assert_eq!(c.crop(), [96, 96]);
+        assert_eq!(
+            TrainConfig {
+                data: Some("d".into()),
+                ..c.clone()
+            }
+            .crop(),
+            [256, 256]
+        );
+        assert_eq!(
+            ModelSpec::preset("base").unwrap().widths,
+            vec![32, 64, 128, 256, 512]
+        );
+        assert!(
+            ModelSpec::preset("huge")
+                .unwrap_err()
+                .to_string()
+                .contains("small or base")
+        );
         let e = serde_json::from_str::<TrainConfig>(r#"{"epoch": 3}"#)
             .unwrap_err()
             .to_string();

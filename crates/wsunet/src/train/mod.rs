@@ -11,7 +11,7 @@ pub mod metric;
 pub mod schedule;
 pub mod trainer;
 
-pub use config::{ModelSpec, OptimizerKind, ShapesSpec, TrainConfig};
+pub use config::{ModelSpec, OptimizerKind, PRESETS, ShapesSpec, TrainConfig};
 pub use confusion::{ClassScore, ConfusionMatrix, SegScores};
 pub use loss::{LossKind, SegLoss};
 pub use schedule::{LrSchedule, ScheduleKind};

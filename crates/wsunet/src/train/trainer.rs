@@ -396,7 +396,7 @@ impl Session {
             p.normalize.clone(),
             Mode::Train {
                 augment: config.augment.clone(),
-                size: config.size,
+                size: config.crop(),
             },
             config.seed,
         )?;
