@@ -110,7 +110,7 @@ pub struct ShapesSpec {
 impl Default for ShapesSpec {
     fn default() -> Self {
         ShapesSpec {
-            train: 4096,
+            train: 8192,
             val: 128,
             size: 96,
             seed: 0,
@@ -192,8 +192,10 @@ pub struct TrainConfig {
     pub schedule: ScheduleKind,
     /// Clip each parameter's gradient to this L2 norm.
     pub grad_clip: Option<f32>,
-    /// Training augmentation.
-    pub augment: AugmentConfig,
+    /// Training augmentation (`None`: none for `shapes`, whose generator
+    /// already gives every sample fresh; the default augmentation for a
+    /// dataset folder).
+    pub augment: Option<AugmentConfig>,
     /// Per-channel normalization (`None`: measured from the training images;
     /// mean 0.5, std 0.25 for `shapes`).
     pub normalize: Option<Normalize>,
@@ -215,13 +217,13 @@ impl Default for TrainConfig {
             size: None,
             batch_size: 8,
             val_batch_size: 8,
-            epochs: 8,
+            epochs: 4,
             model: ModelSpec::preset("small").expect("known preset"),
             loss: LossKind::default(),
             class_weights: None,
             focal_gamma: 2.0,
             optimizer: OptimizerKind::default(),
-            lr: 5e-3,
+            lr: 3e-3,
             min_lr: 1e-5,
             weight_decay: 1e-4,
             momentum: 0.9,
@@ -229,7 +231,7 @@ impl Default for TrainConfig {
             warmup_epochs: 0.5,
             schedule: ScheduleKind::default(),
             grad_clip: None,
-            augment: AugmentConfig::default(),
+            augment: None,
             normalize: None,
             seed: 0,
             device: "cpu".into(),
@@ -257,6 +259,14 @@ impl TrainConfig {
         self.size.unwrap_or(match self.data {
             None => [self.shapes.size; 2],
             Some(_) => [256, 256],
+        })
+    }
+
+    /// The training augmentation.
+    pub fn augmentation(&self) -> AugmentConfig {
+        self.augment.clone().unwrap_or(match self.data {
+            None => AugmentConfig::none(),
+            Some(_) => AugmentConfig::default(),
         })
     }
 
@@ -312,7 +322,7 @@ impl TrainConfig {
         if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {
             return fail("shapes.train and shapes.val must be at least 1".into());
         }
-        self.augment.validate().map_err(Error::Config)?;
+        self.augmentation().validate().map_err(Error::Config)?;
         // The network itself (widths, depths, …) is checked with the classes known.
         self.model.build(1, 1).validate()
     }

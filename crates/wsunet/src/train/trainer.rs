@@ -395,7 +395,7 @@ impl Session {
             p.spec.clone(),
             p.normalize.clone(),
             Mode::Train {
-                augment: config.augment.clone(),
+                augment: config.augmentation(),
                 size: config.crop(),
             },
             config.seed,
