@@ -39,6 +39,18 @@ fn spec(num_classes: usize, in_channels: usize) -> SampleSpec {
     }
 }
 
+/// The training split of `files`, whole images (no augmentation).
+fn eval_dataset(files: &wsunet::data::DatasetFiles) -> SegDataset {
+    SegDataset::new(
+        file_samples(&files.train),
+        spec(3, 3),
+        Normalize::neutral(3),
+        Mode::Eval,
+        0,
+    )
+    .unwrap()
+}
+
 /// A folder dataset of `n` 40×36 RGB images with gray masks (0, 1, 2, 255).
 fn folder_dataset(root: &Path, n: usize) {
     for i in 0..n {
@@ -159,14 +171,7 @@ fn eval_batches_pad_whole_images_with_ignore() {
     rgb_image(&r.join("images/b.png"), 20, 50);
     gray_mask(&r.join("masks/b.png"), 20, 50, |_, _| 2);
     let files = discover(r, 0.0, 1).unwrap();
-    let ds = SegDataset::new(
-        file_samples(&files.train),
-        spec(3, 3),
-        Normalize::neutral(3),
-        Mode::Eval,
-        0,
-    )
-    .unwrap();
+    let ds = eval_dataset(&files);
     let loader = DataLoaderBuilder::new(SegBatcher { ignore_label: 255 })
         .batch_size(2)
         .set_device(Device::flex())
@@ -418,14 +423,7 @@ fn a_bad_file_reaches_the_caller_as_an_error_not_a_crashed_worker() {
     folder_dataset(dir.path(), 4);
     std::fs::write(dir.path().join("images/s2.png"), b"garbage").unwrap();
     let files = discover(dir.path(), 0.0, 1).unwrap();
-    let ds = SegDataset::new(
-        file_samples(&files.train),
-        spec(3, 3),
-        Normalize::neutral(3),
-        Mode::Eval,
-        0,
-    )
-    .unwrap();
+    let ds = eval_dataset(&files);
     let loader = DataLoaderBuilder::new(SegBatcher { ignore_label: 255 })
         .batch_size(1)
         .num_workers(2)

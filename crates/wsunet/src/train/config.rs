@@ -242,11 +242,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a JSON config file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        crate::atomic::read_json(path)
     }
 
     /// The config as pretty JSON.
