@@ -440,6 +440,52 @@ impl WsResUNet {
     }
 }
 
+impl WsResUNet {
+    /// The network prepared for inference: every WsConv2d holds its
+    /// standardized kernel and runs as a plain convolution, so no
+    /// standardization is computed per forward. Outputs equal the unfolded
+    /// network's (within float rounding). Keep the unfolded model for
+    /// training and checkpoints.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use wsunet::WsResUNetConfig;
+    ///
+    /// let device = Device::flex();
+    /// let model = WsResUNetConfig::new(2).with_widths(vec![8, 8, 16, 16, 16]).with_groups(4).init(&device).unwrap();
+    /// let x = Tensor::<4>::ones([1, 3, 32, 32], &device);
+    /// let reference = model.forward(x.clone());
+    /// let folded = model.fold();
+    /// assert!(folded.is_folded());
+    /// let diff: f32 = (folded.forward(x) - reference).abs().max().into_scalar();
+    /// assert!(diff < 1e-4);
+    /// ```
+    pub fn fold(self) -> Self {
+        let fold_all = |blocks: Vec<WsResBlock>| blocks.into_iter().map(WsResBlock::fold).collect();
+        WsResUNet {
+            stem: self.stem.fold(),
+            stage1: fold_all(self.stage1),
+            stage2: fold_all(self.stage2),
+            stage3: fold_all(self.stage3),
+            stage4: fold_all(self.stage4),
+            bridge: self.bridge.into_iter().map(WsGnAct::fold).collect(),
+            dec4: self.dec4.fold(),
+            dec3: self.dec3.fold(),
+            dec2: self.dec2.fold(),
+            dec1: self.dec1.fold(),
+            head: self.head,
+            in_channels: self.in_channels,
+        }
+    }
+
+    /// Whether [`fold`](Self::fold) was applied.
+    pub fn is_folded(&self) -> bool {
+        self.stem.conv.folded
+    }
+}
+
 fn run_stage(blocks: &[WsResBlock], x: Tensor<4>) -> Tensor<4> {
     blocks.iter().fold(x, |x, block| block.forward(x))
 }

@@ -329,3 +329,23 @@ fn losses_match_pytorch() {
         );
     }
 }
+
+/// Folding the standardization into the kernels (for inference) keeps the
+/// trained model's outputs, for all three standardizations.
+#[test]
+fn folded_model_equals_the_training_model() {
+    let device = Device::flex();
+    for case in ["model_seed", "model_biased", "model_scaled"] {
+        let f = Fixture::read(case);
+        let Layer::Model(model) = Layer::build(case, &f, &device) else {
+            panic!("{case} is a model case")
+        };
+        let x = f.tensor("input", &device);
+        let reference = model.forward(x.clone()).into_data();
+        let folded = model.fold();
+        assert!(folded.is_folded());
+        let e = rel_error(&folded.forward(x).into_data(), &reference);
+        println!("{case:32} folded vs training {e:.2e}");
+        assert!(e <= 1e-6, "{case}: {e:e}");
+    }
+}

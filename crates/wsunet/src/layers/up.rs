@@ -76,6 +76,14 @@ impl Up {
         let x = self.reduce.forward(resize_bilinear(x, [h, w]));
         self.refine.forward(Tensor::cat(vec![x, skip], 1))
     }
+
+    /// The step with both convolutions folded (see [`WsConv2d::fold`]).
+    pub fn fold(self) -> Self {
+        Up {
+            reduce: self.reduce.fold(),
+            refine: self.refine.fold(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -178,6 +178,7 @@ impl WsConv2dConfig {
             groups: self.groups,
             standardization: self.standardization,
             eps: self.eps.unwrap_or(self.standardization.default_eps()),
+            folded: false,
         }
     }
 }
@@ -222,6 +223,10 @@ pub struct WsConv2d {
     /// Eps of the standardization.
     #[module(skip)]
     pub eps: f64,
+    /// Whether `weight` already holds the standardized kernel (see
+    /// [`fold`](WsConv2d::fold)); then forward convolves with it as is.
+    #[module(skip)]
+    pub folded: bool,
 }
 
 impl WsConv2d {
@@ -232,12 +237,35 @@ impl WsConv2d {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let weight = if self.folded {
+            self.weight.val()
+        } else {
+            self.standardized_weight()
+        };
         conv2d(
             x,
-            self.standardized_weight(),
+            weight,
             self.bias.as_ref().map(|b| b.val()),
             self.options(),
         )
+    }
+
+    /// Folds the standardization into the kernel for inference: `weight`
+    /// becomes the standardized kernel (gain included) and forward no longer
+    /// recomputes it — a plain convolution with the same outputs. Folding a
+    /// folded layer changes nothing. Train and save checkpoints with the
+    /// unfolded layer, whose raw weights the optimizer updates.
+    pub fn fold(self) -> Self {
+        if self.folded {
+            return self;
+        }
+        let standardized = self.standardized_weight().detach();
+        WsConv2d {
+            weight: burn::module::Param::from_tensor(standardized),
+            gain: None,
+            folded: true,
+            ..self
+        }
     }
 
     /// The convolution's stride, padding, dilation and groups.
@@ -391,6 +419,29 @@ mod tests {
                     "{s}: {name} not finite: {values:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn folding_keeps_outputs_and_skips_standardization() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 7, 9], Distribution::Default, &device);
+        for s in Standardization::ALL {
+            let conv = fixed(s, &device);
+            let expected = conv.forward(x.clone()).into_data();
+            let folded = conv.fold();
+            assert!(folded.folded && folded.gain.is_none());
+            folded
+                .forward(x.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(&expected, Tolerance::absolute(1e-6));
+            // The folded kernel is used as is: folding again changes nothing.
+            let again = folded.clone().fold();
+            again
+                .weight
+                .val()
+                .into_data()
+                .assert_eq(&folded.weight.val().into_data(), true);
         }
     }
 

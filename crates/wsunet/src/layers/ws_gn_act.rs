@@ -94,6 +94,14 @@ impl WsGnAct {
         let x = self.gn.forward(self.conv.forward(x));
         if self.act { silu(x) } else { x }
     }
+
+    /// The block with its convolution folded (see [`WsConv2d::fold`]).
+    pub fn fold(self) -> Self {
+        WsGnAct {
+            conv: self.conv.fold(),
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,15 @@ impl WsResBlock {
         };
         silu(self.conv2.forward(self.conv1.forward(x)) + shortcut)
     }
+
+    /// The block with every convolution folded (see [`WsConv2d::fold`]).
+    pub fn fold(self) -> Self {
+        WsResBlock {
+            conv1: self.conv1.fold(),
+            conv2: self.conv2.fold(),
+            proj: self.proj.map(WsGnAct::fold),
+        }
+    }
 }
 
 #[cfg(test)]
