@@ -195,6 +195,15 @@ def timm_cases() -> None:
         save_file({"input": f32(x), "output": f32(out)}, OUT / f"{name}.io.safetensors", metadata=meta)
 
 
+def pth_case() -> None:
+    """model_seed's weights as a PyTorch checkpoint the way training scripts
+    write them: wrapped in ``state_dict`` with DataParallel's ``module.``."""
+    from safetensors.torch import load_file
+
+    weights = load_file(OUT / "model_seed.weights.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in weights.items()}, "epoch": 3}, OUT / "model_seed_wrapped.pth")
+
+
 if __name__ == "__main__":
     torch.set_default_dtype(torch.float64)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -203,5 +212,6 @@ if __name__ == "__main__":
     resize_cases()
     loss_cases()
     timm_cases()
-    files = sorted(OUT.glob("*.safetensors"))
+    pth_case()
+    files = sorted(OUT.glob("*.safetensors")) + sorted(OUT.glob("*.pth"))
     print(f"wrote {len(files)} files, {sum(f.stat().st_size for f in files) / 1024:.0f} KiB, torch {torch.__version__}")

@@ -1,4 +1,6 @@
-//! Reading and writing PyTorch-style safetensors state dicts.
+//! Reading and writing PyTorch-style state dicts (safetensors, and PyTorch
+//! `.pt`/`.pth` pickles for reading), and inferring a WSResUNet's
+//! architecture from one.
 //!
 //! Keys are the PyTorch twin's (`stem.conv.weight`, `stem.gn.weight`, …).
 //! Burn names GroupNorm's parameters `gamma`/`beta`; burn-store's PyTorch
@@ -8,10 +10,15 @@
 use std::path::Path;
 
 use burn::module::Module;
+use std::collections::BTreeMap;
+
 use burn::store::{
     ApplyError, ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
+    PytorchStore, SafetensorsStore,
 };
+
+use crate::layers::Standardization;
+use crate::model::WsResUNetConfig;
 
 use crate::error::{Error, Result};
 
@@ -143,4 +150,145 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> 
             error,
         }
     })
+}
+
+/// Wrapper prefixes stripped from imported keys: checkpoints wrapped in a
+/// `state_dict` or `model` entry, and `module.` from `DataParallel`.
+const PREFIX_PATTERN: &str = r"^((state_dict|model|module)\.)+";
+
+fn is_pickle(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("pt" | "pth")
+    )
+}
+
+/// Every tensor of a state dict file with its shape, keys with their
+/// wrapper prefixes (`state_dict.`, `model.`, `module.`) removed.
+pub fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
+    let fail = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    let raw: Vec<(String, Vec<usize>)> = if is_pickle(path) {
+        let reader = burn::store::pytorch_reader::PytorchReader::new(path)
+            .map_err(|e| fail(format!("cannot read as a PyTorch checkpoint: {e}")))?;
+        reader
+            .tensors()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape().to_vec()))
+            .collect()
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| fail(format!("cannot read as safetensors: {e}")))?;
+        meta.tensors()
+            .into_iter()
+            .map(|(k, info)| (k, info.shape.clone()))
+            .collect()
+    };
+    let prefix = regex::Regex::new(PREFIX_PATTERN).expect("valid pattern");
+    Ok(raw
+        .into_iter()
+        .map(|(k, shape)| (prefix.replace(&k, "").into_owned(), shape))
+        .collect())
+}
+
+/// Infers a WSResUNet's architecture from its state dict's keys and shapes:
+/// input channels and stem width from `stem.conv.weight`, stage widths and
+/// depths from `stageN.B.conv1.conv.weight`, classes from `head.weight`, and
+/// `scaled` standardization from `.conv.gain` keys. The GroupNorm group count
+/// is not stored in a state dict: `groups` supplies it, and `standardization`
+/// and `eps` override what the keys imply.
+pub fn infer_config(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    groups: usize,
+    standardization: Option<Standardization>,
+    eps: Option<f64>,
+) -> Result<WsResUNetConfig> {
+    let missing = |key: &str| {
+        Error::Config(format!(
+            "the state dict has no `{key}`; is it a WSResUNet with the spec's keys?"
+        ))
+    };
+    let shape = |key: &str| shapes.get(key).ok_or_else(|| missing(key));
+    let stem = shape("stem.conv.weight")?;
+    let head = shape("head.weight")?;
+    if stem.len() != 4 || head.len() != 4 {
+        return Err(Error::Config(format!(
+            "stem.conv.weight {stem:?} and head.weight {head:?} must be 4-D convolution kernels"
+        )));
+    }
+    let mut widths = vec![stem[0]];
+    let mut depths = Vec::new();
+    for stage in 1..=4 {
+        let first = shape(&format!("stage{stage}.0.conv1.conv.weight"))?;
+        widths.push(first[0]);
+        let prefix = format!("stage{stage}.");
+        let blocks = shapes
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix(&prefix)?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |b| b + 1);
+        depths.push(blocks);
+    }
+    let scaled = shapes.keys().any(|k| k.ends_with(".conv.gain"));
+    let standardization = standardization.unwrap_or(if scaled {
+        Standardization::Scaled
+    } else {
+        Standardization::Seed
+    });
+    let config = WsResUNetConfig::new(head[0])
+        .with_in_channels(stem[1])
+        .with_widths(widths)
+        .with_depths(depths)
+        .with_groups(groups)
+        .with_standardization(standardization)
+        .with_eps(eps);
+    config.validate()?;
+    Ok(config)
+}
+
+/// Loads a PyTorch state dict (`.safetensors`, `.pt`, `.pth`; wrapper
+/// prefixes allowed) into `module`, strictly, like [`load_safetensors`].
+pub fn load_state_dict<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+        });
+    }
+    let result = if is_pickle(path) {
+        // PytorchStore maps PyTorch names (GroupNorm weight/bias) itself.
+        let mut store = PytorchStore::from_file(path)
+            .with_key_remapping(PREFIX_PATTERN, "")
+            .map_indices_contiguous(false)
+            .allow_partial(true)
+            .validate(false);
+        module.load_from(&mut store).map_err(|e| e.to_string())
+    } else {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_key_remapping(PREFIX_PATTERN, "")
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .allow_partial(true)
+            .validate(false);
+        module.load_from(&mut store).map_err(|e| e.to_string())
+    };
+    let result = result.map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: format!("cannot read the state dict: {e}"),
+    })?;
+    strict_result(path, result)
 }

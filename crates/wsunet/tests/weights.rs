@@ -145,3 +145,81 @@ fn loading_is_strict_and_lists_every_problem() {
         "{err}"
     );
 }
+
+/// PyTorch twin → import → logits equal PyTorch's: the architecture is
+/// inferred from keys and shapes, for a plain safetensors state dict and for
+/// a `.pth` checkpoint wrapped in `state_dict` with `module.` prefixes.
+#[test]
+fn imported_pytorch_weights_give_pytorch_logits() {
+    use wsunet::weights::{infer_config, load_state_dict, read_shapes};
+    let device = Device::flex();
+    let io = Fixture::read("model_seed");
+    let dir = common::fixtures_dir();
+    for file in ["model_seed.weights.safetensors", "model_seed_wrapped.pth"] {
+        let path = dir.join(file);
+        let shapes = read_shapes(&path).unwrap();
+        assert!(
+            shapes.contains_key("stem.conv.weight"),
+            "{file}: prefixes not stripped"
+        );
+        let config = infer_config(&shapes, 4, None, None).unwrap();
+        assert_eq!(config, fixture_config(Standardization::Seed), "{file}");
+        let mut model = config.init(&device).unwrap();
+        load_state_dict(&mut model, &path).unwrap();
+        let e = rel_error(
+            &model.forward(io.tensor("input", &device)).into_data(),
+            &io.get("output"),
+        );
+        assert!(e < 1e-5, "{file}: {e:e}");
+    }
+    // `.conv.gain` keys imply the scaled standardization.
+    let shapes = read_shapes(&dir.join("model_scaled.weights.safetensors")).unwrap();
+    assert_eq!(
+        infer_config(&shapes, 4, None, None)
+            .unwrap()
+            .standardization,
+        Standardization::Scaled
+    );
+    // Not a WSResUNet: a clear error naming the missing key.
+    let shapes = read_shapes(&dir.join("ws_conv2d_seed.weights.safetensors")).unwrap();
+    let err = infer_config(&shapes, 4, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no `stem.conv.weight`"), "{err}");
+}
+
+/// Export → re-import gives the same logits; a folded export has no gains
+/// and standardized kernels.
+#[test]
+fn export_round_trip_and_folded_export() {
+    use wsunet::weights::{infer_config, load_state_dict, read_shapes};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixture_config(Standardization::Scaled);
+    let model = config.init(&device).unwrap();
+    let x = Tensor::<4>::random([1, 3, 40, 44], Distribution::Default, &device);
+    let expected = model.forward(x.clone()).into_data();
+    let path = dir.path().join("out.safetensors");
+    save_safetensors(&model, &path).unwrap();
+    let mut back = infer_config(&read_shapes(&path).unwrap(), 4, None, None)
+        .unwrap()
+        .init(&device)
+        .unwrap();
+    load_state_dict(&mut back, &path).unwrap();
+    assert_eq!(
+        rel_error(&back.forward(x.clone()).into_data(), &expected),
+        0.0
+    );
+
+    let folded_path = dir.path().join("folded.safetensors");
+    save_safetensors(&model.clone().fold(), &folded_path).unwrap();
+    let folded_keys = keys(&folded_path);
+    assert!(
+        !folded_keys.iter().any(|k| k.ends_with(".gain")),
+        "{folded_keys:?}"
+    );
+    assert_eq!(
+        folded_keys.len(),
+        keys(&path).len() - keys(&path).iter().filter(|k| k.ends_with(".gain")).count()
+    );
+}
