@@ -39,6 +39,62 @@ pub enum Command {
     /// Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice
     /// and pixel accuracy over the whole set, printed and written as JSON.
     Eval(EvalArgs),
+
+    /// Import a PyTorch state dict (.safetensors, .pt, .pth) with the spec's
+    /// keys as a wsunet model; the architecture is read from keys and shapes.
+    Import(ImportArgs),
+
+    /// Export a model as a safetensors state dict with the spec's keys,
+    /// loadable by python/wsunet_torch.py with strict=True.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The state dict (wrapped in `state_dict`/`model` or prefixed by
+    /// `module.` is fine).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Output model: writes NAME.bpk and NAME.json.
+    #[arg(long, value_name = "MODEL")]
+    pub out: PathBuf,
+
+    /// GroupNorm starting group count (a state dict does not record it).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub groups: usize,
+
+    /// Weight standardization: seed, biased or scaled (default: scaled when
+    /// the file has gains, else seed).
+    #[arg(long, value_name = "NAME")]
+    pub standardization: Option<String>,
+
+    /// Standardization eps (default: the formula's).
+    #[arg(long, value_name = "EPS")]
+    pub eps: Option<f64>,
+
+    /// Per-channel input mean the model was trained with (comma-separated).
+    #[arg(long, value_name = "M,M,…", value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+
+    /// Per-channel input std the model was trained with (comma-separated).
+    #[arg(long, value_name = "S,S,…", value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The model: a run directory, or a model's .bpk/.json.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+
+    /// Output safetensors file.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub to: PathBuf,
+
+    /// Write standardized kernels (and no gains) for a plain Conv2d network.
+    #[arg(long)]
+    pub folded: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Data(command) => commands::data::run(command),
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Eval(args) => commands::eval::run(args),
+        cli::Command::Import(args) => commands::interop::import(args),
+        cli::Command::Export(args) => commands::interop::export(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -119,6 +119,8 @@ fn every_command_has_help() {
         &["data", "stats", "--help"],
         &["train", "--help"],
         &["eval", "--help"],
+        &["import", "--help"],
+        &["export", "--help"],
     ] {
         let o = wsunet(args);
         assert!(o.status.success());
@@ -316,4 +318,55 @@ fn train_errors_name_the_fix() {
     let o = wsunet(&["eval", "--model", "/no/such/run"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("fix --model"), "{}", stderr(&o));
+}
+
+#[test]
+fn import_then_export_a_pytorch_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures");
+    let pth = fixtures.join("model_seed_wrapped.pth");
+    let model = dir.path().join("imported/model");
+    let o = wsunet(&[
+        "import",
+        pth.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--groups",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .contains("widths [8, 16, 16, 32, 32], depths [1, 2, 1, 1], seed standardization"),
+        "{}",
+        stdout(&o)
+    );
+    let bpk = model.with_extension("bpk");
+    let out = dir.path().join("out.safetensors");
+    let o = wsunet(&[
+        "export",
+        bpk.to_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(meta.tensors().len(), 77);
+    assert!(meta.tensors().contains_key("stage2.1.conv2.gn.weight"));
+
+    let not_unet = fixtures.join("ws_conv2d_seed.weights.safetensors");
+    let o = wsunet(&[
+        "import",
+        not_unet.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no `stem.conv.weight`"),
+        "{}",
+        stderr(&o)
+    );
 }

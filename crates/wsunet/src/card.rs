@@ -61,6 +61,12 @@ pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
 /// atomic). The card is written last, so a present card means a complete model.
 pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()> {
     let (bpk, json) = model_paths(path);
+    if let Some(dir) = bpk.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|error| Error::Io {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+    }
     model
         .clone()
         .into_record()

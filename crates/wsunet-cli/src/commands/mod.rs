@@ -3,5 +3,6 @@
 pub mod data;
 pub mod eval;
 pub mod info;
+pub mod interop;
 pub mod synth;
 pub mod train;
