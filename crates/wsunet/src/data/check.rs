@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::augment::Normalize;
-use super::io::{mask_values_problem, read_image, read_mask, value_counts};
+use super::io::{mask_values_problem, read_image, read_mask, size_mismatch, value_counts};
 use super::layout::{DatasetFiles, Layout, SamplePaths};
 use crate::error::{Error, Result};
 
@@ -53,16 +53,8 @@ fn facts(pair: &SamplePaths, split: &'static str, files: &DatasetFiles) -> Sampl
         }
     };
     f.kind = format!("{kind:?}");
-    if [mask.height, mask.width] != f.size {
-        f.error = Some(format!(
-            "{}: the mask is {}×{} but its image {} is {}×{}; masks must have their image's size",
-            pair.mask.display(),
-            mask.height,
-            mask.width,
-            pair.image.display(),
-            image.height,
-            image.width
-        ));
+    if let Some(e) = size_mismatch(&pair.mask, &mask, &pair.image, &image) {
+        f.error = Some(e.to_string());
     }
     f.values = value_counts(&mask);
     f

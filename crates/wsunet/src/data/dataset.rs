@@ -17,7 +17,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::augment::{AugmentConfig, Normalize, augment, crop_or_pad};
 use super::classes::ClassList;
 use super::io::{
-    Image, Mask, mask_values_ok, mask_values_problem, read_image, read_mask, value_counts,
+    Image, Mask, mask_values_ok, mask_values_problem, read_image, read_mask, size_mismatch,
+    value_counts,
 };
 use super::layout::SamplePaths;
 use super::shapes::{self, item_rng};
@@ -79,18 +80,8 @@ impl SampleSpec {
             Sample::Files(p) => {
                 let image = read_image(&p.image)?;
                 let (mask, _) = read_mask(&p.mask, self.classes.as_ref())?;
-                if (image.height, image.width) != (mask.height, mask.width) {
-                    return Err(Error::Data {
-                        path: p.mask.clone(),
-                        reason: format!(
-                            "the mask is {}×{} but its image {} is {}×{}; masks must have their image's size",
-                            mask.height,
-                            mask.width,
-                            p.image.display(),
-                            image.height,
-                            image.width
-                        ),
-                    });
+                if let Some(e) = size_mismatch(&p.mask, &mask, &p.image, &image) {
+                    return Err(e);
                 }
                 if image.channels != self.in_channels {
                     return Err(Error::Data {

@@ -334,6 +334,28 @@ fn unpack(row: &[u8], index: usize, bits: usize) -> u16 {
     ((byte >> shift) & ((1u8 << bits) - 1)) as u16
 }
 
+/// The error for a mask whose size differs from its image's, or `None`.
+pub fn size_mismatch(
+    mask_path: &Path,
+    mask: &Mask,
+    image_path: &Path,
+    image: &Image,
+) -> Option<Error> {
+    ((mask.height, mask.width) != (image.height, image.width)).then(|| {
+        data_error(
+            mask_path,
+            format!(
+                "the mask is {}×{} but its image {} is {}×{}; masks must have their image's size",
+                mask.height,
+                mask.width,
+                image_path.display(),
+                image.height,
+                image.width
+            ),
+        )
+    })
+}
+
 /// Pixel count of every value in a mask.
 pub fn value_counts(mask: &Mask) -> BTreeMap<u16, u64> {
     let mut counts = BTreeMap::new();

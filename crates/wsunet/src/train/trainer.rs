@@ -521,8 +521,10 @@ impl Session {
                 observer.batch(i + 1, loss_sum / (i + 1) as f64, rate, lr);
             }
             let train_seconds = epoch_start.elapsed().as_secs_f64();
+            // One copy without autodiff serves validation and the best-model save.
+            let eval_model = model.valid();
             let eval = evaluate(
-                &model.valid(),
+                &eval_model,
                 &self.val,
                 self.config.val_batch_size,
                 &self.device,
@@ -545,7 +547,7 @@ impl Session {
             let is_best = state.best.is_none_or(|(_, b)| record.miou > b);
             if is_best {
                 state.best = Some((epoch, record.miou));
-                save_model(&model.valid(), &self.card, &self.dir.join("best.bpk"))?;
+                save_model(&eval_model, &self.card, &self.dir.join("best.bpk"))?;
                 write_json(&self.dir.join("best_scores.json"), &eval.scores)?;
             }
             state.epoch = epoch;
