@@ -34,6 +34,7 @@ pub mod card;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod infer;
 pub mod layers;
 pub mod model;
 pub mod train;

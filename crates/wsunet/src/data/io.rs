@@ -490,6 +490,38 @@ pub fn write_mask_png(path: &Path, mask: &Mask, classes: &ClassList) -> Result<(
     )
 }
 
+/// Writes `f32` values as a `.npy` array of the given shape (C order),
+/// atomically.
+pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    use npyz::WriterBuilder;
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        values.len(),
+        "npy shape and length"
+    );
+    let io_error = |error: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let tmp = crate::atomic::temp_path(path);
+    let write = || -> std::io::Result<()> {
+        let file = BufWriter::new(File::create(&tmp)?);
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(file)
+            .begin_nd()?;
+        writer.extend(values.iter().copied())?;
+        writer.finish()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(e));
+    }
+    std::fs::rename(&tmp, path).map_err(io_error)
+}
+
 fn write_png_bytes(
     path: &Path,
     width: usize,
