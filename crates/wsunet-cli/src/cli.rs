@@ -40,6 +40,11 @@ pub enum Command {
     /// and pixel accuracy over the whole set, printed and written as JSON.
     Eval(EvalArgs),
 
+    /// Segment images: palette PNG masks in the class colours, optional
+    /// colour overlays, probabilities or logits as .npy. Images larger than a
+    /// tile are predicted tile by tile and blended without seams.
+    Predict(PredictArgs),
+
     /// Import a PyTorch state dict (.safetensors, .pt, .pth) with the spec's
     /// keys as a wsunet model; the architecture is read from keys and shapes.
     Import(ImportArgs),
@@ -47,6 +52,60 @@ pub enum Command {
     /// Export a model as a safetensors state dict with the spec's keys,
     /// loadable by python/wsunet_torch.py with strict=True.
     Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model: a run directory, or a model's .bpk/.json.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// An image, or a folder of images (png, jpg, bmp, tif, npy [C,H,W]
+    /// float32); repeat for more.
+    #[arg(long, value_name = "FILE|DIR", required = true)]
+    pub input: Vec<PathBuf>,
+
+    /// Output folder (created if missing): NAME.png masks, and with the
+    /// options below NAME_overlay.png, NAME_probs.npy, NAME_logits.npy.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Also write the image with the class colours blended over it.
+    #[arg(long)]
+    pub overlay: bool,
+
+    /// Opacity of the overlay colours, in [0, 1].
+    #[arg(long, value_name = "A", default_value_t = 0.5)]
+    pub alpha: f32,
+
+    /// Also write class probabilities as float32 .npy [classes, H, W].
+    #[arg(long)]
+    pub probs: bool,
+
+    /// Also write raw logits as float32 .npy [classes, H, W].
+    #[arg(long)]
+    pub logits: bool,
+
+    /// Tile side for large images; images no larger run in one pass.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub tile: usize,
+
+    /// Minimum fraction of a tile shared with its neighbour, in [0, 0.9].
+    #[arg(long, value_name = "F", default_value_t = 0.25)]
+    pub overlap: f32,
+
+    /// Tiles per forward pass.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub batch_size: usize,
+
+    /// Test-time augmentation: none, or flip (average of the image and its
+    /// horizontal, vertical and double flips; 4× the time).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub tta: String,
+
+    /// Compute device: cpu, vulkan[:N] or cuda[:N].
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]

@@ -119,6 +119,7 @@ fn every_command_has_help() {
         &["data", "stats", "--help"],
         &["train", "--help"],
         &["eval", "--help"],
+        &["predict", "--help"],
         &["import", "--help"],
         &["export", "--help"],
     ] {
@@ -366,6 +367,112 @@ fn import_then_export_a_pytorch_checkpoint() {
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("no `stem.conv.weight`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn predict_writes_outputs_and_skips_unreadable_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures");
+    let model = dir.path().join("model");
+    let o = wsunet(&[
+        "import",
+        fixtures.join("model_seed_wrapped.pth").to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--groups",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = model.with_extension("bpk");
+    let data = dir.path().join("data");
+    let o = wsunet(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--count",
+        "2",
+        "--size",
+        "80",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let images = data.join("images");
+    std::fs::write(images.join("broken.png"), b"not a png").unwrap();
+    let out = dir.path().join("pred");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        images.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--overlay",
+        "--probs",
+        "--logits",
+        "--tile",
+        "48",
+        "--tta",
+        "flip",
+    ]);
+    // The broken file fails the run but not the other images.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("broken.png: cannot decode the image") && err.contains("(skipped)"),
+        "{err}"
+    );
+    assert!(err.contains("1 image(s) failed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let log = stdout(&o);
+    assert!(log.contains("2 of 3 image(s) predicted"), "{log}");
+    assert!(log.contains("80×80, 4 tile(s)"), "{log}");
+    for stem in ["shape_00000", "shape_00001"] {
+        let mask = std::fs::read(out.join(format!("{stem}.png"))).unwrap();
+        assert!(mask.windows(4).any(|w| w == b"PLTE"), "palette PNG");
+        assert!(out.join(format!("{stem}_overlay.png")).is_file());
+        for kind in ["probs", "logits"] {
+            let npy = std::fs::read(out.join(format!("{stem}_{kind}.npy"))).unwrap();
+            let header = String::from_utf8_lossy(&npy[..128]);
+            assert!(header.contains("'shape': (3, 80, 80"), "{header}");
+            assert!(header.contains("'descr': '<f4'"), "{header}");
+        }
+    }
+    assert!(!out.join("broken.png").exists());
+
+    // Writing into the input folder would overwrite the inputs.
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        images.to_str().unwrap(),
+        "--out",
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("would overwrite an input image; choose another --out"),
+        "{}",
+        stderr(&o)
+    );
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        images.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--overlap",
+        "0.95",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("fix --tile, --overlap"),
         "{}",
         stderr(&o)
     );

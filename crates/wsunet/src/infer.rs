@@ -36,7 +36,7 @@ use std::str::FromStr;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::data::{Image, Mask, Normalize};
+use crate::data::{ClassList, Image, Mask, Normalize};
 use crate::error::{Error, Result};
 use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
@@ -235,6 +235,17 @@ impl Predictor {
     /// Predicts one image (values as read, normalized here). `keep_logits`
     /// also returns the logits.
     pub fn predict(&self, image: &Image, keep_logits: bool) -> Result<Prediction> {
+        self.predict_with_progress(image, keep_logits, &mut |_, _| {})
+    }
+
+    /// [`predict`](Self::predict), calling `progress(done, total)` after
+    /// each batch of tiles.
+    pub fn predict_with_progress(
+        &self,
+        image: &Image,
+        keep_logits: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Prediction> {
         if image.channels != self.model.in_channels {
             return Err(Error::Input(format!(
                 "the image has {} channels but the model expects {}",
@@ -248,16 +259,29 @@ impl Predictor {
         self.normalize.apply(&mut image);
         // Below the network's minimum: predict an edge-replicated copy.
         let (h, w) = (image.height, image.width);
-        let padded = pad_to(&image, h.max(MIN_INPUT_SIZE), w.max(MIN_INPUT_SIZE));
-        let prediction = self.predict_normalized(&padded, keep_logits)?;
-        Ok(if (h, w) == (padded.height, padded.width) {
-            prediction
-        } else {
-            crop_prediction(prediction, h, w)
-        })
+        let (ph, pw) = (h.max(MIN_INPUT_SIZE), w.max(MIN_INPUT_SIZE));
+        if (ph, pw) == (h, w) {
+            return self.predict_normalized(&image, keep_logits, progress);
+        }
+        let padded = pad_to(&image, ph, pw);
+        let prediction = self.predict_normalized(&padded, keep_logits, progress)?;
+        Ok(crop_prediction(prediction, h, w))
     }
 
-    fn predict_normalized(&self, image: &Image, keep_logits: bool) -> Result<Prediction> {
+    /// Number of tiles an image of this size is cut into.
+    pub fn tile_count(&self, height: usize, width: usize) -> usize {
+        let (h, w) = (height.max(MIN_INPUT_SIZE), width.max(MIN_INPUT_SIZE));
+        let stride = self.config.stride();
+        tile_starts(h, self.config.tile.min(h), stride).len()
+            * tile_starts(w, self.config.tile.min(w), stride).len()
+    }
+
+    fn predict_normalized(
+        &self,
+        image: &Image,
+        keep_logits: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Prediction> {
         let (c, h, w) = (image.channels, image.height, image.width);
         let (th, tw) = (self.config.tile.min(h), self.config.tile.min(w));
         let stride = self.config.stride();
@@ -270,6 +294,7 @@ impl Predictor {
         if origins.len() == 1 {
             let input = self.tensor(image.data.clone(), [1, c, h, w]);
             let (probs, logits) = self.run(input, keep_logits);
+            progress(1, 1);
             return Ok(Prediction {
                 num_classes: probs.len() / (h * w),
                 height: h,
@@ -281,6 +306,7 @@ impl Predictor {
         }
         let weights = gaussian_weights(th, tw);
         let mut stitch = Stitch::new(h, w, keep_logits);
+        let mut done = 0;
         for batch in origins.chunks(self.config.batch_size) {
             let mut data = Vec::with_capacity(batch.len() * c * th * tw);
             for &(y, x) in batch {
@@ -306,6 +332,8 @@ impl Predictor {
                     tile_logits,
                 );
             }
+            done += batch.len();
+            progress(done, origins.len());
         }
         Ok(stitch.finish(origins.len()))
     }
@@ -443,11 +471,58 @@ impl Stitch {
     }
 }
 
+/// The image blended with its mask's class colours, as interleaved 8-bit
+/// RGB: `alpha` of the class colour over the image, except where the class
+/// colour is black (VOC's background). The image is shown as read: values in
+/// `[0, 1]` as they are, other ranges stretched to `[0, 1]`; one channel as
+/// gray, more than three as their first three.
+///
+/// # Panics
+///
+/// If the mask's size differs from the image's (programmer misuse).
+pub fn overlay(image: &Image, mask: &Mask, classes: &ClassList, alpha: f32) -> Vec<u8> {
+    assert_eq!(
+        (image.height, image.width),
+        (mask.height, mask.width),
+        "overlay sizes"
+    );
+    let (min, max) = image
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (offset, scale) = if min >= 0.0 && max <= 1.0 {
+        (0.0, 1.0)
+    } else {
+        (min, 1.0 / (max - min).max(f32::MIN_POSITIVE))
+    };
+    let channel = |c: usize| image.channel(c.min(image.channels - 1).min(2));
+    let planes = [channel(0), channel(1), channel(2)];
+    let planes = if image.channels < 3 {
+        [planes[0], planes[0], planes[0]]
+    } else {
+        planes
+    };
+    let colors: Vec<[u8; 3]> = (0..=mask.data.iter().copied().max().unwrap_or(0) as usize)
+        .map(|i| classes.color(i))
+        .collect();
+    let mut rgb = Vec::with_capacity(3 * mask.data.len());
+    for (p, &label) in mask.data.iter().enumerate() {
+        let color = colors[label as usize];
+        for c in 0..3 {
+            let v = ((planes[c][p] - offset) * scale).clamp(0.0, 1.0) * 255.0;
+            let v = if color == [0, 0, 0] {
+                v
+            } else {
+                (1.0 - alpha) * v + alpha * color[c] as f32
+            };
+            rgb.push(v.round() as u8);
+        }
+    }
+    rgb
+}
+
 /// `image` grown to `height × width` by repeating its last row and column.
 fn pad_to(image: &Image, height: usize, width: usize) -> Image {
-    if (height, width) == (image.height, image.width) {
-        return image.clone();
-    }
     let mut data = Vec::with_capacity(image.channels * height * width);
     for c in 0..image.channels {
         let plane = image.channel(c);
@@ -665,6 +740,35 @@ mod tests {
             assert!(blended < 1.5, "blended tiles: seam ratio {blended}");
             assert!(butted > 3.0, "butted tiles: seam ratio {butted}");
         }
+    }
+
+    #[test]
+    fn overlay_blends_class_colours_and_keeps_black_classes_clear() {
+        let image = Image::new(1, 1, 3, vec![0.0, 0.5, 1.0]);
+        let mask = Mask::new(1, 3, vec![0, 1, 2]);
+        let classes = ClassList::numbered(3);
+        let rgb = overlay(&image, &mask, &classes, 0.5);
+        let [r1, g1, b1] = classes.color(1);
+        let [r2, g2, b2] = classes.color(2);
+        let mix = |v: f32, c: u8| (0.5 * v * 255.0 + 0.5 * c as f32).round() as u8;
+        assert_eq!(
+            rgb,
+            vec![
+                0,
+                0,
+                0, // class 0 is black: the image shows through
+                mix(0.5, r1),
+                mix(0.5, g1),
+                mix(0.5, b1),
+                mix(1.0, r2),
+                mix(1.0, g2),
+                mix(1.0, b2),
+            ]
+        );
+        // Values outside [0, 1] are stretched.
+        let wide = Image::new(1, 1, 2, vec![-4.0, 4.0]);
+        let rgb = overlay(&wide, &Mask::new(1, 2, vec![0, 0]), &classes, 0.5);
+        assert_eq!(rgb, vec![0, 0, 0, 255, 255, 255]);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::cli::EvalArgs;
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = wsunet::parse_device(&args.device).context("fix --device")?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
+    // Folded: the same outputs without standardizing every kernel per batch.
+    let model = model.fold();
     let ignore = args.ignore_index.map(|i| i.0).unwrap_or(card.ignore_index);
     let (dataset, source) = match &args.data {
         Some(dir) => {
