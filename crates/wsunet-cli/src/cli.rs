@@ -45,6 +45,11 @@ pub enum Command {
     /// tile are predicted tile by tile and blended without seams.
     Predict(PredictArgs),
 
+    /// Measure speed: folded inference, training-mode forward and a full
+    /// train step (forward, backward, AdamW), median of several repetitions,
+    /// with images/s and peak memory. Compare with python/bench_torch.py.
+    Bench(BenchArgs),
+
     /// Import a PyTorch state dict (.safetensors, .pt, .pth) with the spec's
     /// keys as a wsunet model; the architecture is read from keys and shapes.
     Import(ImportArgs),
@@ -106,6 +111,49 @@ pub struct PredictArgs {
     /// Compute device: cpu, vulkan[:N] or cuda[:N].
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Images per batch.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub batch_size: usize,
+
+    /// Input size: HxW, or one number for a square.
+    #[arg(long, value_name = "HxW", default_value = "256", value_parser = parse_size)]
+    pub size: [usize; 2],
+
+    /// Untimed repetitions before timing each phase.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub warmup: usize,
+
+    /// Timed repetitions per phase (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub reps: usize,
+
+    /// Run every WsConv2d as a plain convolution: the same network without
+    /// weight standardization, to measure what standardization costs.
+    #[arg(long)]
+    pub no_ws: bool,
+
+    /// Phases to run (comma-separated): inference, train_forward, train_step.
+    #[arg(long, value_name = "P,P,…", value_delimiter = ',', default_value = "inference,train_forward,train_step")]
+    pub phases: Vec<String>,
+
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Compute device: cpu, vulkan[:N] or cuda[:N].
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// Print the report as JSON (the format python/bench_torch.py writes).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
+        cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Import(args) => commands::interop::import(args),
         cli::Command::Export(args) => commands::interop::export(args),
     };

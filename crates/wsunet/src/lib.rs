@@ -30,6 +30,7 @@
 //! ```
 
 mod atomic;
+pub mod bench;
 pub mod card;
 pub mod data;
 pub mod device;

@@ -299,6 +299,12 @@ fn prepare_data(config: &TrainConfig) -> Result<Prepared> {
     })
 }
 
+/// The optimizer of the default training settings (AdamW, eps 1e-8,
+/// weight decay 1e-4 except on norms, biases and gains).
+pub fn default_optimizer() -> ModuleOptimizer {
+    optimizer(&TrainConfig::default())
+}
+
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let clip = config.grad_clip.map(GradientClippingConfig::Norm);
     // Norm parameters, biases and WS gains are not decayed.

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs `wsunet bench` and python/bench_torch.py back to back with the same
+# settings and thread count, and prints the speed ratios (wsunet / PyTorch
+# throughput: > 1 means wsunet is faster).
+#
+#   bench/compare.sh [--batch-size N] [--size HxW] [--reps N] [--warmup N] [--threads N] [--no-ws] [--device D]
+#
+# Needs a release build (cargo build --release) and a Python with torch:
+# $PYTHON, else .venv/bin/python, else python3. Writes both JSON reports to
+# $OUT_DIR (default bench/out/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+threads=$(nproc)
+args=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --threads) threads="$2"; shift 2 ;;
+    --no-ws) args+=("$1"); shift ;;
+    --batch-size|--size|--reps|--warmup|--device|--config|--num-classes|--phases) args+=("$1" "$2"); shift 2 ;;
+    *) echo "error: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+
+python=${PYTHON:-}
+if [[ -z "$python" ]]; then
+  if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
+fi
+if ! "$python" -c "import torch" 2>/dev/null; then
+  echo "error: $python cannot import torch; set PYTHON or create .venv (see README, Parity)" >&2
+  exit 2
+fi
+bin=${WSUNET:-target/release/wsunet}
+if [[ ! -x "$bin" ]]; then
+  echo "error: $bin is missing; run cargo build --release first" >&2
+  exit 2
+fi
+
+out=${OUT_DIR:-bench/out}
+mkdir -p "$out"
+"$bin" bench "${args[@]}" --threads "$threads" --json > "$out/wsunet.json"
+"$python" python/bench_torch.py "${args[@]}" --threads "$threads" --json > "$out/pytorch.json"
+
+"$python" - "$out/wsunet.json" "$out/pytorch.json" <<'PY'
+import json, sys, platform, datetime
+ours, theirs = (json.load(open(p)) for p in sys.argv[1:3])
+c = ours["config"]
+print(f"{datetime.date.today()} {platform.machine()} {ours['device']}, {ours['threads']} threads; "
+      f"{ours['parameters']:,} parameters, batch {c['batch']}, {c['model']['in_channels']}×{c['size'][0]}×{c['size'][1]}, "
+      f"WS {'on' if c['standardize'] else 'off'}, median of {c['reps']} (torch {theirs.get('torch', '?')})")
+print(f"| phase | wsunet ms | PyTorch ms | wsunet img/s | PyTorch img/s | speed ratio | wsunet MiB | PyTorch MiB |")
+print(f"|---|---|---|---|---|---|---|---|")
+t = {r["phase"]: r for r in theirs["results"]}
+for r in ours["results"]:
+    o = t.get(r["phase"])
+    if o is None:
+        continue
+    mib = lambda v: "-" if v is None else f"{v:.0f}"
+    print(f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | {r['images_per_s']:.2f} | "
+          f"{o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | {mib(r['peak_rss_mib'])} | {mib(o['peak_rss_mib'])} |")
+PY

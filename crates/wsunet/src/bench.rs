@@ -1,0 +1,314 @@
+//! Whole-model speed measurements, shared by `wsunet bench` and comparable
+//! with `python/bench_torch.py` (same phases, same JSON).
+//!
+//! Three phases, each warmed up and then timed several times (the median is
+//! the result):
+//! - `inference`: the folded model (standardized kernels computed once),
+//!   without autodiff;
+//! - `train_forward`: the training model's forward on the autodiff device
+//!   (standardization and the graph for backward included);
+//! - `train_step`: forward, cross-entropy, backward and an AdamW update.
+//!
+//! Every timed repetition ends by reading a value back, so GPU work is
+//! finished inside the timing. The peak resident memory of each phase is
+//! read from `/proc/self/status` after resetting it (Linux only; `None`
+//! elsewhere).
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{WsResUNet, WsResUNetConfig};
+use crate::train::loss::{LossKind, SegLoss};
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchConfig {
+    /// The architecture.
+    pub model: WsResUNetConfig,
+    /// Images per batch.
+    pub batch: usize,
+    /// Input height and width.
+    pub size: [usize; 2],
+    /// Untimed repetitions before timing.
+    pub warmup: usize,
+    /// Timed repetitions.
+    pub reps: usize,
+    /// `false`: every WsConv2d runs as a plain convolution (the same network
+    /// without weight standardization), to measure what WS costs.
+    pub standardize: bool,
+    /// Phases to run: any of `inference`, `train_forward`, `train_step`.
+    pub phases: Vec<String>,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            model: WsResUNetConfig::new(4),
+            batch: 2,
+            size: [256, 256],
+            warmup: 2,
+            reps: 5,
+            standardize: true,
+            phases: PHASES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The phases, in the order they run.
+pub const PHASES: [&str; 3] = ["inference", "train_forward", "train_step"];
+
+/// One phase's timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    /// Phase name.
+    pub phase: String,
+    /// Median time of one repetition, milliseconds.
+    pub median_ms: f64,
+    /// Fastest repetition, milliseconds.
+    pub min_ms: f64,
+    /// Slowest repetition, milliseconds.
+    pub max_ms: f64,
+    /// Images per second at the median.
+    pub images_per_s: f64,
+    /// Peak resident memory during the phase, MiB (Linux).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// A benchmark run: settings and results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// `wsunet` (or `pytorch` for the twin's script).
+    pub tool: String,
+    /// The device as given.
+    pub device: String,
+    /// CPU threads available to the backend.
+    pub threads: usize,
+    /// Parameters of the model.
+    pub parameters: usize,
+    /// The settings.
+    pub config: BenchConfig,
+    /// One entry per phase.
+    pub results: Vec<PhaseResult>,
+}
+
+/// Runs the phases of `config` on `device` (named `device_name` in the
+/// report). `progress` is told each phase's name before it runs.
+pub fn run_bench(
+    config: &BenchConfig,
+    device: &Device,
+    device_name: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport> {
+    if config.batch == 0 || config.reps == 0 {
+        return Err(Error::Input("batch and reps must be at least 1".into()));
+    }
+    if let Some(bad) = config.phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+        return Err(Error::Input(format!(
+            "unknown phase `{bad}`; use {}",
+            PHASES.join(", ")
+        )));
+    }
+    let [h, w] = config.size;
+    let dims = [config.batch, config.model.in_channels, h, w];
+    device.seed(0);
+    let model = config.model.init(device)?;
+    model.check_input(dims)?;
+    let parameters = model.num_params();
+    let mut results = Vec::new();
+    for phase in PHASES {
+        if !config.phases.iter().any(|p| p == phase) {
+            continue;
+        }
+        progress(phase);
+        let result = match phase {
+            "inference" => {
+                let folded = model.clone().fold();
+                let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+                time_phase(phase, config, || {
+                    sync(folded.forward(x.clone()));
+                })
+            }
+            _ => {
+                let ad = device.clone().autodiff();
+                device.seed(0);
+                let trained = config.model.init(&ad)?;
+                let trained = if config.standardize {
+                    trained
+                } else {
+                    trained.fold()
+                };
+                let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &ad);
+                let target = Tensor::<3, Int>::random(
+                    [config.batch, h, w],
+                    Distribution::Uniform(0.0, config.model.num_classes as f64),
+                    &ad,
+                );
+                if phase == "train_forward" {
+                    time_phase(phase, config, || {
+                        sync(trained.forward(x.clone()));
+                    })
+                } else {
+                    let loss_fn = SegLoss::new(LossKind::Ce, -1);
+                    let mut optim = crate::train::default_optimizer();
+                    let mut model = Some(trained);
+                    time_phase(phase, config, || {
+                        let m = model.take().expect("model");
+                        let loss = loss_fn.forward(m.forward(x.clone()), target.clone());
+                        let grads = GradientsParams::from_grads(loss.backward(), &m);
+                        let m = optim.step(1e-4, m, grads);
+                        sync_param(&m);
+                        model = Some(m);
+                    })
+                }
+            }
+        };
+        results.push(result);
+    }
+    Ok(BenchReport {
+        tool: "wsunet".into(),
+        device: device_name.into(),
+        threads: rayon::current_num_threads(),
+        parameters,
+        config: config.clone(),
+        results,
+    })
+}
+
+fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut()) -> PhaseResult {
+    reset_peak_rss();
+    for _ in 0..config.warmup {
+        step();
+    }
+    let mut times: Vec<f64> = (0..config.reps)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    PhaseResult {
+        phase: phase.into(),
+        median_ms: median,
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        images_per_s: config.batch as f64 / (median / 1e3),
+        peak_rss_mib: peak_rss_mib(),
+    }
+}
+
+/// Waits for `t` to be computed (reads one value back).
+fn sync(t: Tensor<4>) {
+    let _ = t.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+}
+
+/// Waits for the optimizer's update (reads back one updated parameter).
+fn sync_param(model: &WsResUNet) {
+    let _ = model
+        .head
+        .weight
+        .val()
+        .slice([0..1, 0..1, 0..1, 0..1])
+        .into_data();
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory since the last reset, MiB (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+impl BenchReport {
+    /// A plain-text table of the results.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} on {} ({} threads): {} parameters, batch {}, {}×{}×{}, standardization {}, median of {} after {} warm-up\n",
+            self.tool,
+            self.device,
+            self.threads,
+            self.parameters,
+            self.config.batch,
+            self.config.model.in_channels,
+            self.config.size[0],
+            self.config.size[1],
+            if self.config.standardize { "on" } else { "off (plain convolutions)" },
+            self.config.reps,
+            self.config.warmup
+        );
+        out.push_str(&format!(
+            "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+            "phase", "median ms", "min ms", "max ms", "images/s", "peak MiB"
+        ));
+        for r in &self.results {
+            out.push_str(&format!(
+                "{:<14} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10}\n",
+                r.phase,
+                r.median_ms,
+                r.min_ms,
+                r.max_ms,
+                r.images_per_s,
+                r.peak_rss_mib
+                    .map(|m| format!("{m:.0}"))
+                    .unwrap_or_else(|| "-".into())
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_bench_runs_every_phase() {
+        let config = BenchConfig {
+            model: WsResUNetConfig::new(2)
+                .with_widths(vec![4, 8, 8, 8, 8])
+                .with_groups(2),
+            batch: 1,
+            size: [32, 48],
+            warmup: 1,
+            reps: 3,
+            ..BenchConfig::default()
+        };
+        let mut seen = Vec::new();
+        let report = run_bench(&config, &Device::flex(), "cpu", &mut |p| {
+            seen.push(p.to_string())
+        })
+        .unwrap();
+        assert_eq!(seen, PHASES);
+        assert_eq!(report.results.len(), 3);
+        for r in &report.results {
+            assert!(r.min_ms <= r.median_ms && r.median_ms <= r.max_ms, "{r:?}");
+            assert!(r.images_per_s > 0.0);
+        }
+        let text = report.table();
+        assert!(text.contains("train_step"), "{text}");
+        let unknown = BenchConfig {
+            phases: vec!["bogus".into()],
+            ..config
+        };
+        let err = run_bench(&unknown, &Device::flex(), "cpu", &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown phase `bogus`"), "{err}");
+    }
+}
