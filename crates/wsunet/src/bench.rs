@@ -131,6 +131,7 @@ pub fn run_bench(
                 let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
                 time_phase(phase, config, || {
                     sync(folded.forward(x.clone()));
+                    None
                 })
             }
             _ => {
@@ -149,8 +150,14 @@ pub fn run_bench(
                     &ad,
                 );
                 if phase == "train_forward" {
+                    // Burn frees a forward's graph at the next backward: run
+                    // one, untimed, so graphs do not pile up between reps.
                     time_phase(phase, config, || {
-                        sync(trained.forward(x.clone()));
+                        let y = trained.forward(x.clone());
+                        sync(y.clone());
+                        Some(Box::new(move || {
+                            let _ = y.sum().backward();
+                        }) as Box<dyn FnOnce()>)
                     })
                 } else {
                     let loss_fn = SegLoss::new(LossKind::Ce, -1);
@@ -163,6 +170,7 @@ pub fn run_bench(
                         let m = optim.step(1e-4, m, grads);
                         sync_param(&m);
                         model = Some(m);
+                        None
                     })
                 }
             }
@@ -179,16 +187,25 @@ pub fn run_bench(
     })
 }
 
-fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut()) -> PhaseResult {
+/// Cleanup to run after a timed repetition, outside the timing.
+type Untimed = Option<Box<dyn FnOnce()>>;
+
+fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untimed) -> PhaseResult {
     reset_peak_rss();
     for _ in 0..config.warmup {
-        step();
+        if let Some(cleanup) = step() {
+            cleanup();
+        }
     }
     let mut times: Vec<f64> = (0..config.reps)
         .map(|_| {
             let start = Instant::now();
-            step();
-            start.elapsed().as_secs_f64() * 1e3
+            let cleanup = step();
+            let elapsed = start.elapsed().as_secs_f64() * 1e3;
+            if let Some(cleanup) = cleanup {
+                cleanup();
+            }
+            elapsed
         })
         .collect();
     times.sort_by(f64::total_cmp);

@@ -1,0 +1,132 @@
+//! Layer speeds on the CPU backend: what weight standardization costs next to
+//! a plain convolution, GroupNorm + SiLU, and the bilinear resize (wsunet's
+//! two-matmul version against Burn's native kernel), forward and
+//! forward + backward, at sizes the default model meets.
+//!
+//! `cargo bench -p wsunet --bench layers` (add `-- --quick` for fewer rounds).
+//! Prints one markdown table; each number is the median of the rounds.
+
+use std::time::Instant;
+
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{GroupNormConfig, PaddingConfig2d};
+use burn::tensor::activation::silu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+use wsunet::layers::{WsConv2dConfig, resize_bilinear};
+
+fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Forces the computation (Flex is eager, but keep GPU-safe habits).
+fn done(t: Tensor<4>) {
+    let _ = t.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 9 };
+    let cpu = Device::flex();
+    let ad = cpu.clone().autodiff();
+    println!("| layer | input (N×C×H×W) | forward ms | forward + backward ms |");
+    println!("|---|---|---|---|");
+
+    // (batch, in, out, size): the default model's stages at 256×256 input.
+    let convs = [(1, 32, 32, 128), (2, 64, 64, 64), (2, 128, 128, 32), (2, 512, 512, 8)];
+    for &(n, cin, cout, hw) in &convs {
+        for ws in [true, false] {
+            let name = if ws { "WsConv2d 3×3 (seed)" } else { "Conv2d 3×3 (plain)" };
+            let time = |device: &Device, backward: bool| {
+                let x = Tensor::<4>::random([n, cin, hw, hw], Distribution::Normal(0.0, 1.0), device);
+                if ws {
+                    let conv = WsConv2dConfig::new(cin, cout, 3).init(device);
+                    median_ms(rounds, || {
+                        let y = conv.forward(x.clone());
+                        if backward {
+                            let _ = y.sum().backward();
+                        } else {
+                            done(y);
+                        }
+                    })
+                } else {
+                    let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_bias(false)
+                        .init(device);
+                    median_ms(rounds, || {
+                        let y = conv.forward(x.clone());
+                        if backward {
+                            let _ = y.sum().backward();
+                        } else {
+                            done(y);
+                        }
+                    })
+                }
+            };
+            let (f, b) = (time(&cpu, false), time(&ad, true));
+            println!("| {name} | {n}×{cin}×{hw}×{hw} | {f:.2} | {b:.2} |");
+        }
+    }
+
+    for &(n, c, hw) in &[(1, 32, 128), (2, 64, 64), (2, 256, 16)] {
+        let time = |device: &Device, backward: bool| {
+            let gn = GroupNormConfig::new(32, c).init(device);
+            let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
+            median_ms(rounds, || {
+                let y = silu(gn.forward(x.clone()));
+                if backward {
+                    let _ = y.sum().backward();
+                } else {
+                    done(y);
+                }
+            })
+        };
+        let (f, b) = (time(&cpu, false), time(&ad, true));
+        println!("| GroupNorm(32) + SiLU | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
+    }
+
+    // Decoder upsampling ×2 at the default model's decoder widths, and the
+    // final ×2 of the head's 4 classes.
+    for &(n, c, hw) in &[(2, 512, 8), (2, 128, 32), (2, 32, 128), (2, 4, 128)] {
+        let size = [2 * hw, 2 * hw];
+        for native in [false, true] {
+            let name = if native {
+                "Burn interpolate (Flex native)"
+            } else {
+                "resize_bilinear (two matmuls)"
+            };
+            let time = |device: &Device, backward: bool| {
+                let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
+                let x = if backward { x.require_grad() } else { x };
+                median_ms(rounds, || {
+                    let y = if native {
+                        let options = InterpolateOptions::new(InterpolateMode::Bilinear)
+                            .with_output_size(size)
+                            .with_align_corners(false);
+                        interpolate(x.clone(), options)
+                    } else {
+                        resize_bilinear(x.clone(), size)
+                    };
+                    if backward {
+                        let _ = y.sum().backward();
+                    } else {
+                        done(y);
+                    }
+                })
+            };
+            let (f, b) = (time(&cpu, false), time(&ad, true));
+            println!("| {name} ×2 | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
+        }
+    }
+}
