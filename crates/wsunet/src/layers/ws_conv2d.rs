@@ -290,26 +290,30 @@ impl WsConv2d {
         let [out, _, _, _] = shape;
         let n = w.shape().num_elements() / out;
         let flat = w.reshape([out, n]);
-        let standardized = match self.standardization {
+        // Every op on the full kernel costs a pass over it (and more in the
+        // backward), so the per-channel statistics are finished on the small
+        // [out, 1] tensors and applied with one multiplication.
+        let mean = flat.clone().mean_dim(1);
+        let centered = flat - mean;
+        let sum_sq = centered.clone().square().sum_dim(1);
+        let scale = match self.standardization {
             Standardization::Seed => {
-                let mean = flat.clone().mean_dim(1);
-                let centered = flat - mean;
                 // Unbiased (n − 1) as torch.std; a one-element kernel has no
                 // spread, and dividing by 1 keeps it at 0 instead of NaN.
                 let dof = n.saturating_sub(1).max(1) as f64;
-                let var = centered.clone().square().sum_dim(1).div_scalar(dof);
-                let std = var.clamp_min(MIN_VARIANCE).sqrt();
-                centered / std.add_scalar(self.eps)
+                let std = sum_sq.div_scalar(dof).clamp_min(MIN_VARIANCE).sqrt();
+                std.add_scalar(self.eps).recip()
             }
             Standardization::Biased | Standardization::Scaled => {
-                let (var, mean) = flat.clone().var_mean_bias(1);
-                let w = (flat - mean) / var.add_scalar(self.eps).sqrt();
+                let var = sum_sq.div_scalar(n as f64);
+                let inv = var.add_scalar(self.eps).sqrt().recip();
                 match &self.gain {
-                    Some(gain) => w * gain.val().reshape([out, 1]).div_scalar((n as f64).sqrt()),
-                    None => w,
+                    Some(gain) => inv * gain.val().reshape([out, 1]).div_scalar((n as f64).sqrt()),
+                    None => inv,
                 }
             }
         };
+        let standardized = centered * scale;
         standardized.reshape(shape)
     }
 }
