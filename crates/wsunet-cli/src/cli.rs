@@ -140,7 +140,12 @@ pub struct BenchArgs {
     pub no_ws: bool,
 
     /// Phases to run (comma-separated): inference, train_forward, train_step.
-    #[arg(long, value_name = "P,P,…", value_delimiter = ',', default_value = "inference,train_forward,train_step")]
+    #[arg(
+        long,
+        value_name = "P,P,…",
+        value_delimiter = ',',
+        default_value = "inference,train_forward,train_step"
+    )]
     pub phases: Vec<String>,
 
     /// CPU threads (default: all cores).

@@ -120,6 +120,7 @@ fn every_command_has_help() {
         &["train", "--help"],
         &["eval", "--help"],
         &["predict", "--help"],
+        &["bench", "--help"],
         &["import", "--help"],
         &["export", "--help"],
     ] {
@@ -476,4 +477,54 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn bench_reports_json_and_rejects_bad_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("m.json");
+    std::fs::write(
+        &config,
+        r#"{"num_classes": 2, "widths": [4, 8, 8, 8, 8], "groups": 2}"#,
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let o = wsunet(&[
+        "bench",
+        "--config",
+        c,
+        "--size",
+        "32x48",
+        "--batch-size",
+        "1",
+        "--reps",
+        "2",
+        "--warmup",
+        "0",
+        "--no-ws",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["tool"], "wsunet");
+    assert_eq!(doc["config"]["standardize"], false);
+    let phases: Vec<&str> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["inference", "train_forward", "train_step"]);
+    assert!(doc["results"][2]["images_per_s"].as_f64().unwrap() > 0.0);
+
+    let o = wsunet(&["bench", "--config", c, "--size", "32", "--phases", "warp"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown phase `warp`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = wsunet(&["bench", "--config", c, "--size", "16"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("at least 32×32"), "{}", stderr(&o));
 }

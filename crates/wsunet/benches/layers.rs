@@ -43,12 +43,22 @@ fn main() {
     println!("|---|---|---|---|");
 
     // (batch, in, out, size): the default model's stages at 256×256 input.
-    let convs = [(1, 32, 32, 128), (2, 64, 64, 64), (2, 128, 128, 32), (2, 512, 512, 8)];
+    let convs = [
+        (1, 32, 32, 128),
+        (2, 64, 64, 64),
+        (2, 128, 128, 32),
+        (2, 512, 512, 8),
+    ];
     for &(n, cin, cout, hw) in &convs {
         for ws in [true, false] {
-            let name = if ws { "WsConv2d 3×3 (seed)" } else { "Conv2d 3×3 (plain)" };
+            let name = if ws {
+                "WsConv2d 3×3 (seed)"
+            } else {
+                "Conv2d 3×3 (plain)"
+            };
             let time = |device: &Device, backward: bool| {
-                let x = Tensor::<4>::random([n, cin, hw, hw], Distribution::Normal(0.0, 1.0), device);
+                let x =
+                    Tensor::<4>::random([n, cin, hw, hw], Distribution::Normal(0.0, 1.0), device);
                 if ws {
                     let conv = WsConv2dConfig::new(cin, cout, 3).init(device);
                     median_ms(rounds, || {

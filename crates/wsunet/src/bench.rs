@@ -265,7 +265,11 @@ impl BenchReport {
             self.config.model.in_channels,
             self.config.size[0],
             self.config.size[1],
-            if self.config.standardize { "on" } else { "off (plain convolutions)" },
+            if self.config.standardize {
+                "on"
+            } else {
+                "off (plain convolutions)"
+            },
             self.config.reps,
             self.config.warmup
         );
