@@ -17,6 +17,25 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The library's committed PyTorch fixtures.
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures")
+}
+
+/// Writes `count` shapes samples of `size`² into `out`.
+fn synth(out: &std::path::Path, count: usize, size: usize) {
+    let o = wsunet(&[
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        &count.to_string(),
+        "--size",
+        &size.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn info_prints_the_default_architecture() {
     let o = wsunet(&["info"]);
@@ -181,16 +200,7 @@ fn synth_writes_a_dataset_that_checks_clean() {
 fn data_check_lists_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let o = wsunet(&[
-        "synth",
-        "--out",
-        root.to_str().unwrap(),
-        "--count",
-        "4",
-        "--size",
-        "40",
-    ]);
-    assert!(o.status.success());
+    synth(root, 4, 40);
     std::fs::write(root.join("images/shape_00001.png"), b"junk").unwrap();
     std::fs::remove_file(root.join("masks/shape_00002.png")).unwrap();
     let o = wsunet(&["data", "check", root.to_str().unwrap()]);
@@ -217,16 +227,7 @@ fn data_check_lists_every_problem_and_fails() {
 fn train_then_eval_on_a_generated_folder() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let o = wsunet(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--count",
-        "10",
-        "--size",
-        "40",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&data, 10, 40);
     let model = dir.path().join("model.json");
     std::fs::write(
         &model,
@@ -325,8 +326,7 @@ fn train_errors_name_the_fix() {
 #[test]
 fn import_then_export_a_pytorch_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures");
+    let fixtures = fixtures();
     let pth = fixtures.join("model_seed_wrapped.pth");
     let model = dir.path().join("imported/model");
     let o = wsunet(&[
@@ -376,8 +376,7 @@ fn import_then_export_a_pytorch_checkpoint() {
 #[test]
 fn predict_writes_outputs_and_skips_unreadable_images() {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures");
+    let fixtures = fixtures();
     let model = dir.path().join("model");
     let o = wsunet(&[
         "import",
@@ -390,16 +389,7 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
     assert!(o.status.success(), "{}", stderr(&o));
     let model = model.with_extension("bpk");
     let data = dir.path().join("data");
-    let o = wsunet(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--count",
-        "2",
-        "--size",
-        "80",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&data, 2, 80);
     let images = data.join("images");
     std::fs::write(images.join("broken.png"), b"not a png").unwrap();
     let out = dir.path().join("pred");

@@ -29,9 +29,14 @@ fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-/// Forces the computation (Flex is eager, but keep GPU-safe habits).
-fn done(t: Tensor<4>) {
-    let _ = t.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+/// Runs the backward of `y.sum()`, or forces `y`'s computation (Flex is
+/// eager, but keep GPU-safe habits).
+fn finish(y: Tensor<4>, backward: bool) {
+    if backward {
+        let _ = y.sum().backward();
+    } else {
+        let _ = y.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+    }
 }
 
 fn main() {
@@ -57,32 +62,19 @@ fn main() {
                 "Conv2d 3×3 (plain)"
             };
             let time = |device: &Device, backward: bool| {
-                let x =
-                    Tensor::<4>::random([n, cin, hw, hw], Distribution::Normal(0.0, 1.0), device);
-                if ws {
+                let forward: Box<dyn Fn(Tensor<4>) -> Tensor<4>> = if ws {
                     let conv = WsConv2dConfig::new(cin, cout, 3).init(device);
-                    median_ms(rounds, || {
-                        let y = conv.forward(x.clone());
-                        if backward {
-                            let _ = y.sum().backward();
-                        } else {
-                            done(y);
-                        }
-                    })
+                    Box::new(move |x| conv.forward(x))
                 } else {
                     let conv = Conv2dConfig::new([cin, cout], [3, 3])
                         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                         .with_bias(false)
                         .init(device);
-                    median_ms(rounds, || {
-                        let y = conv.forward(x.clone());
-                        if backward {
-                            let _ = y.sum().backward();
-                        } else {
-                            done(y);
-                        }
-                    })
-                }
+                    Box::new(move |x| conv.forward(x))
+                };
+                let x =
+                    Tensor::<4>::random([n, cin, hw, hw], Distribution::Normal(0.0, 1.0), device);
+                median_ms(rounds, || finish(forward(x.clone()), backward))
             };
             let (f, b) = (time(&cpu, false), time(&ad, true));
             println!("| {name} | {n}×{cin}×{hw}×{hw} | {f:.2} | {b:.2} |");
@@ -93,14 +85,7 @@ fn main() {
         let time = |device: &Device, backward: bool| {
             let gn = GroupNormConfig::new(32, c).init(device);
             let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
-            median_ms(rounds, || {
-                let y = silu(gn.forward(x.clone()));
-                if backward {
-                    let _ = y.sum().backward();
-                } else {
-                    done(y);
-                }
-            })
+            median_ms(rounds, || finish(silu(gn.forward(x.clone())), backward))
         };
         let (f, b) = (time(&cpu, false), time(&ad, true));
         println!("| GroupNorm(32) + SiLU | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
@@ -128,11 +113,7 @@ fn main() {
                     } else {
                         resize_bilinear(x.clone(), size)
                     };
-                    if backward {
-                        let _ = y.sum().backward();
-                    } else {
-                        done(y);
-                    }
+                    finish(y, backward)
                 })
             };
             let (f, b) = (time(&cpu, false), time(&ad, true));

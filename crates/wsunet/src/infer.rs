@@ -246,34 +246,21 @@ impl Predictor {
         keep_logits: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Prediction> {
-        if image.channels != self.model.in_channels {
-            return Err(Error::Input(format!(
-                "the image has {} channels but the model expects {}",
-                image.channels, self.model.in_channels
-            )));
-        }
         if image.height == 0 || image.width == 0 {
             return Err(Error::Input("the image is empty".into()));
         }
-        let mut image = image.clone();
-        self.normalize.apply(&mut image);
         // Below the network's minimum: predict an edge-replicated copy.
         let (h, w) = (image.height, image.width);
         let (ph, pw) = (h.max(MIN_INPUT_SIZE), w.max(MIN_INPUT_SIZE));
+        self.model.check_input([1, image.channels, ph, pw])?;
+        let mut image = image.clone();
+        self.normalize.apply(&mut image);
         if (ph, pw) == (h, w) {
             return self.predict_normalized(&image, keep_logits, progress);
         }
         let padded = pad_to(&image, ph, pw);
         let prediction = self.predict_normalized(&padded, keep_logits, progress)?;
         Ok(crop_prediction(prediction, h, w))
-    }
-
-    /// Number of tiles an image of this size is cut into.
-    pub fn tile_count(&self, height: usize, width: usize) -> usize {
-        let (h, w) = (height.max(MIN_INPUT_SIZE), width.max(MIN_INPUT_SIZE));
-        let stride = self.config.stride();
-        tile_starts(h, self.config.tile.min(h), stride).len()
-            * tile_starts(w, self.config.tile.min(w), stride).len()
     }
 
     fn predict_normalized(
@@ -495,13 +482,9 @@ pub fn overlay(image: &Image, mask: &Mask, classes: &ClassList, alpha: f32) -> V
     } else {
         (min, 1.0 / (max - min).max(f32::MIN_POSITIVE))
     };
-    let channel = |c: usize| image.channel(c.min(image.channels - 1).min(2));
-    let planes = [channel(0), channel(1), channel(2)];
-    let planes = if image.channels < 3 {
-        [planes[0], planes[0], planes[0]]
-    } else {
-        planes
-    };
+    // Fewer than three channels show the first as gray.
+    let plane = |c: usize| image.channel(if image.channels < 3 { 0 } else { c });
+    let planes = [plane(0), plane(1), plane(2)];
     let colors: Vec<[u8; 3]> = (0..=mask.data.iter().copied().max().unwrap_or(0) as usize)
         .map(|i| classes.color(i))
         .collect();

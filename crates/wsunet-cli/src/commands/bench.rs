@@ -16,9 +16,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .build_global()
             .context("cannot set --threads")?;
     }
-    if args.batch_size == 0 || args.reps == 0 {
-        bail!("--batch-size and --reps must be at least 1");
-    }
     let model = model_config(&args.model)?;
     let device = wsunet::parse_device(&args.device).context("fix --device")?;
     let config = BenchConfig {
@@ -35,7 +32,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             eprintln!("measuring {phase} …");
         }
     })
-    .context("fix --size, --phases or the model config")?;
+    .context("fix --batch-size, --reps, --size, --phases or the model config")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

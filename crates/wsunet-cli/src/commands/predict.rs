@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use wsunet::card::{ModelCard, load_model};
 use wsunet::data::io::{IMAGE_EXTENSIONS, value_counts, write_mask_png, write_npy, write_rgb8_png};
+use wsunet::data::layout::image_files;
 use wsunet::data::read_image;
 use wsunet::infer::{PredictConfig, Predictor, Tta, overlay};
 
@@ -155,12 +156,7 @@ fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let entries = std::fs::read_dir(input)
-                .with_context(|| format!("cannot list {} (fix --input)", input.display()))?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_image(p))
-                .collect();
+            let found = image_files(input).context("fix --input")?;
             if found.is_empty() {
                 bail!(
                     "{} holds no images ({}) (fix --input)",
@@ -168,7 +164,6 @@ fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     IMAGE_EXTENSIONS.join(", ")
                 );
             }
-            found.sort();
             files.extend(found);
         } else if input.is_file() {
             files.push(input.clone());
@@ -177,17 +172,6 @@ fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
-}
-
-fn is_image(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    !hidden && IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
 /// Pairs every input with its output name stem; refuses two inputs that

@@ -86,6 +86,15 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The image files of `dir` (not recursive, hidden files left out), sorted
+/// by name.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(list_dir(dir)?
+        .into_iter()
+        .filter(|p| IMAGE_EXTENSIONS.contains(&ext(p).as_str()))
+        .collect())
+}
+
 fn stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
