@@ -115,8 +115,7 @@ pub fn run_bench(
     }
     let [h, w] = config.size;
     let dims = [config.batch, config.model.in_channels, h, w];
-    device.seed(0);
-    let model = config.model.init(device)?;
+    let model = config.model.init_seeded(device, 0)?;
     model.check_input(dims)?;
     let parameters = model.num_params();
     let mut results = Vec::new();
@@ -134,45 +133,38 @@ pub fn run_bench(
                     None
                 })
             }
+            "train_forward" => {
+                let (trained, x) = training_setup(config, device, dims)?;
+                // Burn frees a forward's graph at the next backward: run one,
+                // untimed, so graphs do not pile up between repetitions.
+                time_phase(phase, config, || {
+                    let y = trained.forward(x.clone());
+                    sync(y.clone());
+                    Some(Box::new(move || {
+                        let _ = y.sum().backward();
+                    }) as Box<dyn FnOnce()>)
+                })
+            }
             _ => {
-                let ad = device.clone().autodiff();
-                device.seed(0);
-                let trained = config.model.init(&ad)?;
-                let trained = if config.standardize {
-                    trained
-                } else {
-                    trained.fold()
-                };
-                let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &ad);
+                let (trained, x) = training_setup(config, device, dims)?;
                 let target = Tensor::<3, Int>::random(
                     [config.batch, h, w],
                     Distribution::Uniform(0.0, config.model.num_classes as f64),
-                    &ad,
+                    &x.device(),
                 );
-                if phase == "train_forward" {
-                    // Burn frees a forward's graph at the next backward: run
-                    // one, untimed, so graphs do not pile up between reps.
-                    time_phase(phase, config, || {
-                        let y = trained.forward(x.clone());
-                        sync(y.clone());
-                        Some(Box::new(move || {
-                            let _ = y.sum().backward();
-                        }) as Box<dyn FnOnce()>)
-                    })
-                } else {
-                    let loss_fn = SegLoss::new(LossKind::Ce, -1);
-                    let mut optim = crate::train::default_optimizer();
-                    let mut model = Some(trained);
-                    time_phase(phase, config, || {
-                        let m = model.take().expect("model");
-                        let loss = loss_fn.forward(m.forward(x.clone()), target.clone());
-                        let grads = GradientsParams::from_grads(loss.backward(), &m);
-                        let m = optim.step(1e-4, m, grads);
-                        sync_param(&m);
-                        model = Some(m);
-                        None
-                    })
-                }
+                let loss_fn = SegLoss::new(LossKind::Ce, -1);
+                let mut optim = crate::train::default_optimizer();
+                let mut model = Some(trained);
+                time_phase(phase, config, || {
+                    let m = model.take().expect("model");
+                    let loss = loss_fn.forward(m.forward(x.clone()), target.clone());
+                    let grads = GradientsParams::from_grads(loss.backward(), &m);
+                    let m = optim.step(1e-4, m, grads);
+                    // Reading an updated parameter waits for the update.
+                    sync(m.head.weight.val());
+                    model = Some(m);
+                    None
+                })
             }
         };
         results.push(result);
@@ -229,14 +221,22 @@ fn sync(t: Tensor<4>) {
     let _ = t.slice([0..1, 0..1, 0..1, 0..1]).into_data();
 }
 
-/// Waits for the optimizer's update (reads back one updated parameter).
-fn sync_param(model: &WsResUNet) {
-    let _ = model
-        .head
-        .weight
-        .val()
-        .slice([0..1, 0..1, 0..1, 0..1])
-        .into_data();
+/// The training model (plain convolutions when standardization is off) and
+/// an input batch, on the autodiff device.
+fn training_setup(
+    config: &BenchConfig,
+    device: &Device,
+    dims: [usize; 4],
+) -> Result<(WsResUNet, Tensor<4>)> {
+    let ad = device.clone().autodiff();
+    let model = config.model.init_seeded(&ad, 0)?;
+    let model = if config.standardize {
+        model
+    } else {
+        model.fold()
+    };
+    let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &ad);
+    Ok((model, x))
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0).

@@ -456,8 +456,7 @@ impl Session {
             observer.info(&format!("warning: {w}"));
         }
         let ad = self.device.clone().autodiff();
-        self.device.seed(self.config.seed);
-        let model = self.card.model.init(&ad)?;
+        let model = self.card.model.init_seeded(&ad, self.config.seed)?;
         let optim = optimizer(&self.config);
         let (mut model, mut optim, mut state) = if checkpoint::exists(&self.dir) {
             let (m, o, s) = checkpoint::load_latest(&self.dir, model, optim)?;
