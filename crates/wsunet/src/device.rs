@@ -49,10 +49,31 @@ pub fn parse_device(name: &str) -> Result<Device> {
 #[cfg(feature = "vulkan")]
 fn vulkan(index: Option<usize>) -> Result<Device, String> {
     use burn::tensor::DeviceKind;
-    Ok(Device::vulkan(match index {
-        Some(i) => DeviceKind::DiscreteGpu(i),
-        None => DeviceKind::DefaultDevice,
-    }))
+    use burn::tensor::wgpu::WgpuBackend;
+    use std::sync::Mutex;
+
+    // A runtime initializes once per process; later calls reuse the outcome.
+    static STARTED: Mutex<Vec<(Option<usize>, Result<Device, String>)>> = Mutex::new(Vec::new());
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, outcome)) = started.iter().find(|(i, _)| *i == index) {
+        return outcome.clone();
+    }
+    // Burn's lazy `Device::vulkan` panics on first use when no adapter
+    // answers; initializing here turns that into an error message.
+    let outcome = Device::wgpu_options()
+        .device_kind(match index {
+            Some(i) => DeviceKind::DiscreteGpu(i),
+            None => DeviceKind::DefaultDevice,
+        })
+        .graphics_api(WgpuBackend::Vulkan)
+        .init()
+        .map_err(|e| {
+            format!(
+                "no usable Vulkan GPU ({e}); check the GPU driver and its Vulkan loader (`vulkaninfo --summary`), or use --device cpu"
+            )
+        });
+    started.push((index, outcome.clone()));
+    outcome
 }
 
 #[cfg(not(feature = "vulkan"))]

@@ -3,13 +3,14 @@
 //! `python/make_fixtures.py` (reference computed in float64).
 //!
 //! Forward outputs must agree within 1e-5 and input/weight gradients within
-//! 1e-4, as max |a − b| / max |b| per tensor.
+//! 1e-4, as max |a − b| / max |b| per tensor. The device is
+//! `WSUNET_TEST_DEVICE` (default cpu; see `common::test_device`).
 
 mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::{Fixture, param_grads, rel_error};
+use common::{Fixture, param_grads, rel_error, test_device};
 use std::collections::BTreeMap;
 use wsunet::layers::{
     Standardization, Up, UpConfig, WsConv2d, WsConv2dConfig, WsGnAct, WsGnActConfig, WsResBlock,
@@ -152,7 +153,7 @@ struct Errors {
 /// Runs one fixture case: forward, loss = Σ output · grad_output, backward,
 /// and compares output, input gradients and every parameter gradient.
 fn check(case: &str) -> Errors {
-    let device = Device::flex().autodiff();
+    let device = test_device().autodiff();
     let f = Fixture::read(case);
     let layer = Layer::build(case, &f, &device);
     let x = f.tensor("input", &device).require_grad();
@@ -280,7 +281,7 @@ fn model_matches_pytorch() {
 /// same weights (forward only; timm's outputs computed in float64).
 #[test]
 fn standardizations_match_timm() {
-    let device = Device::flex();
+    let device = test_device();
     for case in ["timm_stdconv2d", "timm_scaledstdconv2d"] {
         let f = Fixture::read(case);
         let Layer::Conv(conv) = Layer::build(case, &f, &device) else {
@@ -300,7 +301,7 @@ fn standardizations_match_timm() {
 fn losses_match_pytorch() {
     use burn::tensor::Int;
     use wsunet::train::{LossKind, SegLoss};
-    let device = Device::flex().autodiff();
+    let device = test_device().autodiff();
     let f = Fixture::read("losses");
     let target: Tensor<3, Int> = Tensor::from_data(f.get("target"), &device);
     let weights = f.get("weight").try_to_vec::<f32>().unwrap();
@@ -334,7 +335,7 @@ fn losses_match_pytorch() {
 /// trained model's outputs, for all three standardizations.
 #[test]
 fn folded_model_equals_the_training_model() {
-    let device = Device::flex();
+    let device = test_device();
     for case in ["model_seed", "model_biased", "model_scaled"] {
         let f = Fixture::read(case);
         let Layer::Model(model) = Layer::build(case, &f, &device) else {

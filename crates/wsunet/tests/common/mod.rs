@@ -11,6 +11,15 @@ use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 
+/// The device the tests run on: `WSUNET_TEST_DEVICE` (`cpu`, `vulkan`, …;
+/// a GPU name needs the matching cargo feature), default `cpu`. Runs the
+/// parity suite on a GPU: `WSUNET_TEST_DEVICE=vulkan cargo test --release
+/// --features vulkan --test parity`.
+pub fn test_device() -> Device {
+    let name = std::env::var("WSUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    wsunet::parse_device(&name).unwrap_or_else(|e| panic!("WSUNET_TEST_DEVICE: {e}"))
+}
+
 /// The folder of committed fixtures written by `python/make_fixtures.py`.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
