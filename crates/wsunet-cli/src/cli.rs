@@ -34,6 +34,10 @@ pub enum Command {
     /// Settings come from defaults, then --config, then the flags. The run
     /// directory gets config.json, metrics.csv, curves.png, checkpoints/,
     /// best.bpk (+ .json) and the final model.bpk (+ .json).
+    ///
+    /// Ctrl-C stops once the current epoch is finished and checkpointed
+    /// (exit code 130; continue with --resume); a second Ctrl-C quits at once,
+    /// keeping the last finished epoch's checkpoint.
     Train(Box<TrainArgs>),
 
     /// Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice

@@ -2,6 +2,7 @@
 //! files), so output stays readable either way.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -39,10 +40,13 @@ pub struct TrainProgress {
     epochs: usize,
     batches: usize,
     last_line: Instant,
+    stop: &'static AtomicUsize,
 }
 
 impl TrainProgress {
-    pub fn new() -> Self {
+    /// Progress for a run that stops after the current epoch once `stop`
+    /// (a count of stop requests) is non-zero.
+    pub fn new(stop: &'static AtomicUsize) -> Self {
         TrainProgress {
             bar: None,
             interactive: interactive(),
@@ -50,6 +54,7 @@ impl TrainProgress {
             epochs: 0,
             batches: 0,
             last_line: Instant::now(),
+            stop,
         }
     }
 
@@ -116,6 +121,10 @@ impl Observer for TrainProgress {
         if let Some(bar) = &self.bar {
             bar.set_position(done as u64);
         }
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.stop.load(Ordering::SeqCst) > 0
     }
 
     fn epoch_end(&mut self, r: &EpochRecord, _scores: &SegScores, is_best: bool) {

@@ -299,6 +299,93 @@ fn train_then_eval_on_a_generated_folder() {
     assert!(stderr(&o).contains("pass --epochs N"), "{}", stderr(&o));
 }
 
+/// Ctrl-C (SIGINT) mid-run: the epoch under way finishes and is
+/// checkpointed, the run stops with exit code 130 and says how to resume,
+/// and resuming continues from that epoch.
+#[test]
+fn ctrl_c_stops_after_a_checkpointed_epoch_and_resumes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth(&data, 40, 40);
+    let model = dir.path().join("model.json");
+    std::fs::write(
+        &model,
+        r#"{"num_classes": 4, "widths": [4, 8, 8, 8, 8], "groups": 2}"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsunet"))
+        .args(["train", "--data", data.to_str().unwrap()])
+        .args(["--model-config", model.to_str().unwrap()])
+        .args(["--epochs", "1000", "--size", "32", "--batch-size", "2"])
+        .args(["--out", run.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once training is under way (a quarter-epoch progress line).
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains(" batch ") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("Ctrl-C: stopping once this epoch"), "{err}");
+    let stopped: usize = err
+        .split("stopped after epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stop line: {err}"));
+    assert!(err.contains("wsunet train --resume"), "{err}");
+    assert!(stopped < 1000, "{err}");
+    let last = out.iter().rev().find(|l| l.contains("train loss")).unwrap();
+    assert!(last.starts_with(&format!("epoch {stopped}/1000")), "{last}");
+    assert!(
+        run.join(format!("checkpoints/epoch-{stopped:04}")).is_dir(),
+        "no checkpoint for epoch {stopped}"
+    );
+    assert!(
+        !run.join("model.bpk").exists(),
+        "a stopped run has no final model"
+    );
+
+    let next = (stopped + 1).to_string();
+    let o = wsunet(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        &next,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("resuming after epoch {stopped}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("epoch {next}/{next}  train loss")),
+        "{out}"
+    );
+    assert!(run.join("model.bpk").is_file());
+}
+
 #[test]
 fn train_errors_name_the_fix() {
     let o = wsunet(&["train", "--data", "/no/such/data"]);

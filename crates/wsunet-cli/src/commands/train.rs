@@ -2,6 +2,7 @@
 //! then runs (or resumes) training with progress output.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use wsunet::WsResUNetConfig;
@@ -93,6 +94,42 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     Ok(c)
 }
 
+/// Ctrl-C presses seen since training started.
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A run stopped on request (Ctrl-C) after a checkpointed epoch; `main`
+/// prints it as it is and exits with 130, the shell's code for SIGINT.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// First Ctrl-C: finish and checkpoint the current epoch, then stop (the
+/// trainer asks the observer after each epoch). Second: quit at once; the
+/// checkpoint of the last finished epoch is intact (writes are atomic).
+fn stop_on_ctrl_c(run: &Path) -> Result<()> {
+    let run = run.display().to_string();
+    ctrlc::set_handler(move || {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!(
+                "\nCtrl-C: stopping once this epoch is finished and checkpointed; press Ctrl-C again to quit now"
+            );
+        } else {
+            eprintln!(
+                "\nquit; the last finished epoch is checkpointed, continue with: wsunet train --resume {run}"
+            );
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let session = match &args.resume {
         Some(dir) => {
@@ -150,8 +187,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.loss,
         c.device
     );
-    let mut progress = TrainProgress::new();
+    stop_on_ctrl_c(&session.dir)?;
+    let mut progress = TrainProgress::new(&INTERRUPTS);
     let summary = session.run(&mut progress)?;
+    if summary.stopped {
+        return Err(Interrupted(format!(
+            "stopped after epoch {} of {} (Ctrl-C); every finished epoch is checkpointed, continue with: wsunet train --resume {}",
+            summary.state.epoch,
+            session.config.epochs,
+            session.dir.display()
+        ))
+        .into());
+    }
     println!("\nvalidation, last epoch:\n{}", summary.scores.table());
     if let Some((epoch, miou)) = summary.state.best {
         println!("best mIoU {:.2}% at epoch {epoch} (best.bpk)", 100.0 * miou);
