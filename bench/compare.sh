@@ -3,7 +3,10 @@
 # settings and thread count, and prints the speed ratios (wsunet / PyTorch
 # throughput: > 1 means wsunet is faster).
 #
-#   bench/compare.sh [--batch-size N] [--size HxW] [--reps N] [--warmup N] [--threads N] [--no-ws] [--device D]
+#   bench/compare.sh [--batch-size N] [--size HxW] [--reps N] [--warmup N] [--threads N] [--no-ws] [--device D] [--torch-device T]
+#
+# --device is wsunet's (cpu, vulkan[:N], cuda[:N]); the twin runs on --torch-device,
+# by default cpu for cpu and cuda for a GPU device.
 #
 # Needs a release build (cargo build --release) and a Python with torch:
 # $PYTHON, else .venv/bin/python, else python3. Writes both JSON reports to
@@ -12,15 +15,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 threads=$(nproc)
+device=cpu
+torch_device=
 args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
+    --torch-device) torch_device="$2"; shift 2 ;;
     --no-ws) args+=("$1"); shift ;;
-    --batch-size|--size|--reps|--warmup|--device|--config|--num-classes|--phases) args+=("$1" "$2"); shift 2 ;;
+    --batch-size|--size|--reps|--warmup|--config|--num-classes|--phases) args+=("$1" "$2"); shift 2 ;;
     *) echo "error: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
+
+if [[ -z "$torch_device" ]]; then
+  case "$device" in cpu) torch_device=cpu ;; *) torch_device=cuda ;; esac
+fi
 
 python=${PYTHON:-}
 if [[ -z "$python" ]]; then
@@ -38,14 +49,14 @@ fi
 
 out=${OUT_DIR:-bench/out}
 mkdir -p "$out"
-"$bin" bench "${args[@]}" --threads "$threads" --json > "$out/wsunet.json"
-"$python" python/bench_torch.py "${args[@]}" --threads "$threads" --json > "$out/pytorch.json"
+"$bin" bench "${args[@]}" --device "$device" --threads "$threads" --json > "$out/wsunet.json"
+"$python" python/bench_torch.py "${args[@]}" --device "$torch_device" --threads "$threads" --json > "$out/pytorch.json"
 
 "$python" - "$out/wsunet.json" "$out/pytorch.json" <<'PY'
 import json, sys, platform, datetime
 ours, theirs = (json.load(open(p)) for p in sys.argv[1:3])
 c = ours["config"]
-print(f"{datetime.date.today()} {platform.machine()} {ours['device']}, {ours['threads']} threads; "
+print(f"{datetime.date.today()} {platform.machine()} wsunet on {ours['device']}, PyTorch on {theirs['device']}, {ours['threads']} threads; "
       f"{ours['parameters']:,} parameters, batch {c['batch']}, {c['model']['in_channels']}×{c['size'][0]}×{c['size'][1]}, "
       f"WS {'on' if c['standardize'] else 'off'}, median of {c['reps']} (torch {theirs.get('torch', '?')})")
 print(f"| phase | wsunet ms | PyTorch ms | wsunet img/s | PyTorch img/s | speed ratio | wsunet MiB | PyTorch MiB |")

@@ -52,8 +52,10 @@ fn vulkan(index: Option<usize>) -> Result<Device, String> {
     use burn::tensor::wgpu::WgpuBackend;
     use std::sync::Mutex;
 
+    /// Each adapter index asked for, with how its initialization went.
+    type Started = Vec<(Option<usize>, Result<Device, String>)>;
     // A runtime initializes once per process; later calls reuse the outcome.
-    static STARTED: Mutex<Vec<(Option<usize>, Result<Device, String>)>> = Mutex::new(Vec::new());
+    static STARTED: Mutex<Started> = Mutex::new(Vec::new());
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, outcome)) = started.iter().find(|(i, _)| *i == index) {
         return outcome.clone();
