@@ -68,11 +68,23 @@ fn vulkan(index: Option<usize>) -> Result<Device, String> {
             None => DeviceKind::DefaultDevice,
         })
         .graphics_api(WgpuBackend::Vulkan)
-        .init()
+        .init_with_setup()
         .map_err(|e| {
             format!(
                 "no usable Vulkan GPU ({e}); check the GPU driver and its Vulkan loader (`vulkaninfo --summary`), or use --device cpu"
             )
+        })
+        .and_then(|(device, setup)| {
+            let info = setup.adapter.get_info();
+            if info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu {
+                // Measured: Mesa's lavapipe (22.3, 25.0) segfaults compiling
+                // Burn's SPIR-V kernels, so a software adapter would crash the run.
+                return Err(format!(
+                    "the only Vulkan adapter is `{}`, a software renderer that cannot run Burn's GPU kernels; install the GPU's Vulkan driver, or use --device cpu (faster than a software GPU)",
+                    info.name
+                ));
+            }
+            Ok(device)
         });
     started.push((index, outcome.clone()));
     outcome
