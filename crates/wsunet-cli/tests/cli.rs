@@ -36,6 +36,34 @@ fn synth(out: &std::path::Path, count: usize, size: usize) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Writes a tiny model config (widths 4…8, 2 groups) to `dir/model.json`.
+fn tiny_model_config(dir: &std::path::Path, num_classes: usize) -> std::path::PathBuf {
+    let path = dir.join("model.json");
+    std::fs::write(
+        &path,
+        format!(r#"{{"num_classes": {num_classes}, "widths": [4, 8, 8, 8, 8], "groups": 2}}"#),
+    )
+    .unwrap();
+    path
+}
+
+/// `train` arguments for a tiny run: 32-px crops, batch 2, into `run`.
+fn tiny_train_args(
+    data: &std::path::Path,
+    model: &std::path::Path,
+    epochs: usize,
+    run: &std::path::Path,
+) -> Vec<String> {
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let mut args: Vec<String> = ["train", "--data"].map(String::from).to_vec();
+    args.push(path(data));
+    args.extend(["--model-config".into(), path(model)]);
+    args.extend(["--epochs".into(), epochs.to_string()]);
+    args.extend(["--size", "32", "--batch-size", "2", "--out"].map(String::from));
+    args.push(path(run));
+    args
+}
+
 #[test]
 fn info_prints_the_default_architecture() {
     let o = wsunet(&["info"]);
@@ -228,28 +256,10 @@ fn train_then_eval_on_a_generated_folder() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synth(&data, 10, 40);
-    let model = dir.path().join("model.json");
-    std::fs::write(
-        &model,
-        r#"{"num_classes": 4, "widths": [4, 8, 8, 8, 8], "groups": 2}"#,
-    )
-    .unwrap();
+    let model = tiny_model_config(dir.path(), 4);
     let run = dir.path().join("run");
-    let o = wsunet(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model-config",
-        model.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--size",
-        "32",
-        "--batch-size",
-        "2",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let args = tiny_train_args(&data, &model, 1, &run);
+    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -310,18 +320,10 @@ fn ctrl_c_stops_after_a_checkpointed_epoch_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synth(&data, 40, 40);
-    let model = dir.path().join("model.json");
-    std::fs::write(
-        &model,
-        r#"{"num_classes": 4, "widths": [4, 8, 8, 8, 8], "groups": 2}"#,
-    )
-    .unwrap();
+    let model = tiny_model_config(dir.path(), 4);
     let run = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsunet"))
-        .args(["train", "--data", data.to_str().unwrap()])
-        .args(["--model-config", model.to_str().unwrap()])
-        .args(["--epochs", "1000", "--size", "32", "--batch-size", "2"])
-        .args(["--out", run.to_str().unwrap()])
+        .args(tiny_train_args(&data, &model, 1000, &run))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -559,12 +561,7 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
 #[test]
 fn bench_reports_json_and_rejects_bad_phases() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("m.json");
-    std::fs::write(
-        &config,
-        r#"{"num_classes": 2, "widths": [4, 8, 8, 8, 8], "groups": 2}"#,
-    )
-    .unwrap();
+    let config = tiny_model_config(dir.path(), 2);
     let c = config.to_str().unwrap();
     let o = wsunet(&[
         "bench",
