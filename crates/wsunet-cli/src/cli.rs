@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// wsunet: weight-standardized residual U-Nets for semantic segmentation.
 ///
@@ -190,6 +190,9 @@ pub struct ImportArgs {
     pub eps: Option<f64>,
 
     /// Per-channel input mean the model was trained with (comma-separated).
+    /// Without --mean and --std, inputs are not normalized: images go in as
+    /// read (8/16-bit scaled to [0, 1], .npy as is), as a state dict records
+    /// no preprocessing.
     #[arg(long, value_name = "M,M,…", value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
 
@@ -214,32 +217,39 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("settings").multiple(true)))]
 pub struct TrainArgs {
     /// Dataset folder (images/ + masks/, train/ + val/, or Pascal VOC);
     /// default: the built-in `shapes` data.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", group = "settings")]
     pub data: Option<PathBuf>,
 
     /// Training config (JSON, every field optional); flags override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "settings")]
     pub config: Option<PathBuf>,
 
     /// Architecture as a model config JSON (as for `wsunet info`).
-    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "preset",
+        group = "settings"
+    )]
     pub model_config: Option<PathBuf>,
 
     /// Named architecture: small (default; widths 16…256, 2.8 M parameters)
     /// or base (the spec's default, widths 32…512, 11.3 M parameters).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "settings")]
     pub preset: Option<String>,
 
     /// Run directory. Default: runs/run-NNN, the next free number.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", group = "settings")]
     pub out: Option<PathBuf>,
 
-    /// Continue the run in DIR from its latest checkpoint (with its own
-    /// config; only --epochs and --device may change).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "config", "model_config", "preset", "out"])]
+    /// Continue the run in DIR from its latest checkpoint with its own
+    /// config.json. Only --epochs and --device may be given with it; any
+    /// other setting is an error, since the run was trained with its own.
+    #[arg(long, value_name = "DIR", conflicts_with = "settings")]
     pub resume: Option<PathBuf>,
 
     /// Total number of epochs.
@@ -247,63 +257,63 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
 
     /// Samples per optimizer step (1 works: GroupNorm needs no batch statistics).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "settings")]
     pub batch_size: Option<usize>,
 
     /// Training crop: HxW, or one number for a square.
-    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    #[arg(long, value_name = "HxW", value_parser = parse_size, group = "settings")]
     pub size: Option<[usize; 2]>,
 
     /// Peak learning rate.
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", group = "settings")]
     pub lr: Option<f64>,
 
     /// adamw or sgd.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "settings")]
     pub optimizer: Option<String>,
 
     /// cosine, poly or constant decay after warmup.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "settings")]
     pub schedule: Option<String>,
 
     /// Epochs of linear warmup (fractions allowed).
-    #[arg(long, value_name = "E")]
+    #[arg(long, value_name = "E", group = "settings")]
     pub warmup_epochs: Option<f64>,
 
     /// Weight decay (never applied to norm parameters, biases and gains).
-    #[arg(long, value_name = "WD")]
+    #[arg(long, value_name = "WD", group = "settings")]
     pub weight_decay: Option<f64>,
 
     /// Clip each parameter's gradient to this L2 norm.
-    #[arg(long, value_name = "NORM")]
+    #[arg(long, value_name = "NORM", group = "settings")]
     pub grad_clip: Option<f32>,
 
     /// ce, dice, focal or ce+dice.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "settings")]
     pub loss: Option<String>,
 
     /// Per-class loss weights, comma-separated (e.g. 0.5,1,1,2).
-    #[arg(long, value_name = "W,W,…", value_delimiter = ',')]
+    #[arg(long, value_name = "W,W,…", value_delimiter = ',', group = "settings")]
     pub class_weights: Option<Vec<f32>>,
 
     /// Number of classes (default: classes.json, else the largest mask value + 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "settings")]
     pub num_classes: Option<usize>,
 
     /// Mask value of pixels to ignore, or `none` (default 255).
-    #[arg(long, value_name = "I|none", value_parser = parse_ignore)]
+    #[arg(long, value_name = "I|none", value_parser = parse_ignore, group = "settings")]
     pub ignore_index: Option<IgnoreIndex>,
 
     /// Share of a single-folder dataset held out for validation.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", group = "settings")]
     pub val_fraction: Option<f64>,
 
     /// Leave out unreadable or invalid samples with a warning instead of stopping.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     pub skip_bad: bool,
 
     /// Seed of initialization, shuffling, augmentation and the holdout split.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", group = "settings")]
     pub seed: Option<u64>,
 
     /// Compute device: cpu, vulkan[:N] or cuda[:N].
@@ -317,21 +327,25 @@ pub struct EvalArgs {
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 
-    /// Dataset folder; default: the validation split the run trained with.
+    /// Dataset folder; default: the data the run trained on (its
+    /// config.json, in the run directory or beside the model file).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
 
-    /// Which samples of --data: val, train or all.
+    /// Which samples: val, train or all.
     #[arg(long, value_name = "SPLIT", default_value = "val")]
     pub split: String,
 
-    /// Share of a single-folder dataset held out for validation (as in training).
-    #[arg(long, value_name = "F", default_value_t = 0.2)]
-    pub val_fraction: f64,
+    /// Share of a single-folder dataset held out for validation. Default:
+    /// the run's own (from its config.json), else 0.2. Another value than
+    /// the run's can put training images into the validation split; a
+    /// warning says so.
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
 
-    /// Seed of the holdout split (as in training).
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the holdout split. Default: the run's own, else 0.
+    #[arg(long, value_name = "K")]
+    pub seed: Option<u64>,
 
     /// Mask value of pixels to ignore, or `none`; default: the model's.
     #[arg(long, value_name = "I|none", value_parser = parse_ignore)]
@@ -519,6 +533,39 @@ mod tests {
         };
         assert_eq!(args.ignore_index, IgnoreIndex(None));
         assert!(parse_ignore("-1").unwrap_err().contains("none"));
+    }
+
+    #[test]
+    fn resume_refuses_every_setting_but_epochs_and_device() {
+        let command = Cli::command();
+        let train = command.find_subcommand("train").unwrap();
+        let mut checked = 0;
+        for arg in train.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else { continue };
+            if ["resume", "help", "version"].contains(&id) {
+                continue;
+            }
+            let flag = format!("--{long}");
+            let mut argv = vec!["wsunet", "train", "--resume", "runs/a", flag.as_str()];
+            if arg.get_action().takes_values() {
+                argv.push("1");
+            }
+            let parsed = Cli::try_parse_from(&argv);
+            if ["epochs", "device"].contains(&id) {
+                assert!(parsed.is_ok(), "{flag} must be allowed with --resume");
+            } else {
+                let err = parsed.expect_err(&flag);
+                assert_eq!(
+                    err.kind(),
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "{flag}: {err}"
+                );
+                assert!(err.to_string().contains(&flag), "{err}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} settings checked");
     }
 
     #[test]

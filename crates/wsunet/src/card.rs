@@ -59,8 +59,18 @@ pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
 
 /// Writes `model` to `path` (`.bpk`, atomic) and its card beside it (`.json`,
 /// atomic). The card is written last, so a present card means a complete model.
+///
+/// A folded model (see [`WsResUNet::fold`]) is refused: the file format
+/// holds raw kernels, which loading standardizes, so a folded kernel would be
+/// standardized twice. Save the model before folding it.
 pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()> {
     let (bpk, json) = model_paths(path);
+    if model.is_folded() {
+        return Err(Error::Weights {
+            path: bpk,
+            reason: "this model is folded (its kernels are already standardized) and would load back standardized a second time; save the unfolded model, and fold it only to run it".into(),
+        });
+    }
     if let Some(dir) = bpk.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|error| Error::Io {
             path: dir.to_path_buf(),

@@ -98,9 +98,30 @@ fn vulkan(_index: Option<usize>) -> Result<Device, String> {
     )
 }
 
+/// The device index to open, given `found` devices of `kind` on this
+/// machine: an error naming what is there when the index is not.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn pick_index(kind: &str, index: Option<usize>, found: usize) -> Result<usize, String> {
+    let index = index.unwrap_or(0);
+    match found {
+        0 => Err(format!(
+            "no {kind} GPU found on this machine (is the NVIDIA driver installed? check `nvidia-smi`); use --device cpu"
+        )),
+        _ if index >= found => Err(format!(
+            "there is no {kind} GPU {index}: this machine has {found} ({kind}:0 to {kind}:{}); pick one of them",
+            found - 1
+        )),
+        _ => Ok(index),
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(index: Option<usize>) -> Result<Device, String> {
-    Ok(Device::cuda(index.unwrap_or(0)))
+    // `Device::cuda(N)` is lazy and panics on first use when GPU N does not
+    // exist; counting first (which is safe without a driver: cubecl checks
+    // for libcuda before asking) makes that an error here.
+    let found = Device::enumerate(burn::tensor::DeviceType::Cuda).len();
+    pick_index("cuda", index, found).map(Device::cuda)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -111,6 +132,31 @@ fn cuda(_index: Option<usize>) -> Result<Device, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_indices_are_checked_against_the_devices_found() {
+        assert_eq!(pick_index("cuda", None, 2), Ok(0));
+        assert_eq!(pick_index("cuda", Some(1), 2), Ok(1));
+        let err = pick_index("cuda", Some(2), 2).unwrap_err();
+        assert!(
+            err.contains("no cuda GPU 2") && err.contains("cuda:0 to cuda:1"),
+            "{err}"
+        );
+        let err = pick_index("cuda", Some(0), 0).unwrap_err();
+        assert!(
+            err.contains("no cuda GPU found") && err.contains("--device cpu"),
+            "{err}"
+        );
+        // The listing `cuda` relies on, on a backend every build has.
+        assert_eq!(Device::enumerate(burn::tensor::DeviceType::Flex).len(), 1);
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn a_missing_cuda_gpu_is_an_error_up_front() {
+        let err = parse_device("cuda:999").unwrap_err().to_string();
+        assert!(err.contains("no cuda GPU"), "{err}");
+    }
 
     #[test]
     fn names_and_errors() {

@@ -36,8 +36,10 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod infer;
+pub mod init;
 pub mod layers;
 pub mod model;
+pub mod rng;
 pub mod train;
 pub mod weights;
 

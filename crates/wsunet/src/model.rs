@@ -232,26 +232,26 @@ impl WsResUNetConfig {
         self.eps.unwrap_or(self.standardization.default_eps())
     }
 
-    /// [`init`](Self::init) with the backend's random generator seeded
-    /// first: the same seed gives the same weights. Burn's generator is
-    /// shared by the whole process and its parameters are drawn lazily (on
-    /// first use), so seeding and drawing every parameter happen under one
-    /// lock; otherwise two threads doing this at once (parallel tests, runs
-    /// side by side) could interleave their draws.
+    /// [`init`](Self::init) with weights drawn from a local random stream
+    /// seeded by `seed` (see [`SeededInit`](crate::init::SeededInit)): the
+    /// same seed gives the same weights, whatever other threads draw, and
+    /// Burn's process-wide generator is neither reseeded nor used.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use wsunet::WsResUNetConfig;
+    ///
+    /// let device = burn::tensor::Device::flex();
+    /// let config = WsResUNetConfig::new(2).with_widths(vec![8, 8, 16, 16, 16]).with_groups(4);
+    /// let a = config.init_seeded(&device, 7).unwrap();
+    /// let b = config.init_seeded(&device, 7).unwrap();
+    /// a.head.weight.val().into_data().assert_eq(&b.head.weight.val().into_data(), true);
+    /// ```
     pub fn init_seeded(&self, device: &Device, seed: u64) -> Result<WsResUNet> {
-        /// Draws every lazily initialized float parameter now.
-        struct Materialize;
-        impl burn::module::ModuleVisitor for Materialize {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-                let _ = param.val();
-            }
-        }
-        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        let model = self.init(device)?;
-        model.visit(&mut Materialize);
-        Ok(model)
+        Ok(self
+            .init(device)?
+            .map(&mut crate::init::SeededInit::new(seed)))
     }
 
     /// Builds the network with freshly initialized weights, after

@@ -18,7 +18,7 @@ use burn::store::{
 };
 
 use crate::layers::Standardization;
-use crate::model::WsResUNetConfig;
+use crate::model::{WsResUNet, WsResUNetConfig};
 
 use crate::error::{Error, Result};
 
@@ -114,6 +114,7 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(module: &mut M, path: &Path)
             reason: "no such file".into(),
         });
     }
+    refuse_folded(path)?;
     let mut store = SafetensorsStore::from_file(path)
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
@@ -125,10 +126,32 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(module: &mut M, path: &Path)
     strict_result(path, result)
 }
 
+/// Metadata entry that marks a state dict of folded kernels (see
+/// [`save_state_dict`]).
+pub const FOLDED_METADATA: &str = "wsunet.folded";
+
 /// Writes `module`'s parameters as a PyTorch-style safetensors state dict,
 /// replacing `path` atomically (a temporary file in the same folder, then a
 /// rename), so a crash never leaves a half-written file.
 pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
+    write_safetensors(module, path, false)
+}
+
+/// Writes a WSResUNet's state dict like [`save_safetensors`]. A folded model
+/// (see [`WsResUNet::fold`]) has standardized kernels and no gains: a state
+/// dict for a plain `Conv2d` network. Its file is marked as such in the
+/// safetensors metadata ([`FOLDED_METADATA`]), and [`load_state_dict`] and
+/// [`load_safetensors`] refuse it, since loading it into a WsConv2d network
+/// would standardize the kernels a second time.
+pub fn save_state_dict(model: &WsResUNet, path: &Path) -> Result<()> {
+    write_safetensors(model, path, model.is_folded())
+}
+
+fn write_safetensors<M: Module + ModuleSnapshot>(
+    module: &M,
+    path: &Path,
+    folded: bool,
+) -> Result<()> {
     if path.file_name().is_none() {
         return Err(Error::Weights {
             path: path.to_path_buf(),
@@ -139,6 +162,9 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> 
     let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .overwrite(true);
+    if folded {
+        store = store.metadata(FOLDED_METADATA, "true");
+    }
     module.save_into(&mut store).map_err(|e| Error::Weights {
         path: path.to_path_buf(),
         reason: format!("cannot write safetensors: {e}"),
@@ -150,6 +176,48 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> 
             error,
         }
     })
+}
+
+/// Whether a safetensors file is marked as holding folded kernels, read from
+/// its header alone.
+pub fn is_folded_file(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let fail = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| fail(format!("cannot read as safetensors: {e}")))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors caps its header at 100 MB.
+    if len > 100_000_000 {
+        return Err(fail("cannot read as safetensors: header too large".into()));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| fail(format!("cannot read as safetensors: {e}")))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| fail(format!("cannot read as safetensors: {e}")))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.get(FOLDED_METADATA))
+        .and_then(|v| v.as_str())
+        == Some("true"))
+}
+
+fn refuse_folded(path: &Path) -> Result<()> {
+    if is_folded_file(path)? {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            reason: "holds folded kernels (already standardized, no gains) for a plain Conv2d network; loading them into a weight-standardized model would standardize them a second time. Use the unfolded state dict".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Wrapper prefixes stripped from imported keys: checkpoints wrapped in a
@@ -279,6 +347,7 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) 
             .validate(false);
         module.load_from(&mut store).map_err(|e| e.to_string())
     } else {
+        refuse_folded(path)?;
         let mut store = SafetensorsStore::from_file(path)
             .with_key_remapping(PREFIX_PATTERN, "")
             .with_from_adapter(PyTorchToBurnAdapter)

@@ -74,7 +74,10 @@ fn resumed_run_equals_uninterrupted_run() {
         "a stopped run has no final model"
     );
 
-    let resumed = Session::resume(&b, None).unwrap().run(&mut Silent).unwrap();
+    let resumed = Session::resume(&b, None, None)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
     let strip = |h: &[EpochRecord]| {
         h.iter()
             .map(|r| {
@@ -118,7 +121,7 @@ fn an_interrupted_checkpoint_write_leaves_the_previous_one_loadable() {
             self.0.push(line.to_string());
         }
     }
-    let summary = Session::resume(&dir, None)
+    let summary = Session::resume(&dir, None, None)
         .unwrap()
         .run(&mut Log(&mut lines))
         .unwrap();
@@ -218,7 +221,7 @@ fn run_directory_holds_everything_and_refuses_reuse() {
         err.contains("already holds a training run") && err.contains("--resume"),
         "{err}"
     );
-    let err = Session::resume(&dir, None)
+    let err = Session::resume(&dir, None, None)
         .unwrap()
         .run(&mut Silent)
         .unwrap_err()
@@ -228,7 +231,7 @@ fn run_directory_holds_everything_and_refuses_reuse() {
         "{err}"
     );
     // Extending the run continues from epoch 3.
-    let more = Session::resume(&dir, Some(3))
+    let more = Session::resume(&dir, Some(3), None)
         .unwrap()
         .run(&mut Silent)
         .unwrap();

@@ -1,14 +1,27 @@
 //! `wsunet eval`: dataset-level scores of a model, printed and saved as JSON.
+//!
+//! The held-out split is the one the model was trained with whenever its
+//! run directory says so, so a score is never computed on training images
+//! by accident.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use wsunet::card::load_model;
-use wsunet::data::dataset::{file_samples, usable_samples};
-use wsunet::data::{Mode, SampleSpec, SegDataset, discover};
-use wsunet::train::{SegLoss, Session, Silent, evaluate};
+use wsunet::data::dataset::usable_samples;
+use wsunet::data::{Layout, Mode, SampleSpec, SegDataset};
+use wsunet::train::{SegLoss, Silent, Split, TrainConfig, evaluate, run_config_of, split_samples};
 
 use crate::cli::EvalArgs;
+
+/// The same folder, however it is spelled.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = wsunet::parse_device(&args.device).context("fix --device")?;
@@ -16,51 +29,108 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // Folded: the same outputs without standardizing every kernel per batch.
     let model = model.fold();
     let ignore = args.ignore_index.map(|i| i.0).unwrap_or(card.ignore_index);
-    let (dataset, source) = match &args.data {
-        Some(dir) => {
-            let files = discover(dir, args.val_fraction, args.seed).context("fix --data")?;
-            let pairs = match args.split.as_str() {
-                "val" => files.val.clone(),
-                "train" => files.train.clone(),
-                "all" => files.train.iter().chain(&files.val).cloned().collect(),
-                other => bail!("--split {other} is not val, train or all"),
-            };
-            if pairs.is_empty() {
-                bail!(
-                    "the {} split of {} is empty (fix --split or --val-fraction)",
-                    args.split,
-                    dir.display()
+    let split: Split = args
+        .split
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e} (fix --split)"))?;
+    let run = run_config_of(&args.model).context("cannot read the run's config.json")?;
+    // The data and its split: the run's own unless --data names other data.
+    let mut config = match (&args.data, &run) {
+        (None, None) => bail!(
+            "--data is required unless --model is a run directory, or a model inside one, whose config.json names its data"
+        ),
+        (None, Some((_, run))) => run.clone(),
+        (Some(dir), run) => TrainConfig {
+            data: Some(dir.clone()),
+            val_fraction: run.as_ref().map_or(0.2, |(_, c)| c.val_fraction),
+            seed: run.as_ref().map_or(0, |(_, c)| c.seed),
+            ..TrainConfig::default()
+        },
+    };
+    if let Some(f) = args.val_fraction {
+        config.val_fraction = f;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    let (samples, layout) = split_samples(&config, split).context("fix --data")?;
+    let holdout = layout == Some(Layout::Folder) && split != Split::All;
+    if holdout {
+        let own = format!(
+            "val_fraction {} and seed {}",
+            config.val_fraction, config.seed
+        );
+        match &run {
+            Some((path, trained))
+                if trained.val_fraction == config.val_fraction && trained.seed == config.seed =>
+            {
+                println!("holdout split of the run ({own}, from {})", path.display())
+            }
+            Some((path, trained)) => {
+                let same_data = trained
+                    .data
+                    .as_deref()
+                    .zip(config.data.as_deref())
+                    .is_some_and(|(a, b)| same_dir(a, b));
+                println!(
+                    "holdout split with {own}, given by --val-fraction/--seed; the run trained with val_fraction {} and seed {} ({})",
+                    trained.val_fraction,
+                    trained.seed,
+                    path.display()
                 );
+                if same_data {
+                    eprintln!(
+                        "warning: this is the run's own data with another split: these images may include its training images, which inflates the scores; leave out --val-fraction and --seed to use the run's split"
+                    );
+                }
             }
-            let spec = SampleSpec {
-                num_classes: card.model.num_classes,
-                ignore_index: ignore,
-                in_channels: card.model.in_channels,
-                classes: Some(card.classes.clone()),
-            };
-            let (samples, warnings) = usable_samples(file_samples(&pairs), &spec, args.skip_bad)?;
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            let ds = SegDataset::new(samples, spec, card.normalize.clone(), Mode::Eval, 0)?;
-            (
-                Arc::new(ds),
-                format!("{} ({} split)", dir.display(), args.split),
-            )
+            None if args.val_fraction.is_none() && args.seed.is_none() => eprintln!(
+                "warning: no training config beside the model, so the holdout uses val_fraction {} and seed {}; if the model was trained on this folder with other values, pass them with --val-fraction and --seed, or the scores may include training images",
+                config.val_fraction, config.seed
+            ),
+            None => println!("holdout split with {own}"),
         }
-        None => {
-            if !args.model.is_dir() {
-                bail!(
-                    "--data is required unless --model is a run directory (whose validation split is used)"
-                );
-            }
-            let session = Session::resume(&args.model, None)
-                .context("cannot reopen the run's data (give --data)")?;
-            (
-                session.val.clone(),
-                "the run's validation split".to_string(),
-            )
-        }
+    }
+    if samples.is_empty() {
+        bail!(
+            "the {} split of {} is empty (fix --split or --val-fraction)",
+            args.split,
+            config
+                .data
+                .as_deref()
+                .map_or("the built-in shapes data".into(), |d| d
+                    .display()
+                    .to_string())
+        );
+    }
+    let spec = SampleSpec {
+        num_classes: card.model.num_classes,
+        ignore_index: ignore,
+        in_channels: card.model.in_channels,
+        classes: Some(card.classes.clone()),
+    };
+    let (samples, warnings) = usable_samples(samples, &spec, args.skip_bad)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let dataset = Arc::new(SegDataset::new(
+        samples,
+        spec,
+        card.normalize.clone(),
+        Mode::Eval,
+        0,
+    )?);
+    let data = config
+        .data
+        .as_deref()
+        .map_or("the built-in shapes data".into(), |d| {
+            d.display().to_string()
+        });
+    let source = match (&args.data, split) {
+        (None, Split::Val) => format!("the run's validation split ({data})"),
+        (None, Split::Train) => format!("the run's training split ({data})"),
+        (None, Split::All) => format!("all of the run's data ({data})"),
+        (Some(_), _) => format!("{data} ({} split)", args.split),
     };
     let loss = SegLoss::new(Default::default(), dataset.spec().ignore_label() as i64);
     let eval = evaluate(
@@ -84,7 +154,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             args.model.with_file_name("eval.json")
         }
     });
-    let doc = serde_json::json!({ "source": source, "samples": dataset.samples().len(), "scores": eval.scores, "confusion": eval.matrix });
+    let doc = serde_json::json!({ "source": source, "samples": dataset.samples().len(), "loss": eval.loss, "scores": eval.scores, "confusion": eval.matrix });
     wsunet::card::write_atomic(&out, serde_json::to_string_pretty(&doc)?.as_bytes())
         .with_context(|| format!("cannot write the scores (fix --out {})", out.display()))?;
     println!("scores written to {}", out.display());

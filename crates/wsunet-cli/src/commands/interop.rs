@@ -5,7 +5,7 @@ use burn::tensor::Device;
 use wsunet::card::{ModelCard, load_model, save_model};
 use wsunet::data::{ClassList, Normalize};
 use wsunet::layers::Standardization;
-use wsunet::weights::{infer_config, load_state_dict, read_shapes, save_safetensors};
+use wsunet::weights::{infer_config, load_state_dict, read_shapes, save_state_dict};
 
 use crate::cli::{ExportArgs, ImportArgs};
 
@@ -26,7 +26,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
     load_state_dict(&mut model, &args.file)?;
     let channels = config.in_channels;
     let normalize = match (args.mean, args.std) {
-        (None, None) => Normalize::neutral(channels),
+        (None, None) => Normalize::identity(channels),
         (Some(mean), Some(std)) => Normalize { mean, std },
         _ => bail!("give both --mean and --std, or neither"),
     };
@@ -52,10 +52,18 @@ pub fn import(args: ImportArgs) -> Result<()> {
         card.model.standardization,
         card.model.groups
     );
+    if card.normalize.is_identity() {
+        println!(
+            "no input normalization given: images go in as read (8/16-bit scaled to [0, 1], .npy as is); if the model was trained on normalized inputs, import again with --mean and --std"
+        );
+    } else {
+        println!(
+            "input normalization mean {:?} std {:?}",
+            card.normalize.mean, card.normalize.std
+        );
+    }
     println!(
-        "input normalization mean {:?} std {:?}; wrote {} and {}",
-        card.normalize.mean,
-        card.normalize.std,
+        "wrote {} and {}",
         out.display(),
         out.with_extension("json").display()
     );
@@ -65,7 +73,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
 pub fn export(args: ExportArgs) -> Result<()> {
     let (model, _card) = load_model(&args.model, &Device::flex()).context("fix MODEL")?;
     let model = if args.folded { model.fold() } else { model };
-    save_safetensors(&model, &args.to).context("fix --to")?;
+    save_state_dict(&model, &args.to).context("fix --to")?;
     println!(
         "wrote {}{}",
         args.to.display(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use wsunet::WsResUNetConfig;
 use wsunet::train::{ModelSpec, Session, TrainConfig};
 
@@ -132,25 +132,9 @@ fn stop_on_ctrl_c(run: &Path) -> Result<()> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let session = match &args.resume {
-        Some(dir) => {
-            let other = args.batch_size.is_some()
-                || args.size.is_some()
-                || args.lr.is_some()
-                || args.loss.is_some()
-                || args.optimizer.is_some()
-                || args.seed.is_some();
-            if other {
-                bail!(
-                    "--resume continues a run with its own config.json; only --epochs and --device can change"
-                );
-            }
-            let mut session =
-                Session::resume(dir, args.epochs).context("cannot resume (fix --resume)")?;
-            if let Some(device) = &args.device {
-                session.device = wsunet::parse_device(device).context("fix --device")?;
-            }
-            session
-        }
+        // clap has refused every other setting next to --resume (see cli.rs).
+        Some(dir) => Session::resume(dir, args.epochs, args.device.as_deref())
+            .context("cannot resume (fix --resume, --epochs or --device)")?,
         None => {
             let config = resolve(&args)?;
             let dir = args.out.clone().unwrap_or_else(next_run_dir);
@@ -174,7 +158,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         session.card.model.in_channels
     );
     println!(
-        "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{}, {:?} lr {:.1e}, {} loss, device {}",
+        "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{} ({}), {:?} lr {:.1e}, {} loss, device {}",
         session.card.model.widths,
         session.card.model.depths,
         session.card.model.standardization,
@@ -182,6 +166,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.batch_size,
         c.crop()[0],
         c.crop()[1],
+        session.crop_note,
         c.optimizer,
         c.lr,
         c.loss,

@@ -12,8 +12,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::io::{Image, Mask};
-use super::shapes::normal;
 use crate::layers::bilinear_taps;
+use crate::rng::normal;
 
 /// Random augmentation applied to training samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +116,22 @@ impl Normalize {
         }
     }
 
+    /// Mean 0 and std 1: the values go to the network as they are read
+    /// (8- and 16-bit images scaled to [0, 1], `.npy` untouched). The honest
+    /// default for an imported model, whose state dict records no
+    /// preprocessing.
+    pub fn identity(channels: usize) -> Self {
+        Normalize {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+
+    /// Whether this normalization changes nothing.
+    pub fn is_identity(&self) -> bool {
+        self.mean.iter().all(|&m| m == 0.0) && self.std.iter().all(|&s| s == 1.0)
+    }
+
     /// Checks lengths against the channel count and that stds are positive.
     pub fn validate(&self, channels: usize) -> Result<(), String> {
         if self.mean.len() != channels || self.std.len() != channels {
@@ -208,30 +224,47 @@ pub fn resize_pair(image: &Image, mask: &Mask, h: usize, w: usize) -> (Image, Ma
     )
 }
 
-/// Crops (random position) or pads (random placement) to `size`; padding is
-/// 0 in the image and `ignore` in the mask.
+/// Index `i` of an axis of length `n`, mirrored at the borders without
+/// repeating the edge (OpenCV's `BORDER_REFLECT_101`, NumPy's `reflect`):
+/// `… 2 1 | 0 1 2 … n−1 | n−2 n−3 …`, repeated for any distance.
+fn reflect(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let i = i.rem_euclid(period) as usize;
+    if i < n { i } else { period as usize - i }
+}
+
+/// Crops (random position) or pads (random placement) to `size`.
+///
+/// Padding mirrors the image and its mask at the borders (see
+/// [`reflect`]) instead of filling with zeros: GroupNorm normalizes over
+/// the whole input, so a zero border would change the statistics every
+/// layer learns from, and the same image seen whole at evaluation would
+/// look different to the network. Mirrored labels describe the mirrored
+/// pixels, so they stay valid targets.
 pub fn crop_or_pad(
     image: &Image,
     mask: &Mask,
     size: [usize; 2],
-    ignore: u16,
     rng: &mut impl Rng,
 ) -> (Image, Mask) {
     let [h, w] = size;
-    // (source offset, destination offset) per axis.
-    let mut offsets = |src: usize, dst: usize| {
+    // Source offset of output pixel 0 per axis: a random crop position, or
+    // a random placement (negative) inside the padded output.
+    let mut offset = |src: usize, dst: usize| {
         if src >= dst {
-            (rng.random_range(0..=src - dst), 0)
+            rng.random_range(0..=src - dst) as isize
         } else {
-            (0, rng.random_range(0..=dst - src))
+            -(rng.random_range(0..=dst - src) as isize)
         }
     };
-    let (sy, dy) = offsets(image.height, h);
-    let (sx, dx) = offsets(image.width, w);
+    let oy = offset(image.height, h);
+    let ox = offset(image.width, w);
     let (ih, iw) = (image.height, image.width);
-    remap(image, mask, h, w, (0.0, ignore), |y, x| {
-        let (yy, xx) = ((y + sy).checked_sub(dy)?, (x + sx).checked_sub(dx)?);
-        (yy < ih && xx < iw).then_some((yy, xx))
+    remap(image, mask, h, w, (0.0, 0), |y, x| {
+        Some((reflect(y as isize + oy, ih), reflect(x as isize + ox, iw)))
     })
 }
 
@@ -335,7 +368,7 @@ fn photometric(image: &mut Image, config: &AugmentConfig, rng: &mut impl Rng) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::shapes::item_rng;
+    use crate::rng::item_rng;
 
     /// A 1-channel image whose mask is its threshold at 0.5, with an ignore
     /// band, so alignment and label invariants can be checked after any
@@ -409,29 +442,36 @@ mod tests {
     }
 
     #[test]
-    fn crop_and_pad_fill_with_ignore_and_keep_alignment() {
+    fn crop_and_pad_mirror_and_keep_alignment() {
         let (image, mask) = pair(20, 30);
-        for (i, size) in [[16, 16], [40, 50], [20, 30], [10, 60]]
+        for (i, size) in [[16, 16], [40, 50], [20, 30], [10, 60], [90, 7]]
             .into_iter()
             .enumerate()
         {
-            let (a, m) = crop_or_pad(&image, &mask, size, 255, &mut item_rng(3, i as u64));
+            let (a, m) = crop_or_pad(&image, &mask, size, &mut item_rng(3, i as u64));
             assert_eq!(
                 [a.height, a.width, m.height, m.width],
                 [size[0], size[1], size[0], size[1]]
             );
+            // Every output pixel is an input pixel with its own label: no
+            // zero fill for GroupNorm to learn from.
             for (p, &l) in m.data.iter().enumerate() {
                 match l {
-                    255 => {}
-                    1 => assert!(a.data[p] > 0.5),
-                    _ => assert!(a.data[p] < 0.5 && a.data[p] > 0.0),
+                    255 => assert!([0.1, 0.9].contains(&a.data[p])),
+                    1 => assert_eq!(a.data[p], 0.9),
+                    _ => assert_eq!(a.data[p], 0.1),
                 }
             }
-            if size[0] > 20 {
-                let padded = m.data.iter().filter(|&&l| l == 255).count();
-                assert!(padded >= (size[0] * size[1]) - 20 * 30);
-            }
+            // The ignored bottom row is mirrored, not spread: about one row
+            // in twenty stays ignored.
+            let ignored = m.data.iter().filter(|&&l| l == 255).count() as f64;
+            assert!(ignored <= (size[0] * size[1]) as f64 / 10.0, "{ignored}");
         }
+        assert_eq!(
+            (-4..9).map(|i| reflect(i, 4)).collect::<Vec<_>>(),
+            vec![2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]
+        );
+        assert_eq!(reflect(-5, 1), 0);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! names the file; Burn's data loader hands it to the caller instead of
 //! crashing a worker thread.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
@@ -17,13 +17,14 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::augment::{AugmentConfig, Normalize, augment, crop_or_pad};
 use super::classes::ClassList;
 use super::io::{
-    Image, Mask, mask_values_ok, mask_values_problem, read_image, read_mask, size_mismatch,
-    value_counts,
+    Image, Mask, image_size, mask_values_ok, mask_values_problem, read_image, read_mask,
+    size_mismatch, value_counts,
 };
 use super::layout::SamplePaths;
-use super::shapes::{self, item_rng};
+use super::shapes;
 use crate::error::{Error, Result};
 use crate::model::MIN_INPUT_SIZE;
+use crate::rng::item_rng;
 
 /// Where a sample comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,20 @@ impl Sample {
             Sample::Shapes { index, .. } => format!("shapes#{index}"),
         }
     }
+
+    /// Height and width of the image, read from the file's header.
+    pub fn size(&self) -> Result<[usize; 2]> {
+        match self {
+            Sample::Files(p) => image_size(&p.image),
+            Sample::Shapes { size, .. } => Ok([*size, *size]),
+        }
+    }
+}
+
+/// Image sizes of `samples`, read from file headers in parallel.
+pub fn sample_sizes(samples: &[Sample]) -> Result<Vec<[usize; 2]>> {
+    use rayon::prelude::*;
+    samples.par_iter().map(Sample::size).collect()
 }
 
 /// What every sample must satisfy, and how to read it.
@@ -133,7 +148,8 @@ pub struct SegItem {
 /// How a dataset prepares its samples.
 #[derive(Debug, Clone)]
 pub enum Mode {
-    /// Random augmentation, then a random crop (or pad) to `size`.
+    /// Random augmentation, then a random crop to `size` (mirror-padded
+    /// where the augmented image is smaller).
     Train {
         /// Augmentation settings.
         augment: AugmentConfig,
@@ -157,6 +173,7 @@ pub struct SegDataset {
     mode: Mode,
     seed: u64,
     visits: Arc<Vec<AtomicU64>>,
+    sizes: OnceLock<Vec<[usize; 2]>>,
 }
 
 impl SegDataset {
@@ -191,7 +208,22 @@ impl SegDataset {
             mode,
             seed,
             visits,
+            sizes: OnceLock::new(),
         })
+    }
+
+    /// Height and width of every item as this dataset gives it: the crop
+    /// in training mode, the image's own size (read once from the file
+    /// headers, then kept) in evaluation mode.
+    pub fn item_sizes(&self) -> Result<Vec<[usize; 2]>> {
+        if let Mode::Train { size, .. } = &self.mode {
+            return Ok(vec![*size; self.samples.len()]);
+        }
+        if let Some(sizes) = self.sizes.get() {
+            return Ok(sizes.clone());
+        }
+        let sizes = sample_sizes(&self.samples)?;
+        Ok(self.sizes.get_or_init(|| sizes).clone())
     }
 
     /// The samples.
@@ -243,7 +275,7 @@ impl SegDataset {
                 );
                 let (mut image, mask) = augment(&image, &mask, config, &mut rng);
                 self.normalize.apply(&mut image);
-                crop_or_pad(&image, &mask, *size, self.spec.ignore_label(), &mut rng)
+                crop_or_pad(&image, &mask, *size, &mut rng)
             }
         };
         Ok(SegItem {
@@ -290,8 +322,13 @@ pub struct SegBatch {
 
 /// Stacks items into a [`SegBatch`], padding to the largest height and width
 /// in the batch (at least the model's minimum) with 0 in images and the
-/// ignore label in masks, so whole images of different sizes can be
-/// evaluated together.
+/// ignore label in masks.
+///
+/// Padding is not neutral for this network: GroupNorm normalizes over the
+/// whole input, zeros included, so a padded image is predicted differently
+/// from the same image alone. wsunet's own evaluation therefore batches only
+/// images of one size (see `train::same_size_batches`); give this batcher
+/// mixed sizes only where that difference does not matter.
 #[derive(Debug, Clone)]
 pub struct SegBatcher {
     /// Label of padded pixels.

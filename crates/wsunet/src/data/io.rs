@@ -122,6 +122,30 @@ pub fn read_image(path: &Path) -> Result<Image> {
     Ok(from_dynamic(decoded))
 }
 
+/// Height and width of an image file, from its header (nothing decoded).
+pub fn image_size(path: &Path) -> Result<[usize; 2]> {
+    if extension(path) == "npy" {
+        let file =
+            std::fs::File::open(path).map_err(|e| data_error(path, format!("cannot open: {e}")))?;
+        let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+            .map_err(|e| data_error(path, format!("not a valid .npy file: {e}")))?;
+        return match npy.shape() {
+            [_, h, w] | [h, w] => Ok([*h as usize, *w as usize]),
+            shape => Err(data_error(
+                path,
+                format!("the array has shape {shape:?}; expected [channels, height, width]"),
+            )),
+        };
+    }
+    let (w, h) = ImageReader::open(path)
+        .map_err(|e| data_error(path, format!("cannot open: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| data_error(path, format!("cannot read: {e}")))?
+        .into_dimensions()
+        .map_err(|e| data_error(path, format!("cannot read the image size: {e}")))?;
+    Ok([h as usize, w as usize])
+}
+
 /// Channel-major `f32` from any decoded image, dropping alpha.
 fn from_dynamic(img: DynamicImage) -> Image {
     let (w, h) = (img.width() as usize, img.height() as usize);

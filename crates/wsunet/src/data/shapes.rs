@@ -6,11 +6,11 @@
 //! colour, independent of its class, so a model has to learn shape, not
 //! colour. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 use super::classes::{ClassInfo, ClassList};
 use super::io::{Image, Mask};
+use crate::rng::{item_rng, normal};
 
 /// Class names of the `shapes` data, in index order.
 pub const SHAPES_CLASSES: [&str; 4] = ["background", "circle", "rectangle", "triangle"];
@@ -28,26 +28,6 @@ pub fn shapes_classes() -> ClassList {
             })
             .collect(),
     }
-}
-
-/// SplitMix64: spreads `(seed, index)` over independent RNG streams.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A deterministic RNG for item `index` of stream `seed`.
-pub fn item_rng(seed: u64, index: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(mix(seed ^ mix(index)))
-}
-
-/// A standard normal sample (Box–Muller).
-pub fn normal(rng: &mut impl Rng) -> f32 {
-    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }
 
 /// A smooth random texture: a few plane waves, values in about [−1, 1].

@@ -157,8 +157,10 @@ pub struct TrainConfig {
     pub num_classes: Option<usize>,
     /// Leave out samples that cannot be used, with a warning, instead of stopping.
     pub skip_bad: bool,
-    /// Training crop `[H, W]` (`None`: the `shapes` size, or 256 × 256 for a
-    /// dataset folder).
+    /// Training crop `[H, W]` (`None`: the `shapes` size, or for a dataset
+    /// folder 256 × 256 shrunk to the smallest training image; the resolved
+    /// crop is written into the run's config). Images smaller than the crop
+    /// are mirror-padded, with a warning.
     pub size: Option<[usize; 2]>,
     /// Samples per optimizer step.
     pub batch_size: usize,
@@ -250,7 +252,9 @@ impl TrainConfig {
         serde_json::to_string_pretty(self).expect("config serializes")
     }
 
-    /// The training crop.
+    /// The training crop as configured: `size`, else the `shapes` size, else
+    /// 256 × 256 (a session shrinks that to the data; see
+    /// [`resolve_crop`](super::trainer::resolve_crop)).
     pub fn crop(&self) -> [usize; 2] {
         self.size.unwrap_or(match self.data {
             None => [self.shapes.size; 2],

@@ -16,6 +16,6 @@ pub use confusion::{ClassScore, ConfusionMatrix, SegScores};
 pub use loss::{LossKind, SegLoss};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use trainer::{
-    EpochRecord, Evaluation, Observer, Session, Silent, TrainState, TrainSummary,
-    default_optimizer, evaluate,
+    EpochRecord, Evaluation, Observer, Session, Silent, Split, TrainState, TrainSummary,
+    default_optimizer, evaluate, resolve_crop, run_config_of, split_samples,
 };

@@ -36,19 +36,20 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint;
 use super::config::{OptimizerKind, TrainConfig};
 use super::confusion::{ConfusionMatrix, SegScores};
-use super::loader::{Batches, epoch_order};
+use super::loader::{Batches, epoch_order, same_size_batches};
 use super::loss::SegLoss;
 use super::schedule::LrSchedule;
 use crate::card::{ModelCard, save_model, write_atomic};
 use crate::data::check::channel_stats;
-use crate::data::dataset::{file_samples, shapes_samples, usable_samples};
+use crate::data::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
 use crate::data::shapes::shapes_classes;
 use crate::data::{
-    ClassList, Mode, Normalize, Sample, SampleSpec, SegDataset, discover, read_image, read_mask,
+    ClassList, Layout, Mode, Normalize, Sample, SampleSpec, SegDataset, discover, read_image,
+    read_mask,
 };
 use crate::device::parse_device;
 use crate::error::{Error, Result};
-use crate::model::WsResUNet;
+use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
 /// One epoch's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,8 +128,11 @@ pub struct Session {
     pub train: Arc<SegDataset>,
     /// Validation samples (whole images).
     pub val: Arc<SegDataset>,
-    /// Samples left out and other notes from preparation.
+    /// Samples left out, images smaller than the crop, and other warnings
+    /// from preparation.
     pub warnings: Vec<String>,
+    /// How the training crop was chosen (shown with the run's settings).
+    pub crop_note: String,
     /// The compute device (without autodiff).
     pub device: Device,
 }
@@ -186,6 +190,60 @@ struct Prepared {
     classes: ClassList,
     normalize: Normalize,
     warnings: Vec<String>,
+}
+
+/// Largest training crop side used when none is given.
+pub const DEFAULT_CROP: usize = 256;
+
+/// The training crop for images of `sizes`, with a line saying how it was
+/// chosen and a warning when images are smaller than it.
+///
+/// Without `requested`, the crop is [`DEFAULT_CROP`] shrunk to the smallest
+/// image height and width (never below the model's minimum): a crop larger
+/// than the images would be mostly padding, and GroupNorm, which normalizes
+/// over the whole input, would learn statistics that no whole image has.
+/// Images smaller than the crop (a requested one, or after random
+/// down-scaling) are mirror-padded, never zero-padded.
+pub fn resolve_crop(
+    requested: Option<[usize; 2]>,
+    sizes: &[[usize; 2]],
+) -> ([usize; 2], String, Option<String>) {
+    let min_h = sizes.iter().map(|s| s[0]).min().unwrap_or(DEFAULT_CROP);
+    let min_w = sizes.iter().map(|s| s[1]).min().unwrap_or(DEFAULT_CROP);
+    let (crop, note) = match requested {
+        Some(c) => (c, "as configured".to_string()),
+        None => {
+            let crop = [
+                DEFAULT_CROP.min(min_h).max(MIN_INPUT_SIZE),
+                DEFAULT_CROP.min(min_w).max(MIN_INPUT_SIZE),
+            ];
+            let note = if crop == [DEFAULT_CROP; 2] {
+                format!(
+                    "the default; every training image is at least {DEFAULT_CROP}×{DEFAULT_CROP}"
+                )
+            } else {
+                format!(
+                    "the {DEFAULT_CROP}×{DEFAULT_CROP} default shrunk to the smallest training image ({min_h}×{min_w})"
+                )
+            };
+            (crop, note)
+        }
+    };
+    let smaller = sizes
+        .iter()
+        .filter(|s| s[0] < crop[0] || s[1] < crop[1])
+        .count();
+    let warning = (smaller > 0).then(|| {
+        format!(
+            "{smaller} of {} training images are smaller than the {}×{} crop (the smallest is {min_h}×{min_w}); they are mirror-padded to it. A crop no larger than the images avoids padding: size [{}, {}]",
+            sizes.len(),
+            crop[0],
+            crop[1],
+            min_h.max(MIN_INPUT_SIZE),
+            min_w.max(MIN_INPUT_SIZE)
+        )
+    });
+    (crop, note, warning)
 }
 
 fn prepare_data(config: &TrainConfig) -> Result<Prepared> {
@@ -299,6 +357,79 @@ fn prepare_data(config: &TrainConfig) -> Result<Prepared> {
     })
 }
 
+/// Which samples of a dataset to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training split.
+    Train,
+    /// The validation split.
+    Val,
+    /// Both.
+    All,
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            "all" => Ok(Split::All),
+            _ => Err(format!("unknown split `{s}`; expected val, train or all")),
+        }
+    }
+}
+
+/// The samples of `split` of the data `config` describes, split exactly as
+/// training splits them (a folder's holdout uses `val_fraction` and
+/// `seed`), without decoding any file; with the folder's layout (`None` for
+/// the built-in `shapes`).
+pub fn split_samples(config: &TrainConfig, split: Split) -> Result<(Vec<Sample>, Option<Layout>)> {
+    let (train, val, layout) = match &config.data {
+        None => {
+            let s = &config.shapes;
+            (
+                shapes_samples(s.seed, 0, s.train, s.size),
+                shapes_samples(s.seed, s.train as u64, s.val, s.size),
+                None,
+            )
+        }
+        Some(root) => {
+            let files = discover(root, config.val_fraction, config.seed)?;
+            (
+                file_samples(&files.train),
+                file_samples(&files.val),
+                Some(files.layout),
+            )
+        }
+    };
+    let samples = match split {
+        Split::Train => train,
+        Split::Val => val,
+        Split::All => train.into_iter().chain(val).collect(),
+    };
+    Ok((samples, layout))
+}
+
+/// The training config of the run that `model` belongs to: `config.json` in
+/// a run directory, or beside a model file saved in one (`best.bpk`,
+/// `model.bpk`). `None` when there is none.
+pub fn run_config_of(model: &Path) -> Result<Option<(PathBuf, TrainConfig)>> {
+    let dir = if model.is_dir() {
+        Some(model)
+    } else {
+        model.parent()
+    };
+    let Some(path) = dir.map(|d| d.join("config.json")) else {
+        return Ok(None);
+    };
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some((path.clone(), TrainConfig::from_file(&path)?)))
+}
+
 /// The optimizer of the default training settings (AdamW, eps 1e-8,
 /// weight decay 1e-4 except on norms, biases and gains).
 pub fn default_optimizer() -> ModuleOptimizer {
@@ -358,8 +489,9 @@ impl Session {
     }
 
     /// Reopens the run in `dir` from its `config.json`, optionally with a new
-    /// total number of epochs.
-    pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Session> {
+    /// total number of epochs and another device (applied before the device
+    /// is opened, so a run can move off a device this machine lacks).
+    pub fn resume(dir: &Path, epochs: Option<usize>, device: Option<&str>) -> Result<Session> {
         let path = dir.join("config.json");
         if !path.is_file() || !checkpoint::exists(dir) {
             return Err(Error::Training(format!(
@@ -370,6 +502,9 @@ impl Session {
         let mut config = TrainConfig::from_file(&path)?;
         if let Some(e) = epochs {
             config.epochs = e;
+        }
+        if let Some(d) = device {
+            config.device = d.to_string();
         }
         Self::open(config, dir)
     }
@@ -389,6 +524,16 @@ impl Session {
         }
         config.num_classes = Some(p.spec.num_classes);
         config.normalize = Some(p.normalize.clone());
+        let mut warnings = p.warnings;
+        let (crop, crop_note) = match config.data {
+            None => (config.crop(), "the shapes image size".to_string()),
+            Some(_) => {
+                let (crop, note, warning) = resolve_crop(config.size, &sample_sizes(&p.train)?);
+                warnings.extend(warning);
+                (crop, note)
+            }
+        };
+        config.size = Some(crop);
         let card = ModelCard {
             model: config.model.build(p.spec.in_channels, p.spec.num_classes),
             classes: p.classes,
@@ -407,18 +552,14 @@ impl Session {
             config.seed,
         )?;
         let val = SegDataset::new(p.val, p.spec, p.normalize, Mode::Eval, config.seed)?;
-        std::fs::create_dir_all(dir).map_err(|error| Error::Io {
-            path: dir.to_path_buf(),
-            error,
-        })?;
-        write_atomic(&dir.join("config.json"), config.to_json().as_bytes())?;
         Ok(Session {
             dir: dir.to_path_buf(),
             config,
             card,
             train: Arc::new(train),
             val: Arc::new(val),
-            warnings: p.warnings,
+            warnings,
+            crop_note,
             device,
         })
     }
@@ -455,6 +596,16 @@ impl Session {
         for w in &self.warnings {
             observer.info(&format!("warning: {w}"));
         }
+        // The resolved config is what --resume reads; written only now that
+        // training starts, so preparing a session changes nothing on disk.
+        std::fs::create_dir_all(&self.dir).map_err(|error| Error::Io {
+            path: self.dir.clone(),
+            error,
+        })?;
+        write_atomic(
+            &self.dir.join("config.json"),
+            self.config.to_json().as_bytes(),
+        )?;
         let ad = self.device.clone().autodiff();
         let model = self.card.model.init_seeded(&ad, self.config.seed)?;
         let optim = optimizer(&self.config);
@@ -490,8 +641,10 @@ impl Session {
             );
             let batches = Batches::new(
                 self.train.clone(),
-                order,
-                self.config.batch_size,
+                order
+                    .chunks(self.config.batch_size)
+                    .map(<[usize]>::to_vec)
+                    .collect(),
                 epoch as u64,
                 ad.clone(),
             );
@@ -629,6 +782,9 @@ fn write_metrics(dir: &Path, history: &[EpochRecord], classes: &[String]) -> Res
 
 /// Evaluates `model` (without autodiff) on every sample of `dataset`: the
 /// confusion matrix over all pixels, and the mean loss over batches.
+///
+/// Batches hold images of one size only (see [`same_size_batches`]), so an
+/// image's prediction and scores do not depend on its batch-mates.
 pub fn evaluate(
     model: &WsResUNet,
     dataset: &Arc<SegDataset>,
@@ -639,7 +795,8 @@ pub fn evaluate(
     class_names: &[String],
 ) -> Result<Evaluation> {
     let order = epoch_order(dataset.samples().len(), 0, 0, false);
-    let batches = Batches::new(dataset.clone(), order, batch_size, 0, device.clone());
+    let plan = same_size_batches(&order, &dataset.item_sizes()?, batch_size);
+    let batches = Batches::new(dataset.clone(), plan, 0, device.clone());
     observer.validation_start(batches.len);
     let mut matrix = ConfusionMatrix::new(dataset.spec().num_classes);
     let (mut loss_sum, mut count) = (0.0, 0usize);
