@@ -237,3 +237,230 @@ fn run_directory_holds_everything_and_refuses_reuse() {
         .unwrap();
     assert_eq!(more.state.history.len(), 3);
 }
+
+/// Writes shapes samples as a dataset folder (images/, masks/,
+/// classes.json); sample `i` is `side(i)` pixels square.
+fn shapes_folder(root: &Path, count: u64, side: impl Fn(u64) -> usize) {
+    use wsunet::data::io::{write_mask_png, write_png};
+    use wsunet::data::shapes::{generate, shapes_classes};
+    let classes = shapes_classes();
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    std::fs::create_dir_all(root.join("masks")).unwrap();
+    std::fs::write(root.join("classes.json"), classes.to_json()).unwrap();
+    for i in 0..count {
+        let (image, mask) = generate(9, i, side(i));
+        let name = format!("s{i:03}.png");
+        write_png(&root.join("images").join(&name), &image).unwrap();
+        write_mask_png(&root.join("masks").join(&name), &mask, &classes).unwrap();
+    }
+}
+
+/// A tiny config training on the dataset folder `data`.
+fn tiny_on(data: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        data: Some(data.to_path_buf()),
+        size: None,
+        val_fraction: 0.25,
+        ..tiny(epochs)
+    }
+}
+
+#[test]
+fn the_crop_follows_small_images_and_padding_is_announced() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    // Six 48-px images and two of 40 px: the default crop is the smallest.
+    shapes_folder(&data, 8, |i| if i < 6 { 48 } else { 40 });
+    let dir = root.path().join("run");
+    let session = Session::new(tiny_on(&data, 1), &dir).unwrap();
+    let smallest = if session
+        .train
+        .samples()
+        .iter()
+        .any(|s| s.size().unwrap()[0] == 40)
+    {
+        40
+    } else {
+        48
+    };
+    assert_eq!(session.config.size, Some([smallest; 2]));
+    assert!(
+        session.crop_note.contains("smallest training image"),
+        "{}",
+        session.crop_note
+    );
+    assert!(
+        !session.warnings.iter().any(|w| w.contains("crop")),
+        "{:?}",
+        session.warnings
+    );
+    // Preparing a session writes nothing: the run directory appears only
+    // when training starts.
+    assert!(!dir.exists(), "Session::new wrote into {}", dir.display());
+
+    // A crop larger than the images is kept, with a warning naming the fix.
+    let session = Session::new(
+        TrainConfig {
+            size: Some([64, 64]),
+            ..tiny_on(&data, 1)
+        },
+        &dir,
+    )
+    .unwrap();
+    let warning = session
+        .warnings
+        .iter()
+        .find(|w| w.contains("crop"))
+        .expect("a warning about the crop");
+    assert!(
+        warning.contains("smaller than the 64×64 crop") && warning.contains("mirror-padded"),
+        "{warning}"
+    );
+
+    // Large images keep the 256 default; tiny ones get the model's minimum.
+    let sizes = [[300, 400], [512, 280]];
+    assert_eq!(wsunet::train::resolve_crop(None, &sizes).0, [256, 256]);
+    let (crop, _, warning) = wsunet::train::resolve_crop(None, &[[20, 90], [64, 64]]);
+    assert_eq!(crop, [32, 64]);
+    assert!(warning.unwrap().contains("1 of 2 training images"));
+}
+
+/// The evaluation of `model` on `names`' samples of `data`, `batch` at a time.
+fn evaluate_on(
+    model: &wsunet::WsResUNet,
+    data: &Path,
+    keep: impl Fn(&str) -> bool,
+    batch: usize,
+) -> wsunet::train::Evaluation {
+    use std::sync::Arc;
+    use wsunet::data::dataset::file_samples;
+    use wsunet::data::{Mode, SampleSpec, SegDataset, discover};
+    use wsunet::train::{SegLoss, evaluate};
+    let files = discover(data, 0.0, 0).unwrap();
+    let pairs: Vec<_> = files.train.into_iter().filter(|p| keep(&p.name)).collect();
+    let spec = SampleSpec {
+        num_classes: 4,
+        ignore_index: Some(255),
+        in_channels: 3,
+        classes: files.classes,
+    };
+    let ds = SegDataset::new(
+        file_samples(&pairs),
+        spec,
+        Normalize::neutral(3),
+        Mode::Eval,
+        0,
+    )
+    .unwrap();
+    let loss = SegLoss::new(Default::default(), 255);
+    evaluate(
+        model,
+        &Arc::new(ds),
+        batch,
+        &Device::flex(),
+        &loss,
+        &mut Silent,
+        &[],
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_image_scores_the_same_alone_and_beside_a_larger_one() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    // s000 is 40 px, s001 is 72 px: batched together, the small one used to
+    // be zero-padded to 72 px, which GroupNorm then normalized over.
+    shapes_folder(&data, 2, |i| if i == 0 { 40 } else { 72 });
+    let mut config = tiny(1).model.build(3, 4);
+    config.groups = 2;
+    let model = config.init_seeded(&Device::flex(), 4).unwrap();
+    let together = evaluate_on(&model, &data, |_| true, 2);
+    let small = evaluate_on(&model, &data, |n| n == "s000", 1);
+    let large = evaluate_on(&model, &data, |n| n == "s001", 1);
+    let mut apart = small.matrix.clone();
+    apart.merge(&large.matrix);
+    assert_eq!(together.matrix, apart);
+    // One batch per size: the mean loss is that of the two images alone.
+    let alone = (small.loss + large.loss) / 2.0;
+    assert!(
+        (together.loss - alone).abs() < 1e-5 * alone,
+        "{} vs {alone}",
+        together.loss
+    );
+}
+
+#[test]
+fn a_model_trained_on_small_images_evaluates_as_it_trained() {
+    // 48-px images with the default crop: training sees whole images, as
+    // evaluation does, so the loss that evaluation measures on the training
+    // images is the loss training reported (measured: 0.99×; 1.89× when
+    // these images were zero-padded to a 256-px crop, the old default).
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    shapes_folder(&data, 8, |_| 48);
+    let dir = root.path().join("run");
+    let config = TrainConfig {
+        augment: Some(wsunet::data::AugmentConfig::none()),
+        val_fraction: 0.0,
+        batch_size: 2,
+        ..tiny_on(&data, 30)
+    };
+    let err = Session::new(config.clone(), &dir)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("validation split is empty"), "{err}");
+    let config = TrainConfig {
+        val_fraction: 0.25,
+        ..config
+    };
+    let summary = Session::new(config, &dir)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    let trained = summary.state.history.last().unwrap().train_loss;
+    let (model, card) = load_model(&dir, &Device::flex()).unwrap();
+    let run = TrainConfig::from_file(&dir.join("config.json")).unwrap();
+    let (train_samples, _) =
+        wsunet::train::split_samples(&run, wsunet::train::Split::Train).unwrap();
+    let names: Vec<String> = train_samples.iter().map(|s| s.name()).collect();
+    let files = wsunet::data::discover(&data, 0.0, 0).unwrap();
+    let pairs: Vec<_> = files
+        .train
+        .into_iter()
+        .filter(|p| names.contains(&p.name))
+        .collect();
+    assert_eq!(pairs.len(), 6);
+    let spec = wsunet::data::SampleSpec {
+        num_classes: 4,
+        ignore_index: Some(255),
+        in_channels: 3,
+        classes: Some(card.classes.clone()),
+    };
+    let ds = wsunet::data::SegDataset::new(
+        wsunet::data::dataset::file_samples(&pairs),
+        spec,
+        card.normalize.clone(),
+        wsunet::data::Mode::Eval,
+        0,
+    )
+    .unwrap();
+    let loss = wsunet::train::SegLoss::new(Default::default(), 255);
+    let eval = wsunet::train::evaluate(
+        &model.fold(),
+        &std::sync::Arc::new(ds),
+        4,
+        &Device::flex(),
+        &loss,
+        &mut Silent,
+        &[],
+    )
+    .unwrap();
+    let ratio = eval.loss / trained;
+    assert!(
+        (0.8..1.25).contains(&ratio),
+        "training reported loss {trained:.4}, evaluation of its own training images {:.4}",
+        eval.loss
+    );
+}

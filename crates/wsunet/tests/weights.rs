@@ -223,3 +223,58 @@ fn export_round_trip_and_folded_export() {
         keys(&path).len() - keys(&path).iter().filter(|k| k.ends_with(".gain")).count()
     );
 }
+
+#[test]
+fn a_folded_model_cannot_be_saved_and_load_back_wrong() {
+    use wsunet::card::{ModelCard, load_model, save_model};
+    use wsunet::data::{ClassList, Normalize};
+    use wsunet::weights::{is_folded_file, load_state_dict, save_state_dict};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for s in Standardization::ALL {
+        let config = fixture_config(s);
+        let model = config.init_seeded(&device, 1).unwrap();
+        let card = ModelCard {
+            model: config.clone(),
+            classes: ClassList::numbered(3),
+            normalize: Normalize::identity(3),
+            ignore_index: None,
+        };
+        // The model format holds raw kernels: a folded one is refused.
+        let path = dir.path().join(format!("{s}.bpk"));
+        let err = save_model(&model.clone().fold(), &card, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("folded"), "{err}");
+        assert!(!path.exists() && !path.with_extension("json").exists());
+        save_model(&model, &card, &path).unwrap();
+        let (back, _) = load_model(&path, &device).unwrap();
+        let x = Tensor::<4>::random([1, 3, 40, 40], Distribution::Default, &device);
+        let err = rel_error(
+            &back.forward(x.clone()).into_data(),
+            &model.forward(x).into_data(),
+        );
+        assert!(err < 1e-6, "{s}: {err}");
+
+        // A folded state dict is marked, and loading it into a WS model
+        // (which would standardize it again) is refused.
+        let folded = dir.path().join(format!("{s}.folded.safetensors"));
+        save_state_dict(&model.clone().fold(), &folded).unwrap();
+        assert!(is_folded_file(&folded).unwrap());
+        let mut fresh = config.init(&device).unwrap();
+        for err in [
+            load_state_dict(&mut fresh, &folded).unwrap_err(),
+            load_safetensors(&mut fresh, &folded).unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(
+                err.contains("folded kernels") && err.contains("unfolded"),
+                "{err}"
+            );
+        }
+        let plain = dir.path().join(format!("{s}.safetensors"));
+        save_state_dict(&model, &plain).unwrap();
+        assert!(!is_folded_file(&plain).unwrap());
+        load_state_dict(&mut fresh, &plain).unwrap();
+    }
+}
