@@ -602,3 +602,172 @@ fn bench_reports_json_and_rejects_bad_phases() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("at least 32×32"), "{}", stderr(&o));
 }
+
+/// Float32 tensors of a safetensors file by name.
+fn read_tensors(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+#[test]
+fn an_imported_state_dict_runs_on_raw_arrays_as_pytorch_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("imported");
+    let o = wsunet(&[
+        "import",
+        fixtures()
+            .join("model_seed.weights.safetensors")
+            .to_str()
+            .unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--groups",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("no input normalization given") && stdout(&o).contains("--mean"),
+        "{}",
+        stdout(&o)
+    );
+    // The twin's first input image as a raw [C, H, W] array.
+    let io = read_tensors(&fixtures().join("model_seed.io.safetensors"));
+    let (shape, input) = &io["input"];
+    let (_, output) = &io["output"];
+    let (c, h, w) = (shape[1], shape[2], shape[3]);
+    let npy = dir.path().join("x.npy");
+    wsunet::data::io::write_npy(&npy, &[c, h, w], &input[..c * h * w]).unwrap();
+    let out = dir.path().join("pred");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        model.with_extension("bpk").to_str().unwrap(),
+        "--input",
+        npy.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--logits",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logits = wsunet::data::read_image(&out.join("x_logits.npy")).unwrap();
+    let expected = &output[..logits.data.len()];
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = logits
+        .data
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff / scale < 1e-4,
+        "logits differ from the twin's by {}",
+        diff / scale
+    );
+}
+
+#[test]
+fn eval_and_resume_keep_to_the_runs_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth(&data, 12, 40);
+    let model = tiny_model_config(dir.path(), 4);
+    let run = dir.path().join("run");
+    let mut args = tiny_train_args(&data, &model, 1, &run);
+    args.extend(["--seed", "3", "--val-fraction", "0.3"].map(String::from));
+    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_s = run.to_str().unwrap();
+
+    // A setting next to --resume is refused, naming the flag.
+    let o = wsunet(&["train", "--resume", run_s, "--lr", "0.1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("'--lr <LR>'") && stderr(&o).contains("--resume"),
+        "{}",
+        stderr(&o)
+    );
+    // --device applies before the run's stored device is opened: a run
+    // from a machine with a GPU this build lacks continues on the CPU.
+    let config_path = run.join("config.json");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace(r#""device": "cpu""#, r#""device": "vulkan:3""#),
+    )
+    .unwrap();
+    let o = wsunet(&[
+        "train", "--resume", run_s, "--epochs", "2", "--device", "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("epoch 2/2"), "{}", stdout(&o));
+    let resolved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(resolved["device"], "cpu");
+
+    // eval on the run's data uses the run's holdout, and so reproduces its
+    // final validation scores.
+    let o = wsunet(&["eval", "--model", run_s, "--data", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("holdout split of the run (val_fraction 0.3 and seed 3"),
+        "{}",
+        stdout(&o)
+    );
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let trained = read(&run.join("scores.json"))["miou"].as_f64().unwrap();
+    let evaluated = read(&run.join("eval.json"))["scores"]["miou"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (trained - evaluated).abs() < 1e-4,
+        "{trained} vs {evaluated}"
+    );
+    // Another split of the run's own data is allowed, with a warning.
+    let o = wsunet(&[
+        "eval",
+        "--model",
+        run_s,
+        "--data",
+        data.to_str().unwrap(),
+        "--seed",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("may include its training images"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Without --data, eval reads only the validation files and writes
+    // nothing but its scores: a broken training image does not matter.
+    let config = wsunet::train::TrainConfig::from_file(&config_path).unwrap();
+    let (train, _) = wsunet::train::split_samples(&config, wsunet::train::Split::Train).unwrap();
+    let wsunet::data::Sample::Files(first) = &train[0] else {
+        panic!("file samples expected")
+    };
+    std::fs::write(&first.image, b"not a png").unwrap();
+    let before = std::fs::read(&config_path).unwrap();
+    let o = wsunet(&["eval", "--model", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("4 samples of the run's validation split"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(std::fs::read(&config_path).unwrap(), before);
+}
