@@ -42,6 +42,11 @@ pub enum Command {
 
     /// Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice
     /// and pixel accuracy over the whole set, printed and written as JSON.
+    ///
+    /// A model from a run is scored on the run's own held-out split (its
+    /// config.json gives the data, fraction and seed), so training images
+    /// are never scored by accident. Images are batched only with images of
+    /// the same size: GroupNorm would otherwise see their zero padding.
     Eval(EvalArgs),
 
     /// Segment images: palette PNG masks in the class colours, optional
@@ -263,7 +268,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
 
-    /// Training crop: HxW, or one number for a square.
+    /// Training crop: HxW, or one number for a square. Default: 256×256
+    /// shrunk to the smallest training image (the shapes size for the
+    /// built-in data). Images smaller than the crop are mirror-padded, with
+    /// a warning.
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     pub size: Option<[usize; 2]>,
 

@@ -223,7 +223,7 @@ pub fn resolve_crop(
                 )
             } else {
                 format!(
-                    "the {DEFAULT_CROP}×{DEFAULT_CROP} default shrunk to the smallest training image ({min_h}×{min_w})"
+                    "the {DEFAULT_CROP}×{DEFAULT_CROP} default shrunk to the smallest training image, {min_h}×{min_w}"
                 )
             };
             (crop, note)
