@@ -101,8 +101,11 @@ pub struct PredictArgs {
     pub logits: bool,
 
     /// Tile side for large images; images no larger run in one pass.
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    pub tile: usize,
+    /// Default: the model's training crop (the larger side) when its card
+    /// records one, else 512. GroupNorm normalizes over the whole tile, so
+    /// tiles much larger than the training crop can score worse.
+    #[arg(long, value_name = "N")]
+    pub tile: Option<usize>,
 
     /// Minimum fraction of a tile shared with its neighbour, in [0, 0.9].
     #[arg(long, value_name = "F", default_value_t = 0.25)]

@@ -753,6 +753,24 @@ fn eval_and_resume_keep_to_the_runs_own_settings() {
         stderr(&o)
     );
 
+    // predict tiles at the training crop (32) unless told otherwise.
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        data.join("images").to_str().unwrap(),
+        "--out",
+        dir.path().join("pred").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("tile 32: the model's training crop (32×32)")
+            && stdout(&o).contains("4 tile(s)"),
+        "{}",
+        stdout(&o)
+    );
+
     // Without --data, eval reads only the validation files and writes
     // nothing but its scores: a broken training image does not matter.
     let config = wsunet::train::TrainConfig::from_file(&config_path).unwrap();

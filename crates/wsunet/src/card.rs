@@ -27,6 +27,11 @@ pub struct ModelCard {
     /// Mask value that was ignored in training, if any.
     #[serde(default)]
     pub ignore_index: Option<u16>,
+    /// The training crop `[H, W]`, when known. GroupNorm normalizes over the
+    /// whole input, so a model sees inputs of about this size best:
+    /// prediction tiles default to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<[usize; 2]>,
 }
 
 impl ModelCard {

@@ -239,6 +239,7 @@ fn a_folded_model_cannot_be_saved_and_load_back_wrong() {
             classes: ClassList::numbered(3),
             normalize: Normalize::identity(3),
             ignore_index: None,
+            crop: None,
         };
         // The model format holds raw kernels: a folded one is refused.
         let path = dir.path().join(format!("{s}.bpk"));

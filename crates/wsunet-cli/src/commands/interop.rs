@@ -38,6 +38,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
         model: config,
         normalize,
         ignore_index: Some(255),
+        crop: None,
     };
     let out = args.out.with_extension("bpk");
     save_model(&model, &card, &out).context("fix --out")?;

@@ -26,8 +26,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha {} is outside [0, 1]", args.alpha);
     }
+    let device = wsunet::parse_device(&args.device).context("fix --device")?;
+    let (model, card) = load_model(&args.model, &device).context("fix --model")?;
+    let tile = match (args.tile, card.crop) {
+        (Some(tile), _) => tile,
+        (None, Some([h, w])) => {
+            let tile = h.max(w).max(wsunet::MIN_INPUT_SIZE);
+            println!("tile {tile}: the model's training crop ({h}×{w}); --tile changes it");
+            tile
+        }
+        (None, None) => 512,
+    };
     let config = PredictConfig {
-        tile: args.tile,
+        tile,
         overlap: args.overlap,
         batch_size: args.batch_size,
         tta,
@@ -39,9 +50,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {} (fix --out)", args.out.display()))?;
     let jobs = plan_outputs(&inputs, &args.out)?;
-
-    let device = wsunet::parse_device(&args.device).context("fix --device")?;
-    let (model, card) = load_model(&args.model, &device).context("fix --model")?;
     let predictor = Predictor::new(model, card.normalize.clone(), device, config)
         .context("the model card does not fit its model")?;
 

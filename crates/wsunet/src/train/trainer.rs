@@ -539,6 +539,7 @@ impl Session {
             classes: p.classes,
             normalize: p.normalize.clone(),
             ignore_index: config.ignore_index,
+            crop: Some(crop),
         };
         card.validate()?;
         let train = SegDataset::new(
