@@ -312,6 +312,7 @@ fn train_then_eval_on_a_generated_folder() {
 /// Ctrl-C (SIGINT) mid-run: the epoch under way finishes and is
 /// checkpointed, the run stops with exit code 130 and says how to resume,
 /// and resuming continues from that epoch.
+#[cfg(unix)] // sends SIGINT with `kill`
 #[test]
 fn ctrl_c_stops_after_a_checkpointed_epoch_and_resumes() {
     use std::io::{BufRead, BufReader};
@@ -774,7 +775,11 @@ fn eval_and_resume_keep_to_the_runs_own_settings() {
     // Without --data, eval reads only the validation files and writes
     // nothing but its scores: a broken training image does not matter.
     let config = wsunet::train::TrainConfig::from_file(&config_path).unwrap();
-    let (train, _) = wsunet::train::split_samples(&config, wsunet::train::Split::Train).unwrap();
+    let (train, _) = wsunet::data::prepare::split_samples(
+        &config.data_settings(),
+        wsunet::data::prepare::Split::Train,
+    )
+    .unwrap();
     let wsunet::data::Sample::Files(first) = &train[0] else {
         panic!("file samples expected")
     };

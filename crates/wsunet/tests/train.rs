@@ -319,8 +319,11 @@ fn the_crop_follows_small_images_and_padding_is_announced() {
 
     // Large images keep the 256 default; tiny ones get the model's minimum.
     let sizes = [[300, 400], [512, 280]];
-    assert_eq!(wsunet::train::resolve_crop(None, &sizes).0, [256, 256]);
-    let (crop, _, warning) = wsunet::train::resolve_crop(None, &[[20, 90], [64, 64]]);
+    assert_eq!(
+        wsunet::data::prepare::resolve_crop(None, &sizes).0,
+        [256, 256]
+    );
+    let (crop, _, warning) = wsunet::data::prepare::resolve_crop(None, &[[20, 90], [64, 64]]);
     assert_eq!(crop, [32, 64]);
     assert!(warning.unwrap().contains("1 of 2 training images"));
 }
@@ -422,8 +425,11 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
     let trained = summary.state.history.last().unwrap().train_loss;
     let (model, card) = load_model(&dir, &Device::flex()).unwrap();
     let run = TrainConfig::from_file(&dir.join("config.json")).unwrap();
-    let (train_samples, _) =
-        wsunet::train::split_samples(&run, wsunet::train::Split::Train).unwrap();
+    let (train_samples, _) = wsunet::data::prepare::split_samples(
+        &run.data_settings(),
+        wsunet::data::prepare::Split::Train,
+    )
+    .unwrap();
     let names: Vec<String> = train_samples.iter().map(|s| s.name()).collect();
     let files = wsunet::data::discover(&data, 0.0, 0).unwrap();
     let pairs: Vec<_> = files

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use wsunet::card::load_model;
 use wsunet::data::dataset::usable_samples;
+use wsunet::data::prepare::{Split, split_samples};
 use wsunet::data::{Layout, Mode, SampleSpec, SegDataset};
-use wsunet::train::{SegLoss, Silent, Split, TrainConfig, evaluate, run_config_of, split_samples};
+use wsunet::train::{SegLoss, Silent, TrainConfig, evaluate, run_config_of};
 
 use crate::cli::EvalArgs;
 
@@ -53,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(s) = args.seed {
         config.seed = s;
     }
-    let (samples, layout) = split_samples(&config, split).context("fix --data")?;
+    let (samples, layout) = split_samples(&config.data_settings(), split).context("fix --data")?;
     let holdout = layout == Some(Layout::Folder) && split != Split::All;
     if holdout {
         let own = format!(

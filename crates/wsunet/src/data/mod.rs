@@ -8,6 +8,7 @@ pub mod classes;
 pub mod dataset;
 pub mod io;
 pub mod layout;
+pub mod prepare;
 pub mod shapes;
 
 pub use augment::{AugmentConfig, Normalize};

@@ -7,6 +7,7 @@
 //! colour. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle.
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use super::classes::{ClassInfo, ClassList};
 use super::io::{Image, Mask};
@@ -215,6 +216,31 @@ pub fn generate(seed: u64, index: u64, size: usize) -> (Image, Mask) {
         }
     }
     (Image::new(3, size, size, data), Mask::new(size, size, mask))
+}
+
+/// The built-in `shapes` data used when no dataset folder is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapesSpec {
+    /// Training samples (regenerated identically each epoch, then augmented).
+    pub train: usize,
+    /// Validation samples (distinct from the training ones).
+    pub val: usize,
+    /// Image side in pixels.
+    pub size: usize,
+    /// Generator seed.
+    pub seed: u64,
+}
+
+impl Default for ShapesSpec {
+    fn default() -> Self {
+        ShapesSpec {
+            train: 8192,
+            val: 128,
+            size: 96,
+            seed: 0,
+        }
+    }
 }
 
 #[cfg(test)]

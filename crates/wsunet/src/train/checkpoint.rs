@@ -21,7 +21,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
-use super::trainer::TrainState;
+use super::state::TrainState;
 use crate::card::{load_params, write_atomic};
 use crate::error::{Error, Result};
 

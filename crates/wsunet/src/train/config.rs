@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::LossKind;
 use super::schedule::ScheduleKind;
+use crate::data::prepare::DataSettings;
+pub use crate::data::shapes::ShapesSpec;
 use crate::data::{AugmentConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::layers::Standardization;
@@ -90,31 +92,6 @@ impl ModelSpec {
             .with_groups(self.groups)
             .with_standardization(self.standardization)
             .with_eps(self.eps)
-    }
-}
-
-/// The built-in `shapes` data used when no dataset folder is given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShapesSpec {
-    /// Training samples (regenerated identically each epoch, then augmented).
-    pub train: usize,
-    /// Validation samples (distinct from the training ones).
-    pub val: usize,
-    /// Image side in pixels.
-    pub size: usize,
-    /// Generator seed.
-    pub seed: u64,
-}
-
-impl Default for ShapesSpec {
-    fn default() -> Self {
-        ShapesSpec {
-            train: 8192,
-            val: 128,
-            size: 96,
-            seed: 0,
-        }
     }
 }
 
@@ -260,6 +237,21 @@ impl TrainConfig {
             None => [self.shapes.size; 2],
             Some(_) => [256, 256],
         })
+    }
+
+    /// The data part of the config: what data preparation needs.
+    pub fn data_settings(&self) -> DataSettings {
+        DataSettings {
+            data: self.data.clone(),
+            shapes: self.shapes.clone(),
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            ignore_index: self.ignore_index,
+            num_classes: self.num_classes,
+            skip_bad: self.skip_bad,
+            normalize: self.normalize.clone(),
+            size: self.size,
+        }
     }
 
     /// The training augmentation.

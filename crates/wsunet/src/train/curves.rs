@@ -7,7 +7,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
-use super::trainer::EpochRecord;
+use super::state::EpochRecord;
 use crate::data::io::write_rgb8_png;
 
 const WIDTH: u32 = 1500;

@@ -5,17 +5,24 @@ pub mod checkpoint;
 pub mod config;
 pub mod confusion;
 mod curves;
+pub mod evaluate;
 pub mod loader;
 pub mod loss;
 pub mod metric;
+pub mod observer;
+pub mod optim;
+pub mod run_dir;
 pub mod schedule;
+pub mod state;
 pub mod trainer;
 
 pub use config::{ModelSpec, OptimizerKind, PRESETS, ShapesSpec, TrainConfig};
 pub use confusion::{ClassScore, ConfusionMatrix, SegScores};
+pub use evaluate::{Evaluation, evaluate};
 pub use loss::{LossKind, SegLoss};
+pub use observer::{Observer, Silent};
+pub use optim::default_optimizer;
+pub use run_dir::run_config_of;
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{
-    EpochRecord, Evaluation, Observer, Session, Silent, Split, TrainState, TrainSummary,
-    default_optimizer, evaluate, resolve_crop, run_config_of, split_samples,
-};
+pub use state::{EpochRecord, TrainState};
+pub use trainer::{Session, TrainSummary};

@@ -1,0 +1,312 @@
+//! From a dataset description to checked training and validation samples:
+//! listing and splitting a folder (or the built-in `shapes`), decoding and
+//! checking every sample, finding the classes, measuring the normalization
+//! and choosing the training crop.
+
+use std::path::PathBuf;
+
+use super::check::channel_stats;
+use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
+use super::shapes::{ShapesSpec, shapes_classes};
+use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_image, read_mask};
+use crate::error::{Error, Result};
+use crate::model::MIN_INPUT_SIZE;
+
+/// What data preparation needs to know (the data fields of a training
+/// config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSettings {
+    /// Dataset folder; `None` uses the built-in `shapes` data.
+    pub data: Option<PathBuf>,
+    /// The built-in data's size and seed.
+    pub shapes: ShapesSpec,
+    /// Share of a single-folder dataset held out for validation.
+    pub val_fraction: f64,
+    /// Seed of the holdout split.
+    pub seed: u64,
+    /// Mask value of ignored pixels.
+    pub ignore_index: Option<u16>,
+    /// Number of classes (`None`: from classes.json, else the masks).
+    pub num_classes: Option<usize>,
+    /// Leave out unusable samples with a warning instead of failing.
+    pub skip_bad: bool,
+    /// Input normalization (`None`: measured on the training images).
+    pub normalize: Option<Normalize>,
+    /// Training crop (`None`: chosen from the data).
+    pub size: Option<[usize; 2]>,
+}
+
+/// Largest mask value (other than `ignore`) over all masks, read in parallel.
+fn max_mask_value(
+    pairs: &[crate::data::SamplePaths],
+    classes: Option<&ClassList>,
+    ignore: Option<u16>,
+) -> Result<u16> {
+    use rayon::prelude::*;
+    pairs
+        .par_iter()
+        .map(|p| {
+            let (mask, _) = read_mask(&p.mask, classes)?;
+            Ok(mask
+                .data
+                .iter()
+                .copied()
+                .filter(|&v| Some(v) != ignore)
+                .max()
+                .unwrap_or(0))
+        })
+        .try_reduce(|| 0, |a, b| Ok(a.max(b)))
+}
+
+/// Checked training and validation samples, with what was found about them.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Usable training samples.
+    pub train: Vec<Sample>,
+    /// Usable validation samples.
+    pub val: Vec<Sample>,
+    /// Classes, channels and ignore index every sample satisfies.
+    pub spec: SampleSpec,
+    /// The class list.
+    pub classes: ClassList,
+    /// Input normalization (given, or measured on the training images).
+    pub normalize: Normalize,
+    /// The training crop.
+    pub crop: [usize; 2],
+    /// How the crop was chosen.
+    pub crop_note: String,
+    /// Samples left out, images smaller than the crop, and other warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Largest training crop side used when none is given.
+pub const DEFAULT_CROP: usize = 256;
+
+/// The training crop for images of `sizes`, with a line saying how it was
+/// chosen and a warning when images are smaller than it.
+///
+/// Without `requested`, the crop is [`DEFAULT_CROP`] shrunk to the smallest
+/// image height and width (never below the model's minimum): a crop larger
+/// than the images would be mostly padding, and GroupNorm, which normalizes
+/// over the whole input, would learn statistics that no whole image has.
+/// Images smaller than the crop (a requested one, or after random
+/// down-scaling) are mirror-padded, never zero-padded.
+pub fn resolve_crop(
+    requested: Option<[usize; 2]>,
+    sizes: &[[usize; 2]],
+) -> ([usize; 2], String, Option<String>) {
+    let min_h = sizes.iter().map(|s| s[0]).min().unwrap_or(DEFAULT_CROP);
+    let min_w = sizes.iter().map(|s| s[1]).min().unwrap_or(DEFAULT_CROP);
+    let (crop, note) = match requested {
+        Some(c) => (c, "as configured".to_string()),
+        None => {
+            let crop = [
+                DEFAULT_CROP.min(min_h).max(MIN_INPUT_SIZE),
+                DEFAULT_CROP.min(min_w).max(MIN_INPUT_SIZE),
+            ];
+            let note = if crop == [DEFAULT_CROP; 2] {
+                format!(
+                    "the default; every training image is at least {DEFAULT_CROP}×{DEFAULT_CROP}"
+                )
+            } else {
+                format!(
+                    "the {DEFAULT_CROP}×{DEFAULT_CROP} default shrunk to the smallest training image, {min_h}×{min_w}"
+                )
+            };
+            (crop, note)
+        }
+    };
+    let smaller = sizes
+        .iter()
+        .filter(|s| s[0] < crop[0] || s[1] < crop[1])
+        .count();
+    let warning = (smaller > 0).then(|| {
+        format!(
+            "{smaller} of {} training images are smaller than the {}×{} crop (the smallest is {min_h}×{min_w}); they are mirror-padded to it. A crop no larger than the images avoids padding: size [{}, {}]",
+            sizes.len(),
+            crop[0],
+            crop[1],
+            min_h.max(MIN_INPUT_SIZE),
+            min_w.max(MIN_INPUT_SIZE)
+        )
+    });
+    (crop, note, warning)
+}
+
+/// Lists, checks and splits the data `settings` describe: every sample is
+/// decoded once (a bad one stops here, or is left out with a warning under
+/// `skip_bad`), classes and channels are found, the normalization is
+/// measured from the training images when not given, and the training crop
+/// is chosen (see [`resolve_crop`]).
+pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
+    let config = settings;
+    let Some(root) = &config.data else {
+        let s = &config.shapes;
+        let classes = shapes_classes();
+        return Ok(Prepared {
+            train: shapes_samples(s.seed, 0, s.train, s.size),
+            val: shapes_samples(s.seed, s.train as u64, s.val, s.size),
+            spec: SampleSpec {
+                num_classes: classes.len(),
+                ignore_index: config.ignore_index,
+                in_channels: 3,
+                classes: Some(classes.clone()),
+            },
+            classes,
+            normalize: config
+                .normalize
+                .clone()
+                .unwrap_or_else(|| Normalize::neutral(3)),
+            crop: config.size.unwrap_or([s.size; 2]),
+            crop_note: "the shapes image size".into(),
+            warnings: Vec::new(),
+        });
+    };
+    let files = discover(root, config.val_fraction, config.seed)?;
+    let mut warnings = Vec::new();
+    if !files.problems.is_empty() {
+        if !config.skip_bad {
+            let shown: Vec<String> = files
+                .problems
+                .iter()
+                .take(20)
+                .map(|p| format!("  {p}"))
+                .collect();
+            return Err(Error::Dataset(format!(
+                "{} problem(s) in {}:\n{}\nfix them, or pass --skip-bad to leave those files out",
+                files.problems.len(),
+                root.display(),
+                shown.join("\n")
+            )));
+        }
+        warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
+    }
+    if files.train.is_empty() {
+        return Err(Error::Dataset(format!(
+            "{}: the training split is empty",
+            root.display()
+        )));
+    }
+    if files.val.is_empty() {
+        return Err(Error::Dataset(format!(
+            "{}: the validation split is empty; add val/ or use --val-fraction above 0",
+            root.display()
+        )));
+    }
+    let in_channels = read_image(&files.train[0].image)?.channels;
+    let num_classes = match (config.num_classes, &files.classes) {
+        (Some(n), _) => n,
+        (None, Some(list)) => list.len(),
+        (None, None) => {
+            let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
+            max_mask_value(&all, None, config.ignore_index)? as usize + 1
+        }
+    };
+    let classes = match &files.classes {
+        Some(list) if list.len() == num_classes => list.clone(),
+        Some(list) => {
+            return Err(Error::Dataset(format!(
+                "{}: classes.json lists {} classes but --num-classes is {num_classes}",
+                root.display(),
+                list.len()
+            )));
+        }
+        None => ClassList::numbered(num_classes),
+    };
+    let spec = SampleSpec {
+        num_classes,
+        ignore_index: config.ignore_index,
+        in_channels,
+        classes: Some(classes.clone()),
+    };
+    let (train, w) = usable_samples(file_samples(&files.train), &spec, config.skip_bad)?;
+    warnings.extend(w);
+    let (val, w) = usable_samples(file_samples(&files.val), &spec, config.skip_bad)?;
+    warnings.extend(w);
+    if train.is_empty() || val.is_empty() {
+        return Err(Error::Dataset(format!(
+            "{}: no usable samples left in a split",
+            root.display()
+        )));
+    }
+    let normalize = match &config.normalize {
+        Some(n) => n.clone(),
+        None => {
+            let pairs: Vec<_> = train
+                .iter()
+                .filter_map(|s| match s {
+                    Sample::Files(p) => Some(p.clone()),
+                    Sample::Shapes { .. } => None,
+                })
+                .collect();
+            channel_stats(&pairs)?
+        }
+    };
+    let (crop, crop_note, warning) = resolve_crop(config.size, &sample_sizes(&train)?);
+    warnings.extend(warning);
+    Ok(Prepared {
+        train,
+        val,
+        spec,
+        classes,
+        normalize,
+        crop,
+        crop_note,
+        warnings,
+    })
+}
+
+/// Which samples of a dataset to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training split.
+    Train,
+    /// The validation split.
+    Val,
+    /// Both.
+    All,
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            "all" => Ok(Split::All),
+            _ => Err(format!("unknown split `{s}`; expected val, train or all")),
+        }
+    }
+}
+
+/// The samples of `split` of the data `config` describes, split exactly as
+/// training splits them (a folder's holdout uses `val_fraction` and
+/// `seed`), without decoding any file; with the folder's layout (`None` for
+/// the built-in `shapes`).
+pub fn split_samples(config: &DataSettings, split: Split) -> Result<(Vec<Sample>, Option<Layout>)> {
+    let (train, val, layout) = match &config.data {
+        None => {
+            let s = &config.shapes;
+            (
+                shapes_samples(s.seed, 0, s.train, s.size),
+                shapes_samples(s.seed, s.train as u64, s.val, s.size),
+                None,
+            )
+        }
+        Some(root) => {
+            let files = discover(root, config.val_fraction, config.seed)?;
+            (
+                file_samples(&files.train),
+                file_samples(&files.val),
+                Some(files.layout),
+            )
+        }
+    };
+    let samples = match split {
+        Split::Train => train,
+        Split::Val => val,
+        Split::All => train.into_iter().chain(val).collect(),
+    };
+    Ok((samples, layout))
+}
