@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{ClassList, Normalize};
 use crate::error::{Error, Result};
+use crate::fs::{write_atomic_with, write_json};
 use crate::model::{WsResUNet, WsResUNetConfig};
 
 /// What the JSON beside a model file says about it.
@@ -82,20 +83,17 @@ pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()
             error,
         })?;
     }
-    model
-        .clone()
-        .into_record()
-        .save(&bpk)
-        .map_err(|e| Error::Weights {
-            path: bpk.clone(),
-            reason: format!("cannot write the model: {e}"),
-        })?;
-    write_atomic(
-        &json,
-        serde_json::to_string_pretty(card)
-            .expect("card serializes")
-            .as_bytes(),
-    )
+    write_atomic_with(&bpk, |tmp| {
+        model
+            .clone()
+            .into_record()
+            .save(tmp)
+            .map_err(|e| Error::Weights {
+                path: bpk.clone(),
+                reason: format!("cannot write the model: {e}"),
+            })
+    })?;
+    write_json(&json, card)
 }
 
 /// Reads a model saved by [`save_model`] onto `device`.
@@ -135,19 +133,5 @@ pub fn load_params<M: Module>(model: M, bpk: &Path) -> Result<M> {
     model.try_load_record(record).map_err(|e| Error::Weights {
         path: bpk.to_path_buf(),
         reason: format!("does not fit the model: {e}"),
-    })
-}
-
-/// Replaces `path` with `bytes` atomically (temporary sibling, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = crate::atomic::temp_path(path);
-    let io = |error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    };
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }

@@ -63,5 +63,20 @@ pub enum Error {
     },
 }
 
+/// The first `max` of `items` joined by `sep`, and how many more there
+/// are: the one way messages list problems, keys or files.
+pub(crate) fn listing(items: &[String], max: usize, sep: &str) -> String {
+    let mut s = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(sep);
+    if items.len() > max {
+        s.push_str(&format!("{sep}… and {} more", items.len() - max));
+    }
+    s
+}
+
 /// Shorthand for results with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

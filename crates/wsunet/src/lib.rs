@@ -29,12 +29,12 @@
 //! assert_eq!(logits.dims(), [1, 4, 64, 64]);
 //! ```
 
-mod atomic;
 pub mod bench;
 pub mod card;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fs;
 pub mod infer;
 pub mod init;
 pub mod layers;

@@ -147,7 +147,7 @@ impl WsResUNetConfig {
 
     /// Reads a JSON config file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        crate::atomic::read_json(path)
+        crate::fs::read_json(path)
     }
 
     /// The config as pretty JSON.

@@ -26,16 +26,7 @@ use crate::error::{Error, Result};
 const MAX_LISTED: usize = 12;
 
 fn listed(names: &[String]) -> String {
-    let mut s = names
-        .iter()
-        .take(MAX_LISTED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > MAX_LISTED {
-        s.push_str(&format!(", … ({} in all)", names.len()));
-    }
-    s
+    crate::error::listing(names, MAX_LISTED, ", ")
 }
 
 /// The PyTorch name of a Burn parameter path: GroupNorm's `gamma`/`beta` are
@@ -152,29 +143,17 @@ fn write_safetensors<M: Module + ModuleSnapshot>(
     path: &Path,
     folded: bool,
 ) -> Result<()> {
-    if path.file_name().is_none() {
-        return Err(Error::Weights {
-            path: path.to_path_buf(),
-            reason: "not a file path".into(),
-        });
-    }
-    let tmp = crate::atomic::temp_path(path);
-    let mut store = SafetensorsStore::from_file(&tmp)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .overwrite(true);
-    if folded {
-        store = store.metadata(FOLDED_METADATA, "true");
-    }
-    module.save_into(&mut store).map_err(|e| Error::Weights {
-        path: path.to_path_buf(),
-        reason: format!("cannot write safetensors: {e}"),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|error| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::Io {
-            path: path.to_path_buf(),
-            error,
+    crate::fs::write_atomic_with(path, |tmp| {
+        let mut store = SafetensorsStore::from_file(tmp)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .overwrite(true);
+        if folded {
+            store = store.metadata(FOLDED_METADATA, "true");
         }
+        module.save_into(&mut store).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            reason: format!("cannot write safetensors: {e}"),
+        })
     })
 }
 
@@ -225,13 +204,7 @@ fn refuse_folded(path: &Path) -> Result<()> {
 const PREFIX_PATTERN: &str = r"^((state_dict|model|module)\.)+";
 
 fn is_pickle(path: &Path) -> bool {
-    matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("pt" | "pth")
-    )
+    matches!(crate::data::io::extension(path).as_str(), "pt" | "pth")
 }
 
 /// Every tensor of a state dict file with its shape, keys with their

@@ -156,7 +156,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     });
     let doc = serde_json::json!({ "source": source, "samples": dataset.samples().len(), "loss": eval.loss, "scores": eval.scores, "confusion": eval.matrix });
-    wsunet::card::write_atomic(&out, serde_json::to_string_pretty(&doc)?.as_bytes())
+    wsunet::fs::write_json(&out, &doc)
         .with_context(|| format!("cannot write the scores (fix --out {})", out.display()))?;
     println!("scores written to {}", out.display());
     Ok(())

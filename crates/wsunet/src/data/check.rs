@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::augment::Normalize;
+use super::classes::class_count;
 use super::io::{mask_values_problem, read_image, read_mask, size_mismatch, value_counts};
 use super::layout::{DatasetFiles, Layout, SamplePaths};
 use crate::error::{Error, Result};
@@ -114,18 +115,18 @@ pub fn check_dataset(
     problems.extend(facts.iter().filter_map(|f| f.error.clone()));
     let readable: Vec<&SampleFacts> = facts.iter().filter(|f| f.error.is_none()).collect();
 
-    let num_classes = num_classes
-        .or(files.classes.as_ref().map(|c| c.len()))
-        .unwrap_or_else(|| {
-            let max = readable
+    let num_classes = class_count(num_classes, files.classes.as_ref(), || {
+        Ok::<_, std::convert::Infallible>(
+            readable
                 .iter()
                 .flat_map(|f| f.values.keys())
                 .filter(|&&v| Some(v) != ignore)
                 .max()
                 .copied()
-                .unwrap_or(0);
-            max as usize + 1
-        });
+                .unwrap_or(0),
+        )
+    })
+    .unwrap_or_else(|never| match never {});
     let mut channel_counts = BTreeMap::new();
     for f in &readable {
         *channel_counts.entry(f.channels).or_insert(0) += 1;

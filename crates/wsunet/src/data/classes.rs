@@ -184,6 +184,21 @@ pub fn default_color(index: usize) -> [u8; 3] {
     c
 }
 
+/// The number of classes of a dataset: `given`, else the class list's
+/// length, else the largest mask value (other than the ignore index) + 1,
+/// which `largest` computes only when it is needed.
+pub fn class_count<E>(
+    given: Option<usize>,
+    list: Option<&ClassList>,
+    largest: impl FnOnce() -> Result<u16, E>,
+) -> Result<usize, E> {
+    match (given, list) {
+        (Some(n), _) => Ok(n),
+        (None, Some(list)) => Ok(list.len()),
+        (None, None) => Ok(largest()? as usize + 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

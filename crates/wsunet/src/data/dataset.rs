@@ -7,7 +7,6 @@
 //! names the file; Burn's data loader hands it to the caller instead of
 //! crashing a worker thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use burn::data::dataloader::batcher::Batcher;
@@ -22,7 +21,7 @@ use super::io::{
 };
 use super::layout::SamplePaths;
 use super::shapes;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, listing};
 use crate::model::MIN_INPUT_SIZE;
 use crate::rng::item_rng;
 
@@ -162,17 +161,19 @@ pub enum Mode {
 
 /// A segmentation dataset for Burn's data loader.
 ///
-/// Augmentation is deterministic: the `n`-th time item `i` is fetched it uses
-/// an RNG seeded from `(seed, i, n)`. Every epoch fetches each item once, so
-/// epoch `e` sees the same augmentations whatever the worker count or order,
-/// and a resumed run can [`set_epoch`](Self::set_epoch) to continue exactly.
+/// Augmentation is deterministic: item `i` of epoch `e` uses an RNG seeded
+/// from `(seed, e, i)`, so an epoch sees the same augmentations whatever the
+/// worker count or order, and a resumed run continues exactly. Fetching is
+/// pure: [`Dataset::get`] gives the items of the dataset's epoch (see
+/// [`at_epoch`](Self::at_epoch)), [`item_at`](Self::item_at) those of any.
+#[derive(Clone)]
 pub struct SegDataset {
-    samples: Vec<Sample>,
+    samples: Arc<Vec<Sample>>,
     spec: Arc<SampleSpec>,
     normalize: Normalize,
     mode: Mode,
     seed: u64,
-    visits: Arc<Vec<AtomicU64>>,
+    epoch: u64,
     sizes: OnceLock<Vec<[usize; 2]>>,
 }
 
@@ -200,16 +201,24 @@ impl SegDataset {
                 )));
             }
         }
-        let visits = Arc::new((0..samples.len()).map(|_| AtomicU64::new(0)).collect());
         Ok(SegDataset {
-            samples,
+            samples: Arc::new(samples),
             spec: Arc::new(spec),
             normalize,
             mode,
             seed,
-            visits,
+            epoch: 0,
             sizes: OnceLock::new(),
         })
+    }
+
+    /// The same dataset, giving the items of epoch `epoch` through
+    /// [`Dataset::get`] (epoch 0 at first).
+    pub fn at_epoch(&self, epoch: u64) -> Self {
+        SegDataset {
+            epoch,
+            ..self.clone()
+        }
     }
 
     /// Height and width of every item as this dataset gives it: the crop
@@ -234,24 +243,6 @@ impl SegDataset {
     /// The checks applied to every sample.
     pub fn spec(&self) -> &SampleSpec {
         &self.spec
-    }
-
-    /// Makes the next fetch of every item use epoch `epoch`'s augmentation
-    /// (for resuming a run).
-    pub fn set_epoch(&self, epoch: u64) {
-        self.visits
-            .iter()
-            .for_each(|v| v.store(epoch, Ordering::SeqCst));
-    }
-
-    /// Loads, augments and normalizes item `index`, with the augmentation of
-    /// its next visit (see [`set_epoch`](Self::set_epoch)).
-    pub fn item(&self, index: usize) -> Result<SegItem> {
-        let visit = match self.mode {
-            Mode::Train { .. } => self.visits[index].fetch_add(1, Ordering::SeqCst),
-            Mode::Eval => 0,
-        };
-        self.item_at(index, visit)
     }
 
     /// Item `index` as epoch `epoch` sees it: the same result every time,
@@ -300,7 +291,7 @@ impl std::error::Error for SampleError {}
 
 impl Dataset<SegItem> for SegDataset {
     fn get(&self, index: usize) -> std::result::Result<SegItem, DatasetError> {
-        self.item(index)
+        self.item_at(index, self.epoch)
             .map_err(|e| DatasetError::new(SampleError(e)))
     }
 
@@ -398,17 +389,11 @@ pub fn usable_samples(
         return Ok((samples, Vec::new()));
     }
     if !skip_bad {
-        let shown: Vec<String> = bad.iter().take(20).map(|p| format!("  {p}")).collect();
         return Err(Error::Dataset(format!(
-            "{} of {} samples cannot be used:\n{}{}\nfix them, or pass --skip-bad to leave them out",
+            "{} of {} samples cannot be used:\n  {}\nfix them, or pass --skip-bad to leave them out",
             bad.len(),
             samples.len(),
-            shown.join("\n"),
-            if bad.len() > 20 {
-                format!("\n  … and {} more", bad.len() - 20)
-            } else {
-                String::new()
-            }
+            listing(&bad, 20, "\n  ")
         )));
     }
     let good = samples

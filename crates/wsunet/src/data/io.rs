@@ -102,7 +102,8 @@ fn data_error(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-fn extension(path: &Path) -> String {
+/// A file's extension in lower case (`""` when it has none).
+pub fn extension(path: &Path) -> String {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default()
@@ -523,27 +524,23 @@ pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
         values.len(),
         "npy shape and length"
     );
-    let io_error = |error: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    };
-    let tmp = crate::atomic::temp_path(path);
-    let write = || -> std::io::Result<()> {
-        let file = BufWriter::new(File::create(&tmp)?);
-        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-        let mut writer = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(file)
-            .begin_nd()?;
-        writer.extend(values.iter().copied())?;
-        writer.finish()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(e));
-    }
-    std::fs::rename(&tmp, path).map_err(io_error)
+    crate::fs::write_atomic_with(path, |tmp| {
+        let write = || -> std::io::Result<()> {
+            let file = BufWriter::new(File::create(tmp)?);
+            let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+            let mut writer = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(file)
+                .begin_nd()?;
+            writer.extend(values.iter().copied())?;
+            writer.finish()
+        };
+        write().map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+    })
 }
 
 fn write_png_bytes(
@@ -555,21 +552,20 @@ fn write_png_bytes(
     palette: Option<Vec<u8>>,
     pixels: &[u8],
 ) -> Result<()> {
-    let io_error = |error: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    };
     let encode_error = |e: png::EncodingError| data_error(path, format!("cannot encode PNG: {e}"));
-    let tmp = crate::atomic::temp_path(path);
-    let file = File::create(&tmp).map_err(io_error)?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
-    encoder.set_color(color);
-    encoder.set_depth(depth);
-    if let Some(palette) = palette {
-        encoder.set_palette(palette);
-    }
-    let mut writer = encoder.write_header().map_err(encode_error)?;
-    writer.write_image_data(pixels).map_err(encode_error)?;
-    writer.finish().map_err(encode_error)?;
-    std::fs::rename(&tmp, path).map_err(io_error)
+    crate::fs::write_atomic_with(path, |tmp| {
+        let file = File::create(tmp).map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        if let Some(palette) = palette {
+            encoder.set_palette(palette);
+        }
+        let mut writer = encoder.write_header().map_err(encode_error)?;
+        writer.write_image_data(pixels).map_err(encode_error)?;
+        writer.finish().map_err(encode_error)
+    })
 }

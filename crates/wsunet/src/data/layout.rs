@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::classes::{CLASSES_FILE, ClassList};
-use super::io::IMAGE_EXTENSIONS;
+use super::io::{IMAGE_EXTENSIONS, extension};
 use crate::error::{Error, Result};
 
 /// One image and its mask.
@@ -91,19 +91,13 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(list_dir(dir)?
         .into_iter()
-        .filter(|p| IMAGE_EXTENSIONS.contains(&ext(p).as_str()))
+        .filter(|p| IMAGE_EXTENSIONS.contains(&extension(p).as_str()))
         .collect())
 }
 
 fn stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn ext(path: &Path) -> String {
-    path.extension()
-        .map(|s| s.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default()
 }
 
@@ -120,7 +114,7 @@ fn pair_folder(dir: &Path, problems: &mut Vec<String>) -> Result<Vec<SamplePaths
     }
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in list_dir(&image_dir)? {
-        if !IMAGE_EXTENSIONS.contains(&ext(&path).as_str()) {
+        if !IMAGE_EXTENSIONS.contains(&extension(&path).as_str()) {
             problems.push(format!(
                 "{}: unsupported image type; use {}",
                 path.display(),
@@ -138,7 +132,7 @@ fn pair_folder(dir: &Path, problems: &mut Vec<String>) -> Result<Vec<SamplePaths
     }
     let mut masks: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in list_dir(&mask_dir)? {
-        if ext(&path) != "png" {
+        if extension(&path) != "png" {
             problems.push(format!("{}: masks must be PNG files", path.display()));
             continue;
         }

@@ -6,11 +6,15 @@
 use std::path::PathBuf;
 
 use super::check::channel_stats;
+use super::classes::class_count;
 use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
 use super::shapes::{ShapesSpec, shapes_classes};
 use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_image, read_mask};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, listing};
 use crate::model::MIN_INPUT_SIZE;
+
+/// How many problems an error lists before summarizing.
+const MAX_PROBLEMS: usize = 20;
 
 /// What data preparation needs to know (the data fields of a training
 /// config).
@@ -166,17 +170,11 @@ pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
     let mut warnings = Vec::new();
     if !files.problems.is_empty() {
         if !config.skip_bad {
-            let shown: Vec<String> = files
-                .problems
-                .iter()
-                .take(20)
-                .map(|p| format!("  {p}"))
-                .collect();
             return Err(Error::Dataset(format!(
-                "{} problem(s) in {}:\n{}\nfix them, or pass --skip-bad to leave those files out",
+                "{} problem(s) in {}:\n  {}\nfix them, or pass --skip-bad to leave those files out",
                 files.problems.len(),
                 root.display(),
-                shown.join("\n")
+                listing(&files.problems, MAX_PROBLEMS, "\n  ")
             )));
         }
         warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
@@ -194,14 +192,10 @@ pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
         )));
     }
     let in_channels = read_image(&files.train[0].image)?.channels;
-    let num_classes = match (config.num_classes, &files.classes) {
-        (Some(n), _) => n,
-        (None, Some(list)) => list.len(),
-        (None, None) => {
-            let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
-            max_mask_value(&all, None, config.ignore_index)? as usize + 1
-        }
-    };
+    let num_classes = class_count(config.num_classes, files.classes.as_ref(), || {
+        let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
+        max_mask_value(&all, None, config.ignore_index)
+    })?;
     let classes = match &files.classes {
         Some(list) if list.len() == num_classes => list.clone(),
         Some(list) => {

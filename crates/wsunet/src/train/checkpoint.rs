@@ -22,8 +22,9 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use super::state::TrainState;
-use crate::card::{load_params, write_atomic};
+use crate::card::load_params;
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
 
 /// Checkpoints kept besides the latest.
 const KEEP: usize = 2;

@@ -45,31 +45,32 @@ impl Default for ModelSpec {
     }
 }
 
-/// Named architectures for training.
-pub const PRESETS: [(&str, &str); 2] = [
-    (
-        "small",
-        "widths [16, 32, 64, 128, 256], depths [1, 1, 1, 1]: 2.8 M parameters, the default of `wsunet train`",
-    ),
-    (
-        "base",
-        "widths [32, 64, 128, 256, 512], depths [1, 1, 1, 1]: the spec's default model, 11.3 M parameters",
-    ),
+/// Named architectures for training: name and stage widths; everything else
+/// (depths 1, 1, 1, 1, groups, standardization) is the spec's default. `small`
+/// (2.8 M parameters) is the default of `wsunet train`, `base` the spec's
+/// default model (11.3 M).
+pub const PRESETS: [(&str, [usize; 5]); 2] = [
+    ("small", [16, 32, 64, 128, 256]),
+    ("base", [32, 64, 128, 256, 512]),
 ];
 
 impl ModelSpec {
     /// A named preset (see [`PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "base" => Ok(ModelSpec::default()),
-            "small" => Ok(ModelSpec {
-                widths: vec![16, 32, 64, 128, 256],
+        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+        PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, widths)| ModelSpec {
+                widths: widths.to_vec(),
                 ..ModelSpec::default()
-            }),
-            _ => Err(Error::Config(format!(
-                "unknown model preset `{name}`; expected small or base"
-            ))),
-        }
+            })
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown model preset `{name}`; expected {}",
+                    names.join(" or ")
+                ))
+            })
     }
 
     /// The spec of an existing model config.
@@ -221,7 +222,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a JSON config file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        crate::atomic::read_json(path)
+        crate::fs::read_json(path)
     }
 
     /// The config as pretty JSON.

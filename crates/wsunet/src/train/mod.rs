@@ -8,7 +8,6 @@ mod curves;
 pub mod evaluate;
 pub mod loader;
 pub mod loss;
-pub mod metric;
 pub mod observer;
 pub mod optim;
 pub mod run_dir;

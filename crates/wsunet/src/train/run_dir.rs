@@ -14,12 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use super::config::TrainConfig;
 use super::state::EpochRecord;
-use crate::card::write_atomic;
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
 
 /// The resolved config's file in run directory `dir`.
 pub fn config_path(dir: &Path) -> PathBuf {
@@ -51,15 +49,6 @@ pub fn run_config_of(model: &Path) -> Result<Option<(PathBuf, TrainConfig)>> {
         return Ok(None);
     }
     Ok(Some((path.clone(), TrainConfig::from_file(&path)?)))
-}
-
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_atomic(
-        path,
-        serde_json::to_string_pretty(value)
-            .expect("serializes")
-            .as_bytes(),
-    )
 }
 
 /// Rewrites `metrics.csv` from the whole history (atomically).

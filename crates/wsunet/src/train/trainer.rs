@@ -25,7 +25,7 @@ use super::loader::{Batches, epoch_order};
 use super::loss::SegLoss;
 use super::observer::Observer;
 use super::optim::optimizer;
-use super::run_dir::{config_path, write_config, write_json, write_metrics};
+use super::run_dir::{config_path, write_config, write_metrics};
 use super::schedule::LrSchedule;
 use super::state::{EpochRecord, TrainState};
 use crate::card::{ModelCard, save_model};
@@ -33,6 +33,7 @@ use crate::data::prepare::prepare;
 use crate::data::{Mode, SegDataset};
 use crate::device::parse_device;
 use crate::error::{Error, Result};
+use crate::fs::write_json;
 
 /// A prepared training run: resolved config, datasets and model card.
 pub struct Session {

@@ -1,0 +1,98 @@
+//! The one home of file writes that matter and of JSON files.
+//!
+//! Every output wsunet writes (models, checkpoints, configs, metrics, masks,
+//! arrays) is replaced atomically: written to a temporary sibling, then
+//! renamed over the target, so a crash, a kill or a failed encoder never
+//! leaves a half-written file, and the temporary file never stays behind.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Reads a JSON file into `T`; a syntax or schema mistake is an
+/// [`Error::Config`] naming the file, line and column.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        error: std::io::Error::other(e),
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Replaces `path` with `bytes` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+    })
+}
+
+/// Replaces `path` atomically with what `write` writes to the temporary
+/// path it is given (for encoders that open the file themselves). On any
+/// failure the temporary file is removed and `path` is left as it was.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if path.file_name().is_none() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+        });
+    }
+    let tmp = temp_path(path);
+    let result = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A temporary sibling of `path` (same folder, so the rename is atomic),
+/// unique per process.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_the_target_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        write_atomic(&path, b"first").unwrap();
+        let err = write_atomic_with(&path, |tmp| {
+            std::fs::write(tmp, b"half").unwrap();
+            Err(Error::Input("encoder failed".into()))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("encoder failed"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary file left behind");
+        write_json(&path, &serde_json::json!({"a": 1})).unwrap();
+        let back: serde_json::Value = read_json(&path).unwrap();
+        assert_eq!(back["a"], 1);
+    }
+}
