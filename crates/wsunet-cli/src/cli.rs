@@ -2,7 +2,13 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use wsunet::data::prepare::Split;
+use wsunet::infer::Tta;
+use wsunet::layers::Standardization;
+use wsunet::train::{LossKind, OptimizerKind, PRESETS, ScheduleKind};
 
 /// wsunet: weight-standardized residual U-Nets for semantic segmentation.
 ///
@@ -117,8 +123,8 @@ pub struct PredictArgs {
 
     /// Test-time augmentation: none, or flip (average of the image and its
     /// horizontal, vertical and double flips; 4× the time).
-    #[arg(long, value_name = "MODE", default_value = "none")]
-    pub tta: String,
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = choice(&Tta::ALL))]
+    pub tta: Tta,
 
     /// Compute device: cpu, vulkan[:N] or cuda[:N].
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
@@ -156,7 +162,8 @@ pub struct BenchArgs {
         long,
         value_name = "P,P,…",
         value_delimiter = ',',
-        default_value = "inference,train_forward,train_step"
+        default_value = "inference,train_forward,train_step",
+        value_parser = PossibleValuesParser::new(wsunet::bench::PHASES)
     )]
     pub phases: Vec<String>,
 
@@ -188,10 +195,10 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub groups: usize,
 
-    /// Weight standardization: seed, biased or scaled (default: scaled when
-    /// the file has gains, else seed).
-    #[arg(long, value_name = "NAME")]
-    pub standardization: Option<String>,
+    /// Weight standardization (default: scaled when the file has gains,
+    /// else seed).
+    #[arg(long, value_name = "NAME", value_parser = choice(&Standardization::ALL))]
+    pub standardization: Option<Standardization>,
 
     /// Standardization eps (default: the formula's).
     #[arg(long, value_name = "EPS")]
@@ -246,7 +253,7 @@ pub struct TrainArgs {
 
     /// Named architecture: small (default; widths 16…256, 2.8 M parameters)
     /// or base (the spec's default, widths 32…512, 11.3 M parameters).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(PRESETS.map(|(name, _)| name)))]
     pub preset: Option<String>,
 
     /// Run directory. Default: runs/run-NNN, the next free number.
@@ -282,13 +289,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LR")]
     pub lr: Option<f64>,
 
-    /// adamw or sgd.
-    #[arg(long, value_name = "NAME")]
-    pub optimizer: Option<String>,
+    /// The optimizer.
+    #[arg(long, value_name = "NAME", value_parser = choice(&OptimizerKind::ALL))]
+    pub optimizer: Option<OptimizerKind>,
 
-    /// cosine, poly or constant decay after warmup.
-    #[arg(long, value_name = "NAME")]
-    pub schedule: Option<String>,
+    /// Decay after warmup.
+    #[arg(long, value_name = "NAME", value_parser = choice(&ScheduleKind::ALL))]
+    pub schedule: Option<ScheduleKind>,
 
     /// Epochs of linear warmup (fractions allowed).
     #[arg(long, value_name = "E")]
@@ -302,9 +309,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NORM")]
     pub grad_clip: Option<f32>,
 
-    /// ce, dice, focal or ce+dice.
-    #[arg(long, value_name = "NAME")]
-    pub loss: Option<String>,
+    /// The loss: cross-entropy, soft Dice, focal, or cross-entropy + Dice.
+    #[arg(long, value_name = "NAME", value_parser = choice(&LossKind::ALL.map(|(kind, _)| kind)))]
+    pub loss: Option<LossKind>,
 
     /// Per-class loss weights, comma-separated (e.g. 0.5,1,1,2).
     #[arg(long, value_name = "W,W,…", value_delimiter = ',')]
@@ -346,9 +353,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
 
-    /// Which samples: val, train or all.
-    #[arg(long, value_name = "SPLIT", default_value = "val")]
-    pub split: String,
+    /// Which samples.
+    #[arg(long, value_name = "SPLIT", default_value = "val", value_parser = choice(&Split::ALL))]
+    pub split: Split,
 
     /// Share of a single-folder dataset held out for validation. Default:
     /// the run's own (from its config.json), else 0.2. Another value than
@@ -465,6 +472,29 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
+/// The name a library enum's value has in config files (serde's).
+fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// A value parser for a library enum: accepts exactly the names config
+/// files use for `values`, and `--help` lists them.
+fn choice<T>(values: &[T]) -> impl TypedValueParser<Value = T>
+where
+    T: Serialize + Clone + Send + Sync + 'static,
+{
+    let values = values.to_vec();
+    let names: Vec<String> = values.iter().map(serde_name).collect();
+    PossibleValuesParser::new(names.clone()).map(move |name| {
+        let i = names.iter().position(|n| *n == name);
+        // clap accepted `name`, so it is one of `names`.
+        values[i.unwrap_or(0)].clone()
+    })
+}
+
 /// The mask value of ignored pixels, if any (`--ignore-index I|none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IgnoreIndex(pub Option<u16>);
@@ -561,9 +591,11 @@ mod tests {
                 continue;
             }
             let flag = format!("--{long}");
+            let choices = arg.get_possible_values();
+            let value = choices.first().map_or("1", |v| v.get_name());
             let mut argv = vec!["wsunet", "train", "--resume", "runs/a", flag.as_str()];
             if arg.get_action().takes_values() {
-                argv.push("1");
+                argv.push(value);
             }
             let parsed = Cli::try_parse_from(&argv);
             if ["epochs", "device"].contains(&id) {

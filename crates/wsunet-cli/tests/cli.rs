@@ -398,10 +398,12 @@ fn train_errors_name_the_fix() {
         "{}",
         stderr(&o)
     );
+    // clap refuses an unknown name, naming the flag and the choices.
     let o = wsunet(&["train", "--loss", "bce"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("unknown loss `bce`") && stderr(&o).contains("--loss"),
+        stderr(&o).contains("invalid value 'bce' for '--loss")
+            && stderr(&o).contains("[possible values: ce, dice, focal, ce+dice]"),
         "{}",
         stderr(&o)
     );
@@ -592,10 +594,12 @@ fn bench_reports_json_and_rejects_bad_phases() {
     assert_eq!(phases, ["inference", "train_forward", "train_step"]);
     assert!(doc["results"][2]["images_per_s"].as_f64().unwrap() > 0.0);
 
+    // clap refuses an unknown phase and lists the phases.
     let o = wsunet(&["bench", "--config", c, "--size", "32", "--phases", "warp"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("unknown phase `warp`"),
+        stderr(&o).contains("invalid value 'warp' for '--phases")
+            && stderr(&o).contains("inference, train_forward, train_step"),
         "{}",
         stderr(&o)
     );

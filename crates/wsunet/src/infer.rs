@@ -31,8 +31,6 @@
 //! assert_eq!(prediction.mask().data.len(), 100 * 150);
 //! ```
 
-use std::str::FromStr;
-
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -41,7 +39,8 @@ use crate::error::{Error, Result};
 use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
 /// Test-time augmentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tta {
     /// The image as it is.
     #[default]
@@ -51,21 +50,10 @@ pub enum Tta {
     Flip,
 }
 
-impl FromStr for Tta {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(Tta::None),
-            "flip" => Ok(Tta::Flip),
-            other => Err(format!(
-                "unknown test-time augmentation `{other}`; use none or flip"
-            )),
-        }
-    }
-}
-
 impl Tta {
+    /// Every mode.
+    pub const ALL: [Tta; 2] = [Tta::None, Tta::Flip];
+
     /// The flips to run: `(vertical, horizontal)`.
     fn flips(self) -> &'static [(bool, bool)] {
         match self {

@@ -37,7 +37,7 @@ enum Layer {
 impl Layer {
     fn build(case: &str, f: &Fixture, device: &Device) -> Layer {
         let std: Standardization = match f.config.get("standardization") {
-            Some(name) => name.as_str().unwrap().parse().unwrap(),
+            Some(name) => serde_json::from_value(name.clone()).unwrap(),
             None => Standardization::default(),
         };
         let mut layer = match f.str("kind").as_str() {

@@ -30,10 +30,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // Folded: the same outputs without standardizing every kernel per batch.
     let model = model.fold();
     let ignore = args.ignore_index.map(|i| i.0).unwrap_or(card.ignore_index);
-    let split: Split = args
-        .split
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e} (fix --split)"))?;
+    let split = args.split;
     let run = run_config_of(&args.model).context("cannot read the run's config.json")?;
     // The data and its split: the run's own unless --data names other data.
     let mut config = match (&args.data, &run) {

@@ -4,20 +4,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use wsunet::card::{ModelCard, load_model, save_model};
 use wsunet::data::{ClassList, Normalize};
-use wsunet::layers::Standardization;
 use wsunet::weights::{infer_config, load_state_dict, read_shapes, save_state_dict};
 
 use crate::cli::{ExportArgs, ImportArgs};
 
 pub fn import(args: ImportArgs) -> Result<()> {
-    let standardization = args
-        .standardization
-        .as_deref()
-        .map(|s| {
-            s.parse::<Standardization>()
-                .map_err(|e| anyhow::anyhow!("{e} (fix --standardization)"))
-        })
-        .transpose()?;
+    let standardization = args.standardization;
     let shapes = read_shapes(&args.file).context("fix the input file")?;
     let config = infer_config(&shapes, args.groups, standardization, args.eps)
         .context("cannot infer the architecture")?;

@@ -13,16 +13,13 @@ use wsunet::card::{ModelCard, load_model};
 use wsunet::data::io::{IMAGE_EXTENSIONS, value_counts, write_mask_png, write_npy, write_rgb8_png};
 use wsunet::data::layout::image_files;
 use wsunet::data::read_image;
-use wsunet::infer::{PredictConfig, Predictor, Tta, overlay};
+use wsunet::infer::{PredictConfig, Predictor, overlay};
 
 use crate::cli::PredictArgs;
 use crate::progress;
 
 pub fn run(args: PredictArgs) -> Result<()> {
-    let tta: Tta = args
-        .tta
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e} (fix --tta)"))?;
+    let tta = args.tta;
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha {} is outside [0, 1]", args.alpha);
     }

@@ -19,19 +19,6 @@ fn next_run_dir() -> PathBuf {
         .expect("a free run number")
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(
-    value: &Option<String>,
-    flag: &str,
-) -> Result<Option<T>> {
-    value
-        .as_deref()
-        .map(|v| {
-            v.parse::<T>()
-                .map_err(|e| anyhow::anyhow!("{e} (fix {flag})"))
-        })
-        .transpose()
-}
-
 /// Defaults, then the config file, then every flag given.
 fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     let mut c = match &args.config {
@@ -82,13 +69,13 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     if args.skip_bad {
         c.skip_bad = true;
     }
-    if let Some(v) = parse(&args.optimizer, "--optimizer")? {
+    if let Some(v) = args.optimizer {
         c.optimizer = v;
     }
-    if let Some(v) = parse(&args.schedule, "--schedule")? {
+    if let Some(v) = args.schedule {
         c.schedule = v;
     }
-    if let Some(v) = parse(&args.loss, "--loss")? {
+    if let Some(v) = args.loss {
         c.loss = v;
     }
     Ok(c)

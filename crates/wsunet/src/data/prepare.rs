@@ -251,7 +251,8 @@ pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
 }
 
 /// Which samples of a dataset to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// The training split.
     Train,
@@ -261,16 +262,18 @@ pub enum Split {
     All,
 }
 
-impl std::str::FromStr for Split {
-    type Err = String;
+impl Split {
+    /// Every split.
+    pub const ALL: [Split; 3] = [Split::Val, Split::Train, Split::All];
+}
 
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "train" => Ok(Split::Train),
-            "val" => Ok(Split::Val),
-            "all" => Ok(Split::All),
-            _ => Err(format!("unknown split `{s}`; expected val, train or all")),
-        }
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::All => "all",
+        })
     }
 }
 

@@ -107,16 +107,9 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-impl std::str::FromStr for OptimizerKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "adamw" => Ok(OptimizerKind::Adamw),
-            "sgd" => Ok(OptimizerKind::Sgd),
-            _ => Err(format!("unknown optimizer `{s}`; expected adamw or sgd")),
-        }
-    }
+impl OptimizerKind {
+    /// Every optimizer, in documentation order.
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Adamw, OptimizerKind::Sgd];
 }
 
 /// Everything a training run needs.

@@ -17,19 +17,13 @@ pub enum ScheduleKind {
     Constant,
 }
 
-impl std::str::FromStr for ScheduleKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cosine" => Ok(ScheduleKind::Cosine),
-            "poly" => Ok(ScheduleKind::Poly),
-            "constant" => Ok(ScheduleKind::Constant),
-            _ => Err(format!(
-                "unknown schedule `{s}`; expected cosine, poly or constant"
-            )),
-        }
-    }
+impl ScheduleKind {
+    /// Every schedule, in documentation order.
+    pub const ALL: [ScheduleKind; 3] = [
+        ScheduleKind::Cosine,
+        ScheduleKind::Poly,
+        ScheduleKind::Constant,
+    ];
 }
 
 /// A schedule over `total_steps` optimizer steps.
