@@ -64,7 +64,7 @@ def peak_mib():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="model config JSON (as for `wsunet info --config`)")
+    ap.add_argument("--config", help="model config JSON (as for `wsunet info --model-config`)")
     ap.add_argument("--num-classes", type=int)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--size", type=parse_size, default=[256, 256])

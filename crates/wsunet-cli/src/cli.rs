@@ -12,8 +12,9 @@ use wsunet::train::{LossKind, OptimizerKind, PRESETS, ScheduleKind};
 
 /// wsunet: weight-standardized residual U-Nets for semantic segmentation.
 ///
-/// A WS+GroupNorm residual U-Net (WSResUNet) in one native binary: inspect
-/// architectures and run them on CPU or GPU.
+/// A WS+GroupNorm residual U-Net (WSResUNet) in one native binary: check a
+/// dataset, train on it, evaluate, segment images of any size, measure
+/// speed, and move weights to and from PyTorch, on the CPU or a GPU.
 #[derive(Debug, Parser)]
 #[command(name = "wsunet", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -426,10 +427,15 @@ pub struct SynthArgs {
 
 /// Where the dataset is and how to read its masks.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("dataset")))]
 pub struct DatasetArgs {
     /// Dataset folder: images/ + masks/, train/ + val/, or Pascal VOC.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    #[arg(long, value_name = "DIR", group = "dataset")]
+    pub data: Option<PathBuf>,
+
+    /// The dataset folder given without --data (the older spelling).
+    #[arg(value_name = "DIR", hide = true, group = "dataset")]
+    pub dir: Option<PathBuf>,
 
     /// Share of a single-folder dataset held out for validation.
     #[arg(long, value_name = "F", default_value_t = 0.2)]
@@ -513,9 +519,10 @@ pub fn parse_ignore(s: &str) -> Result<IgnoreIndex, String> {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Model config as JSON (fields of WsResUNetConfig; all but num_classes
-    /// optional). Without it, the spec's default model.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// optional), as for `train --model-config`. Without it, the spec's
+    /// default model.
+    #[arg(long, value_name = "FILE", alias = "config")]
+    pub model_config: Option<PathBuf>,
 
     /// Number of classes; overrides the config file's. Default 4.
     #[arg(long, value_name = "N")]

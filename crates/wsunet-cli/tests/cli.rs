@@ -137,9 +137,10 @@ fn bad_input_is_one_error_line_and_exit_1() {
             "fix --device: invalid device `tpu`",
         ),
         (
-            &["info", "--config", "/no/such/file.json"],
-            "fix --config: /no/such/file.json: No such file",
+            &["info", "--model-config", "/no/such/file.json"],
+            "fix --model-config: /no/such/file.json: No such file",
         ),
+        // `--config` is the older spelling of `--model-config`.
         (&["info", "--config", typo], "unknown field `width`"),
     ];
     for (args, needle) in cases {

@@ -32,7 +32,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             eprintln!("measuring {phase} …");
         }
     })
-    .context("fix --batch-size, --reps, --size, --phases or the model config")?;
+    .context("fix --batch-size, --reps, --size, --phases or --model-config")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

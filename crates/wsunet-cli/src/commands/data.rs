@@ -14,8 +14,9 @@ pub fn run(command: DataCommand) -> Result<()> {
 }
 
 fn open(args: &DatasetArgs) -> Result<DatasetFiles> {
-    discover(&args.dir, args.val_fraction, args.seed)
-        .context("fix the dataset folder or --val-fraction")
+    let dir = args.data.as_ref().or(args.dir.as_ref());
+    let dir = dir.context("give the dataset folder: --data DIR")?;
+    discover(dir, args.val_fraction, args.seed).context("fix --data or --val-fraction")
 }
 
 fn check(args: CheckArgs) -> Result<()> {

@@ -12,17 +12,17 @@ use crate::cli::{InfoArgs, ModelArgs};
 /// The number of classes of the built-in `shapes` data, used when none is given.
 const DEFAULT_CLASSES: usize = 4;
 
-/// Resolves `--config` and `--num-classes` into a validated config.
+/// Resolves `--model-config` and `--num-classes` into a validated config.
 pub fn model_config(args: &ModelArgs) -> Result<WsResUNetConfig> {
-    let mut config = match &args.config {
-        Some(path) => WsResUNetConfig::from_file(path).context("fix --config")?,
+    let mut config = match &args.model_config {
+        Some(path) => WsResUNetConfig::from_file(path).context("fix --model-config")?,
         None => WsResUNetConfig::new(DEFAULT_CLASSES),
     };
     if let Some(n) = args.num_classes {
         config.num_classes = n;
     }
-    config.validate().context(match &args.config {
-        Some(path) => format!("fix --config {} or --num-classes", path.display()),
+    config.validate().context(match &args.model_config {
+        Some(path) => format!("fix --model-config {} or --num-classes", path.display()),
         None => "fix --num-classes".to_string(),
     })?;
     Ok(config)

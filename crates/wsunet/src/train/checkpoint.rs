@@ -26,7 +26,7 @@ use crate::card::load_params;
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
 
-/// Checkpoints kept besides the latest.
+/// Complete checkpoints kept, the latest included (older ones are pruned).
 const KEEP: usize = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,8 +83,8 @@ pub fn save<M: Module>(
     Ok(())
 }
 
-/// Deletes complete checkpoints older than the last [`KEEP`]; failures are
-/// harmless (the files stay).
+/// Deletes complete checkpoints other than the newest [`KEEP`]; failures
+/// are harmless (the files stay).
 fn prune(root: &Path, latest: usize) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
