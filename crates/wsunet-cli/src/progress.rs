@@ -5,12 +5,22 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use wsunet::train::{EpochRecord, Observer, SegScores};
 
 /// Whether progress bars can be drawn (stderr is a terminal).
 pub fn interactive() -> bool {
     std::io::stderr().is_terminal()
+}
+
+/// The one bar style: a label (`{label}`: a template key such as `{msg}`),
+/// the bar, the count, `extra` and the time left.
+fn style(label: &str, extra: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "{label} [{{bar:30}}] {{pos}}/{{len}} {extra} eta {{eta}}"
+    ))
+    .expect("valid template")
+    .progress_chars("=> ")
 }
 
 /// A bar over `len` steps with a message; hidden when not on a terminal, so
@@ -22,13 +32,19 @@ pub fn bar(len: u64, message: &'static str) -> ProgressBar {
         ProgressDrawTarget::hidden()
     };
     let bar = ProgressBar::with_draw_target(Some(len), target);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(style("{msg:>16}", "{per_sec}"));
     bar.set_message(message);
     bar
+}
+
+/// Bars drawn together, one line each (an image bar and its tile bar),
+/// hidden when not on a terminal.
+pub fn multi() -> MultiProgress {
+    MultiProgress::with_draw_target(if interactive() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    })
 }
 
 /// Shows training: a bar per epoch with loss and images/s on a terminal,
@@ -66,11 +82,7 @@ impl TrainProgress {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>13} [{bar:30}] {pos}/{len} {msg} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
+        bar.set_style(style("{prefix:>13}", "{msg}"));
         bar.set_prefix(prefix);
         self.bar = Some(bar);
     }

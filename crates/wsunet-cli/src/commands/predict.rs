@@ -51,24 +51,29 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .context("the model card does not fit its model")?;
 
     let interactive = progress::interactive();
-    let bar = progress::bar(jobs.len() as u64, "images");
+    // The image bar and, under it, the current image's tile bar.
+    let bars = progress::multi();
+    let bar = bars.add(progress::bar(jobs.len() as u64, "images"));
     let started = Instant::now();
     let mut failed = Vec::new();
     for (input, stem) in &jobs {
-        let tile_bar = progress::bar(0, "tiles");
+        let tile_bar = bars.add(progress::bar(0, "tiles"));
         let result = predict_one(&predictor, &card, &args, input, stem, &mut |done, total| {
             tile_bar.set_length(total as u64);
             tile_bar.set_position(done as u64);
         });
         tile_bar.finish_and_clear();
-        // A hidden bar's println prints nothing: plain lines off a terminal.
+        bars.remove(&tile_bar);
+        // Hidden bars print nothing: plain lines off a terminal.
         match result {
-            Ok(line) if interactive => bar.println(line),
+            Ok(line) if interactive => {
+                let _ = bars.println(line);
+            }
             Ok(line) => println!("{line}"),
             Err(e) => {
                 let line = format!("error: {e:#} (skipped)");
                 if interactive {
-                    bar.suspend(|| eprintln!("{line}"));
+                    bars.suspend(|| eprintln!("{line}"));
                 } else {
                     eprintln!("{line}");
                 }
