@@ -96,7 +96,33 @@ pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()
     write_json(&json, card)
 }
 
-/// Reads a model saved by [`save_model`] onto `device`.
+/// Reads a model saved by [`save_model`] onto `device`: `path` is a run
+/// directory (its final `model.bpk`), a `.bpk` file or its `.json` card.
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::Device;
+/// use wsunet::WsResUNetConfig;
+/// use wsunet::card::{ModelCard, load_model, save_model};
+/// use wsunet::data::{ClassList, Normalize};
+///
+/// let device = Device::flex();
+/// let config = WsResUNetConfig::new(2).with_widths(vec![8, 8, 16, 16, 16]).with_groups(4);
+/// let model = config.init_seeded(&device, 0).unwrap();
+/// let card = ModelCard {
+///     model: config,
+///     classes: ClassList::numbered(2),
+///     normalize: Normalize::identity(3),
+///     ignore_index: None,
+///     crop: None,
+/// };
+/// let dir = tempfile::tempdir().unwrap();
+/// save_model(&model, &card, &dir.path().join("unet.bpk")).unwrap();
+/// let (back, back_card) = load_model(&dir.path().join("unet.bpk"), &device).unwrap();
+/// assert_eq!(back_card, card);
+/// # let _ = back;
+/// ```
 pub fn load_model(path: &Path, device: &Device) -> Result<(WsResUNet, ModelCard)> {
     let (bpk, json) = model_paths(path);
     if !json.is_file() {

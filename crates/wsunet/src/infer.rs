@@ -180,7 +180,38 @@ pub fn gaussian_weights(height: usize, width: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Runs a model on images of any size. See the [module docs](self).
+/// Runs a model on images of any size: the model folded once, the card's
+/// normalization applied, large images tiled and blended.
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::Device;
+/// use wsunet::card::{ModelCard, load_model, save_model};
+/// use wsunet::data::{ClassList, Image, Normalize};
+/// use wsunet::infer::{PredictConfig, Predictor, Tta};
+/// use wsunet::WsResUNetConfig;
+///
+/// // A saved model (`wsunet train` writes one into its run directory).
+/// let device = Device::flex();
+/// let config = WsResUNetConfig::new(3).with_widths(vec![8, 8, 16, 16, 16]).with_groups(4);
+/// let card = ModelCard {
+///     model: config.clone(),
+///     classes: ClassList::numbered(3),
+///     normalize: Normalize::identity(3),
+///     ignore_index: None,
+///     crop: Some([64, 64]),
+/// };
+/// let dir = tempfile::tempdir().unwrap();
+/// save_model(&config.init_seeded(&device, 0).unwrap(), &card, &dir.path().join("m.bpk")).unwrap();
+///
+/// let (model, card) = load_model(&dir.path().join("m.bpk"), &device).unwrap();
+/// let config = PredictConfig { tile: 64, tta: Tta::Flip, ..PredictConfig::default() };
+/// let predictor = Predictor::new(model, card.normalize, device, config).unwrap();
+/// let prediction = predictor.predict(&Image::new(3, 80, 90, vec![0.5; 3 * 80 * 90]), true).unwrap();
+/// assert_eq!((prediction.height, prediction.width), (80, 90));
+/// assert_eq!(prediction.logits.unwrap().len(), 3 * 80 * 90);
+/// ```
 #[derive(Debug)]
 pub struct Predictor {
     model: WsResUNet,

@@ -98,6 +98,29 @@ fn strict_result(path: &Path, result: ApplyResult) -> Result<()> {
 /// Loads a PyTorch-style safetensors state dict into `module`, strictly:
 /// every parameter must be present with its shape, and no key may be left
 /// over. The error lists all missing, unexpected and mismatched tensors.
+///
+/// # Example
+///
+/// A round trip; a file written by `python/wsunet_torch.py`
+/// (`save_file(model.state_dict(), path)`) loads the same way.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use wsunet::WsResUNetConfig;
+/// use wsunet::weights::{load_safetensors, save_safetensors};
+///
+/// let device = Device::flex();
+/// let config = WsResUNetConfig::new(2).with_widths(vec![8, 8, 16, 16, 16]).with_groups(4);
+/// let model = config.init_seeded(&device, 0).unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("unet.safetensors");
+/// save_safetensors(&model, &path).unwrap();
+/// let mut fresh = config.init(&device).unwrap();
+/// load_safetensors(&mut fresh, &path).unwrap();
+/// // A file for another architecture is refused with every mismatch listed.
+/// let mut other = WsResUNetConfig::new(3).init(&device).unwrap();
+/// assert!(load_safetensors(&mut other, &path).is_err());
+/// ```
 pub fn load_safetensors<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) -> Result<()> {
     if !path.is_file() {
         return Err(Error::Weights {

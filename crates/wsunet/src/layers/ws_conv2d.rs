@@ -78,6 +78,22 @@ impl std::fmt::Display for Standardization {
 }
 
 /// Configuration of a [`WsConv2d`].
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use wsunet::layers::{Standardization, WsConv2dConfig};
+///
+/// let device = Device::flex();
+/// // 3×3, stride 2, timm's StdConv2d formula; padding defaults to k / 2.
+/// let conv = WsConv2dConfig::new(3, 16, 3)
+///     .with_stride(2)
+///     .with_standardization(Standardization::Biased)
+///     .init(&device);
+/// let x = Tensor::<4>::random([2, 3, 33, 40], Distribution::Default, &device);
+/// assert_eq!(conv.forward(x).dims(), [2, 16, 17, 20]);
+/// ```
 #[derive(Config, Debug)]
 pub struct WsConv2dConfig {
     /// Input channels.

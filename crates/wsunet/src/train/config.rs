@@ -113,6 +113,31 @@ impl OptimizerKind {
 }
 
 /// Everything a training run needs.
+///
+/// # Example
+///
+/// Train a tiny network for one epoch on a little of the built-in `shapes`
+/// data (a dataset folder goes in `data`), then load the saved model:
+///
+/// ```
+/// use wsunet::train::{Session, ShapesSpec, Silent, TrainConfig};
+///
+/// let mut config = TrainConfig {
+///     epochs: 1,
+///     batch_size: 4,
+///     shapes: ShapesSpec { train: 8, val: 4, size: 48, seed: 0 },
+///     ..TrainConfig::default()
+/// };
+/// config.model.widths = vec![4, 8, 8, 8, 8];
+/// config.model.groups = 2;
+/// let dir = tempfile::tempdir().unwrap();
+/// let session = Session::new(config, dir.path()).unwrap();
+/// let summary = session.run(&mut Silent).unwrap();
+/// assert_eq!(summary.state.epoch, 1);
+/// let (model, card) = wsunet::card::load_model(dir.path(), &burn::tensor::Device::flex()).unwrap();
+/// assert_eq!(card.classes.len(), 4);
+/// # let _ = model;
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
