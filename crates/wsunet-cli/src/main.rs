@@ -29,6 +29,24 @@ fn keep_freed_pages() {
     }
 }
 
+/// The error and its causes on one line, `: `-separated, leaving out a cause
+/// whose text its parent already shows (the library's I/O errors print
+/// their source and also return it, for callers that match on it).
+fn message(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() -> std::process::ExitCode {
     keep_freed_pages();
     let cli = cli::Cli::parse();
@@ -51,7 +69,7 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(130)
             }
             None => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", message(&e));
                 std::process::ExitCode::FAILURE
             }
         },

@@ -71,7 +71,7 @@ fn vulkan(index: Option<usize>) -> Result<Device, String> {
         .init_with_setup()
         .map_err(|e| {
             format!(
-                "no usable Vulkan GPU ({e}); check the GPU driver and its Vulkan loader (`vulkaninfo --summary`), or use --device cpu"
+                "no usable Vulkan GPU ({e}); check the GPU driver and its Vulkan loader (`vulkaninfo --summary`), or use the `cpu` device"
             )
         })
         .and_then(|(device, setup)| {
@@ -80,7 +80,7 @@ fn vulkan(index: Option<usize>) -> Result<Device, String> {
                 // Measured: Mesa's lavapipe (22.3, 25.0) segfaults compiling
                 // Burn's SPIR-V kernels, so a software adapter would crash the run.
                 return Err(format!(
-                    "the only Vulkan adapter is `{}`, a software renderer that cannot run Burn's GPU kernels; install the GPU's Vulkan driver, or use --device cpu (faster than a software GPU)",
+                    "the only Vulkan adapter is `{}`, a software renderer that cannot run Burn's GPU kernels; install the GPU's Vulkan driver, or use the `cpu` device (faster than a software GPU)",
                     info.name
                 ));
             }
@@ -105,7 +105,7 @@ fn pick_index(kind: &str, index: Option<usize>, found: usize) -> Result<usize, S
     let index = index.unwrap_or(0);
     match found {
         0 => Err(format!(
-            "no {kind} GPU found on this machine (is the NVIDIA driver installed? check `nvidia-smi`); use --device cpu"
+            "no {kind} GPU found on this machine (is the NVIDIA driver installed? check `nvidia-smi`); use the `cpu` device"
         )),
         _ if index >= found => Err(format!(
             "there is no {kind} GPU {index}: this machine has {found} ({kind}:0 to {kind}:{}); pick one of them",
@@ -144,7 +144,7 @@ mod tests {
         );
         let err = pick_index("cuda", Some(0), 0).unwrap_err();
         assert!(
-            err.contains("no cuda GPU found") && err.contains("--device cpu"),
+            err.contains("no cuda GPU found") && err.contains("`cpu` device"),
             "{err}"
         );
         // The listing `cuda` relies on, on a backend every build has.

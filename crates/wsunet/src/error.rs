@@ -1,6 +1,9 @@
 //! The library's error type: every failure a user can cause (a bad config, an
 //! input too small, an unreadable weight file) is a value of [`Error`] with a
-//! message that names the problem and the fix.
+//! message that names the problem and the fix in the library's own terms
+//! (config fields such as `epochs` or `skip_bad`, never command-line flags:
+//! the `wsunet` command adds those). Callers match on the variants; I/O
+//! failures keep their [`std::io::Error`] as the source.
 
 use std::path::PathBuf;
 
@@ -47,21 +50,85 @@ pub enum Error {
     #[error("{0}")]
     Dataset(String),
 
-    /// Training cannot go on (a non-finite loss, a checkpoint that cannot
-    /// be written or read, …).
+    /// Samples or files that cannot be used while `skip_bad` is off.
+    #[error(
+        "{summary}:\n  {}\nfix them, or set skip_bad to leave them out",
+        listing(problems, MAX_PROBLEMS, "\n  ")
+    )]
+    BadSamples {
+        /// What is unusable, e.g. `3 of 40 samples cannot be used`.
+        summary: String,
+        /// Each problem, naming its file.
+        problems: Vec<String>,
+    },
+
+    /// A new run was asked for in a directory that holds one.
+    #[error("{} already holds a training run; resume it, or choose another run directory", dir.display())]
+    RunExists {
+        /// The run directory.
+        dir: PathBuf,
+    },
+
+    /// A run to resume was asked for where there is none.
+    #[error("{} is not a run directory with a checkpoint (no config.json or checkpoints/latest.json); train first, or check the path", dir.display())]
+    NotARun {
+        /// The directory given.
+        dir: PathBuf,
+    },
+
+    /// A resumed run has already trained all its epochs.
+    #[error("{} already finished {done} of {epochs} epochs; set epochs above {done} to train longer", dir.display())]
+    RunFinished {
+        /// The run directory.
+        dir: PathBuf,
+        /// Epochs trained.
+        done: usize,
+        /// Epochs asked for.
+        epochs: usize,
+    },
+
+    /// The training loss became NaN or infinite.
+    #[error(
+        "the loss became {value} at epoch {epoch}, step {step} (batch {batch} of the epoch); {}; lower lr (now {lr}) or set grad_clip",
+        match checkpoint {
+            Some(e) => format!("the checkpoint of epoch {e} is kept"),
+            None => "no checkpoint was written yet".to_string(),
+        }
+    )]
+    NonFiniteLoss {
+        /// The loss value.
+        value: f64,
+        /// Epoch, from 1.
+        epoch: usize,
+        /// Optimizer step, from 1.
+        step: usize,
+        /// Batch of the epoch, from 1.
+        batch: usize,
+        /// The last checkpointed epoch, if any.
+        checkpoint: Option<usize>,
+        /// The peak learning rate.
+        lr: f64,
+    },
+
+    /// Training cannot go on (a checkpoint that cannot be written or read,
+    /// a batch that could not be prepared, …).
     #[error("{0}")]
     Training(String),
 
-    /// A file-system error, with the file it concerns. The message already
-    /// contains the underlying error, so it is not repeated as a `source`.
+    /// A file-system error, with the file it concerns and the underlying
+    /// error as its source.
     #[error("{}: {error}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         error: std::io::Error,
     },
 }
+
+/// How many problems an error lists before summarizing.
+pub(crate) const MAX_PROBLEMS: usize = 20;
 
 /// The first `max` of `items` joined by `sep`, and how many more there
 /// are: the one way messages list problems, keys or files.

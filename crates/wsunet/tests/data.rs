@@ -388,7 +388,7 @@ fn bad_files_are_clear_errors_naming_the_file() {
     assert!(
         err.contains("masks/b.png")
             && err.contains("7 (720 px)")
-            && err.contains("--num-classes 8"),
+            && err.contains("set num_classes to 8"),
         "{err}"
     );
 
@@ -523,7 +523,7 @@ fn preflight_refuses_bad_samples_or_skips_them_when_asked() {
         .to_string();
     assert!(err.starts_with("2 of 5 samples cannot be used"), "{err}");
     assert!(
-        err.contains("images/s1.png") && err.contains("masks/s3.png") && err.contains("--skip-bad"),
+        err.contains("images/s1.png") && err.contains("masks/s3.png") && err.contains("skip_bad"),
         "{err}"
     );
     let (good, warnings) = usable_samples(samples, &spec(3, 3), true).unwrap();

@@ -158,7 +158,7 @@ fn a_non_finite_loss_stops_with_the_epoch_and_step() {
         "{err}"
     );
     assert!(
-        err.contains("no checkpoint was written yet") && err.contains("--lr"),
+        err.contains("no checkpoint was written yet") && err.contains("lower lr"),
         "{err}"
     );
 }
@@ -218,7 +218,7 @@ fn run_directory_holds_everything_and_refuses_reuse() {
 
     let err = Session::new(tiny(2), &dir).err().unwrap().to_string();
     assert!(
-        err.contains("already holds a training run") && err.contains("--resume"),
+        err.contains("already holds a training run") && err.contains("resume it"),
         "{err}"
     );
     let err = Session::resume(&dir, None, None)
@@ -227,7 +227,7 @@ fn run_directory_holds_everything_and_refuses_reuse() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("already finished 2 of 2 epochs") && err.contains("--epochs"),
+        err.contains("already finished 2 of 2 epochs") && err.contains("set epochs above 2"),
         "{err}"
     );
     // Extending the run continues from epoch 3.

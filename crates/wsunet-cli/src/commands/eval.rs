@@ -107,7 +107,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         in_channels: card.model.in_channels,
         classes: Some(card.classes.clone()),
     };
-    let (samples, warnings) = usable_samples(samples, &spec, args.skip_bad)?;
+    let (samples, warnings) =
+        usable_samples(samples, &spec, args.skip_bad).map_err(super::with_flags)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

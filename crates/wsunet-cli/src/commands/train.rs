@@ -121,11 +121,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let session = match &args.resume {
         // clap has refused every other setting next to --resume (see cli.rs).
         Some(dir) => Session::resume(dir, args.epochs, args.device.as_deref())
+            .map_err(super::with_flags)
             .context("cannot resume (fix --resume, --epochs or --device)")?,
         None => {
             let config = resolve(&args)?;
             let dir = args.out.clone().unwrap_or_else(next_run_dir);
-            Session::new(config, &dir)?
+            Session::new(config, &dir).map_err(super::with_flags)?
         }
     };
     let c = &session.config;
@@ -161,7 +162,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     stop_on_ctrl_c(&session.dir)?;
     let mut progress = TrainProgress::new(&INTERRUPTS);
-    let summary = session.run(&mut progress)?;
+    let summary = session.run(&mut progress).map_err(super::with_flags)?;
     if summary.stopped {
         return Err(Interrupted(format!(
             "stopped after epoch {} of {} (Ctrl-C); every finished epoch is checkpointed, continue with: wsunet train --resume {}",

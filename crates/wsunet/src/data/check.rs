@@ -171,7 +171,7 @@ pub fn check_dataset(
     }
     if val == 0 {
         let hint = match files.layout {
-            Layout::Folder => "; use --val-fraction above 0",
+            Layout::Folder => "; set val_fraction above 0",
             _ => "",
         };
         warnings.push(format!("the validation split is empty{hint}"));

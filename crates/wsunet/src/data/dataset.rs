@@ -21,7 +21,7 @@ use super::io::{
 };
 use super::layout::SamplePaths;
 use super::shapes;
-use crate::error::{Error, Result, listing};
+use crate::error::{Error, Result};
 use crate::model::MIN_INPUT_SIZE;
 use crate::rng::item_rng;
 
@@ -389,12 +389,10 @@ pub fn usable_samples(
         return Ok((samples, Vec::new()));
     }
     if !skip_bad {
-        return Err(Error::Dataset(format!(
-            "{} of {} samples cannot be used:\n  {}\nfix them, or pass --skip-bad to leave them out",
-            bad.len(),
-            samples.len(),
-            listing(&bad, 20, "\n  ")
-        )));
+        return Err(Error::BadSamples {
+            summary: format!("{} of {} samples cannot be used", bad.len(), samples.len()),
+            problems: bad,
+        });
     }
     let good = samples
         .into_iter()

@@ -432,14 +432,14 @@ pub fn mask_values_problem(
     if has_255 && counts.keys().all(|&v| v == 0 || v == 255) {
         msg.push_str("; this looks like a 0/255 binary mask: save it as 0/1 (e.g. mask // 255)");
     } else if has_255 && ignore != Some(255) {
-        msg.push_str("; if 255 marks pixels to ignore, pass --ignore-index 255");
+        msg.push_str("; if 255 marks pixels to ignore, set the ignore index to 255");
     } else {
         let needed = bad
             .last()
             .map(|(v, _)| *v as usize + 1)
             .unwrap_or(num_classes);
         msg.push_str(&format!(
-            "; pass --num-classes {needed} if those are real classes, or fix the masks"
+            "; if those are real classes, set num_classes to {needed}; else fix the masks"
         ));
     }
     Some(msg)

@@ -10,11 +10,8 @@ use super::classes::class_count;
 use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
 use super::shapes::{ShapesSpec, shapes_classes};
 use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_image, read_mask};
-use crate::error::{Error, Result, listing};
+use crate::error::{Error, Result};
 use crate::model::MIN_INPUT_SIZE;
-
-/// How many problems an error lists before summarizing.
-const MAX_PROBLEMS: usize = 20;
 
 /// What data preparation needs to know (the data fields of a training
 /// config).
@@ -170,12 +167,10 @@ pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
     let mut warnings = Vec::new();
     if !files.problems.is_empty() {
         if !config.skip_bad {
-            return Err(Error::Dataset(format!(
-                "{} problem(s) in {}:\n  {}\nfix them, or pass --skip-bad to leave those files out",
-                files.problems.len(),
-                root.display(),
-                listing(&files.problems, MAX_PROBLEMS, "\n  ")
-            )));
+            return Err(Error::BadSamples {
+                summary: format!("{} problem(s) in {}", files.problems.len(), root.display()),
+                problems: files.problems.clone(),
+            });
         }
         warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
     }
@@ -187,7 +182,7 @@ pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
     }
     if files.val.is_empty() {
         return Err(Error::Dataset(format!(
-            "{}: the validation split is empty; add val/ or use --val-fraction above 0",
+            "{}: the validation split is empty; add val/, or set val_fraction above 0",
             root.display()
         )));
     }
@@ -200,7 +195,7 @@ pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
         Some(list) if list.len() == num_classes => list.clone(),
         Some(list) => {
             return Err(Error::Dataset(format!(
-                "{}: classes.json lists {} classes but --num-classes is {num_classes}",
+                "{}: classes.json lists {} classes but num_classes is {num_classes}",
                 root.display(),
                 list.len()
             )));

@@ -73,11 +73,9 @@ impl Session {
     /// Prepares a new run in `dir`, which must not hold a run already.
     pub fn new(config: TrainConfig, dir: &Path) -> Result<Session> {
         if checkpoint::exists(dir) {
-            return Err(Error::Training(format!(
-                "{} already holds a training run; continue it with --resume {}, or choose another output directory",
-                dir.display(),
-                dir.display()
-            )));
+            return Err(Error::RunExists {
+                dir: dir.to_path_buf(),
+            });
         }
         Self::open(config, dir)
     }
@@ -88,10 +86,9 @@ impl Session {
     pub fn resume(dir: &Path, epochs: Option<usize>, device: Option<&str>) -> Result<Session> {
         let path = config_path(dir);
         if !path.is_file() || !checkpoint::exists(dir) {
-            return Err(Error::Training(format!(
-                "{} is not a run directory with a checkpoint (no config.json or checkpoints/latest.json); train first, or check the path",
-                dir.display()
-            )));
+            return Err(Error::NotARun {
+                dir: dir.to_path_buf(),
+            });
         }
         let mut config = TrainConfig::from_file(&path)?;
         if let Some(e) = epochs {
@@ -201,13 +198,11 @@ impl Session {
             (model, optim, TrainState::default())
         };
         if state.epoch >= self.config.epochs {
-            return Err(Error::Training(format!(
-                "{} already finished {} of {} epochs; pass --epochs N (more than {}) to train longer",
-                self.dir.display(),
-                state.epoch,
-                self.config.epochs,
-                state.epoch
-            )));
+            return Err(Error::RunFinished {
+                dir: self.dir.clone(),
+                done: state.epoch,
+                epochs: self.config.epochs,
+            });
         }
         let loss_fn = self.loss();
         let schedule = self.schedule();
@@ -239,17 +234,14 @@ impl Session {
                 let loss = loss_fn.forward(logits, batch.masks);
                 let value = loss.clone().into_scalar::<f32>() as f64;
                 if !value.is_finite() {
-                    let kept = if state.epoch > 0 {
-                        format!("the checkpoint of epoch {} is kept", state.epoch)
-                    } else {
-                        "no checkpoint was written yet".to_string()
-                    };
-                    return Err(Error::Training(format!(
-                        "the loss became {value} at epoch {epoch}, step {} (batch {} of the epoch); {kept}; lower --lr (now {}) or set --grad-clip",
-                        state.step + 1,
-                        i + 1,
-                        self.config.lr
-                    )));
+                    return Err(Error::NonFiniteLoss {
+                        value,
+                        epoch,
+                        step: state.step + 1,
+                        batch: i + 1,
+                        checkpoint: (state.epoch > 0).then_some(state.epoch),
+                        lr: self.config.lr,
+                    });
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(lr, model, grads);
