@@ -22,6 +22,10 @@ impl ModuleVisitor for Values {
     }
 }
 
+fn floats<const D: usize>(param: &Param<Tensor<D>>) -> Vec<f32> {
+    param.val().into_data().iter::<f32>().collect()
+}
+
 fn values(model: &wsunet::WsResUNet) -> Vec<Vec<f32>> {
     let mut v = Values(Vec::new());
     model.visit(&mut v);
@@ -71,43 +75,19 @@ fn seeded_weights_follow_pytorch_conv_init() {
     let model = config().init_seeded(&Device::flex(), 0).unwrap();
     // Kernels U(±1/√fan_in): the 7×7 stem's fan_in is 3·7·7 = 147.
     assert_eq!(model.stem.conv.weight.val().dims(), [8, 3, 7, 7]);
-    let stem: Vec<f32> = model
-        .stem
-        .conv
-        .weight
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
+    let stem = floats(&model.stem.conv.weight);
     let bound = 1.0 / 147f32.sqrt();
     assert!(stem.iter().all(|v| v.abs() <= bound));
     let max = stem.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max > 0.9 * bound, "{max} vs {bound}");
     // The 1×1 head (fan_in 8) and its bias use the same bound.
-    let head: Vec<f32> = model.head.weight.val().into_data().iter::<f32>().collect();
-    let bias: Vec<f32> = model
-        .head
-        .bias
-        .as_ref()
-        .unwrap()
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
+    let head = floats(&model.head.weight);
+    let bias = floats(model.head.bias.as_ref().unwrap());
     let bound = 1.0 / 8f32.sqrt();
     assert!(head.iter().chain(&bias).all(|v| v.abs() <= bound));
     assert!(bias.iter().any(|v| *v != 0.0));
     // GroupNorm starts at scale 1, shift 0.
-    let gamma: Vec<f32> = model
-        .stem
-        .gn
-        .gamma
-        .as_ref()
-        .unwrap()
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
+    let gamma = floats(model.stem.gn.gamma.as_ref().unwrap());
     assert!(gamma.iter().all(|&g| g == 1.0));
     // Standard deviation of U(±b) is b/√3; the 16·16·3·3 kernels have 2,304 values.
     let w: Vec<f32> = values(&model)
