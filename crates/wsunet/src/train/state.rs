@@ -4,20 +4,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A number that JSON stored as `null`: serde_json writes NaN and the
+/// infinities as `null`, so a checkpoint of an epoch whose validation loss
+/// was not finite must still read back.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// One epoch's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch number, from 1.
     pub epoch: usize,
     /// Mean training loss over the epoch's batches.
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     /// Mean validation loss over the validation batches.
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_loss: f64,
     /// Validation mIoU.
+    #[serde(deserialize_with = "nan_if_null")]
     pub miou: f64,
     /// Validation mean Dice.
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean_dice: f64,
     /// Validation pixel accuracy.
+    #[serde(deserialize_with = "nan_if_null")]
     pub pixel_accuracy: f64,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
@@ -40,4 +52,29 @@ pub struct TrainState {
     pub best: Option<(usize, f64)>,
     /// Every finished epoch.
     pub history: Vec<EpochRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_score_survives_a_checkpoint() {
+        let record = EpochRecord {
+            epoch: 1,
+            train_loss: 0.5,
+            val_loss: f64::NAN,
+            miou: 0.25,
+            mean_dice: 0.3,
+            pixel_accuracy: 0.9,
+            lr: 1e-3,
+            seconds: 1.0,
+            images_per_sec: 10.0,
+            class_iou: vec![Some(0.5), None],
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        let back: EpochRecord = serde_json::from_str(&json).unwrap();
+        assert!(back.val_loss.is_nan());
+        assert_eq!(back.miou, 0.25);
+    }
 }
