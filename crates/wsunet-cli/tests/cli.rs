@@ -463,6 +463,53 @@ fn import_then_export_a_pytorch_checkpoint() {
 }
 
 #[test]
+fn export_writes_onnx_chosen_by_the_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let o = wsunet(&[
+        "import",
+        fixtures().join("model_seed_wrapped.pth").to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--groups",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bpk = model.with_extension("bpk");
+    let onnx = dir.path().join("model.onnx");
+    let o = wsunet(&[
+        "export",
+        bpk.to_str().unwrap(),
+        "--to",
+        onnx.to_str().unwrap(),
+        "--normalize-input",
+        "--argmax",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("(ONNX opset 17,") && out.contains("Conv 26,"),
+        "{out}"
+    );
+    assert!(out.contains("in [0, 1] (the graph normalizes)"), "{out}");
+    assert!(out.contains("labels int64 [batch, height, width]"), "{out}");
+    // The file is protobuf, not safetensors: it starts with field 1
+    // (ir_version 8) as a varint.
+    assert_eq!(&std::fs::read(&onnx).unwrap()[..2], &[0x08, 8]);
+
+    // The ONNX-only flags are refused for safetensors.
+    let o = wsunet(&[
+        "export",
+        bpk.to_str().unwrap(),
+        "--to",
+        dir.path().join("model.safetensors").to_str().unwrap(),
+        "--argmax",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("fix --to"), "{}", stderr(&o));
+}
+
+#[test]
 fn predict_writes_outputs_and_skips_unreadable_images() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = fixtures();
