@@ -137,27 +137,30 @@ def check(args: argparse.Namespace) -> None:
     print("max relative difference: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
           + (" — within 1e-4" if ok else " — ABOVE 1e-4"))
 
-    # The twin through PyTorch's own exporter, for comparison.
-    torch_path = work / "twin.onnx"
+    # The twin through PyTorch's own exporters, for comparison.
     example = (torch.from_numpy(images[0]) - mean) / std
-    exporter = export_twin(twin, example, torch_path)
-    print(f"torch.onnx.export ({exporter}): {describe(torch_path)}")
-    tsess = session(torch_path)
-    name = tsess.get_inputs()[0].name
-    diffs = []
-    for x in images:
-        with torch.no_grad():
-            theirs = twin((torch.from_numpy(x) - mean) / std).numpy()
-        (out,) = tsess.run(None, {name: ((torch.from_numpy(x) - mean) / std).numpy()})
-        diffs.append(rel(out, theirs))
-    print(f"torch-exported file under ORT vs twin: max relative difference {max(diffs):.2e}")
+    for exporter, path in export_twin(twin, example, work):
+        print(f"torch.onnx.export ({exporter}): {describe(path)}")
+        tsess = session(path)
+        name = tsess.get_inputs()[0].name
+        diffs = []
+        for x in images:
+            normalized = (torch.from_numpy(x) - mean) / std
+            with torch.no_grad():
+                theirs = twin(normalized).numpy()
+            (out,) = tsess.run(None, {name: normalized.numpy()})
+            diffs.append(rel(out, theirs))
+        print(f"  under ORT vs the twin, both sizes: max relative difference {max(diffs):.2e}")
     if not ok:
         sys.exit(1)
 
 
-def export_twin(twin: torch.nn.Module, example: torch.Tensor, path: pathlib.Path) -> str:
-    """torch.onnx.export with dynamic batch, height and width: the TorchScript
-    exporter at opset 17 when this torch still has it, else the dynamo one."""
+def export_twin(twin: torch.nn.Module, example: torch.Tensor, work: pathlib.Path):
+    """The twin through torch.onnx.export with dynamic batch, height and width:
+    the TorchScript exporter at opset 17 (deprecated since torch 2.9, still
+    there in 2.15) and the default dynamo exporter. Yields (label, path) for
+    each that succeeds."""
+    path = work / "twin_torchscript.onnx"
     try:
         torch.onnx.export(
             twin, (example,), str(path), dynamo=False, opset_version=17,
@@ -165,18 +168,22 @@ def export_twin(twin: torch.nn.Module, example: torch.Tensor, path: pathlib.Path
             dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                           "logits": {0: "batch", 2: "height", 3: "width"}},
         )
-        return "TorchScript exporter, opset 17"
-    except Exception as e:  # noqa: BLE001 - report and fall back
-        print(f"TorchScript exporter unavailable ({type(e).__name__}: {str(e)[:120]}); using dynamo")
-    batch, height, width = (torch.export.Dim(n, min=1 if n == "batch" else 32, max=4096)
-                            for n in ("batch", "height", "width"))
-    program = torch.onnx.export(
-        twin, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
-        dynamic_shapes=({0: batch, 2: height, 3: width},),
-    )
-    program.save(str(path))
-    opset = next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
-    return f"dynamo exporter, opset {opset}"
+        yield "TorchScript exporter, dynamo=False, opset 17", path
+    except Exception as e:  # noqa: BLE001 - report and go on
+        print(f"TorchScript exporter failed: {type(e).__name__}: {str(e)[:200]}")
+    path = work / "twin_dynamo.onnx"
+    try:
+        batch = torch.export.Dim("batch", min=1, max=64)
+        height = torch.export.Dim("height", min=32, max=4096)
+        width = torch.export.Dim("width", min=32, max=4096)
+        program = torch.onnx.export(
+            twin, (example,), dynamo=True, verbose=False, input_names=["image"], output_names=["logits"],
+            dynamic_shapes=({0: batch, 2: height, 3: width},),
+        )
+        program.save(str(path))
+        yield "dynamo exporter, the default", path
+    except Exception as e:  # noqa: BLE001 - report and go on
+        print(f"dynamo exporter failed: {type(e).__name__}: {str(e)[:200]}")
 
 
 def bench(args: argparse.Namespace) -> None:

@@ -537,38 +537,21 @@ impl Graph {
 
     /// A folded WsConv2d as a plain `Conv` with the folded kernel.
     fn ws_conv(&mut self, conv: &WsConv2d, name: &str, x: &str) -> Result<String> {
-        if !conv.folded {
-            return Err(unsupported(format!(
-                "{name} is not folded; export the folded model"
-            )));
-        }
+        debug_assert!(conv.folded, "to_onnx folds the model before building");
         if conv.dilation != 1 || conv.groups != 1 {
             return Err(unsupported(format!(
                 "{name} has dilation {} and {} groups; WSResUNet's convolutions have dilation 1 and 1 group",
                 conv.dilation, conv.groups
             )));
         }
-        let (dims, kernel) = floats(&format!("{name}.weight"), conv.weight.val())?;
-        let weight = self.weight(&format!("{name}.weight"), &dims, &kernel);
-        let mut inputs = vec![x.to_string(), weight];
-        if let Some(bias) = &conv.bias {
-            let (dims, values) = floats(&format!("{name}.bias"), bias.val())?;
-            inputs.push(self.weight(&format!("{name}.bias"), &dims, &values));
-        }
-        let (k, s, p) = (dims[2] as i64, conv.stride as i64, conv.padding as i64);
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        Ok(self.op(
-            "Conv",
+        self.conv(
             name,
-            &inputs,
-            vec![
-                ints("kernel_shape", &[k, dims[3] as i64]),
-                ints("strides", &[s, s]),
-                ints("pads", &[p, p, p, p]),
-                ints("dilations", &[1, 1]),
-                int("group", 1),
-            ],
-        ))
+            x,
+            conv.weight.val(),
+            conv.bias.as_ref().map(|b| b.val()),
+            [conv.stride; 2],
+            [conv.padding; 4],
+        )
     }
 
     /// The plain 1×1 head convolution (with bias).
@@ -588,23 +571,47 @@ impl Graph {
                 )));
             }
         };
-        let (dims, kernel) = floats(&format!("{name}.weight"), conv.weight.val())?;
-        let weight = self.weight(&format!("{name}.weight"), &dims, &kernel);
-        let mut inputs = vec![x.to_string(), weight];
-        if let Some(bias) = &conv.bias {
-            let (dims, values) = floats(&format!("{name}.bias"), bias.val())?;
+        self.conv(
+            name,
+            x,
+            conv.weight.val(),
+            conv.bias.as_ref().map(|b| b.val()),
+            conv.stride,
+            [top, left, bottom, right],
+        )
+    }
+
+    /// A `Conv` node (dilation 1, one group) whose kernel and bias are the
+    /// initializers `{name}.weight` and `{name}.bias`; `pads` is ONNX's
+    /// `[top, left, bottom, right]`.
+    fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        weight: Tensor<4>,
+        bias: Option<Tensor<1>>,
+        strides: [usize; 2],
+        pads: [usize; 4],
+    ) -> Result<String> {
+        let (dims, kernel) = floats(&format!("{name}.weight"), weight)?;
+        let mut inputs = vec![
+            x.to_string(),
+            self.weight(&format!("{name}.weight"), &dims, &kernel),
+        ];
+        if let Some(bias) = bias {
+            let (dims, values) = floats(&format!("{name}.bias"), bias)?;
             inputs.push(self.weight(&format!("{name}.bias"), &dims, &values));
         }
-        let pads = [top, left, bottom, right].map(|p| p as i64);
+        let as_i64 = |values: &[usize]| values.iter().map(|&v| v as i64).collect::<Vec<_>>();
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         Ok(self.op(
             "Conv",
             name,
             &inputs,
             vec![
-                ints("kernel_shape", &[dims[2] as i64, dims[3] as i64]),
-                ints("strides", &conv.stride.map(|s| s as i64)),
-                ints("pads", &pads),
+                ints("kernel_shape", &as_i64(&dims[2..])),
+                ints("strides", &as_i64(&strides)),
+                ints("pads", &as_i64(&pads)),
                 ints("dilations", &[1, 1]),
                 int("group", 1),
             ],
