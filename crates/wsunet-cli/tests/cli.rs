@@ -447,35 +447,7 @@ fn import_then_export_a_pytorch_checkpoint() {
     assert_eq!(meta.tensors().len(), 77);
     assert!(meta.tensors().contains_key("stage2.1.conv2.gn.weight"));
 
-    let not_unet = fixtures.join("ws_conv2d_seed.weights.safetensors");
-    let o = wsunet(&[
-        "import",
-        not_unet.to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("no `stem.conv.weight`"),
-        "{}",
-        stderr(&o)
-    );
-}
-
-#[test]
-fn export_writes_onnx_chosen_by_the_extension() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    let o = wsunet(&[
-        "import",
-        fixtures().join("model_seed_wrapped.pth").to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-        "--groups",
-        "4",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let bpk = model.with_extension("bpk");
+    // FILE.onnx chooses ONNX.
     let onnx = dir.path().join("model.onnx");
     let o = wsunet(&[
         "export",
@@ -507,6 +479,20 @@ fn export_writes_onnx_chosen_by_the_extension() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("fix --to"), "{}", stderr(&o));
+
+    let not_unet = fixtures.join("ws_conv2d_seed.weights.safetensors");
+    let o = wsunet(&[
+        "import",
+        not_unet.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no `stem.conv.weight`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
