@@ -8,11 +8,11 @@
 //!   folded kernel ([`WsResUNet::fold`]), so a runtime pays nothing for WS;
 //! - GroupNorm is `Reshape [0, G, -1] → InstanceNormalization → Reshape
 //!   (back to the input's shape) → Mul γ → Add β`. `GroupNormalization` exists
-//!   only from opset 18, and opset 18 defined its scale and bias per *group*
-//!   (opset 21 changed them to per channel), so neither version can carry the
-//!   per-channel affine of PyTorch/Burn portably; the classic form runs on
-//!   every runtime (ONNX Runtime, TensorRT, OpenCV DNN, onnxruntime-web,
-//!   tract);
+//!   only from opset 18, which defined its scale and bias per *group*; the
+//!   per-channel affine of PyTorch/Burn came only with opset 21, which few
+//!   runtimes implement. The classic form is what PyTorch's exporters write
+//!   too and uses only long-standing operators (ONNX Runtime, TensorRT,
+//!   OpenCV DNN, onnxruntime-web; checked with ONNX Runtime and tract);
 //! - SiLU is `x · Sigmoid(x)`;
 //! - the bilinear resize is `Resize` with mode `linear` and coordinate
 //!   transformation `half_pixel`, PyTorch's `align_corners = False`; its
