@@ -70,7 +70,9 @@ pub enum Command {
     /// keys as a wsunet model; the architecture is read from keys and shapes.
     Import(ImportArgs),
 
-    /// Export a model as a safetensors state dict with the spec's keys,
+    /// Export a model: FILE.onnx writes a self-contained ONNX graph of the
+    /// folded network for deployment (ONNX Runtime, TensorRT, OpenCV, …);
+    /// any other name writes a safetensors state dict with the spec's keys,
     /// loadable by python/wsunet_torch.py with strict=True.
     Export(ExportArgs),
 }
@@ -220,16 +222,36 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The model: a run directory, or a model's .bpk/.json.
-    #[arg(value_name = "MODEL")]
-    pub model: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "model_pos")]
+    pub model: Option<PathBuf>,
 
-    /// Output safetensors file.
-    #[arg(long, value_name = "FILE.safetensors")]
-    pub to: PathBuf,
+    /// The model given without --model (the older spelling).
+    #[arg(value_name = "MODEL", hide = true, conflicts_with = "model")]
+    pub model_pos: Option<PathBuf>,
 
-    /// Write standardized kernels (and no gains) for a plain Conv2d network.
+    /// Output file; the extension chooses the format. FILE.onnx: an ONNX
+    /// graph (opset 17) of the folded network, input `image` float32
+    /// [batch, channels, height, width], output `logits` [batch, classes,
+    /// height, width], batch/height/width dynamic, the model card in the
+    /// file's metadata. Anything else: a safetensors state dict.
+    #[arg(long, value_name = "FILE.onnx|FILE.safetensors", alias = "to")]
+    pub out: PathBuf,
+
+    /// safetensors: write standardized kernels (and no gains) for a plain
+    /// Conv2d network. ONNX files are always folded.
     #[arg(long)]
     pub folded: bool,
+
+    /// ONNX: the graph applies the card's (x − mean) / std itself, so the
+    /// runtime feeds images scaled to [0, 1]. Without it, `image` must
+    /// already be normalized.
+    #[arg(long)]
+    pub normalize_input: bool,
+
+    /// ONNX: also output `labels`, the arg-max class index of each pixel
+    /// (int64 [batch, height, width]).
+    #[arg(long)]
+    pub argmax: bool,
 }
 
 #[derive(Debug, Args)]

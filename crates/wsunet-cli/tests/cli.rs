@@ -451,6 +451,41 @@ fn import_then_export_a_pytorch_checkpoint() {
     assert_eq!(meta.tensors().len(), 77);
     assert!(meta.tensors().contains_key("stage2.1.conv2.gn.weight"));
 
+    // FILE.onnx chooses ONNX.
+    let onnx = dir.path().join("model.onnx");
+    let o = wsunet(&[
+        "export",
+        bpk.to_str().unwrap(),
+        "--to",
+        onnx.to_str().unwrap(),
+        "--normalize-input",
+        "--argmax",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("(ONNX opset 17,") && out.contains("Conv 26,"),
+        "{out}"
+    );
+    assert!(out.contains("in [0, 1] (the graph normalizes)"), "{out}");
+    assert!(out.contains("labels int64 [batch, height, width]"), "{out}");
+    // The file is protobuf, not safetensors: it starts with field 1
+    // (ir_version 8) as a varint.
+    assert_eq!(&std::fs::read(&onnx).unwrap()[..2], &[0x08, 8]);
+
+    // The ONNX-only flags are refused for safetensors. (`--model`/`--out`
+    // are the spellings of every command; MODEL and --to above still work.)
+    let o = wsunet(&[
+        "export",
+        "--model",
+        bpk.to_str().unwrap(),
+        "--out",
+        dir.path().join("model.safetensors").to_str().unwrap(),
+        "--argmax",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("fix --out"), "{}", stderr(&o));
+
     let not_unet = fixtures.join("ws_conv2d_seed.weights.safetensors");
     let o = wsunet(&[
         "import",

@@ -115,6 +115,17 @@ pub enum Error {
     #[error("{0}")]
     Training(String),
 
+    /// A model that cannot be written in the requested file format: a layer
+    /// setting or number type the format's graph would not reproduce
+    /// exactly. Nothing is written.
+    #[error("cannot export to {format}: {reason}")]
+    Export {
+        /// The format, e.g. `ONNX`.
+        format: &'static str,
+        /// What the model has that the export does not support.
+        reason: String,
+    },
+
     /// A file-system error, with the file it concerns and the underlying
     /// error as its source.
     #[error("{}: {error}", path.display())]

@@ -13,7 +13,8 @@
 //!
 //! Every layer equals its PyTorch twin (`python/wsunet_torch.py`); the tests
 //! prove it against committed fixtures. Weights move both ways as
-//! safetensors with the twin's state-dict keys ([`weights`]).
+//! safetensors with the twin's state-dict keys ([`weights`]); for deployment,
+//! [`onnx`] writes the folded network as a self-contained ONNX file.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -39,6 +40,7 @@ pub mod infer;
 pub mod init;
 pub mod layers;
 pub mod model;
+pub mod onnx;
 pub mod rng;
 pub mod train;
 pub mod weights;

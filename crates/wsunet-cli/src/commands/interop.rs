@@ -2,8 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
+use wsunet::WsResUNet;
 use wsunet::card::{ModelCard, load_model, save_model};
 use wsunet::data::{ClassList, Normalize};
+use wsunet::onnx::{OPSET, OnnxOptions, to_onnx};
 use wsunet::weights::{infer_config, load_state_dict, read_shapes, save_state_dict};
 
 use crate::cli::{ExportArgs, ImportArgs};
@@ -64,14 +66,70 @@ pub fn import(args: ImportArgs) -> Result<()> {
 }
 
 pub fn export(args: ExportArgs) -> Result<()> {
-    let (model, _card) = load_model(&args.model, &Device::flex()).context("fix MODEL")?;
+    let onnx = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if !onnx && (args.normalize_input || args.argmax) {
+        bail!(
+            "--normalize-input and --argmax apply to ONNX files only (fix --out: name it FILE.onnx)"
+        );
+    }
+    // clap requires one of the two spellings.
+    let path = args.model.as_ref().or(args.model_pos.as_ref());
+    let path = path.context("give the model: --model PATH")?;
+    let (model, card) = load_model(path, &Device::flex()).context("fix --model")?;
+    if onnx {
+        return export_onnx(&model, &card, &args);
+    }
     let model = if args.folded { model.fold() } else { model };
-    save_state_dict(&model, &args.to).context("fix --to")?;
+    save_state_dict(&model, &args.out).context("fix --out")?;
     println!(
         "wrote {}{}",
-        args.to.display(),
+        args.out.display(),
         if args.folded {
             " (folded: standardized kernels, no gains)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn export_onnx(model: &WsResUNet, card: &ModelCard, args: &ExportArgs) -> Result<()> {
+    let options = OnnxOptions {
+        normalize_input: args.normalize_input,
+        argmax: args.argmax,
+    };
+    let onnx = to_onnx(model, card, &options).context("fix MODEL")?;
+    onnx.save(&args.out).context("fix --out")?;
+    let ops: Vec<String> = onnx
+        .op_counts
+        .iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect();
+    println!(
+        "wrote {} (ONNX opset {OPSET}, {:.1} MB): folded network, {} nodes, {} parameters",
+        args.out.display(),
+        onnx.bytes().len() as f64 / 1e6,
+        onnx.nodes(),
+        onnx.parameters
+    );
+    println!("ops: {}", ops.join(", "));
+    let c = card.model.in_channels;
+    println!(
+        "input  image  float32 [batch, {c}, height, width] {}",
+        if args.normalize_input {
+            "in [0, 1] (the graph normalizes)"
+        } else {
+            "normalized with the card's mean/std"
+        }
+    );
+    println!(
+        "output logits float32 [batch, {}, height, width]{}",
+        card.model.num_classes,
+        if args.argmax {
+            "; labels int64 [batch, height, width]"
         } else {
             ""
         }
