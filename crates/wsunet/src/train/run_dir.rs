@@ -35,16 +35,19 @@ pub fn write_config(dir: &Path, config: &TrainConfig) -> Result<()> {
 
 /// The training config of the run that `model` belongs to: `config.json` in
 /// a run directory, or beside a model file saved in one (`best.bpk`,
-/// `model.bpk`). `None` when there is none.
+/// `model.bpk`). `None` when there is none; a folder counts as a run only
+/// with its checkpoints beside the config, so an unrelated `config.json`
+/// next to a model file is not mistaken for one.
 pub fn run_config_of(model: &Path) -> Result<Option<(PathBuf, TrainConfig)>> {
     let dir = if model.is_dir() {
         Some(model)
     } else {
         model.parent()
     };
-    let Some(path) = dir.map(|d| d.join("config.json")) else {
+    let Some(dir) = dir.filter(|d| super::checkpoint::exists(d)) else {
         return Ok(None);
     };
+    let path = config_path(dir);
     if !path.is_file() {
         return Ok(None);
     }
@@ -82,4 +85,30 @@ pub fn write_metrics(dir: &Path, history: &[EpochRecord], classes: &[String]) ->
         csv.push('\n');
     }
     write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_run_directory_has_a_run_config() {
+        let dir = tempfile::tempdir().unwrap();
+        // A config.json of some other kind beside a model file: not a run.
+        std::fs::write(dir.path().join("config.json"), "{\"num_classes\": 2}").unwrap();
+        assert!(
+            run_config_of(&dir.path().join("model.bpk"))
+                .unwrap()
+                .is_none()
+        );
+        // With a checkpoint pointer it is one, and its config is read.
+        write_config(dir.path(), &TrainConfig::default()).unwrap();
+        std::fs::create_dir_all(dir.path().join("checkpoints")).unwrap();
+        std::fs::write(dir.path().join("checkpoints/latest.json"), "{}").unwrap();
+        let (path, config) = run_config_of(&dir.path().join("model.bpk"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(path, dir.path().join("config.json"));
+        assert_eq!(config, TrainConfig::default());
+    }
 }
