@@ -34,6 +34,7 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::card::ModelCard;
 use crate::data::{ClassList, Image, Mask, Normalize};
 use crate::error::{Error, Result};
 use crate::model::{MIN_INPUT_SIZE, WsResUNet};
@@ -88,6 +89,16 @@ impl Default for PredictConfig {
 }
 
 impl PredictConfig {
+    /// The tile for a model with `card`: its training crop (the larger
+    /// side) when the card records one, since GroupNorm normalizes over the
+    /// whole tile and a model sees inputs of its training size best; else
+    /// the default.
+    pub fn tile_for(card: &ModelCard) -> usize {
+        card.crop.map_or(PredictConfig::default().tile, |[h, w]| {
+            h.max(w).max(MIN_INPUT_SIZE)
+        })
+    }
+
     /// Checks the ranges; the message names the setting to fix.
     pub fn validate(&self) -> Result<()> {
         if self.tile < MIN_INPUT_SIZE {

@@ -89,17 +89,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
             None => println!("holdout split with {own}"),
         }
     }
+    let data = config
+        .data
+        .as_deref()
+        .map_or("the built-in shapes data".into(), |d| {
+            d.display().to_string()
+        });
     if samples.is_empty() {
-        bail!(
-            "the {} split of {} is empty (fix --split or --val-fraction)",
-            args.split,
-            config
-                .data
-                .as_deref()
-                .map_or("the built-in shapes data".into(), |d| d
-                    .display()
-                    .to_string())
-        );
+        bail!("the {split} split of {data} is empty (fix --split or --val-fraction)");
     }
     let spec = SampleSpec {
         num_classes: card.model.num_classes,
@@ -119,17 +116,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Mode::Eval,
         0,
     )?);
-    let data = config
-        .data
-        .as_deref()
-        .map_or("the built-in shapes data".into(), |d| {
-            d.display().to_string()
-        });
     let source = match (&args.data, split) {
         (None, Split::Val) => format!("the run's validation split ({data})"),
         (None, Split::Train) => format!("the run's training split ({data})"),
         (None, Split::All) => format!("all of the run's data ({data})"),
-        (Some(_), _) => format!("{data} ({} split)", args.split),
+        (Some(_), _) => format!("{data} ({split} split)"),
     };
     let loss = SegLoss::new(Default::default(), dataset.spec().ignore_label() as i64);
     let eval = evaluate(

@@ -101,7 +101,7 @@ fn export_onnx(model: &WsResUNet, card: &ModelCard, args: &ExportArgs) -> Result
         normalize_input: args.normalize_input,
         argmax: args.argmax,
     };
-    let onnx = to_onnx(model, card, &options).context("fix MODEL")?;
+    let onnx = to_onnx(model, card, &options).context("fix --model")?;
     onnx.save(&args.out).context("fix --out")?;
     let ops: Vec<String> = onnx
         .op_counts

@@ -25,15 +25,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     let device = wsunet::parse_device(&args.device).context("fix --device")?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
-    let tile = match (args.tile, card.crop) {
-        (Some(tile), _) => tile,
-        (None, Some([h, w])) => {
-            let tile = h.max(w).max(wsunet::MIN_INPUT_SIZE);
+    let tile = args.tile.unwrap_or_else(|| {
+        let tile = PredictConfig::tile_for(&card);
+        if let Some([h, w]) = card.crop {
             println!("tile {tile}: the model's training crop ({h}×{w}); --tile changes it");
-            tile
         }
-        (None, None) => 512,
-    };
+        tile
+    });
     let config = PredictConfig {
         tile,
         overlap: args.overlap,

@@ -318,7 +318,7 @@ pub struct SegBatch {
 /// Padding is not neutral for this network: GroupNorm normalizes over the
 /// whole input, zeros included, so a padded image is predicted differently
 /// from the same image alone. wsunet's own evaluation therefore batches only
-/// images of one size (see `train::same_size_batches`); give this batcher
+/// images of one size (see `train::loader::same_size_batches`); give this batcher
 /// mixed sizes only where that difference does not matter.
 #[derive(Debug, Clone)]
 pub struct SegBatcher {

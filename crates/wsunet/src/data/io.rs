@@ -109,15 +109,33 @@ pub fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// An image file opened with its format guessed from its content.
+fn image_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<File>>> {
+    ImageReader::open(path)
+        .map_err(|e| data_error(path, format!("cannot open: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| data_error(path, format!("cannot read: {e}")))
+}
+
+/// `(channels, height, width)` of a `.npy` array's shape: `[C, H, W]`, or
+/// `[H, W]` for one channel.
+fn npy_dims(path: &Path, shape: &[u64]) -> Result<(usize, usize, usize)> {
+    match *shape {
+        [c, h, w] => Ok((c as usize, h as usize, w as usize)),
+        [h, w] => Ok((1, h as usize, w as usize)),
+        _ => Err(data_error(
+            path,
+            format!("the array has shape {shape:?}; expected [channels, height, width]"),
+        )),
+    }
+}
+
 /// Reads an image file of any supported kind.
 pub fn read_image(path: &Path) -> Result<Image> {
     if extension(path) == "npy" {
         return read_npy(path);
     }
-    let decoded = ImageReader::open(path)
-        .map_err(|e| data_error(path, format!("cannot open: {e}")))?
-        .with_guessed_format()
-        .map_err(|e| data_error(path, format!("cannot read: {e}")))?
+    let decoded = image_reader(path)?
         .decode()
         .map_err(|e| data_error(path, format!("cannot decode the image: {e}")))?;
     Ok(from_dynamic(decoded))
@@ -130,18 +148,10 @@ pub fn image_size(path: &Path) -> Result<[usize; 2]> {
             std::fs::File::open(path).map_err(|e| data_error(path, format!("cannot open: {e}")))?;
         let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
             .map_err(|e| data_error(path, format!("not a valid .npy file: {e}")))?;
-        return match npy.shape() {
-            [_, h, w] | [h, w] => Ok([*h as usize, *w as usize]),
-            shape => Err(data_error(
-                path,
-                format!("the array has shape {shape:?}; expected [channels, height, width]"),
-            )),
-        };
+        let (_, h, w) = npy_dims(path, npy.shape())?;
+        return Ok([h, w]);
     }
-    let (w, h) = ImageReader::open(path)
-        .map_err(|e| data_error(path, format!("cannot open: {e}")))?
-        .with_guessed_format()
-        .map_err(|e| data_error(path, format!("cannot read: {e}")))?
+    let (w, h) = image_reader(path)?
         .into_dimensions()
         .map_err(|e| data_error(path, format!("cannot read the image size: {e}")))?;
     Ok([h as usize, w as usize])
@@ -185,23 +195,13 @@ fn read_npy(path: &Path) -> Result<Image> {
     let bytes = std::fs::read(path).map_err(|e| data_error(path, format!("cannot read: {e}")))?;
     let npy = npyz::NpyFile::new(&bytes[..])
         .map_err(|e| data_error(path, format!("not a valid .npy file: {e}")))?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() != npyz::Order::C {
         return Err(data_error(
             path,
             "the array is in Fortran order; save it with numpy.ascontiguousarray",
         ));
     }
-    let (c, h, w) = match shape[..] {
-        [c, h, w] => (c, h, w),
-        [h, w] => (1, h, w),
-        _ => {
-            return Err(data_error(
-                path,
-                format!("the array has shape {shape:?}; expected [channels, height, width]"),
-            ));
-        }
-    };
+    let (c, h, w) = npy_dims(path, npy.shape())?;
     let dtype = npy.dtype();
     let data: Vec<f32> = match npy.into_vec::<f32>() {
         Ok(v) => v,

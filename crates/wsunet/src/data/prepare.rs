@@ -37,6 +37,15 @@ pub struct DataSettings {
     pub size: Option<[usize; 2]>,
 }
 
+/// The built-in data's training and validation samples: items `0..train`,
+/// then the next `val` (never the same images).
+fn shapes_splits(s: &ShapesSpec) -> (Vec<Sample>, Vec<Sample>) {
+    (
+        shapes_samples(s.seed, 0, s.train, s.size),
+        shapes_samples(s.seed, s.train as u64, s.val, s.size),
+    )
+}
+
 /// Largest mask value (other than `ignore`) over all masks, read in parallel.
 fn max_mask_value(
     pairs: &[crate::data::SamplePaths],
@@ -139,14 +148,14 @@ pub fn resolve_crop(
 /// `skip_bad`), classes and channels are found, the normalization is
 /// measured from the training images when not given, and the training crop
 /// is chosen (see [`resolve_crop`]).
-pub fn prepare(settings: &DataSettings) -> Result<Prepared> {
-    let config = settings;
+pub fn prepare(config: &DataSettings) -> Result<Prepared> {
     let Some(root) = &config.data else {
         let s = &config.shapes;
         let classes = shapes_classes();
+        let (train, val) = shapes_splits(s);
         return Ok(Prepared {
-            train: shapes_samples(s.seed, 0, s.train, s.size),
-            val: shapes_samples(s.seed, s.train as u64, s.val, s.size),
+            train,
+            val,
             spec: SampleSpec {
                 num_classes: classes.len(),
                 ignore_index: config.ignore_index,
@@ -279,12 +288,8 @@ impl std::fmt::Display for Split {
 pub fn split_samples(config: &DataSettings, split: Split) -> Result<(Vec<Sample>, Option<Layout>)> {
     let (train, val, layout) = match &config.data {
         None => {
-            let s = &config.shapes;
-            (
-                shapes_samples(s.seed, 0, s.train, s.size),
-                shapes_samples(s.seed, s.train as u64, s.val, s.size),
-                None,
-            )
+            let (train, val) = shapes_splits(&config.shapes);
+            (train, val, None)
         }
         Some(root) => {
             let files = discover(root, config.val_fraction, config.seed)?;

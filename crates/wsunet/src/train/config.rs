@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::LossKind;
 use super::schedule::ScheduleKind;
-use crate::data::prepare::DataSettings;
+use crate::data::prepare::{DEFAULT_CROP, DataSettings};
 pub use crate::data::shapes::ShapesSpec;
 use crate::data::{AugmentConfig, Normalize};
 use crate::error::{Error, Result};
@@ -254,7 +254,7 @@ impl TrainConfig {
     pub fn crop(&self) -> [usize; 2] {
         self.size.unwrap_or(match self.data {
             None => [self.shapes.size; 2],
-            Some(_) => [256, 256],
+            Some(_) => [DEFAULT_CROP; 2],
         })
     }
 

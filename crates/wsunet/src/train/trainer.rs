@@ -117,13 +117,12 @@ impl Session {
         config.num_classes = Some(p.spec.num_classes);
         config.normalize = Some(p.normalize.clone());
         config.size = Some(p.crop);
-        let crop = p.crop;
         let card = ModelCard {
             model: config.model.build(p.spec.in_channels, p.spec.num_classes),
             classes: p.classes,
             normalize: p.normalize.clone(),
             ignore_index: config.ignore_index,
-            crop: Some(crop),
+            crop: Some(p.crop),
         };
         card.validate()?;
         let train = SegDataset::new(
@@ -132,7 +131,7 @@ impl Session {
             p.normalize.clone(),
             Mode::Train {
                 augment: config.augmentation(),
-                size: config.crop(),
+                size: p.crop,
             },
             config.seed,
         )?;
