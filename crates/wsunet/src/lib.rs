@@ -41,6 +41,7 @@ pub mod init;
 pub mod layers;
 pub mod model;
 pub mod onnx;
+pub mod ops;
 pub mod rng;
 pub mod train;
 pub mod weights;

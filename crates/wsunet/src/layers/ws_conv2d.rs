@@ -10,10 +10,11 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+
+use crate::ops::conv2d;
 
 /// Smallest variance fed to `sqrt` in the `seed` standardization.
 ///
