@@ -8,10 +8,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use super::{Standardization, WsConv2d, WsConv2dConfig, fit_groups};
+use crate::ops;
 
 /// Configuration of a [`WsGnAct`].
 #[derive(Config, Debug)]
@@ -91,8 +91,7 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.gn.forward(self.conv.forward(x));
-        if self.act { silu(x) } else { x }
+        ops::group_norm(self.conv.forward(x), &self.gn, self.act)
     }
 
     /// The block with its convolution folded (see [`WsConv2d::fold`]).

@@ -9,6 +9,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use super::{Standardization, WsGnAct, WsGnActConfig};
+use crate::ops;
 
 /// Configuration of a [`WsResBlock`].
 #[derive(Config, Debug)]
@@ -90,7 +91,13 @@ impl WsResBlock {
             Some(proj) => proj.forward(x.clone()),
             None => x.clone(),
         };
-        silu(self.conv2.forward(self.conv1.forward(x)) + shortcut)
+        let h = self.conv1.forward(x);
+        if self.conv2.act {
+            silu(self.conv2.forward(h) + shortcut)
+        } else {
+            // GroupNorm, residual sum and SiLU in one pass on the CPU.
+            ops::group_norm_add_silu(self.conv2.conv.forward(h), &self.conv2.gn, shortcut)
+        }
     }
 
     /// The block with every convolution folded (see [`WsConv2d::fold`]).

@@ -4,9 +4,12 @@
 //! Burn's composed ops unchanged. Nothing here knows about layers.
 //!
 //! - [`conv2d`]: convolution (groups 1, dilation 1) — forward, input and
-//!   weight gradient in [`conv`].
+//!   weight gradient in [`conv`];
+//! - [`group_norm`], [`group_norm_add_silu`]: GroupNorm fused with the SiLU
+//!   and the residual sum that follow it — in [`group_norm`](mod@group_norm).
 
 pub mod conv;
+pub mod group_norm;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -15,10 +18,13 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::GroupNorm;
+use burn::tensor::activation::silu;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use conv::ConvGeom;
+use group_norm::{GnGeom, Tail};
 
 /// Operations this crate computes itself on the CPU.
 #[backend_extension(Flex, Autodiff)]
@@ -30,6 +36,26 @@ pub trait CpuOps: Backend {
         weight: FloatTensor<Self>,
         stride: usize,
         padding: usize,
+    ) -> FloatTensor<Self>;
+
+    /// GroupNorm (affine) of `x [n, c, h, w]`, followed by SiLU when `silu`.
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `SiLU(GroupNorm(x) + residual)`.
+    fn group_norm_add_silu_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
     ) -> FloatTensor<Self>;
 }
 
@@ -79,6 +105,65 @@ pub fn conv2d(
     }
 }
 
+/// The affine parameters of `gn` when this module's kernel can run it on `x`.
+fn fused_norm(gn: &GroupNorm, x: &Tensor<4>) -> Option<(Tensor<1>, Tensor<1>)> {
+    let [_, c, _, _] = x.dims();
+    if !runs_here(&x.device(), x.dtype())
+        || c != gn.num_channels
+        || !c.is_multiple_of(gn.num_groups)
+    {
+        return None;
+    }
+    let gamma = gn.gamma.as_ref()?.val();
+    let beta = gn.beta.as_ref()?.val();
+    (gamma.dtype() == DType::F32 && beta.dtype() == DType::F32).then_some((gamma, beta))
+}
+
+/// `gn(x)`, then SiLU when `act`: one fused kernel on the CPU, Burn's
+/// `GroupNorm` and `silu` elsewhere.
+///
+/// # Shapes
+///
+/// - x, output: `[batch, channels, H, W]`
+pub fn group_norm(x: Tensor<4>, gn: &GroupNorm, act: bool) -> Tensor<4> {
+    match fused_norm(gn, &x) {
+        Some((gamma, beta)) => Tensor::from_dispatch(<Dispatch as CpuOps>::group_norm_cpu(
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            gn.num_groups,
+            gn.epsilon,
+            act,
+        )),
+        None => {
+            let y = gn.forward(x);
+            if act { silu(y) } else { y }
+        }
+    }
+}
+
+/// `SiLU(gn(x) + residual)`, the end of a residual block: one fused kernel
+/// on the CPU, Burn's ops elsewhere.
+///
+/// # Shapes
+///
+/// - x, residual, output: `[batch, channels, H, W]`
+pub fn group_norm_add_silu(x: Tensor<4>, gn: &GroupNorm, residual: Tensor<4>) -> Tensor<4> {
+    match fused_norm(gn, &x) {
+        Some((gamma, beta)) if residual.dims() == x.dims() && residual.dtype() == DType::F32 => {
+            Tensor::from_dispatch(<Dispatch as CpuOps>::group_norm_add_silu_cpu(
+                x.into_dispatch(),
+                gamma.into_dispatch(),
+                beta.into_dispatch(),
+                residual.into_dispatch(),
+                gn.num_groups,
+                gn.epsilon,
+            ))
+        }
+        _ => silu(gn.forward(x) + residual),
+    }
+}
+
 /// `t` as one contiguous run of `f32`.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
@@ -98,8 +183,41 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn gn_geom(x: &FlexTensor, groups: usize) -> GnGeom {
+    let [n, c, h, w] = dims4(x);
+    GnGeom {
+        n,
+        c,
+        hw: h * w,
+        groups,
+    }
+}
+
+/// The fused GroupNorm forward on Flex tensors: output and saved statistics.
+fn gn_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    residual: Option<&FlexTensor>,
+    groups: usize,
+    eps: f64,
+    tail: Tail,
+) -> (FlexTensor, Vec<f32>) {
+    let g = gn_geom(x, groups);
+    let (y, stats) = group_norm::forward(
+        &g,
+        slice(x),
+        slice(gamma),
+        slice(beta),
+        residual.map(slice),
+        tail,
+        eps,
+    );
+    (flex_tensor(y, dims4(x)), stats)
 }
 
 fn geom(x: &FlexTensor, w: &FlexTensor, stride: usize, padding: usize) -> ConvGeom {
@@ -126,6 +244,36 @@ impl CpuOps for Flex {
             [g.n, g.co, g.ho, g.wo],
         )
     }
+
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let tail = if silu { Tail::Silu } else { Tail::None };
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        gn_forward(&x, &gamma, &beta, None, groups, eps, tail).0
+    }
+
+    fn group_norm_add_silu_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let (x, gamma, beta, r) = (
+            contiguous(x),
+            contiguous(gamma),
+            contiguous(beta),
+            contiguous(residual),
+        );
+        gn_forward(&x, &gamma, &beta, Some(&r), groups, eps, Tail::AddSilu).0
+    }
 }
 
 #[derive(Debug)]
@@ -149,7 +297,153 @@ impl Backward<Flex, 2> for Conv2dBackward {
     }
 }
 
+/// What a fused GroupNorm keeps for its backward.
+#[derive(Debug, Clone)]
+struct GnState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    residual: Option<FlexTensor>,
+    stats: Vec<f32>,
+    groups: usize,
+    tail: Tail,
+}
+
+/// Registers the gradients of x, gamma, beta (and the residual).
+fn gn_backward<const N: usize>(ops: Ops<GnState, N>, grads: &mut Gradients) {
+    let dy = contiguous(grads.consume::<Flex>(&ops.node));
+    let s = ops.state;
+    let g = gn_geom(&s.x, s.groups);
+    let d = group_norm::backward(
+        &g,
+        slice(&s.x),
+        slice(&s.gamma),
+        slice(&s.beta),
+        s.residual.as_ref().map(slice),
+        s.tail,
+        &s.stats,
+        slice(&dy),
+    );
+    let dims = dims4(&s.x);
+    let mut parts = [
+        Some(flex_tensor(d.dx, dims)),
+        Some(flex_tensor(d.dgamma, [g.c])),
+        Some(flex_tensor(d.dbeta, [g.c])),
+        d.dr.map(|dr| flex_tensor(dr, dims)),
+    ];
+    for (parent, part) in ops.parents.into_iter().zip(parts.iter_mut()) {
+        if let (Some(node), Some(grad)) = (parent, part.take()) {
+            grads.register::<Flex>(node.id, grad);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl Backward<Flex, 3> for GroupNormBackward {
+    type State = GnState;
+
+    fn backward(self, ops: Ops<GnState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        gn_backward(ops, grads);
+    }
+}
+
+#[derive(Debug)]
+struct GroupNormAddSiluBackward;
+
+impl Backward<Flex, 4> for GroupNormAddSiluBackward {
+    type State = GnState;
+
+    fn backward(self, ops: Ops<GnState, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        gn_backward(ops, grads);
+    }
+}
+
 impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let tail = if silu { Tail::Silu } else { Tail::None };
+        match GroupNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let gamma = contiguous(gamma.into_primitive());
+                let beta = contiguous(beta.into_primitive());
+                let (y, stats) = gn_forward(&x, &gamma, &beta, None, groups, eps, tail);
+                let state = GnState {
+                    x,
+                    gamma,
+                    beta,
+                    residual: None,
+                    stats,
+                    groups,
+                    tail,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::group_norm_cpu(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                groups,
+                eps,
+                silu,
+            )),
+        }
+    }
+
+    fn group_norm_add_silu_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        match GroupNormAddSiluBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node(), residual.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let gamma = contiguous(gamma.into_primitive());
+                let beta = contiguous(beta.into_primitive());
+                let r = contiguous(residual.into_primitive());
+                let (y, stats) =
+                    gn_forward(&x, &gamma, &beta, Some(&r), groups, eps, Tail::AddSilu);
+                let state = GnState {
+                    x,
+                    gamma,
+                    beta,
+                    residual: Some(r),
+                    stats,
+                    groups,
+                    tail: Tail::AddSilu,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::group_norm_add_silu_cpu(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                residual.into_primitive(),
+                groups,
+                eps,
+            )),
+        }
+    }
+
     fn conv2d_cpu(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -253,6 +547,65 @@ mod tests {
             assert_close(dx1, dx0, &format!("dx {what}"));
             assert_close(dw1, dw0, &format!("dw {what}"));
             assert_close(db1.unsqueeze(), db0.unsqueeze(), &format!("db {what}"));
+        }
+    }
+
+    /// The fused GroupNorm ops and Burn's GroupNorm + SiLU (+ sum) give the
+    /// same output and gradients of x, gamma, beta and the residual.
+    #[test]
+    fn group_norm_matches_burn_forward_and_backward() {
+        use burn::nn::GroupNormConfig;
+        let device = Device::flex().autodiff();
+        // (batch, channels, groups, H, W): 24 groups of 2 is what fit_groups
+        // gives 48 channels.
+        for (n, c, groups, h, w) in [(1, 48, 24, 7, 5), (3, 6, 3, 9, 11), (2, 32, 32, 4, 3)] {
+            let mut gn = GroupNormConfig::new(groups, c).init(&device);
+            let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+            let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+            gn.gamma = Some(burn::module::Param::from_tensor(gamma));
+            gn.beta = Some(burn::module::Param::from_tensor(beta));
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 2.0), &device);
+            let r = Tensor::<4>::random([n, c, h, w], Distribution::Default, &device);
+            let dy = Tensor::<4>::random([n, c, h, w], Distribution::Default, &device);
+            for variant in 0..3 {
+                let run = |ours: bool| {
+                    let (x, r) = (x.clone().require_grad(), r.clone().require_grad());
+                    let y = match (variant, ours) {
+                        (0, true) => group_norm(x.clone(), &gn, false),
+                        (1, true) => group_norm(x.clone(), &gn, true),
+                        (_, true) => group_norm_add_silu(x.clone(), &gn, r.clone()),
+                        (0, false) => gn.forward(x.clone()),
+                        (1, false) => silu(gn.forward(x.clone())),
+                        (_, false) => silu(gn.forward(x.clone()) + r.clone()),
+                    };
+                    let grads = (y.clone() * dy.clone()).sum().backward();
+                    let param = |p: &Option<burn::module::Param<Tensor<1>>>| {
+                        p.as_ref()
+                            .unwrap()
+                            .val()
+                            .grad(&grads)
+                            .unwrap()
+                            .unsqueeze::<4>()
+                    };
+                    (
+                        y.inner(),
+                        x.grad(&grads).unwrap(),
+                        param(&gn.gamma),
+                        param(&gn.beta),
+                        r.grad(&grads),
+                    )
+                };
+                let (y0, dx0, dg0, db0, dr0) = run(false);
+                let (y1, dx1, dg1, db1, dr1) = run(true);
+                let what = format!("variant {variant}, {n}×{c}×{h}×{w} in {groups} groups");
+                assert_close(y1, y0, &format!("y {what}"));
+                assert_close(dx1, dx0, &format!("dx {what}"));
+                assert_close(dg1, dg0, &format!("dgamma {what}"));
+                assert_close(db1, db0, &format!("dbeta {what}"));
+                if variant == 2 {
+                    assert_close(dr1.unwrap(), dr0.unwrap(), &format!("dr {what}"));
+                }
+            }
         }
     }
 
