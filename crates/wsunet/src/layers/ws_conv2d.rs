@@ -14,16 +14,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::conv2d;
-
-/// Smallest variance fed to `sqrt` in the `seed` standardization.
-///
-/// `sqrt` has an infinite derivative at 0, so a constant kernel (variance 0)
-/// would turn its gradient into `inf · 0 = NaN`. Clamping the variance here
-/// makes the standard deviation 1e-15 (negligible next to eps) and zeroes the
-/// gradient through the clamp — the same result as PyTorch, which masks the
-/// `std` gradient where the std is 0.
-const MIN_VARIANCE: f64 = 1e-30;
+use crate::ops::{self, Formula, conv2d};
 
 /// How a [`WsConv2d`] standardizes each output channel's kernel.
 ///
@@ -290,6 +281,20 @@ impl WsConv2d {
     /// - output: `[out, in/groups, k, k]`, the raw weight's shape
     pub fn standardized_weight(&self) -> Tensor<4> {
         let w = self.weight.val();
+        let formula = match self.standardization {
+            Standardization::Seed => Formula::Seed,
+            Standardization::Biased => Formula::Biased,
+            Standardization::Scaled => Formula::Scaled,
+        };
+        let gain = self.gain.as_ref().map(|g| g.val());
+        ops::standardize(w, gain, formula, self.eps)
+            .unwrap_or_else(|| self.composed_standardized_weight())
+    }
+
+    /// [`standardized_weight`](Self::standardized_weight) from Burn's ops
+    /// (every device but the CPU).
+    fn composed_standardized_weight(&self) -> Tensor<4> {
+        let w = self.weight.val();
         let shape = w.dims();
         let [out, _, _, _] = shape;
         let n = w.shape().num_elements() / out;
@@ -305,7 +310,10 @@ impl WsConv2d {
                 // Unbiased (n − 1) as torch.std; a one-element kernel has no
                 // spread, and dividing by 1 keeps it at 0 instead of NaN.
                 let dof = n.saturating_sub(1).max(1) as f64;
-                let std = sum_sq.div_scalar(dof).clamp_min(MIN_VARIANCE).sqrt();
+                let std = sum_sq
+                    .div_scalar(dof)
+                    .clamp_min(ops::standardize::MIN_VARIANCE)
+                    .sqrt();
                 std.add_scalar(self.eps).recip()
             }
             Standardization::Biased | Standardization::Scaled => {
@@ -341,6 +349,48 @@ mod tests {
             device,
         ));
         conv
+    }
+
+    /// The CPU kernel (`ops::standardize`) and the composed ops every other
+    /// device runs give the same kernel and the same gradients of the raw
+    /// weight and the gain, constant kernels included. The tolerance is the
+    /// composed path's: it works in `f32`, and its weight gradient (a
+    /// difference of terms about 1/std ≈ 20 times larger) is off by up to
+    /// 2e-4 relative; the kernel itself is checked against `f64` central
+    /// differences to 1e-6 in `ops::standardize`.
+    #[test]
+    fn the_cpu_kernel_equals_the_composed_standardization() {
+        let device = Device::flex().autodiff();
+        for s in Standardization::ALL {
+            for constant in [false, true] {
+                let mut conv = WsConv2dConfig::new(5, 7, 3)
+                    .with_standardization(s)
+                    .init(&device);
+                if constant {
+                    conv.weight = Param::from_tensor(Tensor::full([7, 5, 3, 3], 0.3, &device));
+                }
+                if conv.gain.is_some() {
+                    let g = Tensor::random([7, 1, 1, 1], Distribution::Normal(1.0, 0.5), &device);
+                    conv.gain = Some(Param::from_tensor(g));
+                }
+                let dy = Tensor::<4>::random([7, 5, 3, 3], Distribution::Default, &device);
+                let grads_of = |w: Tensor<4>| {
+                    let grads = (w.clone() * dy.clone()).sum().backward();
+                    let dw = conv.weight.val().grad(&grads).unwrap();
+                    let dg = conv.gain.as_ref().map(|g| g.val().grad(&grads).unwrap());
+                    (w.inner(), dw, dg)
+                };
+                let (y0, dw0, dg0) = grads_of(conv.composed_standardized_weight());
+                let (y1, dw1, dg1) = grads_of(conv.standardized_weight());
+                let tol = Tolerance::<f32>::absolute(2e-5).set_relative(5e-4);
+                y1.into_data().assert_approx_eq::<f32>(&y0.into_data(), tol);
+                dw1.into_data()
+                    .assert_approx_eq::<f32>(&dw0.into_data(), tol);
+                if let (Some(a), Some(b)) = (dg1, dg0) {
+                    a.into_data().assert_approx_eq::<f32>(&b.into_data(), tol);
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! - [`conv2d`]: convolution (groups 1, dilation 1) — forward, input and
 //!   weight gradient in [`conv`];
 //! - [`group_norm`], [`group_norm_add_silu`]: GroupNorm fused with the SiLU
-//!   and the residual sum that follow it — in [`group_norm`](mod@group_norm).
+//!   and the residual sum that follow it — in [`group_norm`](mod@group_norm);
+//! - [`standardize`]: weight standardization of a kernel — in
+//!   [`standardize`](mod@standardize).
 
 pub mod conv;
 pub mod group_norm;
+pub mod standardize;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -25,6 +28,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use conv::ConvGeom;
 use group_norm::{GnGeom, Tail};
+pub use standardize::Formula;
 
 /// Operations this crate computes itself on the CPU.
 #[backend_extension(Flex, Autodiff)]
@@ -46,6 +50,15 @@ pub trait CpuOps: Backend {
         groups: usize,
         eps: f64,
         silu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Weight standardization of every output channel of `weight [out, ..]`;
+    /// `gain [out]` is read by `Formula::Scaled` only.
+    fn standardize_cpu(
+        weight: FloatTensor<Self>,
+        gain: FloatTensor<Self>,
+        formula: Formula,
+        eps: f64,
     ) -> FloatTensor<Self>;
 
     /// `SiLU(GroupNorm(x) + residual)`.
@@ -164,6 +177,35 @@ pub fn group_norm_add_silu(x: Tensor<4>, gn: &GroupNorm, residual: Tensor<4>) ->
     }
 }
 
+/// The kernel `weight [out, in, kh, kw]` standardized per output channel by
+/// this module's kernel, or `None` when it does not run on this tensor (the
+/// caller composes Burn's ops). `gain [out, 1, 1, 1]` is used by
+/// `Formula::Scaled` only.
+pub fn standardize(
+    weight: Tensor<4>,
+    gain: Option<Tensor<4>>,
+    formula: Formula,
+    eps: f64,
+) -> Option<Tensor<4>> {
+    let [out, _, _, _] = weight.dims();
+    if !runs_here(&weight.device(), weight.dtype()) || out == 0 {
+        return None;
+    }
+    let gain = match gain {
+        Some(g) if g.dtype() == DType::F32 && g.shape().num_elements() == out => g.reshape([out]),
+        Some(_) => return None,
+        None => Tensor::ones([out], &weight.device()),
+    };
+    Some(Tensor::from_dispatch(
+        <Dispatch as CpuOps>::standardize_cpu(
+            weight.into_dispatch(),
+            gain.into_dispatch(),
+            formula,
+            eps,
+        ),
+    ))
+}
+
 /// `t` as one contiguous run of `f32`.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
@@ -274,6 +316,44 @@ impl CpuOps for Flex {
         );
         gn_forward(&x, &gamma, &beta, Some(&r), groups, eps, Tail::AddSilu).0
     }
+
+    fn standardize_cpu(
+        weight: FloatTensor<Self>,
+        gain: FloatTensor<Self>,
+        formula: Formula,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let (w, gain) = (contiguous(weight), contiguous(gain));
+        let shape = dims4(&w);
+        let n = shape[1] * shape[2] * shape[3];
+        flex_tensor(
+            standardize::forward(slice(&w), n, slice(&gain), formula, eps),
+            shape,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct StandardizeBackward;
+
+impl Backward<Flex, 2> for StandardizeBackward {
+    type State = (FlexTensor, FlexTensor, Formula, f64);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_w, node_gain] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (w, gain, formula, eps) = ops.state;
+        let shape = dims4(&w);
+        let n = shape[1] * shape[2] * shape[3];
+        let (dw, dgain) =
+            standardize::backward(slice(&w), n, slice(&gain), formula, eps, slice(&dy));
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, flex_tensor(dw, shape));
+        }
+        if let Some(node) = node_gain {
+            grads.register::<Flex>(node.id, flex_tensor(dgain, [shape[0]]));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -361,6 +441,34 @@ impl Backward<Flex, 4> for GroupNormAddSiluBackward {
 }
 
 impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
+    fn standardize_cpu(
+        weight: FloatTensor<Self>,
+        gain: FloatTensor<Self>,
+        formula: Formula,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        match StandardizeBackward
+            .prepare::<C>([weight.node(), gain.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (w, gain) = (
+                    contiguous(weight.into_primitive()),
+                    contiguous(gain.into_primitive()),
+                );
+                let y = Flex::standardize_cpu(w.clone(), gain.clone(), formula, eps);
+                prep.finish((w, gain, formula, eps), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::standardize_cpu(
+                weight.into_primitive(),
+                gain.into_primitive(),
+                formula,
+                eps,
+            )),
+        }
+    }
+
     fn group_norm_cpu(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
