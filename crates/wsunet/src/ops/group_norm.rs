@@ -16,6 +16,8 @@
 
 use rayon::prelude::*;
 
+use super::simd::{sum, sum2, wide};
+
 /// Shapes of one GroupNorm: `[n, c, hw]` in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GnGeom {
@@ -74,45 +76,14 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + exp(-z))
 }
 
-/// Mean and reciprocal standard deviation of one block (two passes, `f64`
-/// sums, as precise as PyTorch's Welford on these sizes).
+/// Mean and reciprocal standard deviation of one block (two passes, blocked
+/// sums; see [`super::simd`]).
 #[inline(always)]
 fn stats(block: &[f32], eps: f64) -> (f32, f32) {
     let len = block.len() as f64;
-    let sum: f64 = block.chunks(64).map(|c| c.iter().sum::<f32>() as f64).sum();
-    let mean = sum / len;
-    let m = mean as f32;
-    let sq: f64 = block
-        .chunks(64)
-        .map(|c| c.iter().map(|v| (v - m) * (v - m)).sum::<f32>() as f64)
-        .sum();
+    let m = (sum(block, |v| v) / len) as f32;
+    let sq = sum(block, |v| (v - m) * (v - m));
     (m, (1.0 / (sq / len + eps).sqrt()) as f32)
-}
-
-/// Calls `$kernel` compiled for AVX2 when the CPU has it (wider vectors for
-/// the element-wise loops), else the baseline build. The same arithmetic in
-/// both (no FMA contraction), so results do not depend on the CPU.
-macro_rules! wide {
-    ($kernel:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx2($($arg: $ty),*) -> $ret {
-                $kernel($($arg),*)
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                unsafe { avx2($($arg),*) }
-            } else {
-                $kernel($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $kernel($($arg),*)
-        }
-    }};
 }
 
 /// Forward of one (image, group) block; returns (mean, rstd).
@@ -265,15 +236,8 @@ fn backward_block(
         if let Some(dr) = dr.as_deref_mut() {
             dr[range.clone()].copy_from_slice(dz);
         }
-        let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-        for (dzc, xc) in dz.chunks(64).zip(xs.chunks(64)) {
-            sd += dzc.iter().sum::<f32>() as f64;
-            sdx += dzc
-                .iter()
-                .zip(xc)
-                .map(|(d, x)| d * ((x - mean) * rstd))
-                .sum::<f32>() as f64;
-        }
+        let sd = sum(dz, |d| d);
+        let sdx = sum2(dz, xs, |d, x| d * ((x - mean) * rstd));
         sums[j] = sdx as f32;
         sums[cg + j] = sd as f32;
         mg += gm as f64 * sd;

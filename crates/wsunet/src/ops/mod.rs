@@ -12,6 +12,7 @@
 
 pub mod conv;
 pub mod group_norm;
+mod simd;
 pub mod standardize;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
