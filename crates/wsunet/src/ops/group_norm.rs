@@ -213,26 +213,37 @@ fn backward_block(
     let cg = g.per_group();
     let c0 = group * cg;
     let (mut mg, mut mgx) = (0.0f64, 0.0f64);
-    // Pass 1: dz (kept in dx), the channel sums.
+    // Pass 1: dz = ∂L/∂(normalized + affine) (kept in dx; dy itself without
+    // an activation), and the channel sums.
     for j in 0..cg {
         let gm = gamma[c0 + j];
         let a = rstd * gm;
         let b = beta[c0 + j] - mean * a;
         let range = j * g.hw..(j + 1) * g.hw;
         let (xs, dys) = (&x[range.clone()], &dy[range.clone()]);
-        let dz = &mut dx[range.clone()];
-        match tail {
-            Tail::None => dz.copy_from_slice(dys),
-            Tail::Silu | Tail::AddSilu => {
-                let zero = [];
-                let rs = r.map_or(&zero[..], |r| &r[range.clone()]);
-                for (i, (d, (x, dy))) in dz.iter_mut().zip(xs.iter().zip(dys)).enumerate() {
-                    let z = x * a + b + if rs.is_empty() { 0.0 } else { rs[i] };
-                    let s = sigmoid(z);
-                    *d = dy * s * (1.0 + z * (1.0 - s));
+        let dsilu = |x: f32, dy: f32, r: f32| {
+            let z = x * a + b + r;
+            let s = sigmoid(z);
+            dy * s * (1.0 + z * (1.0 - s))
+        };
+        let dz: &[f32] = match (tail, r) {
+            (Tail::None, _) => dys,
+            (Tail::Silu, _) => {
+                let dz = &mut dx[range.clone()];
+                for (d, (&x, &dy)) in dz.iter_mut().zip(xs.iter().zip(dys)) {
+                    *d = dsilu(x, dy, 0.0);
                 }
+                dz
             }
-        }
+            (Tail::AddSilu, r) => {
+                let r = &r.expect("AddSilu has a residual")[range.clone()];
+                let dz = &mut dx[range.clone()];
+                for ((d, &r), (&x, &dy)) in dz.iter_mut().zip(r).zip(xs.iter().zip(dys)) {
+                    *d = dsilu(x, dy, r);
+                }
+                dz
+            }
+        };
         if let Some(dr) = dr.as_deref_mut() {
             dr[range.clone()].copy_from_slice(dz);
         }
@@ -249,9 +260,16 @@ fn backward_block(
     for j in 0..cg {
         let gm = gamma[c0 + j];
         let range = j * g.hw..(j + 1) * g.hw;
-        for (d, x) in dx[range.clone()].iter_mut().zip(&x[range]) {
-            let xhat = (x - mean) * rstd;
-            *d = rstd * (gm * *d - mg - xhat * mgx);
+        let grad = |dz: f32, x: f32| rstd * (gm * dz - mg - (x - mean) * rstd * mgx);
+        if tail == Tail::None {
+            let (dx, dy) = (&mut dx[range.clone()], &dy[range.clone()]);
+            for ((d, &dy), &x) in dx.iter_mut().zip(dy).zip(&x[range]) {
+                *d = grad(dy, x);
+            }
+        } else {
+            for (d, &x) in dx[range.clone()].iter_mut().zip(&x[range]) {
+                *d = grad(*d, x);
+            }
         }
     }
 }
