@@ -215,11 +215,16 @@ unsafe fn matmul(
 fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], par: bool) {
     let t = rows * g.wo;
     let kk2 = g.k * g.k;
+    let same = g.s == 1 && g.wo == g.w && g.ho == g.h;
     let channel = |(c, chunk): (usize, &mut [f32])| {
         let plane = &img[c * g.hw_in()..][..g.hw_in()];
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let dst = &mut chunk[(ky * g.k + kx) * t..][..t];
+                if same {
+                    shifted_copy(g, plane, r0, rows, ky, kx, dst);
+                    continue;
+                }
                 // Output columns whose input column lies inside the image.
                 let lo = g.p.saturating_sub(kx).div_ceil(g.s).min(g.wo);
                 let hi = if g.w + g.p > kx {
@@ -258,6 +263,43 @@ fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], p
             .for_each(channel);
     } else {
         chunks.enumerate().for_each(channel);
+    }
+}
+
+/// One row of the unfolded matrix of a stride-1 "same" convolution: the input
+/// plane shifted by `(ky − p, kx − p)`, which is one contiguous copy, then the
+/// columns that wrapped around a row edge set to zero.
+fn shifted_copy(
+    g: &ConvGeom,
+    plane: &[f32],
+    r0: usize,
+    rows: usize,
+    ky: usize,
+    kx: usize,
+    dst: &mut [f32],
+) {
+    let (w, p) = (g.w as isize, g.p as isize);
+    let t = dst.len() as isize;
+    let start = r0 as isize * w + (ky as isize - p) * w + (kx as isize - p);
+    let lo = (-start).clamp(0, t);
+    let hi = (g.hw_in() as isize - start).clamp(lo, t);
+    let (lo, hi) = (lo as usize, hi as usize);
+    dst[..lo].fill(0.0);
+    if hi > lo {
+        dst[lo..hi].copy_from_slice(&plane[(start + lo as isize) as usize..][..hi - lo]);
+    }
+    dst[hi..].fill(0.0);
+    let w = g.w;
+    if kx < g.p {
+        let e = g.p - kx;
+        for r in 0..rows {
+            dst[r * w..r * w + e].fill(0.0);
+        }
+    } else if kx > g.p {
+        let e = kx - g.p;
+        for r in 0..rows {
+            dst[(r + 1) * w - e..(r + 1) * w].fill(0.0);
+        }
     }
 }
 
@@ -584,6 +626,8 @@ mod tests {
             (2, 4, 5, 5, 3, 3, 1, 0),
             (1, 2, 3, 4, 3, 5, 1, 2),
             (2, 48, 5, 7, 24, 3, 1, 1),
+            // One row per band: bands that start above and end below the image.
+            (1, 32, 3, 1000, 2, 3, 1, 1),
         ];
         for (i, &(n, ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
             let g = ConvGeom::new([n, ci, h, w], [co, ci, k, k], s, p).unwrap();
