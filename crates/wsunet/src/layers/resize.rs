@@ -10,32 +10,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// PyTorch's bilinear taps along one axis (`align_corners = False`, no
-/// antialiasing): for each output index, the two source indices it mixes and
-/// the weight of the second, `(i0, i1, λ)` with `out = (1 − λ)·x[i0] + λ·x[i1]`.
-///
-/// Source coordinate of output `o`: `max((o + 0.5) · in/out − 0.5, 0)`;
-/// `i0 = ⌊src⌋`, `i1 = min(i0 + 1, in − 1)`. Down-scaling therefore samples
-/// the two nearest source pixels, as PyTorch does.
-///
-/// # Panics
-///
-/// If either length is 0.
-pub fn bilinear_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32)> {
-    assert!(
-        in_len > 0 && out_len > 0,
-        "cannot resize between lengths {in_len} and {out_len}"
-    );
-    let scale = in_len as f64 / out_len as f64;
-    (0..out_len)
-        .map(|o| {
-            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(in_len - 1);
-            let i1 = (i0 + 1).min(in_len - 1);
-            (i0, i1, (src - i0 as f64) as f32)
-        })
-        .collect()
-}
+use crate::ops;
+pub use crate::ops::resize::bilinear_taps;
 
 /// Row-major `[out_len, in_len]` matrix of [`bilinear_taps`].
 pub fn interpolation_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
@@ -60,7 +36,8 @@ fn matrix(in_len: usize, out_len: usize, transposed: bool, device: &Device) -> T
 /// as PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=False)`,
 /// up or down, to any size. Returns `x` itself when the size is unchanged.
 ///
-/// Differentiable on every backend (two matrix products).
+/// Differentiable on every backend: a direct four-tap kernel on the CPU
+/// (`ops::resize`), two matrix products elsewhere.
 ///
 /// # Shapes
 ///
@@ -82,6 +59,16 @@ fn matrix(in_len: usize, out_len: usize, transposed: bool, device: &Device) -> T
 /// assert_eq!(y.dims(), [1, 2, 11, 3]);
 /// ```
 pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let [ho, wo] = size;
+    if [ho, wo] == [h, w] {
+        return x;
+    }
+    ops::resize_bilinear(x.clone(), size).unwrap_or_else(|| composed(x, size))
+}
+
+/// [`resize_bilinear`] as two matrix products (every device but the CPU).
+fn composed(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let [ho, wo] = size;
     let device = x.device();
@@ -160,6 +147,29 @@ mod tests {
                 &TensorData::full([1, 2, 13, 4], 3.5f32),
                 Tolerance::absolute(1e-5),
             );
+    }
+
+    /// The CPU kernel and the matrix form give the same values and the same
+    /// input gradient, up and down, to odd sizes.
+    #[test]
+    fn the_cpu_kernel_equals_the_matrix_form() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random([2, 3, 9, 6], Distribution::Default, &device);
+        for size in [[18, 12], [4, 3], [13, 5], [9, 17], [1, 1]] {
+            let dy = Tensor::<4>::random([2, 3, size[0], size[1]], Distribution::Default, &device);
+            let run = |f: fn(Tensor<4>, [usize; 2]) -> Tensor<4>| {
+                let x = x.clone().require_grad();
+                let y = f(x.clone(), size);
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                (y.inner(), x.grad(&grads).unwrap())
+            };
+            let (y0, dx0) = run(composed);
+            let (y1, dx1) = run(resize_bilinear);
+            let tol = Tolerance::absolute(1e-5);
+            y1.into_data().assert_approx_eq::<f32>(&y0.into_data(), tol);
+            dx1.into_data()
+                .assert_approx_eq::<f32>(&dx0.into_data(), tol);
+        }
     }
 
     #[test]

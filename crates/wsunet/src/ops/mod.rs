@@ -8,10 +8,15 @@
 //! - [`group_norm`], [`group_norm_add_silu`]: GroupNorm fused with the SiLU
 //!   and the residual sum that follow it — in [`group_norm`](mod@group_norm);
 //! - [`standardize`]: weight standardization of a kernel — in
-//!   [`standardize`](mod@standardize).
+//!   [`standardize`](mod@standardize);
+//! - [`resize_bilinear`]: bilinear resizing — in [`resize`](mod@resize);
+//! - [`adamw`]: one AdamW update in a single pass (used by the trainer's
+//!   optimizer).
 
+pub mod adamw;
 pub mod conv;
 pub mod group_norm;
+pub mod resize;
 mod simd;
 pub mod standardize;
 
@@ -29,6 +34,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use conv::ConvGeom;
 use group_norm::{GnGeom, Tail};
+use resize::ResizeGeom;
 pub use standardize::Formula;
 
 /// Operations this crate computes itself on the CPU.
@@ -61,6 +67,10 @@ pub trait CpuOps: Backend {
         formula: Formula,
         eps: f64,
     ) -> FloatTensor<Self>;
+
+    /// Bilinear resize of `x [n, c, h, w]` to `[n, c, ho, wo]` (PyTorch's
+    /// `align_corners=False`).
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self>;
 
     /// `SiLU(GroupNorm(x) + residual)`.
     fn group_norm_add_silu_cpu(
@@ -207,6 +217,41 @@ pub fn standardize(
     ))
 }
 
+/// `x` resized bilinearly to `size` by this module's kernel, or `None` when it
+/// does not run on this tensor (the caller composes Burn's ops).
+pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Option<Tensor<4>> {
+    let [ho, wo] = size;
+    if !runs_here(&x.device(), x.dtype()) || ho == 0 || wo == 0 || x.shape().num_elements() == 0 {
+        return None;
+    }
+    Some(Tensor::from_dispatch(
+        <Dispatch as CpuOps>::resize_bilinear_cpu(x.into_dispatch(), ho, wo),
+    ))
+}
+
+fn resize_geom(x: &FlexTensor, ho: usize, wo: usize) -> ResizeGeom {
+    let [n, c, h, w] = dims4(x);
+    ResizeGeom {
+        planes: n * c,
+        h,
+        w,
+        ho,
+        wo,
+    }
+}
+
+fn resize_flex(x: &FlexTensor, g: &ResizeGeom) -> FlexTensor {
+    let (rows, cols) = (
+        resize::bilinear_taps(g.h, g.ho),
+        resize::bilinear_taps(g.w, g.wo),
+    );
+    let [n, c, _, _] = dims4(x);
+    flex_tensor(
+        resize::forward(g, slice(x), &rows, &cols),
+        [n, c, g.ho, g.wo],
+    )
+}
+
 /// `t` as one contiguous run of `f32`.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
@@ -318,6 +363,11 @@ impl CpuOps for Flex {
         gn_forward(&x, &gamma, &beta, Some(&r), groups, eps, Tail::AddSilu).0
     }
 
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
+        let x = contiguous(x);
+        resize_flex(&x, &resize_geom(&x, ho, wo))
+    }
+
     fn standardize_cpu(
         weight: FloatTensor<Self>,
         gain: FloatTensor<Self>,
@@ -331,6 +381,28 @@ impl CpuOps for Flex {
             standardize::forward(slice(&w), n, slice(&gain), formula, eps),
             shape,
         )
+    }
+}
+
+#[derive(Debug)]
+struct ResizeBackward;
+
+impl Backward<Flex, 1> for ResizeBackward {
+    type State = ResizeGeom;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node_x {
+            let [n, c, _, _] = dims4(&dy);
+            let g = ops.state;
+            let (rows, cols) = (
+                resize::bilinear_taps(g.h, g.ho),
+                resize::bilinear_taps(g.w, g.wo),
+            );
+            let dx = resize::backward(&g, slice(&dy), &rows, &cols);
+            grads.register::<Flex>(node.id, flex_tensor(dx, [n, c, g.h, g.w]));
+        }
     }
 }
 
@@ -442,6 +514,24 @@ impl Backward<Flex, 4> for GroupNormAddSiluBackward {
 }
 
 impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
+        match ResizeBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let g = resize_geom(&x, ho, wo);
+                let y = resize_flex(&x, &g);
+                prep.finish(g, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::resize_bilinear_cpu(x.into_primitive(), ho, wo))
+            }
+        }
+    }
+
     fn standardize_cpu(
         weight: FloatTensor<Self>,
         gain: FloatTensor<Self>,
