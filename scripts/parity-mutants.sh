@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Proves the parity tests can fail: applies one deliberate bug at a time (std
-# degrees of freedom, GroupNorm group count, padding, align_corners), runs the
-# parity tests, expects them to fail, and restores the sources.
+# degrees of freedom, GroupNorm group count, padding, align_corners, and one
+# index or term in each CPU kernel's backward: col2im, weight gradient,
+# GroupNorm), runs the parity tests and the library's unit tests (which
+# compare the CPU kernels with Burn's composed ops), expects them to fail, and
+# restores the sources.
 # Usage: scripts/parity-mutants.sh   (from a clean work tree)
 set -u
 cd "$(git rev-parse --show-toplevel)"
@@ -16,7 +19,7 @@ mutant() {
   if git diff --quiet "$file"; then
     echo "MUTANT NOT APPLIED: $name (pattern no longer matches $file)"
     status=1
-  elif cargo test --release -q -p wsunet --test parity >/dev/null 2>&1; then
+  elif cargo test --release -q -p wsunet --lib --test parity >/dev/null 2>&1; then
     echo "SURVIVED (bad): $name"
     status=1
   else
@@ -24,12 +27,20 @@ mutant() {
   fi
   git checkout -q -- "$file"
 }
-mutant "std with n instead of n-1" crates/wsunet/src/layers/ws_conv2d.rs \
+mutant "std with n instead of n-1 (CPU kernel)" crates/wsunet/src/ops/standardize.rs \
+  's/let dof = n.saturating_sub(1).max(1) as f64;/let dof = n as f64;/'
+mutant "std with n instead of n-1 (composed ops, other devices)" crates/wsunet/src/layers/ws_conv2d.rs \
   's/let dof = n.saturating_sub(1).max(1) as f64;/let dof = n as f64;/'
 mutant "GroupNorm groups halved" crates/wsunet/src/layers/ws_gn_act.rs \
   's/fit_groups(self.out_channels, self.groups),/fit_groups(self.out_channels, self.groups \/ 2),/'
 mutant "padding k/2 + 1" crates/wsunet/src/layers/ws_conv2d.rs \
   's|padding: self.padding.unwrap_or(k / 2),|padding: self.padding.unwrap_or(k / 2 + 1),|'
-mutant "align_corners = true" crates/wsunet/src/layers/resize.rs \
+mutant "align_corners = true" crates/wsunet/src/ops/resize.rs \
   's|let src = ((o as f64 + 0.5) \* scale - 0.5).max(0.0);|let src = if out_len > 1 { o as f64 * (in_len - 1) as f64 / (out_len - 1) as f64 } else { 0.0 };|'
+mutant "col2im ignores the stride" crates/wsunet/src/ops/conv.rs \
+  's/dst\[ix0 + o \* g.s\] += v;/dst[ix0 + o] += v;/'
+mutant "weight gradient reads the first image's dY for every image" crates/wsunet/src/ops/conv.rs \
+  's/let lhs = unsafe { dy.as_ptr().add(n \* g.co \* g.hw_out() + r0 \* g.wo) };/let lhs = unsafe { dy.as_ptr().add(r0 * g.wo) };/'
+mutant "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \
+  's/rstd \* (gm \* dz - mg - (x - mean) \* rstd \* mgx)/rstd * (gm * dz - (x - mean) * rstd * mgx)/'
 exit $status
