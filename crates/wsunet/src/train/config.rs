@@ -215,7 +215,7 @@ impl Default for TrainConfig {
             size: None,
             batch_size: 8,
             val_batch_size: 8,
-            epochs: 4,
+            epochs: 5,
             model: ModelSpec::preset("small").expect("known preset"),
             loss: LossKind::default(),
             class_weights: None,
