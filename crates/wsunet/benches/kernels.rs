@@ -1,0 +1,105 @@
+//! Throughput of the CPU convolution kernels (`wsunet::ops::conv`) at the
+//! default model's real shapes (batch 2, 3×256×256 input), next to this
+//! machine's sgemm peak measured with the same `gemm` crate.
+//!
+//! `cargo bench -p wsunet --bench kernels` (add `-- --quick` for fewer
+//! rounds). Prints one markdown table: GFLOP/s = 2 · multiply-adds / median
+//! time, for the forward, the input gradient and the weight gradient.
+
+use std::time::Instant;
+
+use wsunet::ops::conv::{self, ConvGeom};
+
+fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()
+}
+
+fn gflops(macs: usize, ms: f64) -> f64 {
+    2.0 * macs as f64 / (ms * 1e6)
+}
+
+/// sgemm of square `size` matrices on all rayon threads (row-major, no
+/// accumulation): the ceiling any im2col convolution here can reach.
+fn sgemm_peak(size: usize, rounds: usize) -> f64 {
+    let (a, b) = (values(size * size), values(size * size));
+    let mut c = vec![0.0f32; size * size];
+    let threads = rayon::current_num_threads();
+    let ms = median_ms(rounds, || unsafe {
+        gemm::gemm(
+            size,
+            size,
+            size,
+            c.as_mut_ptr(),
+            1,
+            size as isize,
+            false,
+            a.as_ptr(),
+            1,
+            size as isize,
+            b.as_ptr(),
+            1,
+            size as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        )
+    });
+    gflops(size * size * size, ms)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 9 };
+    println!(
+        "sgemm peak ({} threads): {:.0} GFLOP/s at 1024³, {:.0} GFLOP/s at 2048³\n",
+        rayon::current_num_threads(),
+        sgemm_peak(1024, rounds),
+        sgemm_peak(2048, rounds.min(5)),
+    );
+    println!("| layer | x (N×C×H×W) → out, k, stride | forward | input gradient | weight gradient |");
+    println!("|---|---|---|---|---|");
+    // (name, batch, in, size, out, kernel, stride, padding)
+    let shapes = [
+        ("stem", 2, 3, 256, 32, 7, 2, 3),
+        ("stage1 conv1", 2, 32, 128, 64, 3, 2, 1),
+        ("stage1 proj", 2, 32, 128, 64, 1, 2, 0),
+        ("stage1 conv2", 2, 64, 64, 64, 3, 1, 1),
+        ("stage2 conv2", 2, 128, 32, 128, 3, 1, 1),
+        ("stage3 conv2", 2, 256, 16, 256, 3, 1, 1),
+        ("bridge", 2, 512, 8, 512, 3, 1, 1),
+        ("dec1 reduce", 2, 64, 128, 32, 1, 1, 0),
+        ("dec1 refine", 2, 64, 128, 32, 3, 1, 1),
+    ];
+    for (name, n, ci, hw, co, k, s, p) in shapes {
+        let g = ConvGeom::new([n, ci, hw, hw], [co, ci, k, k], s, p).expect("valid shape");
+        let x = values(n * ci * hw * hw);
+        let w = values(co * ci * k * k);
+        let dy = values(n * co * g.ho * g.wo);
+        let f = median_ms(rounds, || drop(conv::forward(&g, &x, &w)));
+        let bi = median_ms(rounds, || drop(conv::backward_input(&g, &dy, &w)));
+        let bw = median_ms(rounds, || drop(conv::backward_weight(&g, &x, &dy)));
+        let m = g.macs();
+        println!(
+            "| {name} | {n}×{ci}×{hw}×{hw} → {co}, {k}×{k}, /{s} | {f:.2} ms, {:.0} GFLOP/s | {bi:.2} ms, {:.0} GFLOP/s | {bw:.2} ms, {:.0} GFLOP/s |",
+            gflops(m, f),
+            gflops(m, bi),
+            gflops(m, bw)
+        );
+    }
+}
