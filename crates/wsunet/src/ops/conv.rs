@@ -403,15 +403,17 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         // dX = dY ⋆ W' with W'[ci][co] = W[co][ci] flipped, padding k−1−p.
         let k2 = g.k * g.k;
         let mut flipped = vec![0.0; w.len()];
-        for o in 0..g.co {
-            for c in 0..g.ci {
-                let src = &w[(o * g.ci + c) * k2..][..k2];
-                let dst = &mut flipped[(c * g.co + o) * k2..][..k2];
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
+        flipped
+            .par_chunks_mut(g.co * k2)
+            .enumerate()
+            .for_each(|(c, rows)| {
+                for (o, dst) in rows.chunks_mut(k2).enumerate() {
+                    let src = &w[(o * g.ci + c) * k2..][..k2];
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
                 }
-            }
-        }
+            });
         let t = ConvGeom {
             n: g.n,
             ci: g.co,
