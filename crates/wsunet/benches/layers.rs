@@ -1,6 +1,7 @@
-//! Layer speeds on the CPU backend: what weight standardization costs next to
-//! a plain convolution, GroupNorm + SiLU, and the bilinear resize (wsunet's
-//! two-matmul version against Burn's native kernel), forward and
+//! Layer speeds on the CPU backend, wsunet's kernels (`ops/`) against Burn's
+//! own: WsConv2d against a plain Burn `Conv2d` (Flex's convolution), the fused
+//! GroupNorm + SiLU against Burn's `GroupNorm` then `silu`, and
+//! `resize_bilinear` against Burn's native `interpolate`, forward and
 //! forward + backward, at sizes the default model meets.
 //!
 //! `cargo bench -p wsunet --bench layers` (add `-- --quick` for fewer rounds).
@@ -57,9 +58,9 @@ fn main() {
     for &(n, cin, cout, hw) in &convs {
         for ws in [true, false] {
             let name = if ws {
-                "WsConv2d 3×3 (seed)"
+                "WsConv2d 3×3 (seed; wsunet kernels)"
             } else {
-                "Conv2d 3×3 (plain)"
+                "Conv2d 3×3 (plain; Burn's Flex conv)"
             };
             let time = |device: &Device, backward: bool| {
                 let forward: Box<dyn Fn(Tensor<4>) -> Tensor<4>> = if ws {
@@ -82,13 +83,28 @@ fn main() {
     }
 
     for &(n, c, hw) in &[(1, 32, 128), (2, 64, 64), (2, 256, 16)] {
-        let time = |device: &Device, backward: bool| {
-            let gn = GroupNormConfig::new(32, c).init(device);
-            let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
-            median_ms(rounds, || finish(silu(gn.forward(x.clone())), backward))
-        };
-        let (f, b) = (time(&cpu, false), time(&ad, true));
-        println!("| GroupNorm(32) + SiLU | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
+        for fused in [true, false] {
+            let time = |device: &Device, backward: bool| {
+                let gn = GroupNormConfig::new(32, c).init(device);
+                let x =
+                    Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
+                median_ms(rounds, || {
+                    let y = if fused {
+                        wsunet::ops::group_norm(x.clone(), &gn, true)
+                    } else {
+                        silu(gn.forward(x.clone()))
+                    };
+                    finish(y, backward)
+                })
+            };
+            let (f, b) = (time(&cpu, false), time(&ad, true));
+            let name = if fused {
+                "GroupNorm(32) + SiLU (wsunet fused kernel)"
+            } else {
+                "GroupNorm(32) + SiLU (Burn's ops)"
+            };
+            println!("| {name} | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
+        }
     }
 
     // Decoder upsampling ×2 at the default model's decoder widths, and the
@@ -99,7 +115,7 @@ fn main() {
             let name = if native {
                 "Burn interpolate (Flex native)"
             } else {
-                "resize_bilinear (two matmuls)"
+                "resize_bilinear (wsunet four-tap kernel)"
             };
             let time = |device: &Device, backward: bool| {
                 let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
