@@ -6,22 +6,10 @@
 //! rounds). Prints one markdown table: GFLOP/s = 2 · multiply-adds / median
 //! time, for the forward, the input gradient and the weight gradient.
 
-use std::time::Instant;
+mod common;
 
+use common::median_ms;
 use wsunet::ops::conv::{self, ConvGeom};
-
-fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn values(len: usize) -> Vec<f32> {
     (0..len)

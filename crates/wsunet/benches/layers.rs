@@ -7,7 +7,7 @@
 //! `cargo bench -p wsunet --bench layers` (add `-- --quick` for fewer rounds).
 //! Prints one markdown table; each number is the median of the rounds.
 
-use std::time::Instant;
+mod common;
 
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{GroupNormConfig, PaddingConfig2d};
@@ -15,20 +15,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor};
+use common::median_ms;
 use wsunet::layers::{WsConv2dConfig, resize_bilinear};
-
-fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Runs the backward of `y.sum()`, or forces `y`'s computation (Flex is
 /// eager, but keep GPU-safe habits).
@@ -86,8 +74,7 @@ fn main() {
         for fused in [true, false] {
             let time = |device: &Device, backward: bool| {
                 let gn = GroupNormConfig::new(32, c).init(device);
-                let x =
-                    Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
+                let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
                 median_ms(rounds, || {
                     let y = if fused {
                         wsunet::ops::group_norm(x.clone(), &gn, true)

@@ -229,29 +229,6 @@ pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Option<Tensor<4>> {
     ))
 }
 
-fn resize_geom(x: &FlexTensor, ho: usize, wo: usize) -> ResizeGeom {
-    let [n, c, h, w] = dims4(x);
-    ResizeGeom {
-        planes: n * c,
-        h,
-        w,
-        ho,
-        wo,
-    }
-}
-
-fn resize_flex(x: &FlexTensor, g: &ResizeGeom) -> FlexTensor {
-    let (rows, cols) = (
-        resize::bilinear_taps(g.h, g.ho),
-        resize::bilinear_taps(g.w, g.wo),
-    );
-    let [n, c, _, _] = dims4(x);
-    flex_tensor(
-        resize::forward(g, slice(x), &rows, &cols),
-        [n, c, g.ho, g.wo],
-    )
-}
-
 /// `t` as one contiguous run of `f32`.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
@@ -285,37 +262,99 @@ fn gn_geom(x: &FlexTensor, groups: usize) -> GnGeom {
     }
 }
 
-/// The fused GroupNorm forward on Flex tensors: output and saved statistics.
+/// What a fused GroupNorm keeps for its backward.
+#[derive(Debug, Clone)]
+struct GnState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    residual: Option<FlexTensor>,
+    stats: Vec<f32>,
+    groups: usize,
+    tail: Tail,
+}
+
+// The forwards on contiguous Flex tensors: the output and what the backward
+// needs. The `CpuOps` impls below call them with and without autodiff.
+
+fn conv_forward([x, w]: [FlexTensor; 2], stride: usize, padding: usize) -> (FlexTensor, ConvState) {
+    let g = ConvGeom::new(dims4(&x), dims4(&w), stride, padding).unwrap_or_else(|| {
+        panic!(
+            "conv2d_cpu: input {:?} and kernel {:?} (stride {stride}, padding {padding}) do not fit",
+            dims4(&x),
+            dims4(&w)
+        )
+    });
+    let y = flex_tensor(
+        conv::forward(&g, slice(&x), slice(&w)),
+        [g.n, g.co, g.ho, g.wo],
+    );
+    (y, (x, w, g))
+}
+
 fn gn_forward(
-    x: &FlexTensor,
-    gamma: &FlexTensor,
-    beta: &FlexTensor,
-    residual: Option<&FlexTensor>,
+    [x, gamma, beta]: [FlexTensor; 3],
+    residual: Option<FlexTensor>,
     groups: usize,
     eps: f64,
     tail: Tail,
-) -> (FlexTensor, Vec<f32>) {
-    let g = gn_geom(x, groups);
+) -> (FlexTensor, GnState) {
+    let g = gn_geom(&x, groups);
     let (y, stats) = group_norm::forward(
         &g,
-        slice(x),
-        slice(gamma),
-        slice(beta),
-        residual.map(slice),
+        slice(&x),
+        slice(&gamma),
+        slice(&beta),
+        residual.as_ref().map(slice),
         tail,
         eps,
     );
-    (flex_tensor(y, dims4(x)), stats)
+    let y = flex_tensor(y, dims4(&x));
+    let state = GnState {
+        x,
+        gamma,
+        beta,
+        residual,
+        stats,
+        groups,
+        tail,
+    };
+    (y, state)
 }
 
-fn geom(x: &FlexTensor, w: &FlexTensor, stride: usize, padding: usize) -> ConvGeom {
-    ConvGeom::new(dims4(x), dims4(w), stride, padding).unwrap_or_else(|| {
-        panic!(
-            "conv2d_cpu: input {:?} and kernel {:?} (stride {stride}, padding {padding}) do not fit",
-            dims4(x),
-            dims4(w)
-        )
-    })
+fn resize_forward([x]: [FlexTensor; 1], ho: usize, wo: usize) -> (FlexTensor, ResizeGeom) {
+    let [n, c, h, w] = dims4(&x);
+    let g = ResizeGeom {
+        planes: n * c,
+        h,
+        w,
+        ho,
+        wo,
+    };
+    let (rows, cols) = (resize::bilinear_taps(h, ho), resize::bilinear_taps(w, wo));
+    let y = flex_tensor(resize::forward(&g, slice(&x), &rows, &cols), [n, c, ho, wo]);
+    (y, g)
+}
+
+fn standardize_forward(
+    [w, gain]: [FlexTensor; 2],
+    formula: Formula,
+    eps: f64,
+) -> (FlexTensor, StandardizeState) {
+    let shape = dims4(&w);
+    let n = shape[1] * shape[2] * shape[3];
+    let y = flex_tensor(
+        standardize::forward(slice(&w), n, slice(&gain), formula, eps),
+        shape,
+    );
+    (y, (w, gain, formula, eps))
+}
+
+type ConvState = (FlexTensor, FlexTensor, ConvGeom);
+type StandardizeState = (FlexTensor, FlexTensor, Formula, f64);
+
+fn flex<const N: usize>(inputs: [FloatTensor<Flex>; N]) -> [FlexTensor; N] {
+    inputs.map(contiguous)
 }
 
 impl CpuOps for Flex {
@@ -325,12 +364,7 @@ impl CpuOps for Flex {
         stride: usize,
         padding: usize,
     ) -> FloatTensor<Self> {
-        let (x, w) = (contiguous(x), contiguous(weight));
-        let g = geom(&x, &w, stride, padding);
-        flex_tensor(
-            conv::forward(&g, slice(&x), slice(&w)),
-            [g.n, g.co, g.ho, g.wo],
-        )
+        conv_forward(flex([x, weight]), stride, padding).0
     }
 
     fn group_norm_cpu(
@@ -342,8 +376,7 @@ impl CpuOps for Flex {
         silu: bool,
     ) -> FloatTensor<Self> {
         let tail = if silu { Tail::Silu } else { Tail::None };
-        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
-        gn_forward(&x, &gamma, &beta, None, groups, eps, tail).0
+        gn_forward(flex([x, gamma, beta]), None, groups, eps, tail).0
     }
 
     fn group_norm_add_silu_cpu(
@@ -354,18 +387,12 @@ impl CpuOps for Flex {
         groups: usize,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let (x, gamma, beta, r) = (
-            contiguous(x),
-            contiguous(gamma),
-            contiguous(beta),
-            contiguous(residual),
-        );
-        gn_forward(&x, &gamma, &beta, Some(&r), groups, eps, Tail::AddSilu).0
+        let r = contiguous(residual);
+        gn_forward(flex([x, gamma, beta]), Some(r), groups, eps, Tail::AddSilu).0
     }
 
     fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
-        let x = contiguous(x);
-        resize_flex(&x, &resize_geom(&x, ho, wo))
+        resize_forward(flex([x]), ho, wo).0
     }
 
     fn standardize_cpu(
@@ -374,13 +401,7 @@ impl CpuOps for Flex {
         formula: Formula,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let (w, gain) = (contiguous(weight), contiguous(gain));
-        let shape = dims4(&w);
-        let n = shape[1] * shape[2] * shape[3];
-        flex_tensor(
-            standardize::forward(slice(&w), n, slice(&gain), formula, eps),
-            shape,
-        )
+        standardize_forward(flex([weight, gain]), formula, eps).0
     }
 }
 
@@ -410,7 +431,7 @@ impl Backward<Flex, 1> for ResizeBackward {
 struct StandardizeBackward;
 
 impl Backward<Flex, 2> for StandardizeBackward {
-    type State = (FlexTensor, FlexTensor, Formula, f64);
+    type State = StandardizeState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_w, node_gain] = ops.parents;
@@ -433,7 +454,7 @@ impl Backward<Flex, 2> for StandardizeBackward {
 struct Conv2dBackward;
 
 impl Backward<Flex, 2> for Conv2dBackward {
-    type State = (FlexTensor, FlexTensor, ConvGeom);
+    type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
@@ -448,18 +469,6 @@ impl Backward<Flex, 2> for Conv2dBackward {
             grads.register::<Flex>(node.id, flex_tensor(dw, [g.co, g.ci, g.k, g.k]));
         }
     }
-}
-
-/// What a fused GroupNorm keeps for its backward.
-#[derive(Debug, Clone)]
-struct GnState {
-    x: FlexTensor,
-    gamma: FlexTensor,
-    beta: FlexTensor,
-    residual: Option<FlexTensor>,
-    stats: Vec<f32>,
-    groups: usize,
-    tail: Tail,
 }
 
 /// Registers the gradients of x, gamma, beta (and the residual).
@@ -513,51 +522,35 @@ impl Backward<Flex, 4> for GroupNormAddSiluBackward {
     }
 }
 
-impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
-    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
-        match ResizeBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let g = resize_geom(&x, ho, wo);
-                let y = resize_flex(&x, &g);
-                prep.finish(g, y)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(Flex::resize_bilinear_cpu(x.into_primitive(), ho, wo))
-            }
-        }
+/// Runs `forward` on the inputs' Flex tensors and, when any input is
+/// tracked, records `backward` with the state `forward` returned.
+fn record<BO, C, const N: usize>(
+    backward: BO,
+    inputs: [FloatTensor<Autodiff<Flex, C>>; N],
+    forward: impl FnOnce([FlexTensor; N]) -> (FlexTensor, BO::State),
+) -> FloatTensor<Autodiff<Flex, C>>
+where
+    BO: Backward<Flex, N>,
+    C: CheckpointStrategy,
+{
+    let nodes = inputs.each_ref().map(|t| t.node());
+    let (y, state) = forward(inputs.map(|t| contiguous(t.into_primitive())));
+    match backward.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
+}
 
-    fn standardize_cpu(
+impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
+    fn conv2d_cpu(
+        x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        gain: FloatTensor<Self>,
-        formula: Formula,
-        eps: f64,
+        stride: usize,
+        padding: usize,
     ) -> FloatTensor<Self> {
-        match StandardizeBackward
-            .prepare::<C>([weight.node(), gain.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (w, gain) = (
-                    contiguous(weight.into_primitive()),
-                    contiguous(gain.into_primitive()),
-                );
-                let y = Flex::standardize_cpu(w.clone(), gain.clone(), formula, eps);
-                prep.finish((w, gain, formula, eps), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::standardize_cpu(
-                weight.into_primitive(),
-                gain.into_primitive(),
-                formula,
-                eps,
-            )),
-        }
+        record::<_, C, _>(Conv2dBackward, [x, weight], |xw| {
+            conv_forward(xw, stride, padding)
+        })
     }
 
     fn group_norm_cpu(
@@ -569,36 +562,9 @@ impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
         silu: bool,
     ) -> FloatTensor<Self> {
         let tail = if silu { Tail::Silu } else { Tail::None };
-        match GroupNormBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let gamma = contiguous(gamma.into_primitive());
-                let beta = contiguous(beta.into_primitive());
-                let (y, stats) = gn_forward(&x, &gamma, &beta, None, groups, eps, tail);
-                let state = GnState {
-                    x,
-                    gamma,
-                    beta,
-                    residual: None,
-                    stats,
-                    groups,
-                    tail,
-                };
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::group_norm_cpu(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                groups,
-                eps,
-                silu,
-            )),
-        }
+        record::<_, C, _>(GroupNormBackward, [x, gamma, beta], |inputs| {
+            gn_forward(inputs, None, groups, eps, tail)
+        })
     }
 
     fn group_norm_add_silu_cpu(
@@ -609,70 +575,26 @@ impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
         groups: usize,
         eps: f64,
     ) -> FloatTensor<Self> {
-        match GroupNormAddSiluBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node(), residual.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let gamma = contiguous(gamma.into_primitive());
-                let beta = contiguous(beta.into_primitive());
-                let r = contiguous(residual.into_primitive());
-                let (y, stats) =
-                    gn_forward(&x, &gamma, &beta, Some(&r), groups, eps, Tail::AddSilu);
-                let state = GnState {
-                    x,
-                    gamma,
-                    beta,
-                    residual: Some(r),
-                    stats,
-                    groups,
-                    tail: Tail::AddSilu,
-                };
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::group_norm_add_silu_cpu(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                residual.into_primitive(),
-                groups,
-                eps,
-            )),
-        }
+        record::<_, C, _>(
+            GroupNormAddSiluBackward,
+            [x, gamma, beta, residual],
+            |[x, gamma, beta, r]| gn_forward([x, gamma, beta], Some(r), groups, eps, Tail::AddSilu),
+        )
     }
 
-    fn conv2d_cpu(
-        x: FloatTensor<Self>,
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
+        record::<_, C, _>(ResizeBackward, [x], |x| resize_forward(x, ho, wo))
+    }
+
+    fn standardize_cpu(
         weight: FloatTensor<Self>,
-        stride: usize,
-        padding: usize,
+        gain: FloatTensor<Self>,
+        formula: Formula,
+        eps: f64,
     ) -> FloatTensor<Self> {
-        match Conv2dBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, w) = (
-                    contiguous(x.into_primitive()),
-                    contiguous(weight.into_primitive()),
-                );
-                let g = geom(&x, &w, stride, padding);
-                let y = flex_tensor(
-                    conv::forward(&g, slice(&x), slice(&w)),
-                    [g.n, g.co, g.ho, g.wo],
-                );
-                prep.finish((x, w, g), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d_cpu(
-                x.into_primitive(),
-                weight.into_primitive(),
-                stride,
-                padding,
-            )),
-        }
+        record::<_, C, _>(StandardizeBackward, [weight, gain], |wg| {
+            standardize_forward(wg, formula, eps)
+        })
     }
 }
 
