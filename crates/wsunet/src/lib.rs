@@ -16,6 +16,12 @@
 //! safetensors with the twin's state-dict keys ([`weights`]); for deployment,
 //! [`onnx`] writes the folded network as a self-contained ONNX file.
 //!
+//! On the CPU (Burn's Flex backend, `f32`), the layers and the trainer's
+//! AdamW run this crate's own kernels with handwritten backward passes
+//! ([`ops`]: convolution, fused GroupNorm + SiLU, weight standardization,
+//! bilinear resize, AdamW), plugged in through Burn's backend extension;
+//! every other device runs Burn's composed ops.
+//!
 //! ```
 //! use burn::tensor::{Device, Tensor};
 //! use wsunet::WsResUNetConfig;
