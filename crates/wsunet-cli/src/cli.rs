@@ -290,12 +290,20 @@ pub struct TrainArgs {
         "data", "config", "model_config", "preset", "out", "batch_size", "size", "lr",
         "optimizer", "schedule", "warmup_epochs", "weight_decay", "grad_clip", "loss",
         "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad", "seed",
+        "val_every",
     ])]
     pub resume: Option<PathBuf>,
 
     /// Total number of epochs.
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+
+    /// Validate, checkpoint and print metrics every N epochs (and after the
+    /// last). Default 1. On a tiny dataset, where an epoch is a few steps,
+    /// a larger N saves the validation and checkpoint writes of the epochs
+    /// between.
+    #[arg(long, value_name = "N")]
+    pub val_every: Option<usize>,
 
     /// Samples per optimizer step (1 works: GroupNorm needs no batch statistics).
     #[arg(long, value_name = "N")]

@@ -139,6 +139,16 @@ impl Observer for TrainProgress {
         self.stop.load(Ordering::SeqCst) > 0
     }
 
+    fn epoch_trained(&mut self, epoch: usize, loss: f64, lr: f64, rate: f64, seconds: f64) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!(
+            "epoch {epoch}/{}  train loss {loss:.4}  (not validated: --val-every)  lr {lr:.2e}  {rate:.1} img/s  {seconds:.1} s",
+            self.epochs
+        );
+    }
+
     fn epoch_end(&mut self, r: &EpochRecord, _scores: &SegScores, is_best: bool) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

@@ -96,6 +96,93 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(params(&b), params(&a));
 }
 
+/// Records which epochs were validated and which only trained.
+#[derive(Default)]
+struct Epochs {
+    trained: Vec<usize>,
+    validated: Vec<usize>,
+    stop_after_validations: Option<usize>,
+}
+
+impl Observer for Epochs {
+    fn epoch_trained(&mut self, epoch: usize, loss: f64, _: f64, _: f64, _: f64) {
+        assert!(loss.is_finite());
+        self.trained.push(epoch);
+    }
+    fn epoch_end(&mut self, r: &EpochRecord, _: &SegScores, _: bool) {
+        self.validated.push(r.epoch);
+    }
+    fn should_stop(&mut self) -> bool {
+        self.stop_after_validations
+            .is_some_and(|n| self.validated.len() >= n)
+    }
+}
+
+#[test]
+fn validating_every_other_epoch_skips_the_rest_and_resumes_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let every_2 = |epochs| TrainConfig {
+        val_every: 2,
+        ..tiny(epochs)
+    };
+    let mut seen = Epochs::default();
+    let whole = Session::new(every_2(5), &a)
+        .unwrap()
+        .run(&mut seen)
+        .unwrap();
+    // The last epoch is always validated.
+    assert_eq!((seen.trained, seen.validated), (vec![1, 3], vec![2, 4, 5]));
+    let epochs: Vec<usize> = whole.state.history.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, [2, 4, 5]);
+    assert_eq!(whole.state.step, 5 * 3, "every epoch trained");
+
+    // Stopped after the first validation (epoch 2), then resumed.
+    let mut first = Epochs {
+        stop_after_validations: Some(1),
+        ..Epochs::default()
+    };
+    let part = Session::new(every_2(5), &b)
+        .unwrap()
+        .run(&mut first)
+        .unwrap();
+    assert!(part.stopped);
+    assert_eq!(part.state.epoch, 2);
+    let mut rest = Epochs::default();
+    let resumed = Session::resume(&b, None, None)
+        .unwrap()
+        .run(&mut rest)
+        .unwrap();
+    assert_eq!((rest.trained, rest.validated), (vec![3], vec![4, 5]));
+    let miou = |h: &[EpochRecord]| h.iter().map(|r| (r.epoch, r.miou)).collect::<Vec<_>>();
+    assert_eq!(miou(&resumed.state.history), miou(&whole.state.history));
+    assert_eq!(params(&b), params(&a));
+}
+
+#[test]
+fn a_stop_in_an_epoch_without_validation_validates_and_checkpoints_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let config = TrainConfig {
+        val_every: 3,
+        ..tiny(4)
+    };
+    // Asks to stop from the start: epoch 1 would be skipped, but is
+    // validated and checkpointed because the run stops there.
+    let mut stop = Epochs {
+        stop_after_validations: Some(0),
+        ..Epochs::default()
+    };
+    let part = Session::new(config, &dir).unwrap().run(&mut stop).unwrap();
+    assert!(part.stopped);
+    assert_eq!((stop.trained, stop.validated), (vec![], vec![1]));
+    let resumed = Session::resume(&dir, None, None)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    assert_eq!(resumed.state.epoch, 4);
+}
+
 #[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one_loadable() {
     let root = tempfile::tempdir().unwrap();

@@ -40,6 +40,7 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     }
     set!(
         epochs,
+        val_every,
         batch_size,
         lr,
         warmup_epochs,

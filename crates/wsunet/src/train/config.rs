@@ -164,6 +164,13 @@ pub struct TrainConfig {
     pub val_batch_size: usize,
     /// Epochs (passes over the training samples).
     pub epochs: usize,
+    /// Validate, checkpoint and report metrics every this many epochs (and
+    /// always after the last one, or when a run is stopped). 1: every epoch.
+    /// On a tiny dataset an epoch is a few steps and validation with its
+    /// writes can cost half as much as training; a larger interval saves it.
+    /// A resumed run restarts after the last checkpoint and redoes the
+    /// epochs since, with the same result.
+    pub val_every: usize,
     /// The network (default: the `small` preset).
     pub model: ModelSpec,
     /// The loss.
@@ -216,6 +223,7 @@ impl Default for TrainConfig {
             batch_size: 8,
             val_batch_size: 8,
             epochs: 5,
+            val_every: 1,
             model: ModelSpec::preset("small").expect("known preset"),
             loss: LossKind::default(),
             class_weights: None,
@@ -289,6 +297,9 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return fail("epochs is 0; train for at least 1 epoch".into());
+        }
+        if self.val_every == 0 {
+            return fail("val_every is 0; validate at least every 1 epoch".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return fail(format!(

@@ -18,10 +18,14 @@ pub trait Observer {
     fn validation_start(&mut self, _batches: usize) {}
     /// A validation batch finished.
     fn validation_batch(&mut self, _done: usize) {}
-    /// An epoch finished.
+    /// An epoch finished without validation (`val_every` > 1): its
+    /// training loss, learning rate, images/s and seconds.
+    fn epoch_trained(&mut self, _epoch: usize, _loss: f64, _lr: f64, _rate: f64, _seconds: f64) {}
+    /// An epoch finished and was validated and checkpointed.
     fn epoch_end(&mut self, _record: &EpochRecord, _scores: &SegScores, _is_best: bool) {}
-    /// Asked after each finished (and checkpointed) epoch: `true` stops the
-    /// run there, to be continued later with `--resume`.
+    /// Asked after each finished epoch: `true` stops the run there (an epoch
+    /// that `val_every` would skip is validated and checkpointed first), to
+    /// be continued later with `--resume`.
     fn should_stop(&mut self) -> bool {
         false
     }

@@ -251,6 +251,18 @@ impl Session {
                 observer.batch(i + 1, loss_sum / (i + 1) as f64, rate, lr);
             }
             let train_seconds = epoch_start.elapsed().as_secs_f64();
+            let last = epoch == self.config.epochs;
+            let stop = !last && observer.should_stop();
+            if !(last || stop || epoch.is_multiple_of(self.config.val_every)) {
+                observer.epoch_trained(
+                    epoch,
+                    loss_sum / self.steps_per_epoch() as f64,
+                    lr,
+                    seen as f64 / train_seconds,
+                    train_seconds,
+                );
+                continue;
+            }
             // One copy without autodiff serves validation and the best-model save.
             let eval_model = model.valid();
             let eval = evaluate(
@@ -289,7 +301,7 @@ impl Session {
             }
             observer.epoch_end(&record, &eval.scores, is_best);
             last_scores = Some(eval.scores);
-            if epoch < self.config.epochs && observer.should_stop() {
+            if !last && (stop || observer.should_stop()) {
                 return Ok(TrainSummary {
                     state,
                     stopped: true,
