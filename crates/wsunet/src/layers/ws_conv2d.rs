@@ -356,8 +356,9 @@ mod tests {
     /// weight and the gain, constant kernels included. The tolerance is the
     /// composed path's: it works in `f32`, and its weight gradient (a
     /// difference of terms about 1/std ≈ 20 times larger) is off by up to
-    /// 2e-4 relative; the kernel itself is checked against `f64` central
-    /// differences to 1e-6 in `ops::standardize`.
+    /// 2e-4 relative, more on its smallest entries; the kernel itself is
+    /// checked against `f64` central differences to 1e-6 in
+    /// `ops::standardize`.
     #[test]
     fn the_cpu_kernel_equals_the_composed_standardization() {
         let device = Device::flex().autodiff();
@@ -382,12 +383,19 @@ mod tests {
                 };
                 let (y0, dw0, dg0) = grads_of(conv.composed_standardized_weight());
                 let (y1, dw1, dg1) = grads_of(conv.standardized_weight());
-                let tol = Tolerance::<f32>::absolute(2e-5).set_relative(5e-4);
-                y1.into_data().assert_approx_eq::<f32>(&y0.into_data(), tol);
-                dw1.into_data()
-                    .assert_approx_eq::<f32>(&dw0.into_data(), tol);
+                // Relative to each value, and absolute at 1e-5 of the tensor's
+                // largest value: a small gradient entry is a difference of
+                // terms that size, and the composed f32 path rounds there.
+                let check = |a: TensorData, b: TensorData| {
+                    let scale = b.iter::<f32>().fold(0f32, |m, v| m.max(v.abs()));
+                    let tol =
+                        Tolerance::<f32>::absolute((1e-5 * scale).max(2e-5)).set_relative(5e-4);
+                    a.assert_approx_eq::<f32>(&b, tol);
+                };
+                check(y1.into_data(), y0.into_data());
+                check(dw1.into_data(), dw0.into_data());
                 if let (Some(a), Some(b)) = (dg1, dg0) {
-                    a.into_data().assert_approx_eq::<f32>(&b.into_data(), tol);
+                    check(a.into_data(), b.into_data());
                 }
             }
         }
