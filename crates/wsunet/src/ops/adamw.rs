@@ -31,15 +31,7 @@ pub struct AdamWStep {
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn update(
-    param: &mut [f32],
-    grad: &[f32],
-    m1: &mut [f32],
-    m2: &mut [f32],
-    first: bool,
-    s: AdamWStep,
-) {
+fn update(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: AdamWStep) {
     let (f1, f2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
     let time = s.time as i32;
     let (c1, c2) = (1f32 - s.beta_1.powi(time), 1f32 - s.beta_2.powi(time));
@@ -48,11 +40,9 @@ fn update(
     let lr = s.lr as f32;
     let (b1, b2, eps) = (s.beta_1, s.beta_2, s.epsilon);
     for (((p, &g), m1), m2) in param.iter_mut().zip(grad).zip(m1).zip(m2) {
-        let (a, b) = if first {
-            (g * f1, (g * g) * f2)
-        } else {
-            (*m1 * b1 + g * f1, *m2 * b2 + (g * g) * f2)
-        };
+        // On the first step the moments are zero, and `0·β + x` is exactly
+        // Burn's `x`: one formula serves both.
+        let (a, b) = (*m1 * b1 + g * f1, *m2 * b2 + (g * g) * f2);
         *m1 = a;
         *m2 = b;
         let delta = (a / c1) / ((b / c2).sqrt() + eps);
@@ -61,16 +51,8 @@ fn update(
     }
 }
 
-/// Updates `param`, `m1` and `m2` in place; on the first step (`first`) the
-/// moments' old values are not read.
-pub fn step(
-    param: &mut [f32],
-    grad: &[f32],
-    m1: &mut [f32],
-    m2: &mut [f32],
-    first: bool,
-    s: AdamWStep,
-) {
+/// Updates `param`, `m1` and `m2` in place (the moments start at zero).
+pub fn step(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: AdamWStep) {
     let n = param.len();
     assert!(
         grad.len() == n && m1.len() == n && m2.len() == n,
@@ -83,8 +65,7 @@ pub fn step(
         .zip(m2.par_chunks_mut(CHUNK))
         .for_each(|(((param, grad), m1), m2)| {
             wide!(update(
-                param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], first: bool,
-                s: AdamWStep
+                param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: AdamWStep
             ) -> ())
         });
 }

@@ -96,6 +96,26 @@ impl ConvGeom {
         self.k == 1 && self.s == 1 && self.p == 0
     }
 
+    /// Output columns `lo..hi` whose input column for kernel column `kx` lies
+    /// inside the image (the others read zero padding).
+    fn inside_cols(&self, kx: usize) -> (usize, usize) {
+        let lo = self.p.saturating_sub(kx).div_ceil(self.s).min(self.wo);
+        let hi = if self.w + self.p > kx {
+            ((self.w + self.p - kx - 1) / self.s + 1).clamp(lo, self.wo)
+        } else {
+            lo
+        };
+        (lo, hi)
+    }
+
+    /// The input row that output row `oy` reads for kernel row `ky`, or
+    /// `None` in the padding.
+    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.s + ky)
+            .checked_sub(self.p)
+            .filter(|&iy| iy < self.h)
+    }
+
     /// The work units: (image, first output row, rows).
     fn bands(&self) -> Vec<(usize, usize, usize)> {
         let rows = (BAND_FLOATS / (self.kk() * self.wo).max(1)).clamp(1, self.ho);
@@ -225,21 +245,14 @@ fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], p
                     shifted_copy(g, plane, r0, rows, ky, kx, dst);
                     continue;
                 }
-                // Output columns whose input column lies inside the image.
-                let lo = g.p.saturating_sub(kx).div_ceil(g.s).min(g.wo);
-                let hi = if g.w + g.p > kx {
-                    ((g.w + g.p - kx - 1) / g.s + 1).clamp(lo, g.wo)
-                } else {
-                    lo
-                };
+                let (lo, hi) = g.inside_cols(kx);
                 for r in 0..rows {
                     let row = &mut dst[r * g.wo..][..g.wo];
-                    let iy = ((r0 + r) * g.s + ky) as isize - g.p as isize;
-                    if iy < 0 || iy >= g.h as isize {
+                    let Some(iy) = g.input_row(r0 + r, ky) else {
                         row.fill(0.0);
                         continue;
-                    }
-                    let src = &plane[iy as usize * g.w..][..g.w];
+                    };
+                    let src = &plane[iy * g.w..][..g.w];
                     row[..lo].fill(0.0);
                     row[hi..].fill(0.0);
                     let ix0 = lo * g.s + kx - g.p;
@@ -254,15 +267,11 @@ fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], p
             }
         }
     };
-    let chunks = cols[..g.ci * kk2 * t].chunks_mut(kk2 * t);
+    let cols = &mut cols[..g.ci * kk2 * t];
     if par {
-        chunks
-            .enumerate()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(channel);
+        cols.par_chunks_mut(kk2 * t).enumerate().for_each(channel);
     } else {
-        chunks.enumerate().for_each(channel);
+        cols.chunks_mut(kk2 * t).enumerate().for_each(channel);
     }
 }
 
@@ -313,18 +322,12 @@ fn col2im(g: &ConvGeom, cols: &[f32], r0: usize, rows: usize, img: &mut [f32]) {
             for ky in 0..g.k {
                 for kx in 0..g.k {
                     let src = &chunk[(ky * g.k + kx) * t..][..t];
-                    let lo = g.p.saturating_sub(kx).div_ceil(g.s).min(g.wo);
-                    let hi = if g.w + g.p > kx {
-                        ((g.w + g.p - kx - 1) / g.s + 1).clamp(lo, g.wo)
-                    } else {
-                        lo
-                    };
+                    let (lo, hi) = g.inside_cols(kx);
                     for r in 0..rows {
-                        let iy = ((r0 + r) * g.s + ky) as isize - g.p as isize;
-                        if iy < 0 || iy >= g.h as isize {
+                        let Some(iy) = g.input_row(r0 + r, ky) else {
                             continue;
-                        }
-                        let dst = &mut plane[iy as usize * g.w..][..g.w];
+                        };
+                        let dst = &mut plane[iy * g.w..][..g.w];
                         let row = &src[r * g.wo..][..g.wo];
                         let ix0 = lo * g.s + kx - g.p;
                         for (o, v) in row[lo..hi].iter().enumerate() {
@@ -334,6 +337,27 @@ fn col2im(g: &ConvGeom, cols: &[f32], r0: usize, rows: usize, img: &mut [f32]) {
                 }
             }
         });
+}
+
+/// Calls `f` with the unfolded band (output rows `r0..r0+rows` of image
+/// `img`) as a `[ci·k·k, rows·wo]` matrix: its pointer and row stride. A
+/// 1×1 stride-1 convolution reads the image itself; others im2col into this
+/// thread's scratch buffer (`par`: im2col parallel over channels).
+fn with_cols<R>(
+    g: &ConvGeom,
+    img: &[f32],
+    (r0, rows): (usize, usize),
+    par: bool,
+    f: impl FnOnce(*const f32, usize) -> R,
+) -> R {
+    if g.pointwise() {
+        return f(img[r0 * g.wo..].as_ptr(), g.hw_in());
+    }
+    let t = rows * g.wo;
+    with_scratch(g.kk() * t, |cols| {
+        im2col(g, img, r0, rows, cols, par);
+        f(cols.as_ptr(), t)
+    })
 }
 
 /// Forward: `x [n, ci, h, w]`, `w [co, ci, k, k]` → `y [n, co, ho, wo]`.
@@ -350,38 +374,19 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
             let t = rows * g.wo;
             // SAFETY: rows r0..r0+rows of image n are written by this band only.
             let dst = unsafe { y.get().add(n * g.co * g.hw_out() + r0 * g.wo) };
-            if g.pointwise() {
-                unsafe {
-                    matmul(
-                        [g.co, t, g.ci],
-                        dst,
-                        [g.hw_out(), 1],
-                        false,
-                        w.as_ptr(),
-                        [g.ci, 1],
-                        img.as_ptr().add(r0 * g.wo),
-                        [g.hw_in(), 1],
-                        par,
-                    )
-                }
-            } else {
-                with_scratch(g.kk() * t, |cols| {
-                    im2col(g, img, r0, rows, cols, !outer);
-                    unsafe {
-                        matmul(
-                            [g.co, t, g.kk()],
-                            dst,
-                            [g.hw_out(), 1],
-                            false,
-                            w.as_ptr(),
-                            [g.kk(), 1],
-                            cols.as_ptr(),
-                            [t, 1],
-                            par,
-                        )
-                    }
-                });
-            }
+            with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| unsafe {
+                matmul(
+                    [g.co, t, g.kk()],
+                    dst,
+                    [g.hw_out(), 1],
+                    false,
+                    w.as_ptr(),
+                    [g.kk(), 1],
+                    cols,
+                    [cols_rs, 1],
+                    par,
+                )
+            });
         };
         if outer {
             units.par_iter().for_each(band);
@@ -469,38 +474,20 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let img = &x[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
         let t = rows * g.wo;
         let lhs = unsafe { dy.as_ptr().add(n * g.co * g.hw_out() + r0 * g.wo) };
-        if g.pointwise() {
-            unsafe {
-                matmul(
-                    [g.co, g.ci, t],
-                    acc.as_mut_ptr(),
-                    [g.ci, 1],
-                    true,
-                    lhs,
-                    [g.hw_out(), 1],
-                    img.as_ptr().add(r0 * g.wo),
-                    [1, g.hw_in()],
-                    par,
-                )
-            }
-        } else {
-            with_scratch(g.kk() * t, |cols| {
-                im2col(g, img, r0, rows, cols, !outer);
-                unsafe {
-                    matmul(
-                        [g.co, g.kk(), t],
-                        acc.as_mut_ptr(),
-                        [g.kk(), 1],
-                        true,
-                        lhs,
-                        [g.hw_out(), 1],
-                        cols.as_ptr(),
-                        [1, t],
-                        par,
-                    )
-                }
-            });
-        }
+        // dW += dY_band · colsᵀ: the unfolded band read transposed.
+        with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| unsafe {
+            matmul(
+                [g.co, g.kk(), t],
+                acc.as_mut_ptr(),
+                [g.kk(), 1],
+                true,
+                lhs,
+                [g.hw_out(), 1],
+                cols,
+                [1, cols_rs],
+                par,
+            )
+        });
     };
     let len = g.co * g.kk();
     if !outer {

@@ -331,8 +331,7 @@ fn resize_forward([x]: [FlexTensor; 1], ho: usize, wo: usize) -> (FlexTensor, Re
         ho,
         wo,
     };
-    let (rows, cols) = (resize::bilinear_taps(h, ho), resize::bilinear_taps(w, wo));
-    let y = flex_tensor(resize::forward(&g, slice(&x), &rows, &cols), [n, c, ho, wo]);
+    let y = flex_tensor(resize::forward(&g, slice(&x)), [n, c, ho, wo]);
     (y, g)
 }
 
@@ -417,11 +416,7 @@ impl Backward<Flex, 1> for ResizeBackward {
         if let Some(node) = node_x {
             let [n, c, _, _] = dims4(&dy);
             let g = ops.state;
-            let (rows, cols) = (
-                resize::bilinear_taps(g.h, g.ho),
-                resize::bilinear_taps(g.w, g.wo),
-            );
-            let dx = resize::backward(&g, slice(&dy), &rows, &cols);
+            let dx = resize::backward(&g, slice(&dy));
             grads.register::<Flex>(node.id, flex_tensor(dx, [n, c, g.h, g.w]));
         }
     }

@@ -55,11 +55,20 @@ pub struct ResizeGeom {
     pub wo: usize,
 }
 
-/// Resizes every plane of `x`; `rows`/`cols` are the taps of the output rows
-/// and columns ([`bilinear_taps`]).
-pub fn forward(g: &ResizeGeom, x: &[f32], rows: &[Tap], cols: &[Tap]) -> Vec<f32> {
+impl ResizeGeom {
+    /// The taps of the output rows and columns.
+    fn taps(&self) -> (Vec<Tap>, Vec<Tap>) {
+        (
+            bilinear_taps(self.h, self.ho),
+            bilinear_taps(self.w, self.wo),
+        )
+    }
+}
+
+/// Resizes every plane of `x`.
+pub fn forward(g: &ResizeGeom, x: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), g.planes * g.h * g.w, "resize input size");
-    assert_eq!((rows.len(), cols.len()), (g.ho, g.wo), "resize taps");
+    let (rows, cols) = g.taps();
     let mut y = vec![0.0; g.planes * g.ho * g.wo];
     y.par_chunks_mut(g.ho * g.wo)
         .zip(x.par_chunks(g.h * g.w))
@@ -77,12 +86,13 @@ pub fn forward(g: &ResizeGeom, x: &[f32], rows: &[Tap], cols: &[Tap]) -> Vec<f32
 }
 
 /// Gradient of [`forward`] with respect to `x`, given the output gradient.
-pub fn backward(g: &ResizeGeom, dy: &[f32], rows: &[Tap], cols: &[Tap]) -> Vec<f32> {
+pub fn backward(g: &ResizeGeom, dy: &[f32]) -> Vec<f32> {
     assert_eq!(
         dy.len(),
         g.planes * g.ho * g.wo,
         "resize output-gradient size"
     );
+    let (rows, cols) = g.taps();
     let mut dx = vec![0.0; g.planes * g.h * g.w];
     dx.par_chunks_mut(g.h * g.w)
         .zip(dy.par_chunks(g.ho * g.wo))

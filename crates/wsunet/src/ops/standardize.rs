@@ -55,15 +55,11 @@ fn scale(formula: Formula, q: f64, n: usize, eps: f64, gain: f64) -> (f64, f64, 
         }
         Formula::Biased | Formula::Scaled => {
             let inv = 1.0 / (q / n as f64 + eps).sqrt();
-            let f = if formula == Formula::Scaled {
-                1.0 / (n as f64).sqrt()
+            // Scaled: gain / sqrt(n) on top of the Biased scale.
+            let (f, g) = if formula == Formula::Scaled {
+                (1.0 / (n as f64).sqrt(), gain)
             } else {
-                1.0
-            };
-            let g = if formula == Formula::Scaled {
-                gain
-            } else {
-                1.0
+                (1.0, 1.0)
             };
             (
                 inv * f * g,

@@ -90,7 +90,7 @@ impl Optimizer for FusedAdamW {
             time,
             ..self.step
         };
-        ops::adamw::step(&mut param, &grad, &mut m1, &mut m2, time == 1, step);
+        ops::adamw::step(&mut param, &grad, &mut m1, &mut m2, step);
         let tensor =
             |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
         let momentum = AdaptiveMomentumState::new(time, tensor(m1), tensor(m2));
