@@ -265,7 +265,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Architecture as a model config JSON (as for `wsunet info`).
+    /// Architecture as a model config JSON (as for `wsunet info`); its
+    /// num_classes and in_channels must fit the data.
     #[arg(
         long,
         value_name = "FILE",

@@ -301,6 +301,7 @@ fn run_directory_holds_everything_and_refuses_reuse() {
     );
     let config = TrainConfig::from_file(&dir.join("config.json")).unwrap();
     assert_eq!(config.num_classes, Some(4));
+    assert_eq!((config.model.in_channels, config.model.num_classes), (3, 4));
     assert!(config.normalize.is_some());
 
     let err = Session::new(tiny(2), &dir).err().unwrap().to_string();
@@ -323,6 +324,32 @@ fn run_directory_holds_everything_and_refuses_reuse() {
         .run(&mut Silent)
         .unwrap();
     assert_eq!(more.state.history.len(), 3);
+}
+
+#[test]
+fn a_model_whose_channels_or_classes_differ_from_the_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny(1);
+    config.model.in_channels = 1;
+    let err = Session::new(config, dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("model.in_channels is 1 but the training images have 3 channel(s)"),
+        "{err}"
+    );
+    // The built-in shapes data has 4 classes.
+    let mut config = tiny(1);
+    config.model.num_classes = 5;
+    let err = Session::new(config, dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("model.num_classes) is 5 but the data has 4 classes"),
+        "{err}"
+    );
+    // Given and equal to the data's: accepted as if left out.
+    let mut config = tiny(1);
+    config.model.in_channels = 3;
+    config.model.num_classes = 4;
+    let session = Session::new(config, dir.path()).unwrap();
+    assert_eq!(session.card.model.num_classes, 4);
 }
 
 /// Writes shapes samples as a dataset folder (images/, masks/,
@@ -462,7 +489,7 @@ fn an_image_scores_the_same_alone_and_beside_a_larger_one() {
     // s000 is 40 px, s001 is 72 px: batched together, the small one used to
     // be zero-padded to 72 px, which GroupNorm then normalized over.
     shapes_folder(&data, 2, |i| if i == 0 { 40 } else { 72 });
-    let mut config = tiny(1).model.build(3, 4);
+    let mut config = tiny(1).model.with_in_channels(3).with_num_classes(4);
     config.groups = 2;
     let model = config.init_seeded(&Device::flex(), 4).unwrap();
     let together = evaluate_on(&model, &data, |_| true, 2);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use wsunet::WsResUNetConfig;
-use wsunet::train::{ModelSpec, Session, TrainConfig};
+use wsunet::train::{Session, TrainConfig, preset};
 
 use crate::cli::TrainArgs;
 use crate::progress::TrainProgress;
@@ -26,11 +26,10 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         None => TrainConfig::default(),
     };
     if let Some(name) = &args.preset {
-        c.model = ModelSpec::preset(name).context("fix --preset")?;
+        c.model = preset(name).context("fix --preset")?;
     }
     if let Some(path) = &args.model_config {
-        let model = WsResUNetConfig::from_file(path).context("fix --model-config")?;
-        c.model = ModelSpec::of(&model);
+        c.model = WsResUNetConfig::from_file(path).context("fix --model-config")?;
     }
     if args.data.is_some() {
         c.data = args.data.clone();

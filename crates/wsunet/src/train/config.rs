@@ -13,37 +13,7 @@ use crate::data::prepare::{DEFAULT_CROP, DataSettings};
 pub use crate::data::shapes::ShapesSpec;
 use crate::data::{AugmentConfig, Normalize};
 use crate::error::{Error, Result};
-use crate::layers::Standardization;
 use crate::model::WsResUNetConfig;
-
-/// The architecture minus what the data decides (input channels, classes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelSpec {
-    /// Stem and stage widths.
-    pub widths: Vec<usize>,
-    /// Blocks per stage.
-    pub depths: Vec<usize>,
-    /// Starting GroupNorm group count.
-    pub groups: usize,
-    /// Weight standardization formula.
-    pub standardization: Standardization,
-    /// Standardization eps (`None`: the formula's default).
-    pub eps: Option<f64>,
-}
-
-impl Default for ModelSpec {
-    fn default() -> Self {
-        let c = WsResUNetConfig::new(1);
-        ModelSpec {
-            widths: c.widths,
-            depths: c.depths,
-            groups: c.groups,
-            standardization: c.standardization,
-            eps: c.eps,
-        }
-    }
-}
 
 /// Named architectures for training: name and stage widths; everything else
 /// (depths 1, 1, 1, 1, groups, standardization) is the spec's default. `small`
@@ -54,46 +24,41 @@ pub const PRESETS: [(&str, [usize; 5]); 2] = [
     ("base", [32, 64, 128, 256, 512]),
 ];
 
-impl ModelSpec {
-    /// A named preset (see [`PRESETS`]).
-    pub fn preset(name: &str) -> Result<Self> {
-        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
-        PRESETS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, widths)| ModelSpec {
-                widths: widths.to_vec(),
-                ..ModelSpec::default()
-            })
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "unknown model preset `{name}`; expected {}",
-                    names.join(" or ")
-                ))
-            })
-    }
+/// The model config of a named preset (see [`PRESETS`]) for training:
+/// `in_channels` and `num_classes` are 0, "from the data".
+pub fn preset(name: &str) -> Result<WsResUNetConfig> {
+    let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, widths)| {
+            WsResUNetConfig::new(FROM_DATA)
+                .with_in_channels(FROM_DATA)
+                .with_widths(widths.to_vec())
+        })
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unknown model preset `{name}`; expected {}",
+                names.join(" or ")
+            ))
+        })
+}
 
-    /// The spec of an existing model config.
-    pub fn of(config: &WsResUNetConfig) -> Self {
-        ModelSpec {
-            widths: config.widths.clone(),
-            depths: config.depths.clone(),
-            groups: config.groups,
-            standardization: config.standardization,
-            eps: config.eps,
+/// `in_channels` or `num_classes` of [`TrainConfig::model`] that the data
+/// decides.
+pub const FROM_DATA: usize = 0;
+
+/// Reads [`TrainConfig::model`]: a [`WsResUNetConfig`] whose `in_channels`
+/// and `num_classes` may be left out (they are then [`FROM_DATA`]), as in the
+/// run directories of wsunet 0.1, which wrote only the architecture.
+fn model_from_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WsResUNetConfig, D::Error> {
+    let mut value = serde_json::Value::deserialize(d)?;
+    if let Some(fields) = value.as_object_mut() {
+        for key in ["in_channels", "num_classes"] {
+            fields.entry(key).or_insert(FROM_DATA.into());
         }
     }
-
-    /// The full model config for data with `in_channels` and `num_classes`.
-    pub fn build(&self, in_channels: usize, num_classes: usize) -> WsResUNetConfig {
-        WsResUNetConfig::new(num_classes)
-            .with_in_channels(in_channels)
-            .with_widths(self.widths.clone())
-            .with_depths(self.depths.clone())
-            .with_groups(self.groups)
-            .with_standardization(self.standardization)
-            .with_eps(self.eps)
-    }
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// Which optimizer to use.
@@ -171,8 +136,12 @@ pub struct TrainConfig {
     /// A resumed run restarts after the last checkpoint and redoes the
     /// epochs since, with the same result.
     pub val_every: usize,
-    /// The network (default: the `small` preset).
-    pub model: ModelSpec,
+    /// The network (default: the `small` preset). Its `in_channels` and
+    /// `num_classes` are 0 (or left out) to take them from the data: the
+    /// training images' channels, and `num_classes` above, classes.json or
+    /// the masks. When set, they must agree with the data.
+    #[serde(deserialize_with = "model_from_data")]
+    pub model: WsResUNetConfig,
     /// The loss.
     pub loss: LossKind,
     /// Per-class loss weights (cross-entropy, focal).
@@ -224,7 +193,7 @@ impl Default for TrainConfig {
             val_batch_size: 8,
             epochs: 5,
             val_every: 1,
-            model: ModelSpec::preset("small").expect("known preset"),
+            model: preset("small").expect("known preset"),
             loss: LossKind::default(),
             class_weights: None,
             focal_gamma: 2.0,
@@ -274,11 +243,16 @@ impl TrainConfig {
             val_fraction: self.val_fraction,
             seed: self.seed,
             ignore_index: self.ignore_index,
-            num_classes: self.num_classes,
+            num_classes: self.num_classes.or(self.model_classes()),
             skip_bad: self.skip_bad,
             normalize: self.normalize.clone(),
             size: self.size,
         }
+    }
+
+    /// `model.num_classes` when set.
+    fn model_classes(&self) -> Option<usize> {
+        (self.model.num_classes != FROM_DATA).then_some(self.model.num_classes)
     }
 
     /// The training augmentation.
@@ -344,9 +318,22 @@ impl TrainConfig {
         if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {
             return fail("shapes.train and shapes.val must be at least 1".into());
         }
+        if let (Some(n), Some(m)) = (self.num_classes, self.model_classes())
+            && n != m
+        {
+            return fail(format!(
+                "num_classes is {n} but model.num_classes is {m}; set one of them"
+            ));
+        }
         self.augmentation().validate().map_err(Error::Config)?;
-        // The network itself (widths, depths, …) is checked with the classes known.
-        self.model.build(1, 1).validate()
+        // The network itself (widths, depths, …), with what the data decides
+        // standing in as 1.
+        WsResUNetConfig {
+            in_channels: self.model.in_channels.max(1),
+            num_classes: self.model.num_classes.max(1),
+            ..self.model.clone()
+        }
+        .validate()
     }
 }
 
@@ -371,12 +358,10 @@ mod tests {
             .crop(),
             [256, 256]
         );
-        assert_eq!(
-            ModelSpec::preset("base").unwrap().widths,
-            vec![32, 64, 128, 256, 512]
-        );
+        assert_eq!((c.model.in_channels, c.model.num_classes), (0, 0));
+        assert_eq!(preset("base").unwrap().widths, vec![32, 64, 128, 256, 512]);
         assert!(
-            ModelSpec::preset("huge")
+            preset("huge")
                 .unwrap_err()
                 .to_string()
                 .contains("small or base")
@@ -387,6 +372,40 @@ mod tests {
         assert!(e.contains("unknown field `epoch`"), "{e}");
         let back: TrainConfig = serde_json::from_str(&c.to_json()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn the_model_takes_channels_and_classes_from_the_data_unless_set() {
+        // A run directory of wsunet 0.1: the architecture without the two.
+        let old: TrainConfig = serde_json::from_str(
+            r#"{"num_classes": 3, "model": {"widths": [4, 8, 8, 8, 8], "depths": [1, 1, 1, 1],
+                "groups": 2, "standardization": "seed", "eps": null}}"#,
+        )
+        .unwrap();
+        assert_eq!((old.model.in_channels, old.model.num_classes), (0, 0));
+        assert_eq!(old.data_settings().num_classes, Some(3));
+        old.validate().unwrap();
+        // model.num_classes alone tells the data how many classes there are.
+        let set = TrainConfig {
+            model: WsResUNetConfig::new(5),
+            ..TrainConfig::default()
+        };
+        assert_eq!(set.data_settings().num_classes, Some(5));
+        let e = TrainConfig {
+            num_classes: Some(4),
+            ..set
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("num_classes is 4 but model.num_classes is 5"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<TrainConfig>(r#"{"model": {"widths": [1], "width": 2}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `width`"), "{e}");
     }
 
     #[test]
@@ -422,9 +441,9 @@ mod tests {
             ),
             (
                 TrainConfig {
-                    model: ModelSpec {
+                    model: WsResUNetConfig {
                         depths: vec![1],
-                        ..Default::default()
+                        ..preset("small").unwrap()
                     },
                     ..Default::default()
                 },

@@ -18,7 +18,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 
 use super::checkpoint;
-use super::config::TrainConfig;
+use super::config::{FROM_DATA, TrainConfig};
 use super::confusion::SegScores;
 use super::evaluate::evaluate;
 use super::loader::{Batches, epoch_order};
@@ -103,7 +103,16 @@ impl Session {
     fn open(mut config: TrainConfig, dir: &Path) -> Result<Session> {
         config.validate()?;
         let device = parse_device(&config.device)?;
-        let p = prepare(&config.data_settings())?;
+        let settings = config.data_settings();
+        let p = prepare(&settings)?;
+        if let Some(n) = settings.num_classes
+            && n != p.spec.num_classes
+        {
+            return Err(Error::Config(format!(
+                "num_classes (or model.num_classes) is {n} but the data has {} classes; set it to {} or leave it out",
+                p.spec.num_classes, p.spec.num_classes
+            )));
+        }
         if let Some(w) = &config.class_weights
             && w.len() != p.spec.num_classes
         {
@@ -113,12 +122,20 @@ impl Session {
                 p.spec.num_classes
             )));
         }
+        if ![FROM_DATA, p.spec.in_channels].contains(&config.model.in_channels) {
+            return Err(Error::Config(format!(
+                "model.in_channels is {} but the training images have {} channel(s); set it to {} or to 0 (from the data)",
+                config.model.in_channels, p.spec.in_channels, p.spec.in_channels
+            )));
+        }
         // The resolved config: what --resume reads back.
         config.num_classes = Some(p.spec.num_classes);
+        config.model.num_classes = p.spec.num_classes;
+        config.model.in_channels = p.spec.in_channels;
         config.normalize = Some(p.normalize.clone());
         config.size = Some(p.crop);
         let card = ModelCard {
-            model: config.model.build(p.spec.in_channels, p.spec.num_classes),
+            model: config.model.clone(),
             classes: p.classes,
             normalize: p.normalize.clone(),
             ignore_index: config.ignore_index,
