@@ -332,8 +332,10 @@ fn ctrl_c_stops_after_a_checkpointed_epoch_and_resumes() {
         .unwrap();
     // Interrupt once training is under way (a quarter-epoch progress line).
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // (The settings line also says "batch 2": match the progress line.)
     for line in lines.by_ref() {
-        if line.unwrap().contains(" batch ") {
+        let line = line.unwrap();
+        if line.starts_with("epoch ") && line.contains(" batch ") {
             break;
         }
     }
@@ -395,7 +397,7 @@ fn train_errors_name_the_fix() {
     let o = wsunet(&["train", "--data", "/no/such/data"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("/no/such/data is not a folder"),
+        stderr(&o).contains("fix --data: /no/such/data is not a folder"),
         "{}",
         stderr(&o)
     );
@@ -411,6 +413,22 @@ fn train_errors_name_the_fix() {
     let o = wsunet(&["train", "--epochs", "0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("epochs is 0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fix --epochs: epochs is 0"),
+        "{}",
+        stderr(&o)
+    );
+    // A setting without a flag is named as the config file's field.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("train.json");
+    std::fs::write(&config, r#"{"momentum": 1.5}"#).unwrap();
+    let o = wsunet(&["train", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("fix momentum in --config: momentum is 1.5"),
+        "{}",
+        stderr(&o)
+    );
     let o = wsunet(&["eval", "--model", "/no/such/run"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("fix --model"), "{}", stderr(&o));

@@ -105,13 +105,14 @@ pub fn run_bench(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport> {
     if config.batch == 0 || config.reps == 0 {
-        return Err(Error::Input("batch and reps must be at least 1".into()));
+        let field = if config.batch == 0 { "batch" } else { "reps" };
+        return Err(Error::setting(field, "batch and reps must be at least 1"));
     }
     if let Some(bad) = config.phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
-        return Err(Error::Input(format!(
-            "unknown phase `{bad}`; use {}",
-            PHASES.join(", ")
-        )));
+        return Err(Error::setting(
+            "phases",
+            format!("unknown phase `{bad}`; use {}", PHASES.join(", ")),
+        ));
     }
     let [h, w] = config.size;
     let dims = [config.batch, config.model.in_channels, h, w];

@@ -40,15 +40,16 @@ impl ModelCard {
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         if self.classes.len() != self.model.num_classes {
-            return Err(Error::Config(format!(
-                "the card lists {} classes but the model has {}",
-                self.classes.len(),
-                self.model.num_classes
-            )));
+            return Err(Error::model(
+                "num_classes",
+                format!(
+                    "the card lists {} classes but the model has {}",
+                    self.classes.len(),
+                    self.model.num_classes
+                ),
+            ));
         }
-        self.normalize
-            .validate(self.model.in_channels)
-            .map_err(Error::Config)
+        self.normalize.validate(self.model.in_channels)
     }
 }
 

@@ -7,16 +7,67 @@
 
 use std::path::PathBuf;
 
+use crate::model::MIN_INPUT_SIZE;
+
 /// Errors returned by the wsunet library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A model or layer configuration that cannot be built.
-    #[error("invalid model config: {0}")]
-    Config(String),
+    /// A model config that cannot be built (a width of 0, four depths
+    /// instead of five, …). `field` is its JSON name, e.g. `widths`.
+    #[error("invalid model config: {reason}")]
+    Model {
+        /// The config field to fix.
+        field: String,
+        /// What is wrong, naming the field and a valid value.
+        reason: String,
+    },
 
-    /// An input tensor the model cannot process.
-    #[error("invalid input: {0}")]
-    Input(String),
+    /// A setting of a training, prediction or benchmark config that cannot
+    /// be used. `field` is its JSON name, e.g. `epochs`, `augment.scale` or
+    /// `model.in_channels`.
+    #[error("{reason}")]
+    Setting {
+        /// The config field to fix.
+        field: String,
+        /// What is wrong, naming the field and a valid value.
+        reason: String,
+    },
+
+    /// A JSON document that is not valid JSON or not the expected config;
+    /// the source names the line, column and field.
+    #[error("{}{error}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Json {
+        /// The file read, when the text came from one.
+        path: Option<PathBuf>,
+        /// The parser's error.
+        #[source]
+        error: serde_json::Error,
+    },
+
+    /// An image whose channel count differs from the model's input.
+    #[error("invalid input: the image has {channels} channels but the model expects {expected}")]
+    InputChannels {
+        /// Channels of the image.
+        channels: usize,
+        /// `in_channels` of the model.
+        expected: usize,
+    },
+
+    /// An image smaller than the network's minimum, [`MIN_INPUT_SIZE`]
+    /// pixels a side.
+    #[error(
+        "invalid input: the image is {height}×{width}; the model needs at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE} (five stride-2 stages)"
+    )]
+    InputTooSmall {
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+    },
+
+    /// An image with no pixels.
+    #[error("invalid input: the image is empty")]
+    EmptyImage,
 
     /// A device name that is unknown or whose backend is not compiled in.
     #[error("invalid device `{name}`: {reason}")]
@@ -46,9 +97,55 @@ pub enum Error {
         reason: String,
     },
 
-    /// A dataset-level problem (no samples, a missing folder, a bad split).
-    #[error("{0}")]
-    Dataset(String),
+    /// A dataset path that is not a folder.
+    #[error("{} is not a folder", path.display())]
+    NotAFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// A folder the dataset layout needs and lacks.
+    #[error(
+        "{} is missing; a dataset folder holds images/ and masks/ (or train/ and val/ with both, or Pascal VOC's folders)",
+        path.display()
+    )]
+    MissingFolder {
+        /// The folder expected.
+        path: PathBuf,
+    },
+
+    /// A dataset with `train/` but no `val/`.
+    #[error(
+        "{} has train/ but no val/; add val/images and val/masks, or put everything in images/ and masks/ for a holdout split",
+        root.display()
+    )]
+    NoValFolder {
+        /// The dataset folder.
+        root: PathBuf,
+    },
+
+    /// A training or validation split without samples.
+    #[error("{}: the {} split is empty{}", root.display(), if *validation { "validation" } else { "training" }, match (skipped, validation) {
+        (true, _) => " once the unusable samples are left out",
+        (false, true) => "; add val/, or set val_fraction above 0",
+        (false, false) => "",
+    })]
+    EmptySplit {
+        /// The dataset folder.
+        root: PathBuf,
+        /// The validation split (else the training split).
+        validation: bool,
+        /// Whether samples were left out under `skip_bad` (else the split
+        /// had none to begin with).
+        skipped: bool,
+    },
+
+    /// A dataset built from, or statistics asked of, no samples at all.
+    #[error("there are no samples to {purpose}")]
+    NoSamples {
+        /// What the samples were for, e.g. `compute statistics from`.
+        purpose: &'static str,
+    },
 
     /// Samples or files that cannot be used while `skip_bad` is off.
     #[error(
@@ -110,10 +207,33 @@ pub enum Error {
         lr: f64,
     },
 
-    /// Training cannot go on (a checkpoint that cannot be written or read,
-    /// a batch that could not be prepared, …).
-    #[error("{0}")]
-    Training(String),
+    /// A state dict whose keys or shapes are not those of a WSResUNet.
+    #[error("{reason}")]
+    StateDict {
+        /// The state-dict key concerned.
+        key: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
+
+    /// A checkpoint of a run that cannot be written or read back.
+    #[error("{}: {reason}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What failed, with the underlying error.
+        reason: String,
+    },
+
+    /// A worker of the batch loader failed (it panicked, or stopped
+    /// before its last batch).
+    #[error("{task} failed: {message}")]
+    Loader {
+        /// What the worker was doing, naming the samples.
+        task: String,
+        /// The worker's panic message, or why it stopped.
+        message: String,
+    },
 
     /// A model that cannot be written in the requested file format: a layer
     /// setting or number type the format's graph would not reproduce
@@ -136,6 +256,32 @@ pub enum Error {
         #[source]
         error: std::io::Error,
     },
+}
+
+impl Error {
+    /// An [`Error::Model`] for `field`.
+    pub(crate) fn model(field: &str, reason: impl Into<String>) -> Self {
+        Error::Model {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Setting`] for `field`.
+    pub(crate) fn setting(field: &str, reason: impl Into<String>) -> Self {
+        Error::Setting {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The config field to fix, for [`Error::Model`] and [`Error::Setting`].
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Model { field, .. } | Error::Setting { field, .. } => Some(field),
+            _ => None,
+        }
+    }
 }
 
 /// How many problems an error lists before summarizing.

@@ -12,13 +12,16 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// Reads a JSON file into `T`; a syntax or schema mistake is an
-/// [`Error::Config`] naming the file, line and column.
+/// [`Error::Json`] naming the file, line and column.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
         path: path.to_path_buf(),
         error,
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|error| Error::Json {
+        path: Some(path.to_path_buf()),
+        error,
+    })
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically.
@@ -84,7 +87,10 @@ mod tests {
         write_atomic(&path, b"first").unwrap();
         let err = write_atomic_with(&path, |tmp| {
             std::fs::write(tmp, b"half").unwrap();
-            Err(Error::Input("encoder failed".into()))
+            Err(Error::Io {
+                path: tmp.to_path_buf(),
+                error: std::io::Error::other("encoder failed"),
+            })
         })
         .unwrap_err();
         assert!(err.to_string().contains("encoder failed"));

@@ -102,19 +102,22 @@ impl PredictConfig {
     /// Checks the ranges; the message names the setting to fix.
     pub fn validate(&self) -> Result<()> {
         if self.tile < MIN_INPUT_SIZE {
-            return Err(Error::Input(format!(
-                "tile size {} is below the model's minimum {MIN_INPUT_SIZE}",
-                self.tile
-            )));
+            return Err(Error::setting(
+                "tile",
+                format!(
+                    "tile size {} is below the model's minimum {MIN_INPUT_SIZE}",
+                    self.tile
+                ),
+            ));
         }
         if !(0.0..=0.9).contains(&self.overlap) {
-            return Err(Error::Input(format!(
-                "overlap {} is outside [0, 0.9]",
-                self.overlap
-            )));
+            return Err(Error::setting(
+                "overlap",
+                format!("overlap {} is outside [0, 0.9]", self.overlap),
+            ));
         }
         if self.batch_size == 0 {
-            return Err(Error::Input("batch size 0; use at least 1".into()));
+            return Err(Error::setting("batch_size", "batch size 0; use at least 1"));
         }
         Ok(())
     }
@@ -241,9 +244,7 @@ impl Predictor {
         config: PredictConfig,
     ) -> Result<Self> {
         config.validate()?;
-        normalize
-            .validate(model.in_channels)
-            .map_err(Error::Config)?;
+        normalize.validate(model.in_channels)?;
         let model = if model.is_folded() {
             model
         } else {
@@ -277,7 +278,7 @@ impl Predictor {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Prediction> {
         if image.height == 0 || image.width == 0 {
-            return Err(Error::Input("the image is empty".into()));
+            return Err(Error::EmptyImage);
         }
         // Below the network's minimum: predict an edge-replicated copy.
         let (h, w) = (image.height, image.width);

@@ -142,7 +142,7 @@ impl WsResUNetConfig {
 
     /// Parses a JSON config, naming the line and column of a mistake.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::Config(format!("{e}")))
+        serde_json::from_str(text).map_err(|error| Error::Json { path: None, error })
     }
 
     /// Reads a JSON config file.
@@ -181,48 +181,70 @@ fn down2(len: usize) -> usize {
 impl WsResUNetConfig {
     /// Checks that the network can be built, naming the field to fix.
     pub fn validate(&self) -> Result<()> {
-        let fail = |msg: String| Err(Error::Config(msg));
+        let fail = |field: &str, msg: String| Err(Error::model(field, msg));
         if self.num_classes == 0 {
-            return fail("num_classes is 0; a segmentation model needs at least 1 class".into());
+            return fail(
+                "num_classes",
+                "num_classes is 0; a segmentation model needs at least 1 class".into(),
+            );
         }
         if self.in_channels == 0 {
-            return fail("in_channels is 0; images need at least 1 channel".into());
+            return fail(
+                "in_channels",
+                "in_channels is 0; images need at least 1 channel".into(),
+            );
         }
         if self.widths.len() != 5 {
-            return fail(format!(
-                "widths has {} entries {:?}; it needs 5 (stem and four stages), e.g. [32, 64, 128, 256, 512]",
-                self.widths.len(),
-                self.widths
-            ));
+            return fail(
+                "widths",
+                format!(
+                    "widths has {} entries {:?}; it needs 5 (stem and four stages), e.g. [32, 64, 128, 256, 512]",
+                    self.widths.len(),
+                    self.widths
+                ),
+            );
         }
         if let Some(i) = self.widths.iter().position(|&w| w == 0) {
-            return fail(format!(
-                "widths[{i}] is 0 in {:?}; every width must be at least 1",
-                self.widths
-            ));
+            return fail(
+                "widths",
+                format!(
+                    "widths[{i}] is 0 in {:?}; every width must be at least 1",
+                    self.widths
+                ),
+            );
         }
         if self.depths.len() != 4 {
-            return fail(format!(
-                "depths has {} entries {:?}; it needs 4 (one per stage), e.g. [1, 1, 1, 1]",
-                self.depths.len(),
-                self.depths
-            ));
+            return fail(
+                "depths",
+                format!(
+                    "depths has {} entries {:?}; it needs 4 (one per stage), e.g. [1, 1, 1, 1]",
+                    self.depths.len(),
+                    self.depths
+                ),
+            );
         }
         if let Some(i) = self.depths.iter().position(|&d| d == 0) {
-            return fail(format!(
-                "depths[{i}] is 0 in {:?}; every stage needs at least 1 block",
-                self.depths
-            ));
+            return fail(
+                "depths",
+                format!(
+                    "depths[{i}] is 0 in {:?}; every stage needs at least 1 block",
+                    self.depths
+                ),
+            );
         }
         if self.groups == 0 {
-            return fail("groups is 0; GroupNorm needs at least 1 group (32 is usual)".into());
+            return fail(
+                "groups",
+                "groups is 0; GroupNorm needs at least 1 group (32 is usual)".into(),
+            );
         }
         if let Some(eps) = self.eps
             && !(eps.is_finite() && eps > 0.0)
         {
-            return fail(format!(
-                "eps is {eps}; it must be a positive number such as 1e-5"
-            ));
+            return fail(
+                "eps",
+                format!("eps is {eps}; it must be a positive number such as 1e-5"),
+            );
         }
         Ok(())
     }
@@ -418,15 +440,16 @@ impl WsResUNet {
     pub fn check_input(&self, dims: [usize; 4]) -> Result<()> {
         let [_, c, h, w] = dims;
         if c != self.in_channels {
-            return Err(Error::Input(format!(
-                "the image has {c} channels but the model expects {}",
-                self.in_channels
-            )));
+            return Err(Error::InputChannels {
+                channels: c,
+                expected: self.in_channels,
+            });
         }
         if h < MIN_INPUT_SIZE || w < MIN_INPUT_SIZE {
-            return Err(Error::Input(format!(
-                "the image is {h}×{w}; the model needs at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE} (five stride-2 stages)"
-            )));
+            return Err(Error::InputTooSmall {
+                height: h,
+                width: w,
+            });
         }
         Ok(())
     }

@@ -276,18 +276,25 @@ pub fn infer_config(
     standardization: Option<Standardization>,
     eps: Option<f64>,
 ) -> Result<WsResUNetConfig> {
-    let missing = |key: &str| {
-        Error::Config(format!(
-            "the state dict has no `{key}`; is it a WSResUNet with the spec's keys?"
-        ))
+    let missing = |key: &str| Error::StateDict {
+        key: key.into(),
+        reason: format!("the state dict has no `{key}`; is it a WSResUNet with the spec's keys?"),
     };
     let shape = |key: &str| shapes.get(key).ok_or_else(|| missing(key));
     let stem = shape("stem.conv.weight")?;
     let head = shape("head.weight")?;
     if stem.len() != 4 || head.len() != 4 {
-        return Err(Error::Config(format!(
-            "stem.conv.weight {stem:?} and head.weight {head:?} must be 4-D convolution kernels"
-        )));
+        return Err(Error::StateDict {
+            key: if stem.len() != 4 {
+                "stem.conv.weight"
+            } else {
+                "head.weight"
+            }
+            .into(),
+            reason: format!(
+                "stem.conv.weight {stem:?} and head.weight {head:?} must be 4-D convolution kernels"
+            ),
+        });
     }
     let mut widths = vec![stem[0]];
     let mut depths = Vec::new();

@@ -105,7 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         classes: Some(card.classes.clone()),
     };
     let (samples, warnings) =
-        usable_samples(samples, &spec, args.skip_bad).map_err(super::with_flags)?;
+        usable_samples(samples, &spec, args.skip_bad).map_err(super::with_flags::<EvalArgs>)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

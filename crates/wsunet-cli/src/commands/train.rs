@@ -121,14 +121,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let session = match &args.resume {
         // clap has refused every other setting next to --resume (see cli.rs).
         Some(dir) => Session::resume(dir, args.epochs, args.device.as_deref())
-            .map_err(super::with_flags)
+            .map_err(super::with_flags::<TrainArgs>)
             .context("cannot resume (fix --resume, --epochs or --device)")?,
         None => {
             let config = resolve(&args)?;
             let dir = args.out.clone().unwrap_or_else(next_run_dir);
-            Session::new(config, &dir).map_err(super::with_flags)?
+            Session::new(config, &dir).map_err(super::with_flags::<TrainArgs>)?
         }
     };
+    // Before anything is printed: a Ctrl-C once the run is announced stops
+    // it cleanly rather than killing the process.
+    stop_on_ctrl_c(&session.dir)?;
     let c = &session.config;
     let data = match &c.data {
         Some(d) => d.display().to_string(),
@@ -160,9 +163,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.loss,
         c.device
     );
-    stop_on_ctrl_c(&session.dir)?;
     let mut progress = TrainProgress::new(&INTERRUPTS);
-    let summary = session.run(&mut progress).map_err(super::with_flags)?;
+    let summary = session
+        .run(&mut progress)
+        .map_err(super::with_flags::<TrainArgs>)?;
     if summary.stopped {
         return Err(Interrupted(format!(
             "stopped after epoch {} of {} (Ctrl-C); every finished epoch is checkpointed, continue with: wsunet train --resume {}",

@@ -12,6 +12,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::io::{Image, Mask};
+use crate::error::{Error, Result};
 use crate::layers::bilinear_taps;
 use crate::rng::normal;
 
@@ -68,12 +69,12 @@ impl AugmentConfig {
     }
 
     /// Checks the ranges, naming the field to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let [lo, hi] = self.scale;
         if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
-            return Err(format!(
-                "augment.scale is {:?}; it needs 0 < min ≤ max",
-                self.scale
+            return Err(Error::setting(
+                "augment.scale",
+                format!("augment.scale is {:?}; it needs 0 < min ≤ max", self.scale),
             ));
         }
         for (name, v) in [
@@ -83,13 +84,16 @@ impl AugmentConfig {
             ("noise", self.noise),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("augment.{name} is {v}; it must be 0 or more"));
+                return Err(Error::setting(
+                    &format!("augment.{name}"),
+                    format!("augment.{name} is {v}; it must be 0 or more"),
+                ));
             }
         }
         if self.contrast >= 1.0 {
-            return Err(format!(
-                "augment.contrast is {}; it must be below 1",
-                self.contrast
+            return Err(Error::setting(
+                "augment.contrast",
+                format!("augment.contrast is {}; it must be below 1", self.contrast),
             ));
         }
         Ok(())
@@ -133,17 +137,21 @@ impl Normalize {
     }
 
     /// Checks lengths against the channel count and that stds are positive.
-    pub fn validate(&self, channels: usize) -> Result<(), String> {
+    pub fn validate(&self, channels: usize) -> Result<()> {
         if self.mean.len() != channels || self.std.len() != channels {
-            return Err(format!(
-                "normalize has {} means and {} stds but images have {channels} channels",
-                self.mean.len(),
-                self.std.len()
+            return Err(Error::setting(
+                "normalize",
+                format!(
+                    "normalize has {} means and {} stds but images have {channels} channels",
+                    self.mean.len(),
+                    self.std.len()
+                ),
             ));
         }
         if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(format!(
-                "normalize.std holds {s}; every std must be positive"
+            return Err(Error::setting(
+                "normalize.std",
+                format!("normalize.std holds {s}; every std must be positive"),
             ));
         }
         Ok(())
@@ -509,7 +517,12 @@ mod tests {
         n.validate(2).unwrap();
         n.apply(&mut image);
         assert_eq!(image.data, vec![-1.0, 1.0, -0.5, 0.5]);
-        assert!(n.validate(3).unwrap_err().contains("3 channels"));
+        assert!(
+            n.validate(3)
+                .unwrap_err()
+                .to_string()
+                .contains("3 channels")
+        );
         assert!(
             Normalize {
                 mean: vec![0.0],
@@ -517,15 +530,15 @@ mod tests {
             }
             .validate(1)
             .unwrap_err()
+            .to_string()
             .contains("positive")
         );
-        assert!(
-            AugmentConfig {
-                scale: [2.0, 1.0],
-                ..AugmentConfig::default()
-            }
-            .validate()
-            .is_err()
-        );
+        let e = AugmentConfig {
+            scale: [2.0, 1.0],
+            ..AugmentConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), Some("augment.scale"), "{e}");
     }
 }

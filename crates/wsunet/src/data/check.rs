@@ -260,9 +260,9 @@ type ChannelSums = (usize, Vec<f64>, Vec<f64>, u64);
 /// images (in parallel, accumulated in f64), for the `normalize` config.
 pub fn channel_stats(pairs: &[SamplePaths]) -> Result<Normalize> {
     if pairs.is_empty() {
-        return Err(Error::Dataset(
-            "no images to compute statistics from".into(),
-        ));
+        return Err(Error::NoSamples {
+            purpose: "compute statistics from",
+        });
     }
     let partial: Vec<Result<ChannelSums>> = pairs
         .par_iter()

@@ -187,18 +187,21 @@ impl SegDataset {
         seed: u64,
     ) -> Result<Self> {
         if samples.is_empty() {
-            return Err(Error::Dataset("the dataset has no samples".into()));
+            return Err(Error::NoSamples {
+                purpose: "build a dataset from",
+            });
         }
-        normalize
-            .validate(spec.in_channels)
-            .map_err(Error::Dataset)?;
+        normalize.validate(spec.in_channels)?;
         if let Mode::Train { augment, size } = &mode {
-            augment.validate().map_err(Error::Dataset)?;
+            augment.validate()?;
             if size[0] < MIN_INPUT_SIZE || size[1] < MIN_INPUT_SIZE {
-                return Err(Error::Dataset(format!(
-                    "the training size is {}×{}; it must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}",
-                    size[0], size[1]
-                )));
+                return Err(Error::setting(
+                    "size",
+                    format!(
+                        "the training size is {}×{}; it must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}",
+                        size[0], size[1]
+                    ),
+                ));
             }
         }
         Ok(SegDataset {

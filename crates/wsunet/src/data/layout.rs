@@ -106,10 +106,7 @@ fn pair_folder(dir: &Path, problems: &mut Vec<String>) -> Result<Vec<SamplePaths
     let (image_dir, mask_dir) = (dir.join("images"), dir.join("masks"));
     for d in [&image_dir, &mask_dir] {
         if !d.is_dir() {
-            return Err(Error::Dataset(format!(
-                "{} is missing; a dataset folder holds images/ and masks/ (or train/ and val/ with both, or Pascal VOC's folders)",
-                d.display()
-            )));
+            return Err(Error::MissingFolder { path: d.clone() });
         }
     }
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -223,15 +220,15 @@ pub fn holdout(
 /// a single-folder dataset.
 pub fn discover(root: &Path, val_fraction: f64, seed: u64) -> Result<DatasetFiles> {
     if !root.is_dir() {
-        return Err(Error::Dataset(format!(
-            "{} is not a folder",
-            root.display()
-        )));
+        return Err(Error::NotAFolder {
+            path: root.to_path_buf(),
+        });
     }
     if !(0.0..1.0).contains(&val_fraction) {
-        return Err(Error::Dataset(format!(
-            "the validation fraction is {val_fraction}; it must be at least 0 and below 1"
-        )));
+        return Err(Error::setting(
+            "val_fraction",
+            format!("val_fraction is {val_fraction}; it must be at least 0 and below 1"),
+        ));
     }
     let classes_path = root.join(CLASSES_FILE);
     let mut classes = if classes_path.is_file() {
@@ -240,28 +237,26 @@ pub fn discover(root: &Path, val_fraction: f64, seed: u64) -> Result<DatasetFile
         None
     };
     let mut problems = Vec::new();
-    let (layout, train, val) = if root.join("JPEGImages").is_dir()
-        && root.join("SegmentationClass").is_dir()
-    {
-        classes.get_or_insert_with(ClassList::voc);
-        let train = voc_split(root, "train", &mut problems)?;
-        let val = voc_split(root, "val", &mut problems)?;
-        (Layout::Voc, train, val)
-    } else if root.join("train").is_dir() {
-        if !root.join("val").is_dir() {
-            return Err(Error::Dataset(format!(
-                "{} has train/ but no val/; add val/images and val/masks, or put everything in images/ and masks/ for a holdout split",
-                root.display()
-            )));
-        }
-        let train = pair_folder(&root.join("train"), &mut problems)?;
-        let val = pair_folder(&root.join("val"), &mut problems)?;
-        (Layout::Split, train, val)
-    } else {
-        let pairs = pair_folder(root, &mut problems)?;
-        let (train, val) = holdout(pairs, val_fraction, seed);
-        (Layout::Folder, train, val)
-    };
+    let (layout, train, val) =
+        if root.join("JPEGImages").is_dir() && root.join("SegmentationClass").is_dir() {
+            classes.get_or_insert_with(ClassList::voc);
+            let train = voc_split(root, "train", &mut problems)?;
+            let val = voc_split(root, "val", &mut problems)?;
+            (Layout::Voc, train, val)
+        } else if root.join("train").is_dir() {
+            if !root.join("val").is_dir() {
+                return Err(Error::NoValFolder {
+                    root: root.to_path_buf(),
+                });
+            }
+            let train = pair_folder(&root.join("train"), &mut problems)?;
+            let val = pair_folder(&root.join("val"), &mut problems)?;
+            (Layout::Split, train, val)
+        } else {
+            let pairs = pair_folder(root, &mut problems)?;
+            let (train, val) = holdout(pairs, val_fraction, seed);
+            (Layout::Folder, train, val)
+        };
     Ok(DatasetFiles {
         root: root.to_path_buf(),
         layout,

@@ -184,16 +184,18 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
         warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
     }
     if files.train.is_empty() {
-        return Err(Error::Dataset(format!(
-            "{}: the training split is empty",
-            root.display()
-        )));
+        return Err(Error::EmptySplit {
+            root: root.clone(),
+            validation: false,
+            skipped: false,
+        });
     }
     if files.val.is_empty() {
-        return Err(Error::Dataset(format!(
-            "{}: the validation split is empty; add val/, or set val_fraction above 0",
-            root.display()
-        )));
+        return Err(Error::EmptySplit {
+            root: root.clone(),
+            validation: true,
+            skipped: false,
+        });
     }
     let in_channels = read_image(&files.train[0].image)?.channels;
     let num_classes = class_count(config.num_classes, files.classes.as_ref(), || {
@@ -203,11 +205,14 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
     let classes = match &files.classes {
         Some(list) if list.len() == num_classes => list.clone(),
         Some(list) => {
-            return Err(Error::Dataset(format!(
-                "{}: classes.json lists {} classes but num_classes is {num_classes}",
-                root.display(),
-                list.len()
-            )));
+            return Err(Error::setting(
+                "num_classes",
+                format!(
+                    "{}: classes.json lists {} classes but num_classes is {num_classes}",
+                    root.display(),
+                    list.len()
+                ),
+            ));
         }
         None => ClassList::numbered(num_classes),
     };
@@ -222,10 +227,11 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
     let (val, w) = usable_samples(file_samples(&files.val), &spec, config.skip_bad)?;
     warnings.extend(w);
     if train.is_empty() || val.is_empty() {
-        return Err(Error::Dataset(format!(
-            "{}: no usable samples left in a split",
-            root.display()
-        )));
+        return Err(Error::EmptySplit {
+            root: root.clone(),
+            validation: !train.is_empty(),
+            skipped: true,
+        });
     }
     let normalize = match &config.normalize {
         Some(n) => n.clone(),

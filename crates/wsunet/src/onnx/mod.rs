@@ -111,7 +111,7 @@ impl OnnxModel {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] when the card is invalid, [`Error::Export`] when the
+/// [`Error::Model`] or [`Error::Setting`] when the card is invalid, [`Error::Export`] when the
 /// card does not describe this model or the model has a setting the graph
 /// cannot reproduce exactly.
 ///

@@ -40,7 +40,10 @@ fn folder(run: &Path) -> PathBuf {
 }
 
 fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Training(format!("{}: cannot {what}: {e}", path.display()))
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("cannot {what}: {e}"),
+    }
 }
 
 /// Writes the checkpoint of a finished epoch and makes it the latest.
@@ -114,12 +117,12 @@ pub fn load_latest<M: Module>(
 ) -> Result<(M, ModuleOptimizer, TrainState)> {
     let root = folder(run);
     let pointer = root.join("latest.json");
-    let text = std::fs::read_to_string(&pointer).map_err(|e| {
-        Error::Training(format!(
-            "{}: cannot read ({e}); is {} a wsunet run directory with at least one finished epoch?",
-            pointer.display(),
+    let text = std::fs::read_to_string(&pointer).map_err(|e| Error::Checkpoint {
+        path: pointer.clone(),
+        reason: format!(
+            "cannot read ({e}); is {} a wsunet run directory with at least one finished epoch?",
             run.display()
-        ))
+        ),
     })?;
     let latest: Latest = serde_json::from_str(&text).map_err(|e| fail(&pointer, "parse", e))?;
     let dir = root.join(&latest.dir);
@@ -133,12 +136,13 @@ pub fn load_latest<M: Module>(
     )
     .map_err(|e| fail(&state_path, "parse", e))?;
     if state.epoch != latest.epoch {
-        return Err(Error::Training(format!(
-            "{}: holds epoch {} but latest.json names epoch {}",
-            state_path.display(),
-            state.epoch,
-            latest.epoch
-        )));
+        return Err(Error::Checkpoint {
+            path: state_path.clone(),
+            reason: format!(
+                "holds epoch {} but latest.json names epoch {}",
+                state.epoch, latest.epoch
+            ),
+        });
     }
     Ok((model, optim, state))
 }

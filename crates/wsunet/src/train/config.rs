@@ -37,10 +37,13 @@ pub fn preset(name: &str) -> Result<WsResUNetConfig> {
                 .with_widths(widths.to_vec())
         })
         .ok_or_else(|| {
-            Error::Config(format!(
-                "unknown model preset `{name}`; expected {}",
-                names.join(" or ")
-            ))
+            Error::setting(
+                "model",
+                format!(
+                    "unknown model preset `{name}`; expected {}",
+                    names.join(" or ")
+                ),
+            )
         })
 }
 
@@ -265,67 +268,95 @@ impl TrainConfig {
 
     /// Checks every number, naming the setting to fix.
     pub fn validate(&self) -> Result<()> {
-        let fail = |msg: String| Err(Error::Config(msg));
+        let fail = |field: &str, msg: String| Err(Error::setting(field, msg));
         if self.batch_size == 0 || self.val_batch_size == 0 {
-            return fail("batch_size and val_batch_size must be at least 1".into());
+            return fail(
+                "batch_size",
+                "batch_size and val_batch_size must be at least 1".into(),
+            );
         }
         if self.epochs == 0 {
-            return fail("epochs is 0; train for at least 1 epoch".into());
+            return fail("epochs", "epochs is 0; train for at least 1 epoch".into());
         }
         if self.val_every == 0 {
-            return fail("val_every is 0; validate at least every 1 epoch".into());
+            return fail(
+                "val_every",
+                "val_every is 0; validate at least every 1 epoch".into(),
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return fail(format!(
-                "lr is {}; it must be a positive number such as 1e-3",
-                self.lr
-            ));
+            return fail(
+                "lr",
+                format!(
+                    "lr is {}; it must be a positive number such as 1e-3",
+                    self.lr
+                ),
+            );
         }
         if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
-            return fail(format!(
-                "min_lr is {}; it must be between 0 and lr ({})",
-                self.min_lr, self.lr
-            ));
+            return fail(
+                "min_lr",
+                format!(
+                    "min_lr is {}; it must be between 0 and lr ({})",
+                    self.min_lr, self.lr
+                ),
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return fail(format!(
-                "weight_decay is {}; it must be 0 or more",
-                self.weight_decay
-            ));
+            return fail(
+                "weight_decay",
+                format!(
+                    "weight_decay is {}; it must be 0 or more",
+                    self.weight_decay
+                ),
+            );
         }
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            return fail(format!(
-                "warmup_epochs is {}; it must be 0 or more",
-                self.warmup_epochs
-            ));
+            return fail(
+                "warmup_epochs",
+                format!(
+                    "warmup_epochs is {}; it must be 0 or more",
+                    self.warmup_epochs
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return fail(format!(
-                "momentum is {}; it must be in [0, 1)",
-                self.momentum
-            ));
+            return fail(
+                "momentum",
+                format!("momentum is {}; it must be in [0, 1)", self.momentum),
+            );
         }
         if let Some(c) = self.grad_clip
             && !(c.is_finite() && c > 0.0)
         {
-            return fail(format!("grad_clip is {c}; it must be positive"));
+            return fail(
+                "grad_clip",
+                format!("grad_clip is {c}; it must be positive"),
+            );
         }
         if let Some(w) = &self.class_weights
             && w.iter().any(|v| !(v.is_finite() && *v >= 0.0))
         {
-            return fail(format!("class_weights {w:?} must all be 0 or more"));
+            return fail(
+                "class_weights",
+                format!("class_weights {w:?} must all be 0 or more"),
+            );
         }
         if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {
-            return fail("shapes.train and shapes.val must be at least 1".into());
+            return fail(
+                "shapes",
+                "shapes.train and shapes.val must be at least 1".into(),
+            );
         }
         if let (Some(n), Some(m)) = (self.num_classes, self.model_classes())
             && n != m
         {
-            return fail(format!(
-                "num_classes is {n} but model.num_classes is {m}; set one of them"
-            ));
+            return fail(
+                "num_classes",
+                format!("num_classes is {n} but model.num_classes is {m}; set one of them"),
+            );
         }
-        self.augmentation().validate().map_err(Error::Config)?;
+        self.augmentation().validate()?;
         // The network itself (widths, depths, …), with what the data decides
         // standing in as 1.
         WsResUNetConfig {

@@ -113,22 +113,18 @@ impl Batches {
                     .par_iter()
                     .map(|&i| {
                         catch_unwind(AssertUnwindSafe(|| load(i))).unwrap_or_else(|p| {
-                            Err(Error::Training(format!(
-                                "preparing sample {} failed: {}",
-                                name(i),
-                                panic_message(p.as_ref())
-                            )))
+                            Err(Error::Loader {
+                                task: format!("preparing sample {}", name(i)),
+                                message: panic_message(p.as_ref()),
+                            })
                         })
                     })
                     .collect();
                 let batch = items.and_then(|items| {
                     let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
-                    catch_unwind(AssertUnwindSafe(|| stack(items))).map_err(|p| {
-                        Error::Training(format!(
-                            "stacking the batch of {} failed: {}",
-                            names.join(", "),
-                            panic_message(p.as_ref())
-                        ))
+                    catch_unwind(AssertUnwindSafe(|| stack(items))).map_err(|p| Error::Loader {
+                        task: format!("stacking the batch of {}", names.join(", ")),
+                        message: panic_message(p.as_ref()),
                     })
                 });
                 let failed = batch.is_err();
@@ -172,10 +168,10 @@ impl Iterator for Batches {
                     Ok(()) => "it stopped early".into(),
                 };
                 let done = std::mem::replace(&mut self.received, self.len);
-                Some(Err(Error::Training(format!(
-                    "the batch loader failed after {done} of {} batches: {why}",
-                    self.len
-                ))))
+                Some(Err(Error::Loader {
+                    task: format!("the batch loader, after {done} of {} batches,", self.len),
+                    message: why,
+                }))
             }
         }
     }

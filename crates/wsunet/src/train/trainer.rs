@@ -108,25 +108,34 @@ impl Session {
         if let Some(n) = settings.num_classes
             && n != p.spec.num_classes
         {
-            return Err(Error::Config(format!(
-                "num_classes (or model.num_classes) is {n} but the data has {} classes; set it to {} or leave it out",
-                p.spec.num_classes, p.spec.num_classes
-            )));
+            return Err(Error::setting(
+                "num_classes",
+                format!(
+                    "num_classes (or model.num_classes) is {n} but the data has {} classes; set it to {} or leave it out",
+                    p.spec.num_classes, p.spec.num_classes
+                ),
+            ));
         }
         if let Some(w) = &config.class_weights
             && w.len() != p.spec.num_classes
         {
-            return Err(Error::Config(format!(
-                "class_weights has {} entries but there are {} classes",
-                w.len(),
-                p.spec.num_classes
-            )));
+            return Err(Error::setting(
+                "class_weights",
+                format!(
+                    "class_weights has {} entries but there are {} classes",
+                    w.len(),
+                    p.spec.num_classes
+                ),
+            ));
         }
         if ![FROM_DATA, p.spec.in_channels].contains(&config.model.in_channels) {
-            return Err(Error::Config(format!(
-                "model.in_channels is {} but the training images have {} channel(s); set it to {} or to 0 (from the data)",
-                config.model.in_channels, p.spec.in_channels, p.spec.in_channels
-            )));
+            return Err(Error::setting(
+                "model.in_channels",
+                format!(
+                    "model.in_channels is {} but the training images have {} channel(s); set it to {} or to 0 (from the data)",
+                    config.model.in_channels, p.spec.in_channels, p.spec.in_channels
+                ),
+            ));
         }
         // The resolved config: what --resume reads back.
         config.num_classes = Some(p.spec.num_classes);
