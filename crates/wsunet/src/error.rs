@@ -7,8 +7,6 @@
 
 use std::path::PathBuf;
 
-use crate::model::MIN_INPUT_SIZE;
-
 /// Errors returned by the wsunet library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,16 +51,18 @@ pub enum Error {
         expected: usize,
     },
 
-    /// An image smaller than the network's minimum, [`MIN_INPUT_SIZE`]
-    /// pixels a side.
+    /// An image smaller than the network's minimum
+    /// ([`MIN_INPUT_SIZE`](crate::model::MIN_INPUT_SIZE) pixels a side).
     #[error(
-        "invalid input: the image is {height}×{width}; the model needs at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE} (five stride-2 stages)"
+        "invalid input: the image is {height}×{width}; the model needs at least {min}×{min} (five stride-2 stages)"
     )]
     InputTooSmall {
         /// Image height.
         height: usize,
         /// Image width.
         width: usize,
+        /// The smallest height and width accepted.
+        min: usize,
     },
 
     /// An image with no pixels.

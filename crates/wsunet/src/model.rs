@@ -449,6 +449,7 @@ impl WsResUNet {
             return Err(Error::InputTooSmall {
                 height: h,
                 width: w,
+                min: MIN_INPUT_SIZE,
             });
         }
         Ok(())

@@ -329,27 +329,25 @@ fn run_directory_holds_everything_and_refuses_reuse() {
 #[test]
 fn a_model_whose_channels_or_classes_differ_from_the_data_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = tiny(1);
-    config.model.in_channels = 1;
-    let err = Session::new(config, dir.path()).err().unwrap().to_string();
+    let open = |in_channels, num_classes| {
+        let mut config = tiny(1);
+        config.model.in_channels = in_channels;
+        config.model.num_classes = num_classes;
+        Session::new(config, dir.path())
+    };
+    let err = open(1, 0).err().unwrap().to_string();
     assert!(
         err.contains("model.in_channels is 1 but the training images have 3 channel(s)"),
         "{err}"
     );
     // The built-in shapes data has 4 classes.
-    let mut config = tiny(1);
-    config.model.num_classes = 5;
-    let err = Session::new(config, dir.path()).err().unwrap().to_string();
+    let err = open(0, 5).err().unwrap().to_string();
     assert!(
         err.contains("model.num_classes) is 5 but the data has 4 classes"),
         "{err}"
     );
     // Given and equal to the data's: accepted as if left out.
-    let mut config = tiny(1);
-    config.model.in_channels = 3;
-    config.model.num_classes = 4;
-    let session = Session::new(config, dir.path()).unwrap();
-    assert_eq!(session.card.model.num_classes, 4);
+    assert_eq!(open(3, 4).unwrap().card.model.num_classes, 4);
 }
 
 /// Writes shapes samples as a dataset folder (images/, masks/,
