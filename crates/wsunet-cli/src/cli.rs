@@ -266,7 +266,8 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
 
     /// Architecture as a model config JSON (as for `wsunet info`); its
-    /// num_classes and in_channels must fit the data.
+    /// num_classes and in_channels, when given, must fit the data (left out:
+    /// the data's).
     #[arg(
         long,
         value_name = "FILE",
@@ -288,7 +289,7 @@ pub struct TrainArgs {
     /// config.json. Only --epochs and --device may be given with it; any
     /// other setting is an error, since the run was trained with its own.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "data", "config", "model_config", "preset", "out", "batch_size", "size", "lr",
+        "data", "config", "model_config", "preset", "out", "batch_size", "size", "lr", "min_lr",
         "optimizer", "schedule", "warmup_epochs", "weight_decay", "grad_clip", "loss",
         "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad", "seed",
         "val_every",
@@ -321,6 +322,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LR")]
     pub lr: Option<f64>,
 
+    /// Final learning rate of the decay (default 1e-5; at most --lr).
+    #[arg(long, value_name = "LR")]
+    pub min_lr: Option<f64>,
+
     /// The optimizer.
     #[arg(long, value_name = "NAME", value_parser = choice(&OptimizerKind::ALL))]
     pub optimizer: Option<OptimizerKind>,
@@ -349,7 +354,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "W,W,…", value_delimiter = ',')]
     pub class_weights: Option<Vec<f32>>,
 
-    /// Number of classes (default: classes.json, else the largest mask value + 1).
+    /// Number of classes; overrides the model config's (default: the model
+    /// config's, else classes.json, else the largest mask value + 1; the
+    /// built-in shapes data has 4).
     #[arg(long, value_name = "N")]
     pub num_classes: Option<usize>,
 
@@ -550,8 +557,7 @@ pub fn parse_ignore(s: &str) -> Result<IgnoreIndex, String> {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Model config as JSON (fields of WsResUNetConfig; all but num_classes
-    /// optional), as for `train --model-config`. Without it, the spec's
-    /// default model.
+    /// optional). Without it, the spec's default model.
     #[arg(long, value_name = "FILE", alias = "config")]
     pub model_config: Option<PathBuf>,
 

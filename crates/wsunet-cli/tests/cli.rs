@@ -609,7 +609,7 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("fix --tile, --overlap"),
+        stderr(&o).contains("fix --overlap: overlap 0.95 is outside [0, 0.9]"),
         "{}",
         stderr(&o)
     );

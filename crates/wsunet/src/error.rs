@@ -219,14 +219,17 @@ pub enum Error {
     /// A checkpoint of a run that cannot be written or read back.
     #[error("{}: {reason}", path.display())]
     Checkpoint {
-        /// The checkpoint file.
+        /// The checkpoint file or folder.
         path: PathBuf,
-        /// What failed, with the underlying error.
+        /// What failed, with the underlying error's message.
         reason: String,
+        /// The underlying error (I/O, JSON, Burn's record store), if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
-    /// A worker of the batch loader failed (it panicked, or stopped
-    /// before its last batch).
+    /// A worker of the batch loader failed: it panicked preparing a sample
+    /// or stacking a batch, or stopped before its last batch.
     #[error("{task} failed: {message}")]
     Loader {
         /// What the worker was doing, naming the samples.

@@ -117,7 +117,10 @@ impl PredictConfig {
             ));
         }
         if self.batch_size == 0 {
-            return Err(Error::setting("batch_size", "batch size 0; use at least 1"));
+            return Err(Error::setting(
+                "batch_size",
+                "batch_size is 0; use at least 1",
+            ));
         }
         Ok(())
     }

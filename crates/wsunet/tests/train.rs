@@ -343,7 +343,7 @@ fn a_model_whose_channels_or_classes_differ_from_the_data_is_refused() {
     // The built-in shapes data has 4 classes.
     let err = open(0, 5).err().unwrap().to_string();
     assert!(
-        err.contains("model.num_classes) is 5 but the data has 4 classes"),
+        err.contains("model.num_classes is 5 but the data has 4 classes"),
         "{err}"
     );
     // Given and equal to the data's: accepted as if left out.

@@ -14,6 +14,7 @@ use wsunet::data::prepare::{Split, split_samples};
 use wsunet::data::{Layout, Mode, SampleSpec, SegDataset};
 use wsunet::train::{SegLoss, Silent, TrainConfig, evaluate, run_config_of};
 
+use super::{Settings, with_fix};
 use crate::cli::EvalArgs;
 
 /// The same folder, however it is spelled.
@@ -51,7 +52,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(s) = args.seed {
         config.seed = s;
     }
-    let (samples, layout) = split_samples(&config.data_settings(), split).context("fix --data")?;
+    let settings = Settings::flags::<EvalArgs>();
+    let (samples, layout) =
+        split_samples(&config.data_settings(), split).map_err(|e| with_fix(e, &settings))?;
     let holdout = layout == Some(Layout::Folder) && split != Split::All;
     if holdout {
         let own = format!(
@@ -105,7 +108,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         classes: Some(card.classes.clone()),
     };
     let (samples, warnings) =
-        usable_samples(samples, &spec, args.skip_bad).map_err(super::with_flags::<EvalArgs>)?;
+        usable_samples(samples, &spec, args.skip_bad).map_err(|e| with_fix(e, &settings))?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

@@ -1,40 +1,102 @@
 //! One module per subcommand.
 
-/// The library's error with the command-line flag that fixes it, where the
-/// library (which speaks of config fields) cannot name one. `A` is the
-/// command's arguments: a setting's field becomes its flag when the command
-/// has one (`batch_size` → `--batch-size`), else the `--config` field.
-pub fn with_flags<A: clap::Args>(e: wsunet::Error) -> anyhow::Error {
+use std::path::{Path, PathBuf};
+
+/// Where the settings of a command come from: what an error tells the user
+/// to fix.
+pub enum Settings {
+    /// The command's flags (and, for `train`, its `--config` file).
+    Flags(Box<clap::Command>),
+    /// A run directory's `config.json` (`train --resume`).
+    Run(PathBuf),
+}
+
+impl Settings {
+    /// The flags of the command whose arguments are `A`.
+    pub fn flags<A: clap::Args>() -> Self {
+        Settings::Flags(Box::new(A::augment_args(clap::Command::new("wsunet"))))
+    }
+
+    /// The settings of the run in `dir`.
+    pub fn run(dir: &Path) -> Self {
+        Settings::Run(dir.to_path_buf())
+    }
+
+    /// What to fix for config `field`: its flag (`batch_size` →
+    /// `--batch-size`, `model.num_classes` → `--num-classes`), else the field
+    /// in the `--config` file; for a resumed run, the field in its
+    /// config.json (but `--epochs` and `--device`).
+    fn fix(&self, field: &str) -> String {
+        let command = match self {
+            // --resume takes these two; the rest is the run's own.
+            Settings::Run(_) if ["epochs", "device"].contains(&field) => {
+                return format!("--{field}");
+            }
+            Settings::Run(dir) => {
+                return format!("{field} in {}", dir.join("config.json").display());
+            }
+            Settings::Flags(command) => command,
+        };
+        let has = |long: &str| command.get_arguments().any(|a| a.get_long() == Some(long));
+        let last = field.rsplit('.').next().unwrap_or(field).replace('_', "-");
+        let top = field.split('.').next().unwrap_or(field);
+        if has(&last) {
+            format!("--{last}")
+        } else if top == "model" && has("model-config") {
+            "--model-config or --preset".into()
+        } else if has("config") {
+            format!("{field} in --config")
+        } else {
+            format!("the {field} setting")
+        }
+    }
+
+    /// How to turn on a boolean `field` (`skip_bad` → `pass --skip-bad`).
+    fn set(&self, field: &str) -> String {
+        match self.fix(field).strip_prefix("--") {
+            Some(flag) => format!("pass --{flag}"),
+            None => format!("set {}", self.fix(field)),
+        }
+    }
+}
+
+/// The library's error with what to fix, in the terms of `settings` (the
+/// library speaks of config fields; a command has flags, a resumed run its
+/// config.json).
+pub fn with_fix(e: wsunet::Error, settings: &Settings) -> anyhow::Error {
     use wsunet::Error;
-    let flags = match &e {
+    let fix = match &e {
         Error::RunExists { dir } => {
             format!("fix --out, or continue with --resume {}", dir.display())
         }
         Error::RunFinished { done, .. } => format!("pass --epochs N (more than {done})"),
-        Error::NonFiniteLoss { .. } => "fix --lr or --grad-clip".into(),
-        Error::BadSamples { .. } => "fix the files, or pass --skip-bad".into(),
-        Error::NotAFolder { .. }
-        | Error::MissingFolder { .. }
-        | Error::NoValFolder { .. }
-        | Error::EmptySplit { .. } => "fix --data".into(),
-        Error::Model { .. } => "fix --model-config or --preset".into(),
-        Error::Setting { field, .. } => format!("fix {}", flag_for::<A>(field)),
+        Error::NonFiniteLoss { .. } => {
+            format!(
+                "fix {} or {}",
+                settings.fix("lr"),
+                settings.fix("grad_clip")
+            )
+        }
+        Error::BadSamples { .. } => format!("fix the files, or {}", settings.set("skip_bad")),
+        Error::NotAFolder { .. } | Error::MissingFolder { .. } | Error::NoValFolder { .. } => {
+            format!("fix {}", settings.fix("data"))
+        }
+        Error::EmptySplit {
+            validation: true,
+            skipped: false,
+            ..
+        } => format!(
+            "fix {} or {}",
+            settings.fix("data"),
+            settings.fix("val_fraction")
+        ),
+        Error::EmptySplit { .. } => format!("fix {}", settings.fix("data")),
+        Error::Model { field, .. } | Error::Setting { field, .. } => {
+            format!("fix {}", settings.fix(field))
+        }
         _ => return e.into(),
     };
-    anyhow::Error::new(e).context(flags)
-}
-
-/// The flag of `A` that sets config `field`, or the field in `--config`.
-fn flag_for<A: clap::Args>(field: &str) -> String {
-    let top = field.split(['.', '[']).next().unwrap_or(field);
-    let command = A::augment_args(clap::Command::new("wsunet"));
-    let has = |long: &str| command.get_arguments().any(|a| a.get_long() == Some(long));
-    let long = top.replace('_', "-");
-    match top {
-        "model" if has("model-config") => "--model-config or --preset".into(),
-        _ if has(&long) => format!("--{long}"),
-        _ => format!("{field} in --config"),
-    }
+    anyhow::Error::new(e).context(fix)
 }
 
 pub mod bench;
@@ -45,3 +107,32 @@ pub mod interop;
 pub mod predict;
 pub mod synth;
 pub mod train;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{EvalArgs, PredictArgs, TrainArgs};
+
+    #[test]
+    fn a_setting_is_fixed_by_its_flag_else_its_config_field() {
+        let train = Settings::flags::<TrainArgs>();
+        assert_eq!(train.fix("batch_size"), "--batch-size");
+        assert_eq!(train.fix("model.num_classes"), "--num-classes");
+        assert_eq!(train.fix("model.widths"), "--model-config or --preset");
+        assert_eq!(train.fix("momentum"), "momentum in --config");
+        assert_eq!(train.set("skip_bad"), "pass --skip-bad");
+        assert_eq!(Settings::flags::<PredictArgs>().fix("overlap"), "--overlap");
+        let eval = Settings::flags::<EvalArgs>();
+        assert_eq!(eval.fix("val_fraction"), "--val-fraction");
+        assert_eq!(eval.fix("augment.scale"), "the augment.scale setting");
+        // A resumed run: its own config.json, but for --epochs and --device.
+        let run = Settings::run(Path::new("runs/run-001"));
+        let config = Path::new("runs/run-001").join("config.json");
+        assert_eq!(run.fix("lr"), format!("lr in {}", config.display()));
+        assert_eq!(run.fix("epochs"), "--epochs");
+        assert_eq!(
+            run.set("skip_bad"),
+            format!("set skip_bad in {}", config.display())
+        );
+    }
+}

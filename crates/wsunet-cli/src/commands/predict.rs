@@ -15,6 +15,7 @@ use wsunet::data::layout::image_files;
 use wsunet::data::read_image;
 use wsunet::infer::{PredictConfig, Predictor, overlay};
 
+use super::{Settings, with_fix};
 use crate::cli::PredictArgs;
 use crate::progress;
 
@@ -40,7 +41,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     config
         .validate()
-        .map_err(|e| anyhow::anyhow!("{e} (fix --tile, --overlap or --batch-size)"))?;
+        .map_err(|e| with_fix(e, &Settings::flags::<PredictArgs>()))?;
     let inputs = list_inputs(&args.input)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {} (fix --out)", args.out.display()))?;

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use wsunet::WsResUNetConfig;
-use wsunet::train::{Session, TrainConfig, preset};
+use wsunet::train::{Session, TrainConfig, model_from_file, preset};
 
+use super::{Settings, with_fix};
 use crate::cli::TrainArgs;
 use crate::progress::TrainProgress;
 
@@ -26,10 +27,15 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         None => TrainConfig::default(),
     };
     if let Some(name) = &args.preset {
-        c.model = preset(name).context("fix --preset")?;
+        // The architecture only: channels and classes stay the config's.
+        c.model = WsResUNetConfig {
+            in_channels: c.model.in_channels,
+            num_classes: c.model.num_classes,
+            ..preset(name).context("fix --preset")?
+        };
     }
     if let Some(path) = &args.model_config {
-        c.model = WsResUNetConfig::from_file(path).context("fix --model-config")?;
+        c.model = model_from_file(path).context("fix --model-config")?;
     }
     if args.data.is_some() {
         c.data = args.data.clone();
@@ -42,6 +48,7 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         val_every,
         batch_size,
         lr,
+        min_lr,
         warmup_epochs,
         weight_decay,
         seed,
@@ -60,8 +67,9 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     if args.class_weights.is_some() {
         c.class_weights = args.class_weights.clone();
     }
-    if args.num_classes.is_some() {
-        c.num_classes = args.num_classes;
+    if let Some(n) = args.num_classes {
+        c.num_classes = Some(n);
+        c.model.num_classes = n;
     }
     if let Some(ignore) = args.ignore_index {
         c.ignore_index = ignore.0;
@@ -118,15 +126,20 @@ fn stop_on_ctrl_c(run: &Path) -> Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let settings = match &args.resume {
+        Some(dir) => Settings::run(dir),
+        None => Settings::flags::<TrainArgs>(),
+    };
+    let fix = |e| with_fix(e, &settings);
     let session = match &args.resume {
         // clap has refused every other setting next to --resume (see cli.rs).
         Some(dir) => Session::resume(dir, args.epochs, args.device.as_deref())
-            .map_err(super::with_flags::<TrainArgs>)
+            .map_err(fix)
             .context("cannot resume (fix --resume, --epochs or --device)")?,
         None => {
             let config = resolve(&args)?;
             let dir = args.out.clone().unwrap_or_else(next_run_dir);
-            Session::new(config, &dir).map_err(super::with_flags::<TrainArgs>)?
+            Session::new(config, &dir).map_err(fix)?
         }
     };
     // Before anything is printed: a Ctrl-C once the run is announced stops
@@ -164,9 +177,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.device
     );
     let mut progress = TrainProgress::new(&INTERRUPTS);
-    let summary = session
-        .run(&mut progress)
-        .map_err(super::with_flags::<TrainArgs>)?;
+    let summary = session.run(&mut progress).map_err(fix)?;
     if summary.stopped {
         return Err(Interrupted(format!(
             "stopped after epoch {} of {} (Ctrl-C); every finished epoch is checkpointed, continue with: wsunet train --resume {}",

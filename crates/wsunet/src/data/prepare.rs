@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::check::channel_stats;
-use super::classes::class_count;
+use super::classes::{CLASSES_FILE, class_count};
 use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
 use super::shapes::{ShapesSpec, shapes_classes};
 use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_image, read_mask};
@@ -208,8 +208,13 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             return Err(Error::setting(
                 "num_classes",
                 format!(
-                    "{}: classes.json lists {} classes but num_classes is {num_classes}",
+                    "{}: {} lists {} classes but {num_classes} were asked for",
                     root.display(),
+                    if root.join(CLASSES_FILE).is_file() {
+                        CLASSES_FILE
+                    } else {
+                        "Pascal VOC's class list"
+                    },
                     list.len()
                 ),
             ));

@@ -39,10 +39,11 @@ fn folder(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
-fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+fn fail(path: &Path, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
         reason: format!("cannot {what}: {e}"),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -123,6 +124,7 @@ pub fn load_latest<M: Module>(
             "cannot read ({e}); is {} a wsunet run directory with at least one finished epoch?",
             run.display()
         ),
+        source: Some(Box::new(e)),
     })?;
     let latest: Latest = serde_json::from_str(&text).map_err(|e| fail(&pointer, "parse", e))?;
     let dir = root.join(&latest.dir);
@@ -142,6 +144,7 @@ pub fn load_latest<M: Module>(
                 "holds epoch {} but latest.json names epoch {}",
                 state.epoch, latest.epoch
             ),
+            source: None,
         });
     }
     Ok((model, optim, state))

@@ -51,17 +51,32 @@ pub fn preset(name: &str) -> Result<WsResUNetConfig> {
 /// decides.
 pub const FROM_DATA: usize = 0;
 
-/// Reads [`TrainConfig::model`]: a [`WsResUNetConfig`] whose `in_channels`
-/// and `num_classes` may be left out (they are then [`FROM_DATA`]), as in the
-/// run directories of wsunet 0.1, which wrote only the architecture.
-fn model_from_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WsResUNetConfig, D::Error> {
-    let mut value = serde_json::Value::deserialize(d)?;
+/// A model config for training: a [`WsResUNetConfig`] whose `in_channels`
+/// and `num_classes` may be left out, and are then [`FROM_DATA`] (run
+/// directories of earlier versions hold only the architecture).
+fn training_model(mut value: serde_json::Value) -> serde_json::Result<WsResUNetConfig> {
     if let Some(fields) = value.as_object_mut() {
         for key in ["in_channels", "num_classes"] {
             fields.entry(key).or_insert(FROM_DATA.into());
         }
     }
-    serde_json::from_value(value).map_err(serde::de::Error::custom)
+    serde_json::from_value(value)
+}
+
+/// Reads [`TrainConfig::model`] (see [`training_model`]).
+fn model_from_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WsResUNetConfig, D::Error> {
+    training_model(serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Reads a model config file to train: as [`WsResUNetConfig::from_file`],
+/// but a left-out `in_channels` or `num_classes` is [`FROM_DATA`] (rather
+/// than 3 channels, or an error).
+pub fn model_from_file(path: &std::path::Path) -> Result<WsResUNetConfig> {
+    let value: serde_json::Value = crate::fs::read_json(path)?;
+    training_model(value).map_err(|error| Error::Json {
+        path: Some(path.to_path_buf()),
+        error,
+    })
 }
 
 /// Which optimizer to use.
@@ -117,7 +132,8 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Mask value of ignored pixels (`None`: no value is ignored).
     pub ignore_index: Option<u16>,
-    /// Number of classes (`None`: from classes.json, else the masks).
+    /// Number of classes (`None`: `model.num_classes` when set, else
+    /// classes.json, else the masks; the built-in `shapes` data has 4).
     pub num_classes: Option<usize>,
     /// Leave out samples that cannot be used, with a warning, instead of stopping.
     pub skip_bad: bool,
@@ -365,6 +381,13 @@ impl TrainConfig {
             ..self.model.clone()
         }
         .validate()
+        .map_err(|e| match e {
+            Error::Model { field, reason } => Error::Model {
+                field: format!("model.{field}"),
+                reason,
+            },
+            e => e,
+        })
     }
 }
 
@@ -437,6 +460,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `width`"), "{e}");
+        // A model config file to train: the same rule.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        std::fs::write(&path, r#"{"widths": [4, 8, 8, 8, 8], "groups": 2}"#).unwrap();
+        let model = model_from_file(&path).unwrap();
+        assert_eq!(
+            (model.in_channels, model.num_classes, model.groups),
+            (0, 0, 2)
+        );
+        std::fs::write(&path, r#"{"in_channels": 1, "num_classes": 3}"#).unwrap();
+        let model = model_from_file(&path).unwrap();
+        assert_eq!((model.in_channels, model.num_classes), (1, 3));
     }
 
     #[test]
@@ -485,6 +520,16 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
+        // The field to fix, as the config's JSON names it.
+        let field = |c: TrainConfig| c.validate().unwrap_err().field().map(String::from);
+        let mut c = TrainConfig::default();
+        c.model.depths = vec![1];
+        assert_eq!(field(c).as_deref(), Some("model.depths"));
+        let c = TrainConfig {
+            min_lr: 1.0,
+            ..Default::default()
+        };
+        assert_eq!(field(c).as_deref(), Some("min_lr"));
         TrainConfig::default().validate().unwrap();
     }
 }

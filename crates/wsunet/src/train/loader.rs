@@ -169,8 +169,8 @@ impl Iterator for Batches {
                 };
                 let done = std::mem::replace(&mut self.received, self.len);
                 Some(Err(Error::Loader {
-                    task: format!("the batch loader, after {done} of {} batches,", self.len),
-                    message: why,
+                    task: "the batch loader".into(),
+                    message: format!("{why} after {done} of {} batches", self.len),
                 }))
             }
         }

@@ -15,7 +15,9 @@ pub mod schedule;
 pub mod state;
 pub mod trainer;
 
-pub use config::{FROM_DATA, OptimizerKind, PRESETS, ShapesSpec, TrainConfig, preset};
+pub use config::{
+    FROM_DATA, OptimizerKind, PRESETS, ShapesSpec, TrainConfig, model_from_file, preset,
+};
 pub use confusion::{ClassScore, ConfusionMatrix, SegScores};
 pub use evaluate::{Evaluation, evaluate};
 pub use loss::{LossKind, SegLoss};

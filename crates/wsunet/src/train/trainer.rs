@@ -104,14 +104,24 @@ impl Session {
         config.validate()?;
         let device = parse_device(&config.device)?;
         let settings = config.data_settings();
-        let p = prepare(&settings)?;
+        // The setting the class count came from: the one to fix.
+        let classes_field = match config.num_classes {
+            None if settings.num_classes.is_some() => "model.num_classes",
+            _ => "num_classes",
+        };
+        let p = prepare(&settings).map_err(|e| match e {
+            Error::Setting { field, reason } if field == "num_classes" => {
+                Error::setting(classes_field, reason)
+            }
+            e => e,
+        })?;
         if let Some(n) = settings.num_classes
             && n != p.spec.num_classes
         {
             return Err(Error::setting(
-                "num_classes",
+                classes_field,
                 format!(
-                    "num_classes (or model.num_classes) is {n} but the data has {} classes; set it to {} or leave it out",
+                    "{classes_field} is {n} but the data has {} classes; set it to {} or to 0 (from the data)",
                     p.spec.num_classes, p.spec.num_classes
                 ),
             ));
