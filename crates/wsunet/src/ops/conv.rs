@@ -517,35 +517,33 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 mod tests {
     use super::*;
 
+    /// Every multiply of the direct definition of the convolution, as
+    /// `(output index, input index, weight index)`; padded taps are skipped.
+    fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let outputs = (0..g.n).flat_map(move |n| {
+            (0..g.co).flat_map(move |o| {
+                (0..g.ho).flat_map(move |oy| (0..g.wo).map(move |ox| (n, o, oy, ox)))
+            })
+        });
+        outputs.flat_map(move |(n, o, oy, ox)| {
+            let yi = ((n * g.co + o) * g.ho + oy) * g.wo + ox;
+            (0..g.ci).flat_map(move |c| {
+                (0..g.k * g.k).filter_map(move |t| {
+                    let (ky, kx) = (t / g.k, t % g.k);
+                    let iy = (oy * g.s + ky).checked_sub(g.p).filter(|&iy| iy < g.h)?;
+                    let ix = (ox * g.s + kx).checked_sub(g.p).filter(|&ix| ix < g.w)?;
+                    let xi = ((n * g.ci + c) * g.h + iy) * g.w + ix;
+                    Some((yi, xi, (o * g.ci + c) * g.k * g.k + t))
+                })
+            })
+        })
+    }
+
     /// Direct definition of the convolution, for checking the fast paths.
     fn reference(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f64> {
         let mut y = vec![0.0f64; g.n * g.co * g.ho * g.wo];
-        for n in 0..g.n {
-            for o in 0..g.co {
-                for oy in 0..g.ho {
-                    for ox in 0..g.wo {
-                        let mut acc = 0.0f64;
-                        for c in 0..g.ci {
-                            for ky in 0..g.k {
-                                for kx in 0..g.k {
-                                    let iy = (oy * g.s + ky) as isize - g.p as isize;
-                                    let ix = (ox * g.s + kx) as isize - g.p as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xv = x
-                                        [((n * g.ci + c) * g.h + iy as usize) * g.w + ix as usize]
-                                        as f64;
-                                    let wv = w[((o * g.ci + c) * g.k + ky) * g.k + kx] as f64;
-                                    acc += xv * wv;
-                                }
-                            }
-                        }
-                        y[((n * g.co + o) * g.ho + oy) * g.wo + ox] = acc;
-                    }
-                }
-            }
+        for (yi, xi, wi) in taps(g) {
+            y[yi] += x[xi] as f64 * w[wi] as f64;
         }
         y
     }
@@ -574,31 +572,9 @@ mod tests {
     fn reference_grads(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
         let mut dx = vec![0.0f64; x.len()];
         let mut dw = vec![0.0f64; w.len()];
-        for n in 0..g.n {
-            for o in 0..g.co {
-                for oy in 0..g.ho {
-                    for ox in 0..g.wo {
-                        let d = dy[((n * g.co + o) * g.ho + oy) * g.wo + ox] as f64;
-                        for c in 0..g.ci {
-                            for ky in 0..g.k {
-                                for kx in 0..g.k {
-                                    let iy = (oy * g.s + ky) as isize - g.p as isize;
-                                    let ix = (ox * g.s + kx) as isize - g.p as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xi =
-                                        ((n * g.ci + c) * g.h + iy as usize) * g.w + ix as usize;
-                                    let wi = ((o * g.ci + c) * g.k + ky) * g.k + kx;
-                                    dx[xi] += d * w[wi] as f64;
-                                    dw[wi] += d * x[xi] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        for (yi, xi, wi) in taps(g) {
+            dx[xi] += dy[yi] as f64 * w[wi] as f64;
+            dw[wi] += dy[yi] as f64 * x[xi] as f64;
         }
         (dx, dw)
     }
