@@ -17,6 +17,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts that `o` exited with 1 and an error message holding `needle`.
+fn fails_with(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 /// The library's committed PyTorch fixtures.
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures")
@@ -195,8 +201,7 @@ fn synth_writes_a_dataset_that_checks_clean() {
     let o = wsunet(&[
         "synth", "--out", out_s, "--count", "12", "--size", "48", "--seed", "3",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    fails_with(&o, "--force");
     let o = wsunet(&[
         "synth", "--out", out_s, "--count", "12", "--size", "48", "--seed", "3", "--force",
     ]);
@@ -244,12 +249,7 @@ fn data_check_lists_every_problem_and_fails() {
     assert!(out.contains("shape_00002.png: no mask"), "{out}");
     assert!(stderr(&o).contains("2 problem(s) found"), "{}", stderr(&o));
     let o = wsunet(&["data", "check", "/no/such/dir"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("/no/such/dir is not a folder"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, "/no/such/dir is not a folder");
 }
 
 #[test]
@@ -306,8 +306,7 @@ fn train_then_eval_on_a_generated_folder() {
 
     // Resuming a finished run says how to extend it.
     let o = wsunet(&["train", "--resume", run.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("pass --epochs N"), "{}", stderr(&o));
+    fails_with(&o, "pass --epochs N");
 }
 
 /// Ctrl-C (SIGINT) mid-run: the epoch under way finishes and is
@@ -395,12 +394,7 @@ fn ctrl_c_stops_after_a_checkpointed_epoch_and_resumes() {
 #[test]
 fn train_errors_name_the_fix() {
     let o = wsunet(&["train", "--data", "/no/such/data"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("fix --data: /no/such/data is not a folder"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, "fix --data: /no/such/data is not a folder");
     // clap refuses an unknown name, naming the flag and the choices.
     let o = wsunet(&["train", "--loss", "bce"]);
     assert_eq!(o.status.code(), Some(2));
@@ -411,8 +405,7 @@ fn train_errors_name_the_fix() {
         stderr(&o)
     );
     let o = wsunet(&["train", "--epochs", "0"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("epochs is 0"), "{}", stderr(&o));
+    fails_with(&o, "epochs is 0");
     assert!(
         stderr(&o).contains("fix --epochs: epochs is 0"),
         "{}",
@@ -423,15 +416,9 @@ fn train_errors_name_the_fix() {
     let config = dir.path().join("train.json");
     std::fs::write(&config, r#"{"momentum": 1.5}"#).unwrap();
     let o = wsunet(&["train", "--config", config.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("fix momentum in --config: momentum is 1.5"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, "fix momentum in --config: momentum is 1.5");
     let o = wsunet(&["eval", "--model", "/no/such/run"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("fix --model"), "{}", stderr(&o));
+    fails_with(&o, "fix --model");
 }
 
 #[test]
@@ -501,8 +488,7 @@ fn import_then_export_a_pytorch_checkpoint() {
         dir.path().join("model.safetensors").to_str().unwrap(),
         "--argmax",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("fix --out"), "{}", stderr(&o));
+    fails_with(&o, "fix --out");
 
     let not_unet = fixtures.join("ws_conv2d_seed.weights.safetensors");
     let o = wsunet(&[
@@ -511,12 +497,7 @@ fn import_then_export_a_pytorch_checkpoint() {
         "--out",
         model.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("no `stem.conv.weight`"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, "no `stem.conv.weight`");
 }
 
 #[test]
@@ -590,12 +571,7 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
         "--out",
         images.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("would overwrite an input image; choose another --out"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, "would overwrite an input image; choose another --out");
     let o = wsunet(&[
         "predict",
         "--model",
@@ -607,12 +583,7 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
         "--overlap",
         "0.95",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("fix --overlap: overlap 0.95 is outside [0, 0.9]"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, "fix --overlap: overlap 0.95 is outside [0, 0.9]");
 }
 
 #[test]
@@ -658,8 +629,7 @@ fn bench_reports_json_and_rejects_bad_phases() {
         stderr(&o)
     );
     let o = wsunet(&["bench", "--config", c, "--size", "16"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("at least 32×32"), "{}", stderr(&o));
+    fails_with(&o, "at least 32×32");
 }
 
 /// Float32 tensors of a safetensors file by name.
