@@ -53,9 +53,10 @@ impl Settings {
 
     /// How to turn on a boolean `field` (`skip_bad` → `pass --skip-bad`).
     fn set(&self, field: &str) -> String {
-        match self.fix(field).strip_prefix("--") {
+        let fix = self.fix(field);
+        match fix.strip_prefix("--") {
             Some(flag) => format!("pass --{flag}"),
-            None => format!("set {}", self.fix(field)),
+            None => format!("set {fix}"),
         }
     }
 }
@@ -78,9 +79,6 @@ pub fn with_fix(e: wsunet::Error, settings: &Settings) -> anyhow::Error {
             )
         }
         Error::BadSamples { .. } => format!("fix the files, or {}", settings.set("skip_bad")),
-        Error::NotAFolder { .. } | Error::MissingFolder { .. } | Error::NoValFolder { .. } => {
-            format!("fix {}", settings.fix("data"))
-        }
         Error::EmptySplit {
             validation: true,
             skipped: false,
@@ -90,7 +88,10 @@ pub fn with_fix(e: wsunet::Error, settings: &Settings) -> anyhow::Error {
             settings.fix("data"),
             settings.fix("val_fraction")
         ),
-        Error::EmptySplit { .. } => format!("fix {}", settings.fix("data")),
+        Error::NotAFolder { .. }
+        | Error::MissingFolder { .. }
+        | Error::NoValFolder { .. }
+        | Error::EmptySplit { .. } => format!("fix {}", settings.fix("data")),
         Error::Model { field, .. } | Error::Setting { field, .. } => {
             format!("fix {}", settings.fix(field))
         }

@@ -52,6 +52,13 @@ pub enum Tail {
     AddSilu,
 }
 
+impl Tail {
+    /// [`Tail::Silu`] when `silu`, else [`Tail::None`].
+    pub fn silu_if(silu: bool) -> Self {
+        if silu { Tail::Silu } else { Tail::None }
+    }
+}
+
 /// `exp(x)` for `f32` without a library call, so loops over it vectorize
 /// (Cephes `expf`: range reduction by ln 2 and a degree-6 polynomial; within
 /// 2 ulp on [−87, 88]).

@@ -374,7 +374,7 @@ impl CpuOps for Flex {
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self> {
-        let tail = if silu { Tail::Silu } else { Tail::None };
+        let tail = Tail::silu_if(silu);
         gn_forward(flex([x, gamma, beta]), None, groups, eps, tail).0
     }
 
@@ -556,7 +556,7 @@ impl<C: CheckpointStrategy> CpuOps for Autodiff<Flex, C> {
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self> {
-        let tail = if silu { Tail::Silu } else { Tail::None };
+        let tail = Tail::silu_if(silu);
         record::<_, C, _>(GroupNormBackward, [x, gamma, beta], |inputs| {
             gn_forward(inputs, None, groups, eps, tail)
         })

@@ -262,7 +262,7 @@ impl TrainConfig {
             val_fraction: self.val_fraction,
             seed: self.seed,
             ignore_index: self.ignore_index,
-            num_classes: self.num_classes.or(self.model_classes()),
+            num_classes: self.class_count().map(|(_, n)| n),
             skip_bad: self.skip_bad,
             normalize: self.normalize.clone(),
             size: self.size,
@@ -272,6 +272,16 @@ impl TrainConfig {
     /// `model.num_classes` when set.
     fn model_classes(&self) -> Option<usize> {
         (self.model.num_classes != FROM_DATA).then_some(self.model.num_classes)
+    }
+
+    /// The class count the config sets, with the field that sets it:
+    /// `num_classes`, else `model.num_classes`; `None` leaves it to the data.
+    pub fn class_count(&self) -> Option<(&'static str, usize)> {
+        match (self.num_classes, self.model_classes()) {
+            (Some(n), _) => Some(("num_classes", n)),
+            (None, Some(m)) => Some(("model.num_classes", m)),
+            (None, None) => None,
+        }
     }
 
     /// The training augmentation.

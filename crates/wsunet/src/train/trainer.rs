@@ -103,25 +103,22 @@ impl Session {
     fn open(mut config: TrainConfig, dir: &Path) -> Result<Session> {
         config.validate()?;
         let device = parse_device(&config.device)?;
-        let settings = config.data_settings();
         // The setting the class count came from: the one to fix.
-        let classes_field = match config.num_classes {
-            None if settings.num_classes.is_some() => "model.num_classes",
-            _ => "num_classes",
-        };
-        let p = prepare(&settings).map_err(|e| match e {
+        let classes = config.class_count();
+        let classes_field = classes.map_or("num_classes", |(field, _)| field);
+        let p = prepare(&config.data_settings()).map_err(|e| match e {
             Error::Setting { field, reason } if field == "num_classes" => {
                 Error::setting(classes_field, reason)
             }
             e => e,
         })?;
-        if let Some(n) = settings.num_classes
+        if let Some((field, n)) = classes
             && n != p.spec.num_classes
         {
             return Err(Error::setting(
-                classes_field,
+                field,
                 format!(
-                    "{classes_field} is {n} but the data has {} classes; set it to {} or to 0 (from the data)",
+                    "{field} is {n} but the data has {} classes; set it to {} or to 0 (from the data)",
                     p.spec.num_classes, p.spec.num_classes
                 ),
             ));
