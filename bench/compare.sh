@@ -5,7 +5,7 @@
 #
 #   bench/compare.sh [--batch-size N] [--size HxW] [--reps N] [--warmup N] [--threads N] [--no-ws] [--device D] [--torch-device T]
 #
-# --device is wsunet's (cpu, vulkan[:N], cuda[:N]); the twin runs on --torch-device,
+# --device is wsunet's (cpu, gpu[:N], vulkan[:N], cuda[:N]); the twin runs on --torch-device,
 # by default cpu for cpu and cuda for a GPU device.
 #
 # Needs a release build (cargo build --release) and a Python with torch:

@@ -10,6 +10,9 @@ use wsunet::infer::Tta;
 use wsunet::layers::Standardization;
 use wsunet::train::{LossKind, OptimizerKind, PRESETS, ScheduleKind};
 
+/// `--device` of every command that computes.
+const DEVICE_HELP: &str = "Compute device: cpu; gpu[:N] (any GPU through wgpu: Vulkan, Metal or DX12; build feature wgpu), vulkan[:N] (SPIR-V kernels; feature vulkan) or cuda[:N] (feature cuda). N counts the adapters; the device line names the one in use";
+
 /// wsunet: weight-standardized residual U-Nets for semantic segmentation.
 ///
 /// A WS+GroupNorm residual U-Net (WSResUNet) in one native binary: check a
@@ -129,8 +132,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = choice(&Tta::ALL))]
     pub tta: Tta,
 
-    /// Compute device: cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", help = DEVICE_HELP)]
     pub device: String,
 }
 
@@ -174,8 +176,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Compute device: cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", help = DEVICE_HELP)]
     pub device: String,
 
     /// Print the report as JSON (the format python/bench_torch.py writes).
@@ -376,8 +377,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K")]
     pub seed: Option<u64>,
 
-    /// Compute device: cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, value_name = "DEVICE")]
+    #[arg(long, value_name = "DEVICE", help = DEVICE_HELP)]
     pub device: Option<String>,
 }
 
@@ -424,8 +424,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 
-    /// Compute device: cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", help = DEVICE_HELP)]
     pub device: String,
 }
 
@@ -575,8 +574,8 @@ pub struct InfoArgs {
     #[arg(long, value_name = "HxW", default_value = "256", value_parser = parse_size)]
     pub size: [usize; 2],
 
-    /// Also run one forward pass on this device to check that it works:
-    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching build feature).
+    /// Also run one forward pass on this device to check that it works (the
+    /// names of --device elsewhere: cpu, gpu[:N], vulkan[:N], cuda[:N]).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
 

@@ -29,6 +29,25 @@ fn keep_freed_pages() {
     }
 }
 
+/// Gives wgpu's window-system probe a runtime directory when the session
+/// has none (a service, CI, ssh without a login session): listing adapters
+/// loads libwayland, which prints `XDG_RUNTIME_DIR is invalid or not set`
+/// for every graphics instance otherwise. The directory is only read.
+#[cfg(all(target_os = "linux", any(feature = "wgpu", feature = "vulkan")))]
+fn quiet_window_system_probe() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| {
+        std::path::Path::new(&d).is_absolute() && std::path::Path::new(&d).is_dir()
+    });
+    if !valid {
+        // SAFETY: the first statement of `main`, before any thread exists,
+        // so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
+#[cfg(not(all(target_os = "linux", any(feature = "wgpu", feature = "vulkan"))))]
+fn quiet_window_system_probe() {}
+
 /// Starts rayon's thread pool with this thread as one of its workers (index
 /// 0), so the compute kernels' parallel loops run on the calling thread and
 /// one fewer thread has to be woken; the serial parts of a step then leave
@@ -65,6 +84,7 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_window_system_probe();
     keep_freed_pages();
     let cli = cli::Cli::parse();
     let threads = match &cli.command {

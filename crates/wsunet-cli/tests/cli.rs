@@ -1,74 +1,9 @@
 //! End-to-end tests of the `wsunet` binary: output, exit codes and messages.
 
-use std::process::{Command, Output};
+mod common;
 
-fn wsunet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wsunet"))
-        .args(args)
-        .output()
-        .expect("run wsunet")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts that `o` exited with 1 and an error message holding `needle`.
-fn fails_with(o: &Output, needle: &str) {
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
-    assert!(stderr(o).contains(needle), "{}", stderr(o));
-}
-
-/// The library's committed PyTorch fixtures.
-fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wsunet/tests/fixtures")
-}
-
-/// Writes `count` shapes samples of `size`² into `out`.
-fn synth(out: &std::path::Path, count: usize, size: usize) {
-    let o = wsunet(&[
-        "synth",
-        "--out",
-        out.to_str().unwrap(),
-        "--count",
-        &count.to_string(),
-        "--size",
-        &size.to_string(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
-/// Writes a tiny model config (widths 4…8, 2 groups) to `dir/model.json`.
-fn tiny_model_config(dir: &std::path::Path, num_classes: usize) -> std::path::PathBuf {
-    let path = dir.join("model.json");
-    std::fs::write(
-        &path,
-        format!(r#"{{"num_classes": {num_classes}, "widths": [4, 8, 8, 8, 8], "groups": 2}}"#),
-    )
-    .unwrap();
-    path
-}
-
-/// `train` arguments for a tiny run: 32-px crops, batch 2, into `run`.
-fn tiny_train_args(
-    data: &std::path::Path,
-    model: &std::path::Path,
-    epochs: usize,
-    run: &std::path::Path,
-) -> Vec<String> {
-    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let mut args: Vec<String> = ["train", "--data"].map(String::from).to_vec();
-    args.push(path(data));
-    args.extend(["--model-config".into(), path(model)]);
-    args.extend(["--epochs".into(), epochs.to_string()]);
-    args.extend(["--size", "32", "--batch-size", "2", "--out"].map(String::from));
-    args.push(path(run));
-    args
-}
+use common::*;
+use std::process::Command;
 
 #[test]
 fn info_prints_the_default_architecture() {

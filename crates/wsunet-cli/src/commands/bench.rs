@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use wsunet::bench::{BenchConfig, run_bench};
 
 use crate::cli::BenchArgs;
+use crate::commands::announce;
 use crate::commands::info::model_config;
 
 /// `--threads` is applied in `main` (the thread pool starts before any
@@ -20,7 +21,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         standardize: !args.no_ws,
         phases: args.phases.clone(),
     };
-    let report = run_bench(&config, &device, &args.device, &mut |phase| {
+    // stdout may be JSON: the device line goes with the progress lines.
+    let info = announce(&device);
+    if !args.json {
+        eprintln!("device {info}");
+    }
+    let report = run_bench(&config, &device, &info.to_string(), &mut |phase| {
         if !args.json {
             eprintln!("measuring {phase} …");
         }

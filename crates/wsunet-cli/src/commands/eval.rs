@@ -14,7 +14,7 @@ use wsunet::data::prepare::{Split, split_samples};
 use wsunet::data::{Layout, Mode, SampleSpec, SegDataset};
 use wsunet::train::{SegLoss, Silent, TrainConfig, evaluate, run_config_of};
 
-use super::{Settings, with_fix};
+use super::{Settings, open_device, with_fix};
 use crate::cli::EvalArgs;
 
 /// The same folder, however it is spelled.
@@ -26,7 +26,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let device = wsunet::parse_device(&args.device).context("fix --device")?;
+    let device = open_device(&args.device)?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
     // Folded: the same outputs without standardizing every kernel per batch.
     let model = model.fold();

@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use wsunet::device::DeviceInfo;
 use wsunet::{WsResUNet, WsResUNetConfig, parse_device};
 
 use crate::cli::{InfoArgs, ModelArgs};
@@ -88,7 +89,11 @@ pub fn run(args: InfoArgs) -> Result<()> {
             "config": config, "input": [config.in_channels, h, w], "parts": rows, "params": total,
         });
         if let Some((device, ms)) = check {
-            doc["device_check"] = serde_json::json!({ "device": device, "forward_ms": ms });
+            doc["device_check"] = serde_json::json!({
+                "device": device.name,
+                "description": device.to_string(),
+                "forward_ms": ms,
+            });
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -145,7 +150,11 @@ pub fn run(args: InfoArgs) -> Result<()> {
 }
 
 /// Builds the model on `name` and times one forward pass of a zero image.
-fn check_device(config: &WsResUNetConfig, name: &str, size: [usize; 2]) -> Result<(String, f64)> {
+fn check_device(
+    config: &WsResUNetConfig,
+    name: &str,
+    size: [usize; 2],
+) -> Result<(DeviceInfo, f64)> {
     let device = parse_device(name).context("fix --device")?;
     let model = config.init(&device)?;
     let [h, w] = size;
@@ -164,5 +173,5 @@ fn check_device(config: &WsResUNetConfig, name: &str, size: [usize; 2]) -> Resul
         values.iter().all(|v| v.is_finite()),
         "the forward pass on {name} produced non-finite values"
     );
-    Ok((name.to_string(), ms))
+    Ok((super::announce(&device), ms))
 }

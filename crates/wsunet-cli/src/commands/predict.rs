@@ -15,7 +15,7 @@ use wsunet::data::layout::image_files;
 use wsunet::data::read_image;
 use wsunet::infer::{PredictConfig, Predictor, overlay};
 
-use super::{Settings, with_fix};
+use super::{Settings, open_device, with_fix};
 use crate::cli::PredictArgs;
 use crate::progress;
 
@@ -24,7 +24,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha {} is outside [0, 1]", args.alpha);
     }
-    let device = wsunet::parse_device(&args.device).context("fix --device")?;
+    let device = open_device(&args.device)?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
     let tile = args.tile.unwrap_or_else(|| {
         let tile = PredictConfig::tile_for(&card);

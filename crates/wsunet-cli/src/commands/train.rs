@@ -174,7 +174,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.optimizer,
         c.lr,
         c.loss,
-        c.device
+        super::announce(&session.device)
     );
     let mut progress = TrainProgress::new(&INTERRUPTS);
     let summary = session.run(&mut progress).map_err(fix)?;

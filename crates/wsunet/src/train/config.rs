@@ -194,7 +194,8 @@ pub struct TrainConfig {
     pub normalize: Option<Normalize>,
     /// Seed of initialization, shuffling, augmentation and the holdout split.
     pub seed: u64,
-    /// Compute device: cpu, vulkan[:N], cuda[:N].
+    /// Compute device: cpu, gpu[:N], vulkan[:N], cuda[:N] (see
+    /// [`parse_device`](crate::parse_device)).
     pub device: String,
 }
 

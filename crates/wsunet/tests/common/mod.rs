@@ -11,13 +11,18 @@ use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 
-/// The device the tests run on: `WSUNET_TEST_DEVICE` (`cpu`, `vulkan`, …;
-/// a GPU name needs the matching cargo feature), default `cpu`. Runs the
-/// parity suite on a GPU: `WSUNET_TEST_DEVICE=vulkan cargo test --release
-/// --features vulkan --test parity`.
+/// The device the tests run on: `WSUNET_TEST_DEVICE` (`cpu`, `gpu`,
+/// `vulkan`, …; a GPU name needs the matching cargo feature), default `cpu`.
+/// Runs the GPU test set: `WSUNET_TEST_DEVICE=gpu cargo test --release
+/// --features wgpu -p wsunet --test parity --test device`.
 pub fn test_device() -> Device {
-    let name = std::env::var("WSUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let name = test_device_name();
     wsunet::parse_device(&name).unwrap_or_else(|e| panic!("WSUNET_TEST_DEVICE: {e}"))
+}
+
+/// The name of [`test_device`].
+pub fn test_device_name() -> String {
+    std::env::var("WSUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
 }
 
 /// The folder of committed fixtures written by `python/make_fixtures.py`.
