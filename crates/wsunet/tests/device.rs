@@ -13,14 +13,12 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::{test_device, test_device_name};
+use common::{StopAfter, test_device, test_device_name};
 use wsunet::card::load_model;
 use wsunet::data::Image;
 use wsunet::data::shapes::generate;
 use wsunet::infer::{PredictConfig, Predictor, Tta};
-use wsunet::train::{
-    EpochRecord, Observer, SegLoss, SegScores, Session, ShapesSpec, Silent, TrainConfig, evaluate,
-};
+use wsunet::train::{EpochRecord, SegLoss, Session, ShapesSpec, Silent, TrainConfig, evaluate};
 
 /// Relative tolerance of losses and metrics between two runs of the same
 /// training on a GPU (resumed vs uninterrupted): the models diverge by
@@ -38,36 +36,16 @@ fn on_cpu() -> bool {
     test_device() == Device::flex()
 }
 
-/// A model and data small enough to train in seconds on a software GPU.
+/// The tiny run of `common::tiny` with a few more images, on `device`.
 fn tiny(epochs: usize, device: &str) -> TrainConfig {
-    let mut c = TrainConfig {
-        epochs,
-        batch_size: 4,
-        val_batch_size: 4,
-        size: Some([48, 48]),
+    let base = common::tiny(epochs);
+    TrainConfig {
         shapes: ShapesSpec {
             train: 16,
-            val: 4,
-            size: 48,
-            seed: 5,
+            ..base.shapes
         },
         device: device.into(),
-        ..TrainConfig::default()
-    };
-    c.model.widths = vec![4, 8, 8, 8, 8];
-    c.model.groups = 2;
-    c
-}
-
-/// Stops after `after` epochs, as Ctrl-C between epochs would.
-struct StopAfter(usize);
-
-impl Observer for StopAfter {
-    fn epoch_end(&mut self, _: &EpochRecord, _: &SegScores, _: bool) {
-        self.0 = self.0.saturating_sub(1);
-    }
-    fn should_stop(&mut self) -> bool {
-        self.0 == 0
+        ..base
     }
 }
 
@@ -97,7 +75,7 @@ fn training_learns_and_resumes_to_the_uninterrupted_metrics() {
     let b = root.path().join("resumed");
     let part = Session::new(tiny(4, &name), &b)
         .unwrap()
-        .run(&mut StopAfter(1))
+        .run(&mut StopAfter { after: 1, seen: 0 })
         .unwrap();
     assert!(part.stopped);
     let resumed = Session::resume(&b, None, None)

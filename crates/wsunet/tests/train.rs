@@ -1,47 +1,15 @@
 //! Training on tiny configs: exact resume, interrupted checkpoint writes,
 //! non-finite losses, batch size 1, and the run directory's files.
 
+mod common;
+
 use std::path::Path;
 
 use burn::tensor::Device;
+use common::{StopAfter, tiny};
 use wsunet::card::load_model;
 use wsunet::data::Normalize;
-use wsunet::train::{EpochRecord, Observer, SegScores, Session, ShapesSpec, Silent, TrainConfig};
-
-/// A model and data small enough to train in a second.
-fn tiny(epochs: usize) -> TrainConfig {
-    let mut c = TrainConfig {
-        epochs,
-        batch_size: 4,
-        val_batch_size: 4,
-        size: Some([48, 48]),
-        shapes: ShapesSpec {
-            train: 12,
-            val: 4,
-            size: 48,
-            seed: 5,
-        },
-        ..TrainConfig::default()
-    };
-    c.model.widths = vec![4, 8, 8, 8, 8];
-    c.model.groups = 2;
-    c
-}
-
-/// Stops after `after` epochs, as Ctrl-C between epochs would.
-struct StopAfter {
-    after: usize,
-    seen: usize,
-}
-
-impl Observer for StopAfter {
-    fn epoch_end(&mut self, _: &EpochRecord, _: &SegScores, _: bool) {
-        self.seen += 1;
-    }
-    fn should_stop(&mut self) -> bool {
-        self.seen >= self.after
-    }
-}
+use wsunet::train::{EpochRecord, Observer, SegScores, Session, Silent, TrainConfig};
 
 fn params(dir: &Path) -> Vec<f32> {
     let (model, _) = load_model(dir, &Device::flex()).unwrap();

@@ -10,6 +10,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
+use wsunet::train::{EpochRecord, Observer, SegScores, ShapesSpec, TrainConfig};
 
 /// The device the tests run on: `WSUNET_TEST_DEVICE` (`cpu`, `gpu`,
 /// `vulkan`, …; a GPU name needs the matching cargo feature), default `cpu`.
@@ -164,4 +165,39 @@ pub fn param_grads<M: Module>(module: &M, grads: &Gradients) -> BTreeMap<String,
     };
     module.visit(&mut collector);
     collector.out
+}
+
+/// A model and data small enough to train in a second.
+pub fn tiny(epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig {
+        epochs,
+        batch_size: 4,
+        val_batch_size: 4,
+        size: Some([48, 48]),
+        shapes: ShapesSpec {
+            train: 12,
+            val: 4,
+            size: 48,
+            seed: 5,
+        },
+        ..TrainConfig::default()
+    };
+    c.model.widths = vec![4, 8, 8, 8, 8];
+    c.model.groups = 2;
+    c
+}
+
+/// Stops after `after` epochs, as Ctrl-C between epochs would.
+pub struct StopAfter {
+    pub after: usize,
+    pub seen: usize,
+}
+
+impl Observer for StopAfter {
+    fn epoch_end(&mut self, _: &EpochRecord, _: &SegScores, _: bool) {
+        self.seen += 1;
+    }
+    fn should_stop(&mut self) -> bool {
+        self.seen >= self.after
+    }
 }
