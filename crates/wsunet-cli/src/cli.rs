@@ -92,7 +92,8 @@ pub struct PredictArgs {
     pub input: Vec<PathBuf>,
 
     /// Output folder (created if missing): NAME.png masks, and with the
-    /// options below NAME_overlay.png, NAME_probs.npy, NAME_logits.npy.
+    /// options below NAME_overlay.png, NAME_probs.npy, NAME_logits.npy;
+    /// predict.json records the model and settings that produced them.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -134,6 +135,21 @@ pub struct PredictArgs {
 
     #[arg(long, value_name = "DEVICE", default_value = "cpu", help = DEVICE_HELP)]
     pub device: String,
+
+    /// Predict one share of the inputs, for a job array: I/N (I from 0 to
+    /// N-1) takes every N-th image of the sorted list from the I-th on, so N
+    /// tasks together predict every image exactly once; auto reads I and N
+    /// from a Slurm job array (SLURM_ARRAY_TASK_ID, _COUNT, _MIN). Every
+    /// task must be given the same --input list.
+    #[arg(long, value_name = "I/N|auto")]
+    pub shard: Option<String>,
+
+    /// Predict every image again, replacing outputs that are there, and the
+    /// folder's predict.json if another model or other settings wrote it.
+    /// Without it, images whose outputs are complete are skipped, and a
+    /// folder predicted with another model or settings is refused.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]

@@ -78,6 +78,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// An output folder whose `predict.json` records another model or other
+    /// settings than this run's (see [`provenance`](crate::provenance)).
+    #[error(
+        "{} was written for other predictions than these: {}; predict into another folder, or overwrite its outputs",
+        path.display(),
+        differences.join("; ")
+    )]
+    PredictedBy {
+        /// The record in the folder.
+        path: PathBuf,
+        /// What differs, one phrase each.
+        differences: Vec<String>,
+    },
+
+    /// An output folder that already holds this run's output files but no
+    /// record of what produced them.
+    #[error(
+        "{} already holds {example} but no predict.json saying which model and settings produced it; predict into another folder, or overwrite its outputs",
+        dir.display()
+    )]
+    UnrecordedOutputs {
+        /// The output folder.
+        dir: PathBuf,
+        /// One of the files found.
+        example: String,
+    },
+
     /// A weight file that cannot be read or does not fit the model.
     #[error("{}: {reason}", path.display())]
     Weights {

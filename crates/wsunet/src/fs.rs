@@ -6,6 +6,7 @@
 //! leaves a half-written file, and the temporary file never stays behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
@@ -67,13 +68,16 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
 }
 
 /// A temporary sibling of `path` (same folder, so the rename is atomic),
-/// unique per process.
-fn temp_path(path: &Path) -> PathBuf {
+/// unique per process and call, so threads and processes writing the same
+/// target never share one.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -48,7 +48,9 @@ pub mod layers;
 pub mod model;
 pub mod onnx;
 pub mod ops;
+pub mod provenance;
 pub mod rng;
+pub mod shard;
 pub mod train;
 pub mod weights;
 

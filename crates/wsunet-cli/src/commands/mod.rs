@@ -97,6 +97,9 @@ pub fn with_fix(e: wsunet::Error, settings: &Settings) -> anyhow::Error {
         | Error::NoValFolder { .. }
         | Error::EmptySplit { .. } => format!("fix {}", settings.fix("data")),
         Error::Device { .. } => format!("fix {}", settings.fix("device")),
+        Error::PredictedBy { .. } | Error::UnrecordedOutputs { .. } => {
+            "fix --out, or pass --overwrite".into()
+        }
         Error::Model { field, .. } | Error::Setting { field, .. } => {
             format!("fix {}", settings.fix(field))
         }

@@ -1,0 +1,399 @@
+//! What produced a folder of predictions: `predict.json`, written once into
+//! the folder before its first output, naming the model (its card and the
+//! SHA-256 of its weights file) and every setting that changes the outputs
+//! (tile, overlap, TTA, which files are written; the normalization is the
+//! card's).
+//!
+//! A rerun or another shard into the same folder claims it with the same
+//! record and is refused with the differences named when its model or
+//! settings differ, so one folder never mixes two models' outputs. Claiming
+//! is atomic (the record is linked into place, never half written), so
+//! shards that start together cannot both create it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::card::{ModelCard, model_paths};
+use crate::error::{Error, Result};
+use crate::fs::{read_json, temp_path, write_json};
+use crate::infer::Tta;
+
+/// The record's file name in an output folder.
+pub const PROVENANCE_FILE: &str = "predict.json";
+
+/// The files written for one image: the mask always, the rest on request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    /// `NAME_overlay.png` with this opacity of the class colours.
+    pub overlay: Option<f32>,
+    /// `NAME_probs.npy`: probabilities `[classes, H, W]`.
+    pub probs: bool,
+    /// `NAME_logits.npy`: logits `[classes, H, W]`.
+    pub logits: bool,
+}
+
+impl Outputs {
+    /// The file names written for the image whose name stem is `stem`,
+    /// the mask first.
+    pub fn files(&self, stem: &str) -> Vec<String> {
+        let mut files = vec![format!("{stem}.png")];
+        if self.overlay.is_some() {
+            files.push(format!("{stem}_overlay.png"));
+        }
+        if self.probs {
+            files.push(format!("{stem}_probs.npy"));
+        }
+        if self.logits {
+            files.push(format!("{stem}_logits.npy"));
+        }
+        files
+    }
+
+    /// Whether every file of `stem` is in `dir`. Outputs are written
+    /// atomically, so a file that is there is whole.
+    pub fn complete(&self, dir: &Path, stem: &str) -> bool {
+        self.files(stem).iter().all(|f| dir.join(f).is_file())
+    }
+}
+
+/// The settings of a prediction run that change its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Tile side.
+    pub tile: usize,
+    /// Overlap of neighbouring tiles.
+    pub overlap: f32,
+    /// Test-time augmentation.
+    pub tta: Tta,
+    /// The files written per image.
+    pub outputs: Outputs,
+}
+
+/// The model a folder was predicted with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// Its weights file as the run that created the record named it (for
+    /// people; not compared).
+    pub path: PathBuf,
+    /// SHA-256 of the weights file, hex.
+    pub sha256: String,
+    /// Its card: architecture, classes, normalization.
+    pub card: ModelCard,
+}
+
+/// The record of what produced an output folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// The program that wrote the record (not compared).
+    pub tool: String,
+    /// The model.
+    pub model: ModelSource,
+    /// The settings.
+    pub settings: Settings,
+}
+
+/// How [`Provenance::claim`] found the folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// No record was there: this run's is now.
+    New,
+    /// The same model and settings made it: outputs there can be kept.
+    Same,
+    /// Another record was replaced (overwriting was asked for).
+    Replaced,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io = |error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+impl Provenance {
+    /// The record of predicting with the model at `model` (a run directory
+    /// or a model file, as [`load_model`](crate::card::load_model) takes),
+    /// whose card is `card`, with `settings`.
+    pub fn new(model: &Path, card: &ModelCard, settings: Settings) -> Result<Provenance> {
+        let (bpk, _) = model_paths(model);
+        Ok(Provenance {
+            tool: format!("wsunet {}", env!("CARGO_PKG_VERSION")),
+            model: ModelSource {
+                sha256: sha256_file(&bpk)?,
+                path: bpk,
+                card: card.clone(),
+            },
+            settings,
+        })
+    }
+
+    /// What differs between the folder's record `self` and `other`, one
+    /// phrase each; empty when they made the same outputs.
+    pub fn differences(&self, other: &Provenance) -> Vec<String> {
+        let mut out = Vec::new();
+        let (a, b) = (&self.model, &other.model);
+        if a.sha256 != b.sha256 {
+            out.push(format!(
+                "model weights: sha256 {}… ({}) there, {}… ({}) now",
+                &a.sha256[..a.sha256.len().min(12)],
+                a.path.display(),
+                &b.sha256[..b.sha256.len().min(12)],
+                b.path.display()
+            ));
+        }
+        let card = |field: &str, x: String, y: String| {
+            (x != y).then(|| format!("model {field}: {x} there, {y} now"))
+        };
+        let cards: Vec<String> = [
+            card(
+                "architecture",
+                format!("{:?}", a.card.model),
+                format!("{:?}", b.card.model),
+            ),
+            card(
+                "classes",
+                a.card.classes.names().join(", "),
+                b.card.classes.names().join(", "),
+            ),
+            card(
+                "normalization",
+                format!("{:?}", a.card.normalize),
+                format!("{:?}", b.card.normalize),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if cards.is_empty() && a.card != b.card {
+            out.push("model card: its ignore index or training crop".into());
+        }
+        out.extend(cards);
+        let (s, t) = (&self.settings, &other.settings);
+        let mut setting = |name: &str, x: String, y: String| {
+            if x != y {
+                out.push(format!("{name} {x} there, {y} now"));
+            }
+        };
+        setting("tile", s.tile.to_string(), t.tile.to_string());
+        setting("overlap", s.overlap.to_string(), t.overlap.to_string());
+        setting(
+            "tta",
+            format!("{:?}", s.tta).to_lowercase(),
+            format!("{:?}", t.tta).to_lowercase(),
+        );
+        setting(
+            "outputs",
+            s.outputs.files("NAME").join(" "),
+            t.outputs.files("NAME").join(" "),
+        );
+        setting(
+            "overlay opacity",
+            format!("{:?}", s.outputs.overlay),
+            format!("{:?}", t.outputs.overlay),
+        );
+        out
+    }
+
+    /// Claims `dir` for this record: creates `dir/predict.json` when there
+    /// is none; else compares it. A record from another model or other
+    /// settings is [`Error::PredictedBy`], naming the differences, unless
+    /// `overwrite` (then it is replaced). `own_outputs` are the files this
+    /// run will write: when `dir` has no record but already holds one of
+    /// them, nothing says what produced it, so that is
+    /// [`Error::UnrecordedOutputs`] unless `overwrite`.
+    pub fn claim(&self, dir: &Path, own_outputs: &[String], overwrite: bool) -> Result<Claim> {
+        let path = dir.join(PROVENANCE_FILE);
+        if overwrite {
+            let existed = path.is_file();
+            write_json(&path, self)?;
+            return Ok(if existed { Claim::Replaced } else { Claim::New });
+        }
+        if !path.exists()
+            && let Some(found) = own_outputs.iter().find(|f| dir.join(f).exists())
+        {
+            return Err(Error::UnrecordedOutputs {
+                dir: dir.to_path_buf(),
+                example: found.clone(),
+            });
+        }
+        if self.create(&path)? {
+            return Ok(Claim::New);
+        }
+        let there: Provenance = read_json(&path)?;
+        let differences = there.differences(self);
+        if differences.is_empty() {
+            Ok(Claim::Same)
+        } else {
+            Err(Error::PredictedBy { path, differences })
+        }
+    }
+
+    /// Creates `path` holding this record unless it exists: written to a
+    /// temporary file and hard-linked into place, which fails when the
+    /// target exists, so of two runs creating it at once exactly one does,
+    /// and a reader never sees it half written. `false`: it was there.
+    fn create(&self, path: &Path) -> Result<bool> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            error: std::io::Error::other(e),
+        })?;
+        let tmp = temp_path(path);
+        std::fs::write(&tmp, text).map_err(|error| Error::Io {
+            path: tmp.clone(),
+            error,
+        })?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(Error::Io {
+                path: path.to_path_buf(),
+                error,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WsResUNetConfig;
+    use crate::data::{ClassList, Normalize};
+
+    fn record(sha: &str, tile: usize) -> Provenance {
+        let config = WsResUNetConfig::new(2);
+        Provenance {
+            tool: "wsunet test".into(),
+            model: ModelSource {
+                path: PathBuf::from(format!("{sha}.bpk")),
+                sha256: sha.repeat(16),
+                card: ModelCard {
+                    model: config,
+                    classes: ClassList::numbered(2),
+                    normalize: Normalize::identity(3),
+                    ignore_index: None,
+                    crop: None,
+                },
+            },
+            settings: Settings {
+                tile,
+                overlap: 0.25,
+                tta: Tta::None,
+                outputs: Outputs {
+                    overlay: None,
+                    probs: true,
+                    logits: false,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_folder_is_claimed_once_and_refused_to_another_model_or_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = record("ab", 64);
+        assert_eq!(mine.claim(dir.path(), &[], false).unwrap(), Claim::New);
+        assert_eq!(mine.claim(dir.path(), &[], false).unwrap(), Claim::Same);
+        // The path and tool are not compared.
+        let mut moved = mine.clone();
+        moved.model.path = "elsewhere/model.bpk".into();
+        moved.tool = "wsunet 9".into();
+        assert_eq!(moved.claim(dir.path(), &[], false).unwrap(), Claim::Same);
+
+        let other = record("cd", 96);
+        let err = other.claim(dir.path(), &[], false).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::PredictedBy { .. }), "{err}");
+        assert!(
+            text.contains(
+                "model weights: sha256 abababababab… (ab.bpk) there, cdcdcdcdcdcd… (cd.bpk) now"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tile 64 there, 96 now"), "{text}");
+        // Nothing was written.
+        let there: Provenance = read_json(&dir.path().join(PROVENANCE_FILE)).unwrap();
+        assert_eq!(there, mine);
+
+        assert_eq!(other.claim(dir.path(), &[], true).unwrap(), Claim::Replaced);
+        let there: Provenance = read_json(&dir.path().join(PROVENANCE_FILE)).unwrap();
+        assert_eq!(there, other);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "a temporary file was left behind");
+    }
+
+    #[test]
+    fn outputs_without_a_record_are_not_taken_for_this_models() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"png").unwrap();
+        let mine = record("ab", 64);
+        let files = mine.settings.outputs.files("a");
+        assert_eq!(files, ["a.png", "a_probs.npy"]);
+        assert!(!mine.settings.outputs.complete(dir.path(), "a"));
+        let err = mine.claim(dir.path(), &files, false).unwrap_err();
+        assert!(matches!(err, Error::UnrecordedOutputs { .. }), "{err}");
+        assert!(!dir.path().join(PROVENANCE_FILE).exists());
+        assert_eq!(mine.claim(dir.path(), &files, true).unwrap(), Claim::New);
+    }
+
+    #[test]
+    fn racing_claims_create_the_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let outcomes: Vec<Result<Claim>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let dir = dir.path();
+                    s.spawn(move || {
+                        record(if i % 2 == 0 { "ab" } else { "cd" }, 64).claim(dir, &[], false)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let created = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Claim::New)))
+            .count();
+        assert_eq!(created, 1, "{outcomes:?}");
+        let there: Provenance = read_json(&dir.path().join(PROVENANCE_FILE)).unwrap();
+        // Every claim with the winner's model succeeded; every other failed.
+        for outcome in &outcomes {
+            match outcome {
+                Ok(_) => {}
+                Err(Error::PredictedBy { differences, .. }) => {
+                    assert!(
+                        differences[0].starts_with("model weights"),
+                        "{differences:?}"
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let winners = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(winners, 4, "{} won: {outcomes:?}", there.model.sha256);
+    }
+}
