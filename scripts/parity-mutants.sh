@@ -28,19 +28,19 @@ mutant() {
   git checkout -q -- "$file"
 }
 mutant "std with n instead of n-1 (CPU kernel)" crates/wsunet/src/ops/standardize.rs \
-  's/let dof = n.saturating_sub(1).max(1) as f64;/let dof = n as f64;/'
-mutant "std with n instead of n-1 (composed ops, other devices)" crates/wsunet/src/layers/ws_conv2d.rs \
-  's/let dof = n.saturating_sub(1).max(1) as f64;/let dof = n as f64;/'
+  '/^fn scale/,/^}/ s/let dof = n.saturating_sub(1).max(1) as f64;/let dof = n as f64;/'
+mutant "std with n instead of n-1 (composed ops, other devices)" crates/wsunet/src/ops/standardize.rs \
+  '/^fn composed/,/^}/ s/let dof = n.saturating_sub(1).max(1) as f64;/let dof = n as f64;/'
 mutant "GroupNorm groups halved" crates/wsunet/src/layers/ws_gn_act.rs \
   's/fit_groups(self.out_channels, self.groups),/fit_groups(self.out_channels, self.groups \/ 2),/'
 mutant "padding k/2 + 1" crates/wsunet/src/layers/ws_conv2d.rs \
   's|padding: self.padding.unwrap_or(k / 2),|padding: self.padding.unwrap_or(k / 2 + 1),|'
-mutant "align_corners = true" crates/wsunet/src/ops/resize.rs \
+mutant "align_corners = true" crates/wsunet/src/geometry.rs \
   's|let src = ((o as f64 + 0.5) \* scale - 0.5).max(0.0);|let src = if out_len > 1 { o as f64 * (in_len - 1) as f64 / (out_len - 1) as f64 } else { 0.0 };|'
 mutant "col2im ignores the stride" crates/wsunet/src/ops/conv.rs \
   's/dst\[ix0 + o \* g.s\] += v;/dst[ix0 + o] += v;/'
 mutant "weight gradient reads the first image's dY for every image" crates/wsunet/src/ops/conv.rs \
-  's/let lhs = unsafe { dy.as_ptr().add(n \* g.co \* g.hw_out() + r0 \* g.wo) };/let lhs = unsafe { dy.as_ptr().add(r0 * g.wo) };/'
+  '/^pub fn backward_weight/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
 mutant "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \
   's/rstd \* (gm \* dz - mg - (x - mean) \* rstd \* mgx)/rstd * (gm * dz - (x - mean) * rstd * mgx)/'
 exit $status

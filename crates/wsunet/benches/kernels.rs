@@ -27,6 +27,8 @@ fn sgemm_peak(size: usize, rounds: usize) -> f64 {
     let (a, b) = (values(size * size), values(size * size));
     let mut c = vec![0.0f32; size * size];
     let threads = rayon::current_num_threads();
+    // SAFETY: a, b and c each hold size×size values, row-major (row stride
+    // `size`, column stride 1), and c is borrowed mutably by this closure only.
     let ms = median_ms(rounds, || unsafe {
         gemm::gemm(
             size,

@@ -77,7 +77,7 @@ fn main() {
                 let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), device);
                 median_ms(rounds, || {
                     let y = if fused {
-                        wsunet::ops::group_norm(x.clone(), &gn, true)
+                        wsunet::ops::group_norm(x.clone(), &gn, wsunet::ops::Tail::Silu)
                     } else {
                         silu(gn.forward(x.clone()))
                     };

@@ -42,6 +42,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod fs;
+pub mod geometry;
 pub mod infer;
 pub mod init;
 pub mod layers;

@@ -17,9 +17,7 @@ use crate::layers::{
     fit_groups, resize_bilinear,
 };
 
-/// The smallest input height and width the network accepts: five stride-2
-/// stages take 32 pixels to 1.
-pub const MIN_INPUT_SIZE: usize = 32;
+pub use crate::geometry::MIN_INPUT_SIZE;
 
 /// Configuration of a [`WsResUNet`]; serialized as JSON for model files.
 ///

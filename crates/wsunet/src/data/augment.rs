@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::io::{Image, Mask};
 use crate::error::{Error, Result};
-use crate::layers::bilinear_taps;
+use crate::geometry::bilinear_taps;
 use crate::rng::normal;
 
 /// Random augmentation applied to training samples.

@@ -22,7 +22,7 @@ use super::io::{
 use super::layout::SamplePaths;
 use super::shapes;
 use crate::error::{Error, Result};
-use crate::model::MIN_INPUT_SIZE;
+use crate::geometry::MIN_INPUT_SIZE;
 use crate::rng::item_rng;
 
 /// Where a sample comes from.

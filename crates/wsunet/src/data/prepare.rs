@@ -11,7 +11,7 @@ use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples}
 use super::shapes::{ShapesSpec, shapes_classes};
 use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_image, read_mask};
 use crate::error::{Error, Result};
-use crate::model::MIN_INPUT_SIZE;
+use crate::geometry::MIN_INPUT_SIZE;
 
 /// What data preparation needs to know (the data fields of a training
 /// config).

@@ -1,17 +1,17 @@
 //! The layers of WSResUNet, one per file: weight-standardized convolution,
-//! the WS+GN+SiLU block, the residual block, the decoder step, the bilinear
-//! resize they share, and the GroupNorm group rule.
+//! the WS+GN+SiLU block, the residual block, the decoder step and the
+//! GroupNorm group rule; the bilinear resize they share is an op
+//! ([`resize_bilinear`]).
 
 mod groups;
-mod resize;
 mod up;
 mod ws_conv2d;
 mod ws_gn_act;
 mod ws_res_block;
 
+pub use crate::ops::{Standardization, resize_bilinear};
 pub use groups::fit_groups;
-pub use resize::{bilinear_taps, interpolation_matrix, resize_bilinear};
 pub use up::{Up, UpConfig};
-pub use ws_conv2d::{Standardization, WsConv2d, WsConv2dConfig};
+pub use ws_conv2d::{WsConv2d, WsConv2dConfig};
 pub use ws_gn_act::{WsGnAct, WsGnActConfig};
 pub use ws_res_block::{WsResBlock, WsResBlockConfig};

@@ -12,62 +12,8 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
-use crate::ops::{self, Formula, conv2d};
-
-/// How a [`WsConv2d`] standardizes each output channel's kernel.
-///
-/// With `n` elements per kernel (`in/groups × k × k`):
-///
-/// | variant | formula | default eps |
-/// |---|---|---|
-/// | `Seed` | `(w − mean) / (std_unbiased + eps)` | 1e-5 |
-/// | `Biased` | `(w − mean) / sqrt(var_biased + eps)` | 1e-6 |
-/// | `Scaled` | `gain · (w − mean) / sqrt(var_biased + eps) / sqrt(n)` | 1e-6 |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Standardization {
-    /// The seed's formula, as in the WS paper's code and mmcv's `ConvWS2d`.
-    #[default]
-    Seed,
-    /// timm's `StdConv2d` (BiT).
-    Biased,
-    /// timm's `ScaledStdConv2d` (NF-Nets) with a learnable per-channel gain.
-    Scaled,
-}
-
-impl Standardization {
-    /// The eps this standardization uses unless one is given.
-    pub fn default_eps(self) -> f64 {
-        match self {
-            Standardization::Seed => 1e-5,
-            Standardization::Biased | Standardization::Scaled => 1e-6,
-        }
-    }
-
-    /// Every variant, in documentation order.
-    pub const ALL: [Standardization; 3] = [
-        Standardization::Seed,
-        Standardization::Biased,
-        Standardization::Scaled,
-    ];
-
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Standardization::Seed => "seed",
-            Standardization::Biased => "biased",
-            Standardization::Scaled => "scaled",
-        }
-    }
-}
-
-impl std::fmt::Display for Standardization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::ops::{Standardization, conv2d, standardize};
 
 /// Configuration of a [`WsConv2d`].
 ///
@@ -280,53 +226,8 @@ impl WsConv2d {
     ///
     /// - output: `[out, in/groups, k, k]`, the raw weight's shape
     pub fn standardized_weight(&self) -> Tensor<4> {
-        let w = self.weight.val();
-        let formula = match self.standardization {
-            Standardization::Seed => Formula::Seed,
-            Standardization::Biased => Formula::Biased,
-            Standardization::Scaled => Formula::Scaled,
-        };
         let gain = self.gain.as_ref().map(|g| g.val());
-        ops::standardize(w, gain, formula, self.eps)
-            .unwrap_or_else(|| self.composed_standardized_weight())
-    }
-
-    /// [`standardized_weight`](Self::standardized_weight) from Burn's ops
-    /// (every device but the CPU).
-    fn composed_standardized_weight(&self) -> Tensor<4> {
-        let w = self.weight.val();
-        let shape = w.dims();
-        let [out, _, _, _] = shape;
-        let n = w.shape().num_elements() / out;
-        let flat = w.reshape([out, n]);
-        // Every op on the full kernel costs a pass over it (and more in the
-        // backward), so the per-channel statistics are finished on the small
-        // [out, 1] tensors and applied with one multiplication.
-        let mean = flat.clone().mean_dim(1);
-        let centered = flat - mean;
-        let sum_sq = centered.clone().square().sum_dim(1);
-        let scale = match self.standardization {
-            Standardization::Seed => {
-                // Unbiased (n − 1) as torch.std; a one-element kernel has no
-                // spread, and dividing by 1 keeps it at 0 instead of NaN.
-                let dof = n.saturating_sub(1).max(1) as f64;
-                let std = sum_sq
-                    .div_scalar(dof)
-                    .clamp_min(ops::standardize::MIN_VARIANCE)
-                    .sqrt();
-                std.add_scalar(self.eps).recip()
-            }
-            Standardization::Biased | Standardization::Scaled => {
-                let var = sum_sq.div_scalar(n as f64);
-                let inv = var.add_scalar(self.eps).sqrt().recip();
-                match &self.gain {
-                    Some(gain) => inv * gain.val().reshape([out, 1]).div_scalar((n as f64).sqrt()),
-                    None => inv,
-                }
-            }
-        };
-        let standardized = centered * scale;
-        standardized.reshape(shape)
+        standardize(self.weight.val(), gain, self.standardization, self.eps)
     }
 }
 
@@ -349,56 +250,6 @@ mod tests {
             device,
         ));
         conv
-    }
-
-    /// The CPU kernel (`ops::standardize`) and the composed ops every other
-    /// device runs give the same kernel and the same gradients of the raw
-    /// weight and the gain, constant kernels included. The tolerance is the
-    /// composed path's: it works in `f32`, and its weight gradient (a
-    /// difference of terms about 1/std ≈ 20 times larger) is off by up to
-    /// 2e-4 relative, more on its smallest entries; the kernel itself is
-    /// checked against `f64` central differences to 1e-6 in
-    /// `ops::standardize`.
-    #[test]
-    fn the_cpu_kernel_equals_the_composed_standardization() {
-        let device = Device::flex().autodiff();
-        for s in Standardization::ALL {
-            for constant in [false, true] {
-                let mut conv = WsConv2dConfig::new(5, 7, 3)
-                    .with_standardization(s)
-                    .init(&device);
-                if constant {
-                    conv.weight = Param::from_tensor(Tensor::full([7, 5, 3, 3], 0.3, &device));
-                }
-                if conv.gain.is_some() {
-                    let g = Tensor::random([7, 1, 1, 1], Distribution::Normal(1.0, 0.5), &device);
-                    conv.gain = Some(Param::from_tensor(g));
-                }
-                let dy = Tensor::<4>::random([7, 5, 3, 3], Distribution::Default, &device);
-                let grads_of = |w: Tensor<4>| {
-                    let grads = (w.clone() * dy.clone()).sum().backward();
-                    let dw = conv.weight.val().grad(&grads).unwrap();
-                    let dg = conv.gain.as_ref().map(|g| g.val().grad(&grads).unwrap());
-                    (w.inner(), dw, dg)
-                };
-                let (y0, dw0, dg0) = grads_of(conv.composed_standardized_weight());
-                let (y1, dw1, dg1) = grads_of(conv.standardized_weight());
-                // Relative to each value, and absolute at 1e-5 of the tensor's
-                // largest value: a small gradient entry is a difference of
-                // terms that size, and the composed f32 path rounds there.
-                let check = |a: TensorData, b: TensorData| {
-                    let scale = b.iter::<f32>().fold(0f32, |m, v| m.max(v.abs()));
-                    let tol =
-                        Tolerance::<f32>::absolute((1e-5 * scale).max(2e-5)).set_relative(5e-4);
-                    a.assert_approx_eq::<f32>(&b, tol);
-                };
-                check(y1.into_data(), y0.into_data());
-                check(dw1.into_data(), dw0.into_data());
-                if let (Some(a), Some(b)) = (dg1, dg0) {
-                    check(a.into_data(), b.into_data());
-                }
-            }
-        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::{Standardization, WsConv2d, WsConv2dConfig, fit_groups};
-use crate::ops;
+use crate::ops::{Tail, group_norm};
 
 /// Configuration of a [`WsGnAct`].
 #[derive(Config, Debug)]
@@ -91,7 +91,21 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        ops::group_norm(self.conv.forward(x), &self.gn, self.act)
+        let tail = if self.act { Tail::Silu } else { Tail::None };
+        group_norm(self.conv.forward(x), &self.gn, tail)
+    }
+
+    /// conv → norm, then the sum with `residual` and SiLU: the end of a
+    /// residual block, one fused pass on the CPU. For a block without its
+    /// own activation (`act` false), as [`WsResBlock`](super::WsResBlock)'s
+    /// second one.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, in_channels, H, W]`
+    /// - residual, output: `[batch, out_channels, H', W']`
+    pub fn forward_add_silu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+        group_norm(self.conv.forward(x), &self.gn, Tail::AddSilu(residual))
     }
 
     /// The block with its convolution folded (see [`WsConv2d::fold`]).

@@ -5,11 +5,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use super::{Standardization, WsGnAct, WsGnActConfig};
-use crate::ops;
 
 /// Configuration of a [`WsResBlock`].
 #[derive(Config, Debug)]
@@ -92,12 +90,7 @@ impl WsResBlock {
             None => x.clone(),
         };
         let h = self.conv1.forward(x);
-        if self.conv2.act {
-            silu(self.conv2.forward(h) + shortcut)
-        } else {
-            // GroupNorm, residual sum and SiLU in one pass on the CPU.
-            ops::group_norm_add_silu(self.conv2.conv.forward(h), &self.conv2.gn, shortcut)
-        }
+        self.conv2.forward_add_silu(h, shortcut)
     }
 
     /// The block with every convolution folded (see [`WsConv2d::fold`]).

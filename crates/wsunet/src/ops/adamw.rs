@@ -30,8 +30,24 @@ pub struct AdamWStep {
     pub time: usize,
 }
 
+/// One chunk of a parameter, its gradient and its moments.
+struct Chunk<'a> {
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    m1: &'a mut [f32],
+    m2: &'a mut [f32],
+    step: AdamWStep,
+}
+
 #[inline(always)]
-fn update(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: AdamWStep) {
+fn update(c: Chunk<'_>) {
+    let Chunk {
+        param,
+        grad,
+        m1,
+        m2,
+        step: s,
+    } = c;
     let (f1, f2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
     let time = s.time as i32;
     let (c1, c2) = (1f32 - s.beta_1.powi(time), 1f32 - s.beta_2.powi(time));
@@ -64,8 +80,13 @@ pub fn step(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: 
         .zip(m1.par_chunks_mut(CHUNK))
         .zip(m2.par_chunks_mut(CHUNK))
         .for_each(|(((param, grad), m1), m2)| {
-            wide!(update(
-                param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: AdamWStep
-            ) -> ())
+            let chunk = Chunk {
+                param,
+                grad,
+                m1,
+                m2,
+                step: s,
+            };
+            wide!(update(chunk: Chunk<'_>) -> ())
         });
 }

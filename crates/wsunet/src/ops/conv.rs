@@ -1,5 +1,6 @@
-//! 2-D convolution on raw `f32` slices: forward, input gradient and weight
-//! gradient, for the CPU backend (Flex).
+//! 2-D convolution: a CPU kernel (forward, input gradient and weight
+//! gradient on raw `f32` slices) with its backward on Flex, Burn's `conv2d`
+//! for other devices and options.
 //!
 //! Caffe-style NCHW im2col (Jia, *Learning Semantic Image Representations at a
 //! Large Scale*, 2014; the layout Caffe and PyTorch's THNN used): an OIHW kernel
@@ -20,8 +21,69 @@
 
 use std::cell::RefCell;
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+
+/// A 2-D convolution: this crate's kernel on the CPU when the options allow
+/// it (groups 1, dilation 1, square kernel, symmetric padding), Burn's
+/// `conv2d` otherwise. Same arguments and result as
+/// [`burn::tensor::module::conv2d`].
+///
+/// # Shapes
+///
+/// - x: `[batch, in, H, W]`, weight: `[out, in/groups, kh, kw]`, bias: `[out]`
+/// - output: `[batch, out, H', W']`
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let [stride, _] = options.stride;
+    let [(padding, _), _] = options.padding;
+    let fits = runs_here(&x.device(), x.dtype())
+        && weight.dtype() == DType::F32
+        && options.groups == 1
+        && options.dilation == [1, 1]
+        && options.stride[0] == options.stride[1]
+        && options.padding == [(padding, padding); 2]
+        && ConvGeom::new(x.dims(), weight.dims(), stride, padding).is_some();
+    if !fits {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dOp>::conv2d_cpu(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        ConvParams { stride, padding },
+    ));
+    match bias {
+        Some(b) => {
+            let [c] = b.dims();
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}
+
+/// Stride and symmetric padding of a convolution, for the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Stride, both axes.
+    pub stride: usize,
+    /// Zero padding, every side.
+    pub padding: usize,
+}
 
 /// Floats of im2col scratch per band: large enough for efficient `gemm` calls,
 /// small enough to stay in the L2 cache of one core.
@@ -55,12 +117,18 @@ pub struct ConvGeom {
 
 impl ConvGeom {
     /// The geometry of `x [n, ci, h, w]` convolved with `w [co, ci, k, k]`;
-    /// `None` when the kernel is not square, the channels differ (groups) or
-    /// the padded input is smaller than the kernel.
+    /// `None` when the kernel is not square, the channels differ (groups),
+    /// the padded input is smaller than the kernel, or a size is 0 (an
+    /// empty tensor: Burn's convolution handles those).
     pub fn new(x: [usize; 4], w: [usize; 4], stride: usize, padding: usize) -> Option<Self> {
         let [n, ci, h, wd] = x;
         let [co, wci, kh, kw] = w;
-        if wci != ci || kh != kw || stride == 0 || h + 2 * padding < kh || wd + 2 * padding < kw {
+        if [n, ci, h, wd, co, kh, stride].contains(&0)
+            || wci != ci
+            || kh != kw
+            || h + 2 * padding < kh
+            || wd + 2 * padding < kw
+        {
             return None;
         }
         let k = kh;
@@ -152,7 +220,10 @@ fn inner(outer: bool) -> Parallelism {
 /// A pointer that may cross threads: every band writes a disjoint part.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced (by `gemm`) for the rows of one
+// band, and no two bands share a row, so threads never touch the same value.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: shared copies write disjoint rows.
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
@@ -184,43 +255,66 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// A vector of `len` floats that the caller overwrites entirely.
-fn output(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+/// A vector of `len` floats written by `fill`, without zeroing it first
+/// (the outputs are large and every value is overwritten).
+///
+/// # Safety
+///
+/// `fill` must write all `len` values through the pointer it is given
+/// before returning; the vector is read as initialized afterwards.
+unsafe fn output(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
     fill(v.spare_capacity_mut().as_mut_ptr().cast());
-    // SAFETY: `fill` wrote all `len` elements (every band of every image).
+    // SAFETY: the caller guarantees that `fill` wrote all `len` values, and
+    // the capacity is `len`.
     unsafe { v.set_len(len) };
     v
 }
 
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, strides in elements (row, column).
-#[allow(clippy::too_many_arguments)]
+/// One matrix operand: its first value and its strides in elements.
+#[derive(Clone, Copy)]
+struct Operand<P> {
+    ptr: P,
+    /// Row stride.
+    rs: usize,
+    /// Column stride.
+    cs: usize,
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` (`accumulate`: add to `dst`).
+///
+/// # Safety
+///
+/// Every pointer must be valid for all `m×n` (`dst`), `m×k` (`lhs`) and
+/// `k×n` (`rhs`) values its strides reach, `dst` for writes; `dst` must not
+/// overlap `lhs` or `rhs`, and no other thread may touch the values of `dst`
+/// it reaches during the call. `k` may be 0 only with `accumulate` false
+/// (then `dst` is zeroed); this module never calls it with `k` = 0.
 unsafe fn matmul(
     [m, n, k]: [usize; 3],
-    dst: *mut f32,
-    [dst_rs, dst_cs]: [usize; 2],
+    dst: Operand<*mut f32>,
     accumulate: bool,
-    lhs: *const f32,
-    [lhs_rs, lhs_cs]: [usize; 2],
-    rhs: *const f32,
-    [rhs_rs, rhs_cs]: [usize; 2],
+    lhs: Operand<*const f32>,
+    rhs: Operand<*const f32>,
     par: Parallelism,
 ) {
+    // SAFETY: the caller's contract is `gemm::gemm`'s (valid pointers for
+    // the strided extents, no aliasing of the destination).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst,
-            dst_cs as isize,
-            dst_rs as isize,
+            dst.ptr,
+            dst.cs as isize,
+            dst.rs as isize,
             accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
+            lhs.ptr,
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.ptr,
+            rhs.cs as isize,
+            rhs.rs as isize,
             1.0,
             1.0,
             false,
@@ -228,6 +322,20 @@ unsafe fn matmul(
             false,
             par,
         )
+    }
+}
+
+/// A row-major operand at `ptr` with row stride `rs`.
+fn row_major<P>(ptr: P, rs: usize) -> Operand<P> {
+    Operand { ptr, rs, cs: 1 }
+}
+
+/// A transposed view: element (i, j) at `ptr + j·stride + i`.
+fn transposed<P>(ptr: P, stride: usize) -> Operand<P> {
+    Operand {
+        ptr,
+        rs: 1,
+        cs: stride,
     }
 }
 
@@ -340,9 +448,10 @@ fn col2im(g: &ConvGeom, cols: &[f32], r0: usize, rows: usize, img: &mut [f32]) {
 }
 
 /// Calls `f` with the unfolded band (output rows `r0..r0+rows` of image
-/// `img`) as a `[ci·k·k, rows·wo]` matrix: its pointer and row stride. A
-/// 1×1 stride-1 convolution reads the image itself; others im2col into this
-/// thread's scratch buffer (`par`: im2col parallel over channels).
+/// `img`) as a `[ci·k·k, rows·wo]` matrix: its pointer and row stride,
+/// valid during the call. A 1×1 stride-1 convolution reads the image itself
+/// (rows of `h·w` from pixel `r0·wo`); others im2col into this thread's
+/// scratch buffer (`par`: im2col parallel over channels).
 fn with_cols<R>(
     g: &ConvGeom,
     img: &[f32],
@@ -367,25 +476,29 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let units = g.bands();
     let outer = outer_parallel(units.len());
     let par = inner(outer);
-    output(g.n * g.co * g.hw_out(), |y| {
+    let fill = |y: *mut f32| {
         let y = SendPtr(y);
         let band = |&(n, r0, rows): &(usize, usize, usize)| {
             let img = &x[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
             let t = rows * g.wo;
-            // SAFETY: rows r0..r0+rows of image n are written by this band only.
+            // SAFETY: the offset of output row r0 of image n lies inside the
+            // `n·co·ho·wo` values `output` allocated.
             let dst = unsafe { y.get().add(n * g.co * g.hw_out() + r0 * g.wo) };
-            with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| unsafe {
-                matmul(
-                    [g.co, t, g.kk()],
-                    dst,
-                    [g.hw_out(), 1],
-                    false,
-                    w.as_ptr(),
-                    [g.kk(), 1],
-                    cols,
-                    [cols_rs, 1],
-                    par,
-                )
+            with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| {
+                // SAFETY: `dst` reaches rows r0..r0+rows of every output
+                // channel of image n (row stride ho·wo): inside the output,
+                // and written by this band only; `w` is `co×kk` and `cols`
+                // `kk×t` with row stride `cols_rs` (see `with_cols`).
+                unsafe {
+                    matmul(
+                        [g.co, t, g.kk()],
+                        row_major(dst, g.hw_out()),
+                        false,
+                        row_major(w.as_ptr(), g.kk()),
+                        row_major(cols, cols_rs),
+                        par,
+                    )
+                }
             });
         };
         if outer {
@@ -393,7 +506,11 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
         } else {
             units.iter().for_each(band);
         }
-    })
+    };
+    // SAFETY: the bands cover every output row of every image, and each
+    // band's `gemm` (k = ci·k·k ≥ 1, `ConvGeom::new` rejects empty shapes)
+    // writes all `co × rows·wo` values of its rows.
+    unsafe { output(g.n * g.co * g.hw_out(), fill) }
 }
 
 /// Input gradient: `dy [n, co, ho, wo]`, `w [co, ci, k, k]` → `dx [n, ci, h, w]`.
@@ -438,18 +555,20 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     for (n, r0, rows) in g.bands() {
         let t = rows * g.wo;
         let img = &mut dx[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
+        let dy_band = &dy[n * g.co * g.hw_out() + r0 * g.wo..];
         with_scratch(g.kk() * t, |cols| {
             // cols = Wᵀ · dY[n][:, band]
+            // SAFETY: `cols` holds kk×t values; `w` (co×kk) is read
+            // transposed; `dy_band` reaches co rows of t values at stride
+            // ho·wo from output row r0 of image n, inside `dy`; `cols` is this
+            // thread's own buffer.
             unsafe {
                 matmul(
                     [g.kk(), t, g.co],
-                    cols.as_mut_ptr(),
-                    [t, 1],
+                    row_major(cols.as_mut_ptr(), t),
                     false,
-                    w.as_ptr(),
-                    [1, g.kk()],
-                    dy.as_ptr().add(n * g.co * g.hw_out() + r0 * g.wo),
-                    [g.hw_out(), 1],
+                    transposed(w.as_ptr(), g.kk()),
+                    row_major(dy_band.as_ptr(), g.hw_out()),
                     par,
                 )
             }
@@ -473,20 +592,22 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let accumulate = |acc: &mut [f32], &(n, r0, rows): &(usize, usize, usize)| {
         let img = &x[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
         let t = rows * g.wo;
-        let lhs = unsafe { dy.as_ptr().add(n * g.co * g.hw_out() + r0 * g.wo) };
+        let dy_band = &dy[n * g.co * g.hw_out() + r0 * g.wo..];
         // dW += dY_band · colsᵀ: the unfolded band read transposed.
-        with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| unsafe {
-            matmul(
-                [g.co, g.kk(), t],
-                acc.as_mut_ptr(),
-                [g.kk(), 1],
-                true,
-                lhs,
-                [g.hw_out(), 1],
-                cols,
-                [1, cols_rs],
-                par,
-            )
+        with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| {
+            // SAFETY: `acc` holds co×kk values and is this task's own;
+            // `dy_band` reaches co rows of t values at stride ho·wo inside
+            // `dy`; `cols` is kk×t with row stride `cols_rs` (see `with_cols`).
+            unsafe {
+                matmul(
+                    [g.co, g.kk(), t],
+                    row_major(acc.as_mut_ptr(), g.kk()),
+                    true,
+                    row_major(dy_band.as_ptr(), g.hw_out()),
+                    transposed(cols, cols_rs),
+                    par,
+                )
+            }
         });
     };
     let len = g.co * g.kk();
@@ -513,9 +634,79 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     acc
 }
 
+/// The CPU kernel, plugged into Burn.
+#[backend_extension(Flex, Autodiff)]
+pub trait Conv2dOp: Backend {
+    /// `conv2d` with groups 1, dilation 1, a square kernel and symmetric
+    /// padding; no bias.
+    fn conv2d_cpu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self>;
+}
+
+/// What the backward needs: the input, the kernel and the geometry.
+type State = (FlexTensor, FlexTensor, ConvGeom);
+
+fn run([x, w]: [FlexTensor; 2], p: ConvParams) -> (FlexTensor, State) {
+    let g = ConvGeom::new(dims4(&x), dims4(&w), p.stride, p.padding).unwrap_or_else(|| {
+        panic!(
+            "conv2d_cpu: input {:?} and kernel {:?} ({p:?}) do not fit",
+            dims4(&x),
+            dims4(&w)
+        )
+    });
+    let y = tensor(forward(&g, slice(&x), slice(&w)), [g.n, g.co, g.ho, g.wo]);
+    (y, (x, w, g))
+}
+
+impl Conv2dOp for Flex {
+    fn conv2d_cpu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        run(inputs([x, weight]), p).0
+    }
+}
+
+impl<C: CheckpointStrategy> Conv2dOp for Autodiff<Flex, C> {
+    fn conv2d_cpu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        record::<_, C, _>(Conv2dBackward, [x, weight], |xw| run(xw, p))
+    }
+}
+
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl Backward<Flex, 2> for Conv2dBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, g) = ops.state;
+        if let Some(node) = node_x {
+            let dx = backward_input(&g, slice(&dy), slice(&w));
+            grads.register::<Flex>(node.id, tensor(dx, [g.n, g.ci, g.h, g.w]));
+        }
+        if let Some(node) = node_w {
+            let dw = backward_weight(&g, slice(&x), slice(&dy));
+            grads.register::<Flex>(node.id, tensor(dw, [g.co, g.ci, g.k, g.k]));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::flex::assert_close;
+    use burn::tensor::{Device, Distribution};
 
     /// Every multiply of the direct definition of the convolution, as
     /// `(output index, input index, weight index)`; padded taps are skipped.
@@ -593,6 +784,14 @@ mod tests {
             (2, 48, 5, 7, 24, 3, 1, 1),
             // One row per band: bands that start above and end below the image.
             (1, 32, 3, 1000, 2, 3, 1, 1),
+            // 1×1 maps: padding all around, pointwise, strided.
+            (1, 4, 1, 1, 3, 3, 1, 1),
+            (2, 3, 1, 1, 5, 1, 1, 0),
+            (1, 2, 1, 1, 3, 3, 2, 1),
+            // A one-row image, strided.
+            (1, 2, 1, 7, 3, 3, 2, 1),
+            // One input and one output channel.
+            (1, 1, 6, 5, 1, 3, 1, 1),
         ];
         for (i, &(n, ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
             let g = ConvGeom::new([n, ci, h, w], [co, ci, k, k], s, p).unwrap();
@@ -604,6 +803,32 @@ mod tests {
             close(&backward_input(&g, &dy, &wt), &dx, "dx");
             close(&backward_weight(&g, &x, &dy), &dw, "dw");
         }
+    }
+
+    /// Empty tensors never reach the kernel (whose output would otherwise
+    /// stay unwritten): the geometry refuses every zero size, and the op
+    /// then runs Burn's convolution.
+    #[test]
+    fn degenerate_shapes_are_left_to_burn() {
+        let ok = ConvGeom::new([1, 2, 5, 5], [3, 2, 3, 3], 1, 1);
+        assert!(ok.is_some());
+        for (x, w, s) in [
+            ([0, 2, 5, 5], [3, 2, 3, 3], 1),
+            ([1, 0, 5, 5], [3, 0, 3, 3], 1),
+            ([1, 2, 0, 5], [3, 2, 3, 3], 1),
+            ([1, 2, 5, 0], [3, 2, 3, 3], 1),
+            ([1, 2, 5, 5], [0, 2, 3, 3], 1),
+            ([1, 2, 5, 5], [3, 2, 0, 0], 1),
+            ([1, 2, 5, 5], [3, 2, 3, 3], 0),
+            ([1, 2, 1, 1], [3, 2, 5, 5], 1),
+        ] {
+            assert_eq!(ConvGeom::new(x, w, s, 1), None, "{x:?} {w:?} stride {s}");
+        }
+        let device = Device::flex();
+        let x = Tensor::<4>::zeros([0, 2, 5, 5], &device);
+        let w = Tensor::<4>::ones([3, 2, 3, 3], &device);
+        let y = conv2d(x, w, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        assert_eq!(y.dims(), [0, 3, 5, 5]);
     }
 
     #[test]
@@ -630,5 +855,72 @@ mod tests {
             assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
         }
         assert_eq!(backward_weight(&g, &x, &dy), dw, "deterministic");
+    }
+
+    /// The custom op and Burn's composed conv2d give the same output and the
+    /// same input, weight and bias gradients.
+    #[test]
+    fn conv2d_matches_burn_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        // (batch, in, out, H, W, k, stride, padding)
+        for (n, ci, co, h, w, k, s, p) in [
+            (1, 3, 32, 17, 13, 3, 1, 1),
+            (3, 5, 7, 9, 11, 3, 2, 1),
+            (2, 24, 48, 8, 7, 1, 2, 0),
+            (1, 6, 10, 15, 9, 7, 2, 3),
+            (3, 48, 20, 6, 5, 1, 1, 0),
+        ] {
+            let x = Tensor::<4>::random([n, ci, h, w], Distribution::Default, &device);
+            let wt = Tensor::<4>::random([co, ci, k, k], Distribution::Default, &device);
+            let b = Tensor::<1>::random([co], Distribution::Default, &device);
+            let dy = Tensor::<4>::random(
+                [n, co, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1],
+                Distribution::Default,
+                &device,
+            );
+            let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+            let run = |ours: bool| {
+                let (x, wt, b) = (
+                    x.clone().require_grad(),
+                    wt.clone().require_grad(),
+                    b.clone().require_grad(),
+                );
+                let y = if ours {
+                    conv2d(x.clone(), wt.clone(), Some(b.clone()), options.clone())
+                } else {
+                    burn::tensor::module::conv2d(
+                        x.clone(),
+                        wt.clone(),
+                        Some(b.clone()),
+                        options.clone(),
+                    )
+                };
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    wt.grad(&grads).unwrap(),
+                    b.grad(&grads).unwrap(),
+                )
+            };
+            let (y0, dx0, dw0, db0) = run(false);
+            let (y1, dx1, dw1, db1) = run(true);
+            let what = format!("{n}×{ci}→{co} {h}×{w} k{k} s{s} p{p}");
+            assert_close(y1, y0, &format!("y {what}"));
+            assert_close(dx1, dx0, &format!("dx {what}"));
+            assert_close(dw1, dw0, &format!("dw {what}"));
+            assert_close(db1.unsqueeze(), db0.unsqueeze(), &format!("db {what}"));
+        }
+    }
+
+    #[test]
+    fn other_options_fall_back_to_burn() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, 4, 9, 9], Distribution::Default, &device);
+        let w = Tensor::<4>::random([4, 2, 3, 3], Distribution::Default, &device);
+        let options = ConvOptions::new([1, 1], [2, 2], [2, 2], 2);
+        let ours = conv2d(x.clone(), w.clone(), None, options.clone());
+        let burn = burn::tensor::module::conv2d(x, w, None, options);
+        assert_close(ours, burn, "grouped dilated");
     }
 }

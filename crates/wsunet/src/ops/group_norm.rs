@@ -1,6 +1,7 @@
-//! GroupNorm fused with what follows it in this network, on raw `f32` slices:
-//! `GN(x)`, `SiLU(GN(x))` and `SiLU(GN(x) + r)` (the end of a residual
-//! block), forward and backward, for the CPU backend (Flex).
+//! GroupNorm fused with what follows it in this network: `GN(x)`,
+//! `SiLU(GN(x))` and `SiLU(GN(x) + r)` (the end of a residual block) — a CPU
+//! kernel with its backward on Flex, Burn's `GroupNorm` and `silu`
+//! elsewhere.
 //!
 //! GroupNorm: Wu & He, arXiv:1803.08494, with PyTorch's `nn.GroupNorm`
 //! numerics (biased variance, `eps` inside the square root, per-channel
@@ -14,9 +15,122 @@
 //! the affine gradients are added over images in a fixed order, so results are
 //! the same on every run.
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::nn::GroupNorm;
+use burn::tensor::activation::silu;
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
 use super::simd::{sum, sum2, wide};
+
+/// What follows the normalization. `R` is the residual: a tensor for
+/// [`group_norm`], a slice for the kernels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tail<R = Tensor<4>> {
+    /// Nothing: plain GroupNorm.
+    None,
+    /// `SiLU(GN(x))`.
+    Silu,
+    /// `SiLU(GN(x) + r)`, the end of a residual block.
+    AddSilu(R),
+}
+
+impl<R> Tail<R> {
+    /// The same tail with its residual borrowed.
+    pub fn as_ref(&self) -> Tail<&R> {
+        match self {
+            Tail::None => Tail::None,
+            Tail::Silu => Tail::Silu,
+            Tail::AddSilu(r) => Tail::AddSilu(r),
+        }
+    }
+
+    /// The same tail with its residual mapped by `f`.
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Tail<S> {
+        match self {
+            Tail::None => Tail::None,
+            Tail::Silu => Tail::Silu,
+            Tail::AddSilu(r) => Tail::AddSilu(f(r)),
+        }
+    }
+}
+
+/// `gn(x)` followed by `tail`: one fused kernel on the CPU, Burn's
+/// `GroupNorm`, `silu` and sum elsewhere.
+///
+/// # Shapes
+///
+/// - x, the residual, output: `[batch, channels, H, W]`
+pub fn group_norm(x: Tensor<4>, gn: &GroupNorm, tail: Tail) -> Tensor<4> {
+    let affine = fused_affine(gn, &x);
+    match (affine, tail) {
+        (Some((gamma, beta)), tail @ (Tail::None | Tail::Silu)) => {
+            Tensor::from_dispatch(<Dispatch as GroupNormOp>::group_norm_cpu(
+                x.into_dispatch(),
+                gamma.into_dispatch(),
+                beta.into_dispatch(),
+                params(gn),
+                matches!(tail, Tail::Silu),
+            ))
+        }
+        (Some((gamma, beta)), Tail::AddSilu(r))
+            if r.dims() == x.dims() && r.dtype() == DType::F32 =>
+        {
+            Tensor::from_dispatch(<Dispatch as GroupNormOp>::group_norm_add_silu_cpu(
+                x.into_dispatch(),
+                gamma.into_dispatch(),
+                beta.into_dispatch(),
+                r.into_dispatch(),
+                params(gn),
+            ))
+        }
+        (_, tail) => {
+            let y = gn.forward(x);
+            match tail {
+                Tail::None => y,
+                Tail::Silu => silu(y),
+                Tail::AddSilu(r) => silu(y + r),
+            }
+        }
+    }
+}
+
+/// The affine parameters of `gn` when the kernel can run it on `x`.
+fn fused_affine(gn: &GroupNorm, x: &Tensor<4>) -> Option<(Tensor<1>, Tensor<1>)> {
+    let [_, c, _, _] = x.dims();
+    if !runs_here(&x.device(), x.dtype())
+        || c != gn.num_channels
+        || !c.is_multiple_of(gn.num_groups)
+    {
+        return None;
+    }
+    let gamma = gn.gamma.as_ref()?.val();
+    let beta = gn.beta.as_ref()?.val();
+    (gamma.dtype() == DType::F32 && beta.dtype() == DType::F32).then_some((gamma, beta))
+}
+
+fn params(gn: &GroupNorm) -> GnParams {
+    GnParams {
+        groups: gn.num_groups,
+        eps: gn.epsilon,
+    }
+}
+
+/// The GroupNorm's settings, for the kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GnParams {
+    /// Groups (divides the channels).
+    pub groups: usize,
+    /// Added to the variance.
+    pub eps: f64,
+}
 
 /// Shapes of one GroupNorm: `[n, c, hw]` in `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,22 +155,18 @@ impl GnGeom {
     }
 }
 
-/// What follows the normalization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tail {
-    /// Nothing: plain GroupNorm.
-    None,
-    /// `SiLU(GN(x))`.
-    Silu,
-    /// `SiLU(GN(x) + r)`.
-    AddSilu,
-}
-
-impl Tail {
-    /// [`Tail::Silu`] when `silu`, else [`Tail::None`].
-    pub fn silu_if(silu: bool) -> Self {
-        if silu { Tail::Silu } else { Tail::None }
-    }
+/// The inputs of [`forward`] and [`backward`], each `[n, c, hw]` but the
+/// affine parameters `[c]`.
+#[derive(Clone, Copy, Debug)]
+pub struct GnInputs<'a> {
+    /// The input.
+    pub x: &'a [f32],
+    /// Per-channel scale.
+    pub gamma: &'a [f32],
+    /// Per-channel shift.
+    pub beta: &'a [f32],
+    /// What follows, with its residual.
+    pub tail: Tail<&'a [f32]>,
 }
 
 /// `exp(x)` for `f32` without a library call, so loops over it vectorize
@@ -93,98 +203,97 @@ fn stats(block: &[f32], eps: f64) -> (f32, f32) {
     (m, (1.0 / (sq / len + eps).sqrt()) as f32)
 }
 
-/// Forward of one (image, group) block; returns (mean, rstd).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn forward_block(
-    g: &GnGeom,
+/// One (image, group) block of the forward.
+struct ForwardBlock<'a> {
     group: usize,
-    x: &[f32],
-    r: Option<&[f32]>,
-    y: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    tail: Tail,
+    /// The block's values of the inputs (`gamma`, `beta` whole).
+    inputs: GnInputs<'a>,
+    y: &'a mut [f32],
+    per_group: usize,
+    hw: usize,
     eps: f64,
-) -> (f32, f32) {
-    let (mean, rstd) = stats(x, eps);
-    let c0 = group * g.per_group();
-    for j in 0..g.per_group() {
+}
+
+/// Writes the block's output; returns (mean, rstd).
+#[inline(always)]
+fn forward_block(b: ForwardBlock<'_>) -> (f32, f32) {
+    let GnInputs {
+        x,
+        gamma,
+        beta,
+        tail,
+    } = b.inputs;
+    let (mean, rstd) = stats(x, b.eps);
+    let c0 = b.group * b.per_group;
+    for j in 0..b.per_group {
         let a = rstd * gamma[c0 + j];
-        let b = beta[c0 + j] - mean * a;
-        let range = j * g.hw..(j + 1) * g.hw;
-        let (xs, ys) = (&x[range.clone()], &mut y[range.clone()]);
-        match (tail, r) {
-            (Tail::None, _) => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x * a + b),
-            (Tail::Silu, _) => ys.iter_mut().zip(xs).for_each(|(y, x)| {
-                let z = x * a + b;
+        let shift = beta[c0 + j] - mean * a;
+        let range = j * b.hw..(j + 1) * b.hw;
+        let (xs, ys) = (&x[range.clone()], &mut b.y[range.clone()]);
+        match tail {
+            Tail::None => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x * a + shift),
+            Tail::Silu => ys.iter_mut().zip(xs).for_each(|(y, x)| {
+                let z = x * a + shift;
                 *y = z * sigmoid(z);
             }),
-            (Tail::AddSilu, Some(r)) => {
-                ys.iter_mut()
-                    .zip(xs)
-                    .zip(&r[range])
-                    .for_each(|((y, x), r)| {
-                        let z = x * a + b + r;
-                        *y = z * sigmoid(z);
-                    })
-            }
-            (Tail::AddSilu, None) => unreachable!("AddSilu without a residual"),
+            Tail::AddSilu(r) => ys
+                .iter_mut()
+                .zip(xs)
+                .zip(&r[range])
+                .for_each(|((y, x), r)| {
+                    let z = x * a + shift + r;
+                    *y = z * sigmoid(z);
+                }),
         }
     }
     (mean, rstd)
 }
 
 /// Forward: `x [n, c, hw]` → (`y`, per (image, group) `[mean, rstd]`).
-/// `r` is the residual for [`Tail::AddSilu`].
-pub fn forward(
-    g: &GnGeom,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    r: Option<&[f32]>,
-    tail: Tail,
-    eps: f64,
-) -> (Vec<f32>, Vec<f32>) {
-    check(g, x, gamma, beta, r, tail);
+pub fn forward(g: &GnGeom, inputs: GnInputs<'_>, eps: f64) -> (Vec<f32>, Vec<f32>) {
+    check(g, &inputs);
     let b = g.block();
-    let mut y = vec![0.0; x.len()];
+    let mut y = vec![0.0; inputs.x.len()];
     let mut stats = vec![0.0; g.n * g.groups * 2];
     y.par_chunks_mut(b)
         .zip(stats.par_chunks_mut(2))
         .enumerate()
         .for_each(|(i, (y, s))| {
-            let x = &x[i * b..][..b];
-            let r = r.map(|r| &r[i * b..][..b]);
-            let group = i % g.groups;
-            let (m, rs) = wide!(forward_block(
-                g: &GnGeom, group: usize, x: &[f32], r: Option<&[f32]>, y: &mut [f32],
-                gamma: &[f32], beta: &[f32], tail: Tail, eps: f64
-            ) -> (f32, f32));
+            let block = ForwardBlock {
+                group: i % g.groups,
+                inputs: GnInputs {
+                    x: &inputs.x[i * b..][..b],
+                    tail: inputs.tail.map(|r| &r[i * b..][..b]),
+                    ..inputs
+                },
+                y,
+                per_group: g.per_group(),
+                hw: g.hw,
+                eps,
+            };
+            let (m, rs) = wide!(forward_block(block: ForwardBlock<'_>) -> (f32, f32));
             s[0] = m;
             s[1] = rs;
         });
     (y, stats)
 }
 
-fn check(g: &GnGeom, x: &[f32], gamma: &[f32], beta: &[f32], r: Option<&[f32]>, tail: Tail) {
+fn check(g: &GnGeom, i: &GnInputs<'_>) {
     assert!(
         g.groups > 0 && g.c.is_multiple_of(g.groups),
         "group_norm: {} channels in {} groups",
         g.c,
         g.groups
     );
-    assert_eq!(x.len(), g.n * g.c * g.hw, "group_norm input size");
+    assert_eq!(i.x.len(), g.n * g.c * g.hw, "group_norm input size");
     assert_eq!(
-        (gamma.len(), beta.len()),
+        (i.gamma.len(), i.beta.len()),
         (g.c, g.c),
         "group_norm affine size"
     );
-    assert_eq!(
-        r.map(<[f32]>::len),
-        (tail == Tail::AddSilu).then_some(x.len()),
-        "group_norm residual"
-    );
+    if let Tail::AddSilu(r) = i.tail {
+        assert_eq!(r.len(), i.x.len(), "group_norm residual size");
+    }
 }
 
 /// Gradients of [`forward`].
@@ -199,61 +308,75 @@ pub struct GnGrads {
     pub dr: Option<Vec<f32>>,
 }
 
-/// Backward of one (image, group) block: writes `dx` (and `dr`) and this
-/// block's per-channel `Σ dz·x̂` and `Σ dz` into `sums [2, per_group]`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn backward_block(
-    g: &GnGeom,
+/// One (image, group) block of the backward.
+struct BackwardBlock<'a> {
     group: usize,
-    (mean, rstd): (f32, f32),
-    x: &[f32],
-    r: Option<&[f32]>,
-    dy: &[f32],
-    dx: &mut [f32],
-    mut dr: Option<&mut [f32]>,
-    gamma: &[f32],
-    beta: &[f32],
-    tail: Tail,
-    sums: &mut [f32],
-) {
-    let cg = g.per_group();
+    /// (mean, rstd) of the block.
+    stats: (f32, f32),
+    /// What followed, with the block's residual and its gradient's block.
+    tail: Tail<(&'a [f32], &'a mut [f32])>,
+    x: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    dy: &'a [f32],
+    dx: &'a mut [f32],
+    /// This block's per-channel `Σ dz·x̂`, then `Σ dz`: `[2, per_group]`.
+    sums: &'a mut [f32],
+    per_group: usize,
+    hw: usize,
+}
+
+/// Writes `dx` (and the residual's gradient) and the block's channel sums.
+#[inline(always)]
+fn backward_block(b: BackwardBlock<'_>) {
+    let BackwardBlock {
+        group,
+        stats: (mean, rstd),
+        mut tail,
+        x,
+        gamma,
+        beta,
+        dy,
+        dx,
+        sums,
+        per_group: cg,
+        hw,
+    } = b;
     let c0 = group * cg;
     let (mut mg, mut mgx) = (0.0f64, 0.0f64);
+    let activated = !matches!(tail, Tail::None);
     // Pass 1: dz = ∂L/∂(normalized + affine) (kept in dx; dy itself without
     // an activation), and the channel sums.
     for j in 0..cg {
         let gm = gamma[c0 + j];
         let a = rstd * gm;
-        let b = beta[c0 + j] - mean * a;
-        let range = j * g.hw..(j + 1) * g.hw;
+        let shift = beta[c0 + j] - mean * a;
+        let range = j * hw..(j + 1) * hw;
         let (xs, dys) = (&x[range.clone()], &dy[range.clone()]);
         let dsilu = |x: f32, dy: f32, r: f32| {
-            let z = x * a + b + r;
+            let z = x * a + shift + r;
             let s = sigmoid(z);
             dy * s * (1.0 + z * (1.0 - s))
         };
-        let dz: &[f32] = match (tail, r) {
-            (Tail::None, _) => dys,
-            (Tail::Silu, _) => {
+        let dz: &[f32] = match &mut tail {
+            Tail::None => dys,
+            Tail::Silu => {
                 let dz = &mut dx[range.clone()];
                 for (d, (&x, &dy)) in dz.iter_mut().zip(xs.iter().zip(dys)) {
                     *d = dsilu(x, dy, 0.0);
                 }
                 dz
             }
-            (Tail::AddSilu, r) => {
-                let r = &r.expect("AddSilu has a residual")[range.clone()];
+            Tail::AddSilu((r, dr)) => {
                 let dz = &mut dx[range.clone()];
+                let r = &r[range.clone()];
                 for ((d, &r), (&x, &dy)) in dz.iter_mut().zip(r).zip(xs.iter().zip(dys)) {
                     *d = dsilu(x, dy, r);
                 }
+                dr[range.clone()].copy_from_slice(dz);
                 dz
             }
         };
-        if let Some(dr) = dr.as_deref_mut() {
-            dr[range.clone()].copy_from_slice(dz);
-        }
         let sd = sum(dz, |d| d);
         let sdx = sum2(dz, xs, |d, x| d * ((x - mean) * rstd));
         sums[j] = sdx as f32;
@@ -261,44 +384,40 @@ fn backward_block(
         mg += gm as f64 * sd;
         mgx += gm as f64 * sdx;
     }
-    let m = g.block() as f64;
+    let m = (cg * hw) as f64;
     let (mg, mgx) = ((mg / m) as f32, (mgx / m) as f32);
     // Pass 2: dx = rstd · (γ·dz − mean(γ·dz) − x̂ · mean(γ·dz·x̂)).
     for j in 0..cg {
         let gm = gamma[c0 + j];
-        let range = j * g.hw..(j + 1) * g.hw;
+        let range = j * hw..(j + 1) * hw;
         let grad = |dz: f32, x: f32| rstd * (gm * dz - mg - (x - mean) * rstd * mgx);
-        if tail == Tail::None {
+        if activated {
+            for (d, &x) in dx[range.clone()].iter_mut().zip(&x[range]) {
+                *d = grad(*d, x);
+            }
+        } else {
             let (dx, dy) = (&mut dx[range.clone()], &dy[range.clone()]);
             for ((d, &dy), &x) in dx.iter_mut().zip(dy).zip(&x[range]) {
                 *d = grad(dy, x);
-            }
-        } else {
-            for (d, &x) in dx[range.clone()].iter_mut().zip(&x[range]) {
-                *d = grad(*d, x);
             }
         }
     }
 }
 
 /// Backward of [`forward`] given its `stats` and the output gradient `dy`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    g: &GnGeom,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    r: Option<&[f32]>,
-    tail: Tail,
-    stats: &[f32],
-    dy: &[f32],
-) -> GnGrads {
-    check(g, x, gamma, beta, r, tail);
+pub fn backward(g: &GnGeom, inputs: GnInputs<'_>, stats: &[f32], dy: &[f32]) -> GnGrads {
+    check(g, &inputs);
+    let GnInputs {
+        x,
+        gamma,
+        beta,
+        tail,
+    } = inputs;
     assert_eq!(dy.len(), x.len(), "group_norm output-gradient size");
     let b = g.block();
     let cg = g.per_group();
     let mut dx = vec![0.0; x.len()];
-    let mut dr = (tail == Tail::AddSilu).then(|| vec![0.0; x.len()]);
+    let mut dr = matches!(tail, Tail::AddSilu(_)).then(|| vec![0.0; x.len()]);
     // Per (image, group): [Σ dz·x̂ per channel, Σ dz per channel].
     let mut sums = vec![0.0; g.n * g.groups * 2 * cg];
     let dr_chunks: Vec<Option<&mut [f32]>> = match dr.as_mut() {
@@ -309,17 +428,26 @@ pub fn backward(
         .zip(sums.par_chunks_mut(2 * cg))
         .zip(dr_chunks)
         .enumerate()
-        .for_each(|(i, ((dx, s), dr))| {
-            let x = &x[i * b..][..b];
-            let dy = &dy[i * b..][..b];
-            let r = r.map(|r| &r[i * b..][..b]);
-            let st = (stats[2 * i], stats[2 * i + 1]);
-            let group = i % g.groups;
-            wide!(backward_block(
-                g: &GnGeom, group: usize, st: (f32, f32), x: &[f32], r: Option<&[f32]>,
-                dy: &[f32], dx: &mut [f32], dr: Option<&mut [f32]>, gamma: &[f32],
-                beta: &[f32], tail: Tail, s: &mut [f32]
-            ) -> ());
+        .for_each(|(i, ((dx, sums), dr))| {
+            let block_tail = match (tail, dr) {
+                (Tail::AddSilu(r), Some(dr)) => Tail::AddSilu((&r[i * b..][..b], dr)),
+                (Tail::Silu, _) => Tail::Silu,
+                _ => Tail::None,
+            };
+            let block = BackwardBlock {
+                group: i % g.groups,
+                stats: (stats[2 * i], stats[2 * i + 1]),
+                tail: block_tail,
+                x: &x[i * b..][..b],
+                gamma,
+                beta,
+                dy: &dy[i * b..][..b],
+                dx,
+                sums,
+                per_group: cg,
+                hw: g.hw,
+            };
+            wide!(backward_block(block: BackwardBlock<'_>) -> ());
         });
     let mut dgamma = vec![0.0f32; g.c];
     let mut dbeta = vec![0.0f32; g.c];
@@ -338,9 +466,241 @@ pub fn backward(
     }
 }
 
+/// The CPU kernels, plugged into Burn.
+#[backend_extension(Flex, Autodiff)]
+pub trait GroupNormOp: Backend {
+    /// GroupNorm (affine) of `x [n, c, h, w]`, followed by SiLU when `silu`.
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        params: GnParams,
+        silu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `SiLU(GroupNorm(x) + residual)`.
+    fn group_norm_add_silu_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        params: GnParams,
+    ) -> FloatTensor<Self>;
+}
+
+/// What a fused GroupNorm keeps for its backward.
+#[derive(Debug, Clone)]
+struct GnState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    tail: Tail<FlexTensor>,
+    stats: Vec<f32>,
+    groups: usize,
+}
+
+impl GnState {
+    fn geom(&self) -> GnGeom {
+        geom(&self.x, self.groups)
+    }
+
+    fn inputs(&self) -> GnInputs<'_> {
+        GnInputs {
+            x: slice(&self.x),
+            gamma: slice(&self.gamma),
+            beta: slice(&self.beta),
+            tail: self.tail.as_ref().map(slice),
+        }
+    }
+}
+
+fn geom(x: &FlexTensor, groups: usize) -> GnGeom {
+    let [n, c, h, w] = dims4(x);
+    GnGeom {
+        n,
+        c,
+        hw: h * w,
+        groups,
+    }
+}
+
+fn run(
+    [x, gamma, beta]: [FlexTensor; 3],
+    tail: Tail<FlexTensor>,
+    p: GnParams,
+) -> (FlexTensor, GnState) {
+    let mut state = GnState {
+        x,
+        gamma,
+        beta,
+        tail,
+        stats: Vec::new(),
+        groups: p.groups,
+    };
+    let (y, stats) = forward(&state.geom(), state.inputs(), p.eps);
+    state.stats = stats;
+    (tensor(y, dims4(&state.x)), state)
+}
+
+impl GroupNormOp for Flex {
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        params: GnParams,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let tail = if silu { Tail::Silu } else { Tail::None };
+        run(inputs([x, gamma, beta]), tail, params).0
+    }
+
+    fn group_norm_add_silu_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        params: GnParams,
+    ) -> FloatTensor<Self> {
+        let tail = Tail::AddSilu(contiguous(residual));
+        run(inputs([x, gamma, beta]), tail, params).0
+    }
+}
+
+impl<C: CheckpointStrategy> GroupNormOp for Autodiff<Flex, C> {
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        params: GnParams,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let tail = if silu { Tail::Silu } else { Tail::None };
+        record::<_, C, _>(GroupNormBackward, [x, gamma, beta], |xgb| {
+            run(xgb, tail, params)
+        })
+    }
+
+    fn group_norm_add_silu_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        params: GnParams,
+    ) -> FloatTensor<Self> {
+        record::<_, C, _>(
+            GroupNormAddSiluBackward,
+            [x, gamma, beta, residual],
+            |[x, gamma, beta, r]| run([x, gamma, beta], Tail::AddSilu(r), params),
+        )
+    }
+}
+
+/// Registers the gradients of x, gamma, beta (and the residual).
+fn gn_backward<const N: usize>(ops: Ops<GnState, N>, grads: &mut Gradients) {
+    let dy = contiguous(grads.consume::<Flex>(&ops.node));
+    let s = &ops.state;
+    let g = s.geom();
+    let d = backward(&g, s.inputs(), &s.stats, slice(&dy));
+    let dims = dims4(&s.x);
+    let mut parts = [
+        Some(tensor(d.dx, dims)),
+        Some(tensor(d.dgamma, [g.c])),
+        Some(tensor(d.dbeta, [g.c])),
+        d.dr.map(|dr| tensor(dr, dims)),
+    ];
+    for (parent, part) in ops.parents.into_iter().zip(parts.iter_mut()) {
+        if let (Some(node), Some(grad)) = (parent, part.take()) {
+            grads.register::<Flex>(node.id, grad);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl Backward<Flex, 3> for GroupNormBackward {
+    type State = GnState;
+
+    fn backward(self, ops: Ops<GnState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        gn_backward(ops, grads);
+    }
+}
+
+#[derive(Debug)]
+struct GroupNormAddSiluBackward;
+
+impl Backward<Flex, 4> for GroupNormAddSiluBackward {
+    type State = GnState;
+
+    fn backward(self, ops: Ops<GnState, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        gn_backward(ops, grads);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::flex::assert_close;
+    use burn::tensor::{Device, Distribution};
+
+    /// The fused GroupNorm ops and Burn's GroupNorm + SiLU (+ sum) give the
+    /// same output and gradients of x, gamma, beta and the residual.
+    #[test]
+    fn group_norm_matches_burn_forward_and_backward() {
+        use burn::nn::GroupNormConfig;
+        let device = Device::flex().autodiff();
+        // (batch, channels, groups, H, W): 24 groups of 2 is what fit_groups
+        // gives 48 channels.
+        for (n, c, groups, h, w) in [(1, 48, 24, 7, 5), (3, 6, 3, 9, 11), (2, 32, 32, 4, 3)] {
+            let mut gn = GroupNormConfig::new(groups, c).init(&device);
+            let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+            let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+            gn.gamma = Some(burn::module::Param::from_tensor(gamma));
+            gn.beta = Some(burn::module::Param::from_tensor(beta));
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 2.0), &device);
+            let r = Tensor::<4>::random([n, c, h, w], Distribution::Default, &device);
+            let dy = Tensor::<4>::random([n, c, h, w], Distribution::Default, &device);
+            for variant in 0..3 {
+                let run = |ours: bool| {
+                    let (x, r) = (x.clone().require_grad(), r.clone().require_grad());
+                    let y = match (variant, ours) {
+                        (0, true) => group_norm(x.clone(), &gn, Tail::None),
+                        (1, true) => group_norm(x.clone(), &gn, Tail::Silu),
+                        (_, true) => group_norm(x.clone(), &gn, Tail::AddSilu(r.clone())),
+                        (0, false) => gn.forward(x.clone()),
+                        (1, false) => silu(gn.forward(x.clone())),
+                        (_, false) => silu(gn.forward(x.clone()) + r.clone()),
+                    };
+                    let grads = (y.clone() * dy.clone()).sum().backward();
+                    let param = |p: &Option<burn::module::Param<Tensor<1>>>| {
+                        p.as_ref()
+                            .unwrap()
+                            .val()
+                            .grad(&grads)
+                            .unwrap()
+                            .unsqueeze::<4>()
+                    };
+                    (
+                        y.inner(),
+                        x.grad(&grads).unwrap(),
+                        param(&gn.gamma),
+                        param(&gn.beta),
+                        r.grad(&grads),
+                    )
+                };
+                let (y0, dx0, dg0, db0, dr0) = run(false);
+                let (y1, dx1, dg1, db1, dr1) = run(true);
+                let what = format!("variant {variant}, {n}×{c}×{h}×{w} in {groups} groups");
+                assert_close(y1, y0, &format!("y {what}"));
+                assert_close(dx1, dx0, &format!("dx {what}"));
+                assert_close(dg1, dg0, &format!("dgamma {what}"));
+                assert_close(db1, db0, &format!("dbeta {what}"));
+                if variant == 2 {
+                    assert_close(dr1.unwrap(), dr0.unwrap(), &format!("dr {what}"));
+                }
+            }
+        }
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_the_library() {
@@ -374,7 +734,7 @@ mod tests {
         gamma: &[f64],
         beta: &[f64],
         r: &[f64],
-        tail: Tail,
+        tail: Tail<()>,
         w: &[f32],
     ) -> f64 {
         let b = g.block();
@@ -387,7 +747,7 @@ mod tests {
             for (k, v) in blk.iter().enumerate() {
                 let c = (i % g.groups) * g.per_group() + k / g.hw;
                 let mut z = (v - mean) * rstd * gamma[c] + beta[c];
-                if tail == Tail::AddSilu {
+                if tail == Tail::AddSilu(()) {
                     z += r[i * b + k];
                 }
                 let y = if tail == Tail::None {
@@ -406,7 +766,7 @@ mod tests {
     #[test]
     fn forward_and_gradients_match_the_definition() {
         for (n, c, hw, groups) in [(1, 6, 5, 3), (3, 48, 7, 24), (2, 4, 9, 1)] {
-            for tail in [Tail::None, Tail::Silu, Tail::AddSilu] {
+            for tail in [Tail::None, Tail::Silu, Tail::AddSilu(())] {
                 let g = GnGeom { n, c, hw, groups };
                 let len = n * c * hw;
                 let x = values(len, 1);
@@ -414,8 +774,13 @@ mod tests {
                 let beta = values(c, 3);
                 let r = values(len, 4);
                 let dy = values(len, 5);
-                let rr = (tail == Tail::AddSilu).then_some(&r[..]);
-                let (y, st) = forward(&g, &x, &gamma, &beta, rr, tail, 1e-5);
+                let inputs = GnInputs {
+                    x: &x,
+                    gamma: &gamma,
+                    beta: &beta,
+                    tail: tail.map(|()| &r[..]),
+                };
+                let (y, st) = forward(&g, inputs, 1e-5);
                 let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
                 let (xd, gd, bd, rd) = (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&r));
                 // Forward: y is the gradient of Σ y·w with respect to w.
@@ -428,7 +793,7 @@ mod tests {
                         "y[{k}]"
                     );
                 }
-                let grads = backward(&g, &x, &gamma, &beta, rr, tail, &st, &dy);
+                let grads = backward(&g, inputs, &st, &dy);
                 let numeric = |v: &[f64], i: usize, which: u8| {
                     let h = 1e-6;
                     let mut up = v.to_vec();

@@ -1,43 +1,162 @@
-//! Bilinear resizing on raw `f32` slices (PyTorch's `align_corners=False`
-//! rule), forward and backward, for the CPU backend (Flex).
+//! Bilinear resizing equal to PyTorch's
+//! `F.interpolate(x, size, mode="bilinear", align_corners=False)`, with a
+//! backward pass on every backend: a four-tap kernel on the CPU (Flex), two
+//! matrix products elsewhere.
 //!
-//! The layers' portable form is two matrix products with dense interpolation
-//! matrices (`layers::resize`), which costs `W_in` multiply-adds per output
-//! value instead of four. Here each output reads its four neighbours, and the
-//! backward adds each gradient into them; planes (image, channel) run in
-//! parallel, so no two tasks write the same value.
+//! Burn's own `interpolate` defaults to `align_corners = true` and has no
+//! bilinear backward on its CubeCL backends (tracel-ai/burn#3863). On the
+//! CPU each output reads its four neighbours and the backward adds each
+//! gradient into them; planes (image, channel) run in parallel, so no two
+//! tasks write the same value. Other devices compute `Y = A_h · X · A_wᵀ`
+//! with fixed interpolation matrices (`W_in` multiply-adds per output value
+//! instead of four, but matmul has a backward everywhere).
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-/// One output coordinate's taps: the two source indices and the weight of
-/// the second (PyTorch's `area_pixel_compute_source_index`, clamped at 0).
-pub type Tap = (usize, usize, f32);
+use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use crate::geometry::{Tap, bilinear_taps};
 
-/// PyTorch's bilinear taps along one axis (`align_corners = False`, no
-/// antialiasing): for each output index, the two source indices it mixes and
-/// the weight of the second, `(i0, i1, λ)` with `out = (1 − λ)·x[i0] + λ·x[i1]`.
+/// Resizes `x` to `size = [H_out, W_out]` with bilinear interpolation, exactly
+/// as PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=False)`,
+/// up or down, to any size. Returns `x` itself when the size is unchanged.
+/// Differentiable on every backend.
 ///
-/// Source coordinate of output `o`: `max((o + 0.5) · in/out − 0.5, 0)`;
-/// `i0 = ⌊src⌋`, `i1 = min(i0 + 1, in − 1)`. Down-scaling therefore samples
-/// the two nearest source pixels, as PyTorch does.
+/// # Shapes
+///
+/// - input: `[batch, channels, H, W]`
+/// - output: `[batch, channels, H_out, W_out]`
 ///
 /// # Panics
 ///
-/// If either length is 0.
-pub fn bilinear_taps(in_len: usize, out_len: usize) -> Vec<Tap> {
-    assert!(
-        in_len > 0 && out_len > 0,
-        "cannot resize between lengths {in_len} and {out_len}"
+/// If `size` has a zero.
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use wsunet::layers::resize_bilinear;
+///
+/// let x = Tensor::<4>::ones([1, 2, 5, 7], &Device::flex());
+/// let y = resize_bilinear(x, [11, 3]);
+/// assert_eq!(y.dims(), [1, 2, 11, 3]);
+/// ```
+pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let [ho, wo] = size;
+    assert!(ho > 0 && wo > 0, "cannot resize to {ho}×{wo}");
+    if [ho, wo] == [h, w] {
+        return x;
+    }
+    if runs_here(&x.device(), x.dtype()) && x.shape().num_elements() > 0 {
+        Tensor::from_dispatch(<Dispatch as ResizeOp>::resize_bilinear_cpu(
+            x.into_dispatch(),
+            ho,
+            wo,
+        ))
+    } else {
+        composed(x, size)
+    }
+}
+
+/// Row-major `[out_len, in_len]` matrix of [`bilinear_taps`].
+pub fn interpolation_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
+    let mut m = vec![0f32; out_len * in_len];
+    for (o, (i0, i1, l1)) in bilinear_taps(in_len, out_len).into_iter().enumerate() {
+        let row = &mut m[o * in_len..(o + 1) * in_len];
+        row[i0] += 1.0 - l1;
+        row[i1] += l1;
+    }
+    m
+}
+
+fn matrix(in_len: usize, out_len: usize, transposed: bool, device: &Device) -> Tensor<2> {
+    let m = Tensor::<2>::from_data(
+        TensorData::new(interpolation_matrix(in_len, out_len), [out_len, in_len]),
+        device,
     );
-    let scale = in_len as f64 / out_len as f64;
-    (0..out_len)
-        .map(|o| {
-            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(in_len - 1);
-            let i1 = (i0 + 1).min(in_len - 1);
-            (i0, i1, (src - i0 as f64) as f32)
-        })
-        .collect()
+    if transposed { m.transpose() } else { m }
+}
+
+/// [`resize_bilinear`] as two matrix products (every device but the CPU).
+fn composed(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let [ho, wo] = size;
+    let device = x.device();
+    let x = if wo == w {
+        x
+    } else {
+        // [n·c·h, w] · [w, wo]
+        x.reshape([n * c * h, w])
+            .matmul(matrix(w, wo, true, &device))
+            .reshape([n, c, h, wo])
+    };
+    if ho == h {
+        x
+    } else {
+        // [1, ho, h] · [n·c, h, wo], the matrix broadcast over the batch.
+        matrix(h, ho, false, &device)
+            .unsqueeze::<3>()
+            .matmul(x.reshape([n * c, h, wo]))
+            .reshape([n, c, ho, wo])
+    }
+}
+
+/// The CPU kernel, plugged into Burn.
+#[backend_extension(Flex, Autodiff)]
+pub trait ResizeOp: Backend {
+    /// Bilinear resize of `x [n, c, h, w]` to `[n, c, ho, wo]`.
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self>;
+}
+
+fn run([x]: [FlexTensor; 1], ho: usize, wo: usize) -> (FlexTensor, ResizeGeom) {
+    let [n, c, h, w] = dims4(&x);
+    let g = ResizeGeom {
+        planes: n * c,
+        h,
+        w,
+        ho,
+        wo,
+    };
+    let y = tensor(forward(&g, slice(&x)), [n, c, ho, wo]);
+    (y, g)
+}
+
+impl ResizeOp for Flex {
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
+        run(inputs([x]), ho, wo).0
+    }
+}
+
+impl<C: CheckpointStrategy> ResizeOp for Autodiff<Flex, C> {
+    fn resize_bilinear_cpu(x: FloatTensor<Self>, ho: usize, wo: usize) -> FloatTensor<Self> {
+        record::<_, C, _>(ResizeBackward, [x], |x| run(x, ho, wo))
+    }
+}
+
+#[derive(Debug)]
+struct ResizeBackward;
+
+impl Backward<Flex, 1> for ResizeBackward {
+    type State = ResizeGeom;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node_x {
+            let [n, c, _, _] = dims4(&dy);
+            let g = ops.state;
+            let dx = backward(&g, slice(&dy));
+            grads.register::<Flex>(node.id, tensor(dx, [n, c, g.h, g.w]));
+        }
+    }
 }
 
 /// Shapes of one resize: `[planes, h, w]` → `[planes, ho, wo]`.
@@ -108,4 +227,103 @@ pub fn backward(g: &ResizeGeom, dy: &[f32]) -> Vec<f32> {
             }
         });
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn rows_sum_to_one() {
+        for (i, o) in [(1, 5), (5, 1), (7, 13), (13, 7), (8, 16), (16, 8), (3, 3)] {
+            let m = interpolation_matrix(i, o);
+            for row in m.chunks(i) {
+                let s: f32 = row.iter().sum();
+                assert!((s - 1.0).abs() < 1e-6, "{i}->{o}: {row:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn doubling_matches_known_pytorch_weights() {
+        // torch: F.interpolate(torch.arange(4.).view(1,1,1,4), size=(1,8), mode="bilinear")
+        // = [0.00, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.00]
+        let m = interpolation_matrix(4, 8);
+        let x = [0f32, 1.0, 2.0, 3.0];
+        let y: Vec<f32> = m
+            .chunks(4)
+            .map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum())
+            .collect();
+        assert_eq!(y, vec![0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]);
+    }
+
+    #[test]
+    fn halving_averages_neighbour_pairs() {
+        // Down by exactly 2: src = 2o + 0.5, the mean of pixels 2o and 2o+1.
+        let m = interpolation_matrix(6, 3);
+        assert_eq!(
+            m,
+            vec![
+                0.5, 0.5, 0.0, 0.0, 0.0, 0.0, //
+                0.0, 0.0, 0.5, 0.5, 0.0, 0.0, //
+                0.0, 0.0, 0.0, 0.0, 0.5, 0.5
+            ]
+        );
+    }
+
+    #[test]
+    fn same_size_is_identity_and_constants_stay_constant() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 5, 7], Distribution::Default, &device);
+        let y = resize_bilinear(x.clone(), [5, 7]);
+        y.into_data().assert_eq(&x.into_data(), true);
+        let c = Tensor::<4>::full([1, 2, 5, 7], 3.5, &device);
+        resize_bilinear(c, [13, 4])
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &TensorData::full([1, 2, 13, 4], 3.5f32),
+                Tolerance::absolute(1e-5),
+            );
+    }
+
+    /// The CPU kernel and the matrix form give the same values and the same
+    /// input gradient, up and down, to odd sizes.
+    #[test]
+    fn the_cpu_kernel_equals_the_matrix_form() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random([2, 3, 9, 6], Distribution::Default, &device);
+        for size in [[18, 12], [4, 3], [13, 5], [9, 17], [1, 1]] {
+            let dy = Tensor::<4>::random([2, 3, size[0], size[1]], Distribution::Default, &device);
+            let run = |f: fn(Tensor<4>, [usize; 2]) -> Tensor<4>| {
+                let x = x.clone().require_grad();
+                let y = f(x.clone(), size);
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                (y.inner(), x.grad(&grads).unwrap())
+            };
+            let (y0, dx0) = run(composed);
+            let (y1, dx1) = run(resize_bilinear);
+            let tol = Tolerance::absolute(1e-5);
+            y1.into_data().assert_approx_eq::<f32>(&y0.into_data(), tol);
+            dx1.into_data()
+                .assert_approx_eq::<f32>(&dx0.into_data(), tol);
+        }
+    }
+
+    #[test]
+    fn matches_burn_interpolate_without_align_corners_on_flex() {
+        use burn::tensor::module::interpolate;
+        use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 9, 6], Distribution::Default, &device);
+        for size in [[18, 12], [4, 3], [13, 5], [9, 17]] {
+            let options = InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_output_size(size)
+                .with_align_corners(false);
+            let reference = interpolate(x.clone(), options);
+            resize_bilinear(x.clone(), size)
+                .into_data()
+                .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
+        }
+    }
 }

@@ -37,28 +37,30 @@ pub fn sum(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     sum2(a, a, |x, _| f(x))
 }
 
-/// Calls `$kernel` compiled for AVX2 when the CPU has it (wider vectors for
-/// the element-wise loops), else the baseline build. The same arithmetic in
-/// both (no FMA contraction), so results do not depend on the CPU.
+/// Calls `$kernel($arg)` compiled for AVX2 when the CPU has it (wider
+/// vectors for the element-wise loops), else the baseline build. The same
+/// arithmetic in both (no FMA contraction), so results do not depend on the
+/// CPU. A kernel takes one argument, a struct of its inputs, so its
+/// signature is not restated here.
 macro_rules! wide {
-    ($kernel:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {{
+    ($kernel:ident($arg:ident: $ty:ty) -> $ret:ty) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx2($($arg: $ty),*) -> $ret {
-                $kernel($($arg),*)
+            fn avx2($arg: $ty) -> $ret {
+                $kernel($arg)
             }
             if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                unsafe { avx2($($arg),*) }
+                // SAFETY: `avx2` needs nothing but the AVX2 instructions,
+                // and the CPU has them (checked just above).
+                unsafe { avx2($arg) }
             } else {
-                $kernel($($arg),*)
+                $kernel($arg)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            $kernel($($arg),*)
+            $kernel($arg)
         }
     }};
 }
