@@ -3,15 +3,65 @@
 use anyhow::{Context, Result};
 use wsunet::bench::{BenchConfig, run_bench};
 
-use crate::cli::BenchArgs;
+use clap::Args;
+use clap::builder::PossibleValuesParser;
+
+use crate::cli::{DeviceArg, ModelArgs, parse_size};
 use crate::commands::announce;
-use crate::commands::info::model_config;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Images per batch.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub batch_size: usize,
+
+    /// Input size: HxW, or one number for a square.
+    #[arg(long, value_name = "HxW", default_value = "256", value_parser = parse_size)]
+    pub size: [usize; 2],
+
+    /// Untimed repetitions before timing each phase.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub warmup: usize,
+
+    /// Timed repetitions per phase (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub reps: usize,
+
+    /// Run every WsConv2d as a plain convolution: the same network without
+    /// weight standardization, to measure what standardization costs.
+    #[arg(long)]
+    pub no_ws: bool,
+
+    /// Phases to run (comma-separated): inference, train_forward, train_step.
+    #[arg(
+        long,
+        value_name = "P,P,…",
+        value_delimiter = ',',
+        default_value = "inference,train_forward,train_step",
+        value_parser = PossibleValuesParser::new(wsunet::bench::PHASES)
+    )]
+    pub phases: Vec<String>,
+
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    #[command(flatten)]
+    pub device: DeviceArg,
+
+    /// Print the report as JSON (the format python/bench_torch.py writes).
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `--threads` is applied in `main` (the thread pool starts before any
 /// command runs).
 pub fn run(args: BenchArgs) -> Result<()> {
-    let model = model_config(&args.model)?;
-    let device = wsunet::parse_device(&args.device).context("fix --device")?;
+    let model = args.model.config()?;
+    let device = wsunet::parse_device(args.device.name()).context("fix --device")?;
     let config = BenchConfig {
         model,
         batch: args.batch_size,

@@ -4,7 +4,75 @@ use anyhow::{Context, Result, bail};
 use wsunet::data::check::{channel_stats, check_dataset};
 use wsunet::data::{DatasetFiles, discover};
 
-use crate::cli::{CheckArgs, DataCommand, DatasetArgs, StatsArgs};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::cli::{IgnoreIndex, parse_ignore};
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Decode every sample and report counts, class pixel frequencies, the
+    /// size range and every problem found (exit code 1 if any).
+    Check(CheckArgs),
+
+    /// Per-channel mean and std of the training images, for the `normalize`
+    /// entry of a training config.
+    Stats(StatsArgs),
+}
+
+/// Where the dataset is and how to read its masks.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("dataset")))]
+pub struct DatasetArgs {
+    /// Dataset folder: images/ + masks/, train/ + val/, or Pascal VOC.
+    #[arg(long, value_name = "DIR", group = "dataset")]
+    pub data: Option<PathBuf>,
+
+    /// The dataset folder given without --data (the older spelling).
+    #[arg(value_name = "DIR", hide = true, group = "dataset")]
+    pub dir: Option<PathBuf>,
+
+    /// Share of a single-folder dataset held out for validation.
+    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    pub val_fraction: f64,
+
+    /// Seed of the holdout split.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+
+    /// Number of classes (default: classes.json, else the largest mask value + 1).
+    #[arg(long, value_name = "N")]
+    pub num_classes: Option<usize>,
+
+    /// Mask value of pixels to ignore, or `none`.
+    #[arg(long, value_name = "I|none", default_value = "255", value_parser = parse_ignore)]
+    pub ignore_index: IgnoreIndex,
+
+    /// Channels the model will take (default: the most common in the data).
+    #[arg(long, value_name = "C")]
+    pub in_channels: Option<usize>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+
+    /// Print JSON only.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(command: DataCommand) -> Result<()> {
     match command {

@@ -4,7 +4,7 @@
 //! run directory says so, so a score is never computed on training images
 //! by accident.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -14,8 +14,57 @@ use wsunet::data::prepare::{Split, split_samples};
 use wsunet::data::{Layout, Mode, SampleSpec, SegDataset};
 use wsunet::train::{SegLoss, Silent, TrainConfig, evaluate, run_config_of};
 
-use super::{Settings, open_device, with_fix};
-use crate::cli::EvalArgs;
+use super::{Settings, with_fix};
+use clap::Args;
+
+use crate::cli::{DeviceArg, IgnoreIndex, choice, parse_ignore};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model: a run directory, or a model's .bpk/.json.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// Dataset folder; default: the data the run trained on (its
+    /// config.json, in the run directory or beside the model file).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Which samples.
+    #[arg(long, value_name = "SPLIT", default_value = "val", value_parser = choice(&Split::ALL))]
+    pub split: Split,
+
+    /// Share of a single-folder dataset held out for validation. Default:
+    /// the run's own (from its config.json), else 0.2. Another value than
+    /// the run's can put training images into the validation split; a
+    /// warning says so.
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
+
+    /// Seed of the holdout split. Default: the run's own, else 0.
+    #[arg(long, value_name = "K")]
+    pub seed: Option<u64>,
+
+    /// Mask value of pixels to ignore, or `none`; default: the model's.
+    #[arg(long, value_name = "I|none", value_parser = parse_ignore)]
+    pub ignore_index: Option<IgnoreIndex>,
+
+    /// Leave out unreadable or invalid samples with a warning.
+    #[arg(long)]
+    pub skip_bad: bool,
+
+    /// Images per batch.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub batch_size: usize,
+
+    /// Where to write the scores as JSON; default: eval.json in the run
+    /// directory, or beside the model file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
 
 /// The same folder, however it is spelled.
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -26,7 +75,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let device = open_device(&args.device)?;
+    let device = args.device.open()?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
     // Folded: the same outputs without standardizing every kernel per batch.
     let model = model.fold();

@@ -8,25 +8,25 @@ use burn::tensor::{Device, Tensor};
 use wsunet::device::DeviceInfo;
 use wsunet::{WsResUNet, WsResUNetConfig, parse_device};
 
-use crate::cli::{InfoArgs, ModelArgs};
+use clap::Args;
 
-/// The number of classes of the built-in `shapes` data, used when none is given.
-const DEFAULT_CLASSES: usize = 4;
+use crate::cli::{DeviceArg, ModelArgs, parse_size};
 
-/// Resolves `--model-config` and `--num-classes` into a validated config.
-pub fn model_config(args: &ModelArgs) -> Result<WsResUNetConfig> {
-    let mut config = match &args.model_config {
-        Some(path) => WsResUNetConfig::from_file(path).context("fix --model-config")?,
-        None => WsResUNetConfig::new(DEFAULT_CLASSES),
-    };
-    if let Some(n) = args.num_classes {
-        config.num_classes = n;
-    }
-    config.validate().context(match &args.model_config {
-        Some(path) => format!("fix --model-config {} or --num-classes", path.display()),
-        None => "fix --num-classes".to_string(),
-    })?;
-    Ok(config)
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Input size for the table's output sizes: HxW, or one number for a square.
+    #[arg(long, value_name = "HxW", default_value = "256", value_parser = parse_size)]
+    pub size: [usize; 2],
+
+    #[command(flatten)]
+    pub device: DeviceArg,
+
+    /// Print JSON (config, parts, parameter counts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parameters of each named part, in [`WsResUNetConfig::layout`] order.
@@ -60,7 +60,7 @@ fn thousands(n: usize) -> String {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let config = model_config(&args.model)?;
+    let config = args.model.config()?;
     // Parameters are counted on the CPU; the optional device check builds the
     // model again where it will run.
     let model = config.init(&Device::flex())?;
@@ -69,7 +69,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let total = model.num_params();
     let [h, w] = args.size;
 
-    let check = match &args.device {
+    let check = match &args.device.device {
         Some(name) => Some(check_device(&config, name, args.size)?),
         None => None,
     };

@@ -8,7 +8,83 @@ use wsunet::data::{ClassList, Normalize};
 use wsunet::onnx::{OPSET, OnnxOptions, to_onnx};
 use wsunet::weights::{infer_config, load_state_dict, read_shapes, save_state_dict};
 
-use crate::cli::{ExportArgs, ImportArgs};
+use std::path::PathBuf;
+
+use clap::Args;
+use wsunet::layers::Standardization;
+
+use crate::cli::choice;
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The state dict (wrapped in `state_dict`/`model` or prefixed by
+    /// `module.` is fine).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Output model: writes NAME.bpk and NAME.json.
+    #[arg(long, value_name = "MODEL")]
+    pub out: PathBuf,
+
+    /// GroupNorm starting group count (a state dict does not record it).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub groups: usize,
+
+    /// Weight standardization (default: scaled when the file has gains,
+    /// else seed).
+    #[arg(long, value_name = "NAME", value_parser = choice(&Standardization::ALL))]
+    pub standardization: Option<Standardization>,
+
+    /// Standardization eps (default: the formula's).
+    #[arg(long, value_name = "EPS")]
+    pub eps: Option<f64>,
+
+    /// Per-channel input mean the model was trained with (comma-separated).
+    /// Without --mean and --std, inputs are not normalized: images go in as
+    /// read (8/16-bit scaled to [0, 1], .npy as is), as a state dict records
+    /// no preprocessing.
+    #[arg(long, value_name = "M,M,…", value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+
+    /// Per-channel input std the model was trained with (comma-separated).
+    #[arg(long, value_name = "S,S,…", value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The model: a run directory, or a model's .bpk/.json.
+    #[arg(long, value_name = "PATH", required_unless_present = "model_pos")]
+    pub model: Option<PathBuf>,
+
+    /// The model given without --model (the older spelling).
+    #[arg(value_name = "MODEL", hide = true, conflicts_with = "model")]
+    pub model_pos: Option<PathBuf>,
+
+    /// Output file; the extension chooses the format. FILE.onnx: an ONNX
+    /// graph (opset 17) of the folded network, input `image` float32
+    /// [batch, channels, height, width], output `logits` [batch, classes,
+    /// height, width], batch/height/width dynamic, the model card in the
+    /// file's metadata. Anything else: a safetensors state dict.
+    #[arg(long, value_name = "FILE.onnx|FILE.safetensors", alias = "to")]
+    pub out: PathBuf,
+
+    /// safetensors: write standardized kernels (and no gains) for a plain
+    /// Conv2d network. ONNX files are always folded.
+    #[arg(long)]
+    pub folded: bool,
+
+    /// ONNX: the graph applies the card's (x − mean) / std itself, so the
+    /// runtime feeds images scaled to [0, 1]. Without it, `image` must
+    /// already be normalized.
+    #[arg(long)]
+    pub normalize_input: bool,
+
+    /// ONNX: also output `labels`, the arg-max class index of each pixel
+    /// (int64 [batch, height, width]).
+    #[arg(long)]
+    pub argmax: bool,
+}
 
 pub fn import(args: ImportArgs) -> Result<()> {
     let standardization = args.standardization;

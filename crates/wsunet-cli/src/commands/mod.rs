@@ -136,8 +136,10 @@ pub mod train;
 
 #[cfg(test)]
 mod tests {
+    use super::eval::EvalArgs;
+    use super::predict::PredictArgs;
+    use super::train::TrainArgs;
     use super::*;
-    use crate::cli::{EvalArgs, PredictArgs, TrainArgs};
 
     #[test]
     fn a_setting_is_fixed_by_its_flag_else_its_config_field() {

@@ -27,9 +27,84 @@ use wsunet::infer::{PredictConfig, Prediction, Predictor, overlay};
 use wsunet::provenance::{Claim, Outputs, Provenance, Settings as Recorded};
 use wsunet::shard::Shard;
 
-use super::{Settings, open_device, with_fix};
-use crate::cli::PredictArgs;
+use super::{Settings, with_fix};
+use clap::Args;
+use wsunet::infer::Tta;
+
+use crate::cli::{DeviceArg, choice};
 use crate::progress;
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model: a run directory, or a model's .bpk/.json.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// An image, or a folder of images (png, jpg, bmp, tif, npy [C,H,W]
+    /// float32); repeat for more.
+    #[arg(long, value_name = "FILE|DIR", required = true)]
+    pub input: Vec<PathBuf>,
+
+    /// Output folder (created if missing): NAME.png masks, and with the
+    /// options below NAME_overlay.png, NAME_probs.npy, NAME_logits.npy;
+    /// predict.json records the model and settings that produced them.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Also write the image with the class colours blended over it.
+    #[arg(long)]
+    pub overlay: bool,
+
+    /// Opacity of the overlay colours, in [0, 1].
+    #[arg(long, value_name = "A", default_value_t = 0.5)]
+    pub alpha: f32,
+
+    /// Also write class probabilities as float32 .npy [classes, H, W].
+    #[arg(long)]
+    pub probs: bool,
+
+    /// Also write raw logits as float32 .npy [classes, H, W].
+    #[arg(long)]
+    pub logits: bool,
+
+    /// Tile side for large images; images no larger run in one pass.
+    /// Default: the model's training crop (the larger side) when its card
+    /// records one, else 512. GroupNorm normalizes over the whole tile, so
+    /// tiles much larger than the training crop can score worse.
+    #[arg(long, value_name = "N")]
+    pub tile: Option<usize>,
+
+    /// Minimum fraction of a tile shared with its neighbour, in [0, 0.9].
+    #[arg(long, value_name = "F", default_value_t = 0.25)]
+    pub overlap: f32,
+
+    /// Tiles per forward pass.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub batch_size: usize,
+
+    /// Test-time augmentation: none, or flip (average of the image and its
+    /// horizontal, vertical and double flips; 4× the time).
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = choice(&Tta::ALL))]
+    pub tta: Tta,
+
+    #[command(flatten)]
+    pub device: DeviceArg,
+
+    /// Predict one share of the inputs, for a job array: I/N (I from 0 to
+    /// N-1) takes every N-th image of the sorted list from the I-th on, so N
+    /// tasks together predict every image exactly once; auto reads I and N
+    /// from a Slurm job array (SLURM_ARRAY_TASK_ID, _COUNT, _MIN). Every
+    /// task must be given the same --input list.
+    #[arg(long, value_name = "I/N|auto")]
+    pub shard: Option<String>,
+
+    /// Predict every image again, replacing outputs that are there, and the
+    /// folder's predict.json if another model or other settings wrote it.
+    /// Without it, images whose outputs are complete are skipped, and a
+    /// folder predicted with another model or settings is refused.
+    #[arg(long)]
+    pub overwrite: bool,
+}
 
 pub fn run(args: PredictArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
@@ -42,7 +117,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
         None => Shard::default(),
     };
-    let device = open_device(&args.device)?;
+    let device = args.device.open()?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
     let tile = args.tile.unwrap_or_else(|| {
         let tile = PredictConfig::tile_for(&card);

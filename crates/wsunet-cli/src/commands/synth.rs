@@ -5,8 +5,33 @@ use rayon::prelude::*;
 use wsunet::data::io::{write_mask_png, write_png};
 use wsunet::data::shapes::{generate, shapes_classes};
 
-use crate::cli::SynthArgs;
+use std::path::PathBuf;
+
 use crate::progress::bar;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output folder; gets images/, masks/ and classes.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Number of samples.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub count: usize,
+
+    /// Side of the square images in pixels.
+    #[arg(long, value_name = "S", default_value_t = 128)]
+    pub size: usize,
+
+    /// Generator seed: the same seed always gives the same data.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Write into a folder that already holds images/ or masks/.
+    #[arg(long)]
+    pub force: bool,
+}
 
 pub fn run(args: SynthArgs) -> Result<()> {
     if args.count == 0 {

@@ -5,12 +5,180 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
+use clap::Args;
+use clap::builder::PossibleValuesParser;
+use serde::Serialize;
 use wsunet::WsResUNetConfig;
-use wsunet::train::{Session, TrainConfig, model_from_file, preset};
+use wsunet::train::{
+    LossKind, OptimizerKind, PRESETS, ScheduleKind, Session, TrainConfig, model_from_file, preset,
+};
 
 use super::{Settings, with_fix};
-use crate::cli::TrainArgs;
+use crate::cli::{DeviceArg, IgnoreIndex, choice, parse_ignore, parse_size};
 use crate::progress::TrainProgress;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training config (JSON, every field optional); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Architecture as a model config JSON (as for `wsunet info`); its
+    /// num_classes and in_channels, when given, must fit the data (left out:
+    /// the data's).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "preset",
+        group = "settings"
+    )]
+    pub model_config: Option<PathBuf>,
+
+    /// Named architecture: small (default; widths 16…256, 2.8 M parameters)
+    /// or base (the spec's default, widths 32…512, 11.3 M parameters).
+    #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(PRESETS.map(|(name, _)| name)))]
+    pub preset: Option<String>,
+
+    /// Run directory. Default: runs/run-NNN, the next free number.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in DIR from its latest checkpoint with its own
+    /// config.json. Only --epochs and --device may be given with it; any
+    /// other setting is an error, since the run was trained with its own.
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "data", "config", "model_config", "preset", "out", "batch_size", "val_batch_size", "size",
+        "lr", "min_lr", "optimizer", "schedule", "warmup_epochs", "weight_decay", "grad_clip",
+        "loss", "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad",
+        "seed", "val_every",
+    ])]
+    pub resume: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub settings: Flags,
+
+    /// Default: cpu, or the --config's device; with --resume, the run's.
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// The flags that set a field of the training config, named as the field
+/// is (`--batch-size` sets `batch_size`): serialized, they are the part of a
+/// config they override.
+#[derive(Debug, Args, Serialize)]
+pub struct Flags {
+    /// Dataset folder (images/ + masks/, train/ + val/, or Pascal VOC);
+    /// default: the built-in `shapes` data.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+
+    /// Total number of epochs.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+
+    /// Validate, checkpoint and print metrics every N epochs (and after the
+    /// last). Default 1. On a tiny dataset, where an epoch is a few steps,
+    /// a larger N saves the validation and checkpoint writes of the epochs
+    /// between.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_every: Option<usize>,
+
+    /// Samples per optimizer step (1 works: GroupNorm needs no batch
+    /// statistics). Validation batches are --val-batch-size.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+
+    /// Images per validation batch (default 8). Only speed and memory
+    /// depend on it: validation batches hold images of one size, and
+    /// GroupNorm normalizes each image on its own.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_batch_size: Option<usize>,
+
+    /// Training crop: HxW, or one number for a square. Default: 256×256
+    /// shrunk to the smallest training image (the shapes size for the
+    /// built-in data). Images smaller than the crop are mirror-padded, with
+    /// a warning.
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<[usize; 2]>,
+
+    /// Peak learning rate.
+    #[arg(long, value_name = "LR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+
+    /// Final learning rate of the decay (default 1e-5; at most --lr).
+    #[arg(long, value_name = "LR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_lr: Option<f64>,
+
+    /// The optimizer.
+    #[arg(long, value_name = "NAME", value_parser = choice(&OptimizerKind::ALL))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerKind>,
+
+    /// Decay after warmup.
+    #[arg(long, value_name = "NAME", value_parser = choice(&ScheduleKind::ALL))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleKind>,
+
+    /// Epochs of linear warmup (fractions allowed).
+    #[arg(long, value_name = "E")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<f64>,
+
+    /// Weight decay (never applied to norm parameters, biases and gains).
+    #[arg(long, value_name = "WD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+
+    /// Clip each parameter's gradient to this L2 norm.
+    #[arg(long, value_name = "NORM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f32>,
+
+    /// The loss: cross-entropy, soft Dice, focal, or cross-entropy + Dice.
+    #[arg(long, value_name = "NAME", value_parser = choice(&LossKind::ALL.map(|(kind, _)| kind)))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossKind>,
+
+    /// Per-class loss weights, comma-separated (e.g. 0.5,1,1,2).
+    #[arg(long, value_name = "W,W,…", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<Vec<f32>>,
+
+    /// Number of classes; overrides the model config's (default: the model
+    /// config's, else classes.json, else the largest mask value + 1; the
+    /// built-in shapes data has 4).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
+
+    /// Mask value of pixels to ignore, or `none` (default 255).
+    #[arg(long, value_name = "I|none", value_parser = parse_ignore)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_index: Option<IgnoreIndex>,
+
+    /// Share of a single-folder dataset held out for validation.
+    #[arg(long, value_name = "F")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
+
+    /// Leave out unreadable or invalid samples with a warning instead of stopping.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad: bool,
+
+    /// Seed of initialization, shuffling, augmentation and the holdout split.
+    #[arg(long, value_name = "K")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
 
 /// The next free `runs/run-NNN`.
 fn next_run_dir() -> PathBuf {
@@ -37,54 +205,21 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some(path) = &args.model_config {
         c.model = model_from_file(path).context("fix --model-config")?;
     }
-    if args.data.is_some() {
-        c.data = args.data.clone();
+    // Each flag replaces its field.
+    let mut config = serde_json::to_value(&c)?;
+    if let (Some(fields), serde_json::Value::Object(flags)) = (
+        config.as_object_mut(),
+        serde_json::to_value(&args.settings)?,
+    ) {
+        fields.extend(flags);
     }
-    macro_rules! set {
-        ($($field:ident),*) => { $(if let Some(v) = &args.$field { c.$field = v.clone(); })* };
-    }
-    set!(
-        epochs,
-        val_every,
-        batch_size,
-        lr,
-        min_lr,
-        warmup_epochs,
-        weight_decay,
-        seed,
-        device,
-        val_fraction
-    );
-    if args.size.is_some() {
-        c.size = args.size;
-    }
-    if let Some(v) = args.batch_size {
-        c.val_batch_size = v;
-    }
-    if args.grad_clip.is_some() {
-        c.grad_clip = args.grad_clip;
-    }
-    if args.class_weights.is_some() {
-        c.class_weights = args.class_weights.clone();
-    }
-    if let Some(n) = args.num_classes {
-        c.num_classes = Some(n);
+    let mut c: TrainConfig = serde_json::from_value(config)?;
+    if let Some(n) = args.settings.num_classes {
+        // The flag decides the class count wherever the config states it.
         c.model.num_classes = n;
     }
-    if let Some(ignore) = args.ignore_index {
-        c.ignore_index = ignore.0;
-    }
-    if args.skip_bad {
-        c.skip_bad = true;
-    }
-    if let Some(v) = args.optimizer {
-        c.optimizer = v;
-    }
-    if let Some(v) = args.schedule {
-        c.schedule = v;
-    }
-    if let Some(v) = args.loss {
-        c.loss = v;
+    if let Some(device) = &args.device.device {
+        c.device = device.clone();
     }
     Ok(c)
 }
@@ -133,7 +268,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let fix = |e| with_fix(e, &settings);
     let session = match &args.resume {
         // clap has refused every other setting next to --resume (see cli.rs).
-        Some(dir) => Session::resume(dir, args.epochs, args.device.as_deref())
+        Some(dir) => Session::resume(dir, args.settings.epochs, args.device.device.as_deref())
             .map_err(fix)
             .context("cannot resume (fix --resume, --epochs or --device)")?,
         None => {
@@ -162,7 +297,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         session.card.model.in_channels
     );
     println!(
-        "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{} ({}), {:?} lr {:.1e}, {} loss, device {}",
+        "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{} ({}), {} lr {:.1e}, {} loss, device {}",
         session.card.model.widths,
         session.card.model.depths,
         session.card.model.standardization,
@@ -198,4 +333,59 @@ pub fn run(args: TrainArgs) -> Result<()> {
         session.dir.join("model.json").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn resolved(argv: &[&str]) -> TrainConfig {
+        let cli = Cli::try_parse_from([&["wsunet", "train"], argv].concat()).unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        resolve(&args).unwrap()
+    }
+
+    #[test]
+    fn flags_replace_their_fields_and_nothing_else() {
+        let defaults = TrainConfig::default();
+        assert_eq!(resolved(&[]), defaults);
+        let c = resolved(&[
+            "--batch-size",
+            "3",
+            "--lr",
+            "0.01",
+            "--optimizer",
+            "sgd",
+            "--size",
+            "64x96",
+            "--ignore-index",
+            "none",
+            "--num-classes",
+            "5",
+            "--skip-bad",
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(
+            (c.batch_size, c.lr, c.optimizer),
+            (3, 0.01, OptimizerKind::Sgd)
+        );
+        assert_eq!((c.size, c.ignore_index), (Some([64, 96]), None));
+        assert_eq!((c.num_classes, c.model.num_classes), (Some(5), 5));
+        assert!(c.skip_bad);
+        // --batch-size is the training batch only.
+        assert_eq!(c.val_batch_size, defaults.val_batch_size);
+        let c = resolved(&["--val-batch-size", "2"]);
+        assert_eq!((c.batch_size, c.val_batch_size), (defaults.batch_size, 2));
+        // Flags win over --config; its other fields stay.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(&file, r#"{"epochs": 7, "batch_size": 5, "seed": 9}"#).unwrap();
+        let c = resolved(&["--config", file.to_str().unwrap(), "--batch-size", "2"]);
+        assert_eq!((c.epochs, c.batch_size, c.seed), (7, 2, 9));
+    }
 }

@@ -95,6 +95,16 @@ impl OptimizerKind {
     pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Adamw, OptimizerKind::Sgd];
 }
 
+impl std::fmt::Display for OptimizerKind {
+    /// The config's (and `--optimizer`'s) name: `adamw`, `sgd`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Adamw => "adamw",
+            OptimizerKind::Sgd => "sgd",
+        })
+    }
+}
+
 /// Everything a training run needs.
 ///
 /// # Example
@@ -437,6 +447,12 @@ mod tests {
         assert!(e.contains("unknown field `epoch`"), "{e}");
         let back: TrainConfig = serde_json::from_str(&c.to_json()).unwrap();
         assert_eq!(back, c);
+        for kind in OptimizerKind::ALL {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                kind.to_string().as_str()
+            );
+        }
     }
 
     #[test]
