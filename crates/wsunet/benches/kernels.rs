@@ -1,5 +1,5 @@
 //! Throughput of the CPU convolution kernels (`wsunet::ops::conv`) at the
-//! default model's real shapes (batch 2, 3×256×256 input), next to this
+//! base model's real shapes (batch 2, 3×256×256 input), next to this
 //! machine's sgemm peak measured with the same `gemm` crate.
 //!
 //! `cargo bench -p wsunet --bench kernels` (add `-- --quick` for fewer

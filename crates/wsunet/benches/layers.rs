@@ -2,7 +2,7 @@
 //! own: WsConv2d against a plain Burn `Conv2d` (Flex's convolution), the fused
 //! GroupNorm + SiLU against Burn's `GroupNorm` then `silu`, and
 //! `resize_bilinear` against Burn's native `interpolate`, forward and
-//! forward + backward, at sizes the default model meets.
+//! forward + backward, at sizes the base model meets.
 //!
 //! `cargo bench -p wsunet --bench layers` (add `-- --quick` for fewer rounds).
 //! Prints one markdown table; each number is the median of the rounds.
@@ -36,7 +36,7 @@ fn main() {
     println!("| layer | input (N×C×H×W) | forward ms | forward + backward ms |");
     println!("|---|---|---|---|");
 
-    // (batch, in, out, size): the default model's stages at 256×256 input.
+    // (batch, in, out, size): the base model's stages at 256×256 input.
     let convs = [
         (1, 32, 32, 128),
         (2, 64, 64, 64),
@@ -94,7 +94,7 @@ fn main() {
         }
     }
 
-    // Decoder upsampling ×2 at the default model's decoder widths, and the
+    // Decoder upsampling ×2 at the base model's decoder widths, and the
     // final ×2 of the head's 4 classes.
     for &(n, c, hw) in &[(2, 512, 8), (2, 128, 32), (2, 32, 128), (2, 4, 128)] {
         let size = [2 * hw, 2 * hw];

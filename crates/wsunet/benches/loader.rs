@@ -80,7 +80,7 @@ fn main() {
         "loader: {load_rate:.1} images/s ({size}×{size} PNG pairs, augmentation on, batch {batch}, {workers} workers, median of {rounds} epochs of {count})"
     );
 
-    // Training-step throughput of the default model (forward + backward) at
+    // Training-step throughput of the base model (forward + backward) at
     // batch 2 — the consumer the loader has to keep fed.
     let device = Device::flex().autodiff();
     let model = WsResUNetConfig::new(4).init(&device).unwrap();
@@ -96,7 +96,7 @@ fn main() {
         }
     }
     let step_rate = 2.0 / median(times);
-    println!("train step (default model, forward + backward, batch 2): {step_rate:.2} images/s");
+    println!("train step (base model, forward + backward, batch 2): {step_rate:.2} images/s");
     println!(
         "loader / train-step throughput: {:.0}× — {}",
         load_rate / step_rate,

@@ -8,7 +8,7 @@
 //! - [`layers::WsGnAct`] = WsConv2d → GroupNorm → SiLU;
 //!   [`layers::WsResBlock`] = two of them + projection + residual + SiLU;
 //!   [`layers::Up`] is one bilinear decoder step.
-//! - [`WsResUNet`] = stem, four residual stages (/2 … /32), bridge, decoder
+//! - [`WsResUNet`] = stem, four residual stages (/4 … /32), bridge, decoder
 //!   with skips, 1×1 head.
 //!
 //! Every layer equals its PyTorch twin (`python/wsunet_torch.py`); the tests

@@ -246,11 +246,11 @@ fn reflect(i: isize, n: usize) -> usize {
 
 /// Crops (random position) or pads (random placement) to `size`.
 ///
-/// Padding mirrors the image and its mask at the borders (see
-/// [`reflect`]) instead of filling with zeros: GroupNorm normalizes over
-/// the whole input, so a zero border would change the statistics every
-/// layer learns from, and the same image seen whole at evaluation would
-/// look different to the network. Mirrored labels describe the mirrored
+/// Padding mirrors the image and its mask at the borders (reflection
+/// without repeating the edge, OpenCV's `BORDER_REFLECT_101`) instead of
+/// filling with zeros: GroupNorm normalizes over the whole input, so a zero
+/// border would change the statistics every layer learns from, and the same
+/// image seen whole at evaluation would look different to the network. Mirrored labels describe the mirrored
 /// pixels, so they stay valid targets.
 pub fn crop_or_pad(
     image: &Image,

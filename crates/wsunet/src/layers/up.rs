@@ -77,7 +77,7 @@ impl Up {
         self.refine.forward(Tensor::cat(vec![x, skip], 1))
     }
 
-    /// The step with both convolutions folded (see [`WsConv2d::fold`]).
+    /// The step with both convolutions folded (see [`WsConv2d::fold`](super::WsConv2d::fold)).
     pub fn fold(self) -> Self {
         Up {
             reduce: self.reduce.fold(),

@@ -93,7 +93,7 @@ impl WsResBlock {
         self.conv2.forward_add_silu(h, shortcut)
     }
 
-    /// The block with every convolution folded (see [`WsConv2d::fold`]).
+    /// The block with every convolution folded (see [`WsConv2d::fold`](super::WsConv2d::fold)).
     pub fn fold(self) -> Self {
         WsResBlock {
             conv1: self.conv1.fold(),

@@ -5,9 +5,9 @@
 //! ops on every other device and dtype. Nothing here knows about layers.
 //!
 //! - [`conv2d`]: convolution (groups 1, dilation 1) — in [`conv`];
-//! - [`group_norm`]: GroupNorm fused with the SiLU and the residual sum
+//! - [`group_norm()`]: GroupNorm fused with the SiLU and the residual sum
 //!   that follow it ([`Tail`]) — in [`mod@group_norm`];
-//! - [`standardize`]: weight standardization of a kernel
+//! - [`standardize()`]: weight standardization of a kernel
 //!   ([`Standardization`]) — in [`mod@standardize`];
 //! - [`resize_bilinear`]: bilinear resizing — in [`resize`];
 //! - [`adamw`]: one AdamW update in a single pass (used by the trainer's

@@ -6,8 +6,8 @@
 //! Composed from Burn's ops this is four passes over the kernel forward and
 //! about eight backward, with a tensor allocated for each — for an 11 M
 //! parameter network, about a sixth of a training step. The kernel is one
-//! pass each way per row, rows in parallel, with blocked sums (see
-//! [`super::simd`]).
+//! pass each way per row, rows in parallel, with blocked sums (the `simd`
+//! module's).
 //!
 //! Formulas (Qiao et al., arXiv:1903.10520; timm's `StdConv2d` and
 //! `ScaledStdConv2d`), with `c = w − mean(w)` and `q = Σ c²` per row:

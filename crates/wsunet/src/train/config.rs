@@ -204,7 +204,7 @@ pub struct TrainConfig {
     pub normalize: Option<Normalize>,
     /// Seed of initialization, shuffling, augmentation and the holdout split.
     pub seed: u64,
-    /// Compute device: cpu, gpu[:N], vulkan[:N], cuda[:N] (see
+    /// Compute device: `cpu`, `gpu[:N]`, `vulkan[:N]`, `cuda[:N]` (see
     /// [`parse_device`](crate::parse_device)).
     pub device: String,
 }
@@ -257,7 +257,7 @@ impl TrainConfig {
 
     /// The training crop as configured: `size`, else the `shapes` size, else
     /// 256 × 256 (a session shrinks that to the data; see
-    /// [`resolve_crop`](super::trainer::resolve_crop)).
+    /// [`resolve_crop`](crate::data::prepare::resolve_crop)).
     pub fn crop(&self) -> [usize; 2] {
         self.size.unwrap_or(match self.data {
             None => [self.shapes.size; 2],
