@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{ClassList, Normalize};
 use crate::error::{Error, Result};
-use crate::fs::{write_atomic_with, write_json};
+use crate::fs::{read_json_with, write_atomic_with, write_json};
 use crate::model::{WsResUNet, WsResUNetConfig};
+use crate::run_dir::RunDir;
 
 /// What the JSON beside a model file says about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +58,7 @@ impl ModelCard {
 /// `model.bpk`), a `.bpk` file or a `.json` card.
 pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
     let base = if path.is_dir() {
-        path.join("model.bpk")
+        RunDir::new(path).final_model()
     } else {
         path.to_path_buf()
     };
@@ -134,11 +135,7 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(WsResUNet, ModelCard)
                     .into(),
         });
     }
-    let text = std::fs::read_to_string(&json).map_err(|error| Error::Io {
-        path: json.clone(),
-        error,
-    })?;
-    let card: ModelCard = serde_json::from_str(&text).map_err(|e| Error::Weights {
+    let card: ModelCard = read_json_with(&json, |e| Error::Weights {
         path: json.clone(),
         reason: format!("not a model card: {e}"),
     })?;

@@ -15,21 +15,36 @@ use crate::error::{Error, Result};
 /// Reads a JSON file into `T`; a syntax or schema mistake is an
 /// [`Error::Json`] naming the file, line and column.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    serde_json::from_str(&text).map_err(|error| Error::Json {
+    read_json_with(path, |error| Error::Json {
         path: Some(path.to_path_buf()),
         error,
     })
 }
 
+/// Reads a JSON file into `T`, turning a syntax or schema mistake into the
+/// caller's error (a model card's, a checkpoint's); an unreadable file is
+/// an [`Error::Io`].
+pub fn read_json_with<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    on_mistake: impl FnOnce(serde_json::Error) -> Error,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    serde_json::from_str(&text).map_err(on_mistake)
+}
+
+/// `value` as compact JSON (for metadata fields of other formats).
+pub fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|error| Error::Json { path: None, error })
+}
+
 /// Writes `value` as pretty JSON to `path`, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        error: std::io::Error::other(e),
+    let text = serde_json::to_string_pretty(value).map_err(|error| Error::Json {
+        path: Some(path.to_path_buf()),
+        error,
     })?;
     write_atomic(path, text.as_bytes())
 }

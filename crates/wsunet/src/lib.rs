@@ -51,6 +51,7 @@ pub mod onnx;
 pub mod ops;
 pub mod provenance;
 pub mod rng;
+pub mod run_dir;
 pub mod shard;
 pub mod train;
 pub mod weights;

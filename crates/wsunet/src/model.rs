@@ -147,11 +147,6 @@ impl WsResUNetConfig {
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         crate::fs::read_json(path)
     }
-
-    /// The config as pretty JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("config serializes")
-    }
 }
 
 /// One row of [`WsResUNetConfig::layout`]: a named part of the network.

@@ -37,7 +37,10 @@ impl Settings {
                 return format!("--{field}");
             }
             Settings::Run(dir) => {
-                return format!("{field} in {}", dir.join("config.json").display());
+                return format!(
+                    "{field} in {}",
+                    wsunet::run_dir::RunDir::new(dir).config().display()
+                );
             }
             Settings::Flags(command) => command,
         };

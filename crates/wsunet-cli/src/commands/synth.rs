@@ -60,11 +60,9 @@ pub fn run(args: SynthArgs) -> Result<()> {
             .with_context(|| format!("cannot create {} (fix --out)", dir.display()))?;
     }
     let classes = shapes_classes();
-    std::fs::write(
-        args.out.join(wsunet::data::classes::CLASSES_FILE),
-        classes.to_json(),
-    )
-    .with_context(|| format!("cannot write into {}", args.out.display()))?;
+    classes
+        .save(&args.out.join(wsunet::data::classes::CLASSES_FILE))
+        .with_context(|| format!("cannot write into {}", args.out.display()))?;
 
     let progress = bar(args.count as u64, "writing shapes");
     let digits = (args.count - 1).to_string().len().max(5);

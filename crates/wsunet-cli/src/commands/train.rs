@@ -279,8 +279,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     // Before anything is printed: a Ctrl-C once the run is announced stops
     // it cleanly rather than killing the process.
-    stop_on_ctrl_c(&session.dir)?;
+    stop_on_ctrl_c(session.dir.path())?;
     let c = &session.config;
+    let card = session.card();
     let data = match &c.data {
         Some(d) => d.display().to_string(),
         None => format!(
@@ -288,24 +289,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
             c.shapes.train, c.shapes.val, c.shapes.size, c.shapes.size
         ),
     };
-    println!("run directory {}", session.dir.display());
+    println!("run directory {}", session.dir);
     println!(
         "data {data}: {} train, {} val samples, {} classes, {} channel(s)",
         session.train.samples().len(),
         session.val.samples().len(),
-        session.card.model.num_classes,
-        session.card.model.in_channels
+        card.model.num_classes,
+        card.model.in_channels
     );
     println!(
         "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{} ({}), {} lr {:.1e}, {} loss, device {}",
-        session.card.model.widths,
-        session.card.model.depths,
-        session.card.model.standardization,
+        card.model.widths,
+        card.model.depths,
+        card.model.standardization,
         c.epochs,
         c.batch_size,
-        c.crop()[0],
-        c.crop()[1],
-        session.crop_note,
+        session.data.crop[0],
+        session.data.crop[1],
+        session.data.crop_note,
         c.optimizer,
         c.lr,
         c.loss,
@@ -318,19 +319,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "stopped after epoch {} of {} (Ctrl-C); every finished epoch is checkpointed, continue with: wsunet train --resume {}",
             summary.state.epoch,
             session.config.epochs,
-            session.dir.display()
+            session.dir
         ))
         .into());
     }
     println!("\nvalidation, last epoch:\n{}", summary.scores.table());
     if let Some((epoch, miou)) = summary.state.best {
-        println!("best mIoU {:.2}% at epoch {epoch} (best.bpk)", 100.0 * miou);
+        println!(
+            "best mIoU {:.2}% at epoch {epoch} ({})",
+            100.0 * miou,
+            session.dir.best_model().display()
+        );
     }
     println!(
         "trained in {:.1} s; model: {} (with {})",
         summary.seconds,
-        session.dir.join("model.bpk").display(),
-        session.dir.join("model.json").display()
+        session.dir.final_model().display(),
+        session.dir.final_model().with_extension("json").display()
     );
     Ok(())
 }

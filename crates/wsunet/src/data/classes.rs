@@ -63,11 +63,7 @@ const VOC_NAMES: [&str; 21] = [
 impl ClassList {
     /// Reads and checks a `classes.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        let list: ClassList = serde_json::from_str(&text).map_err(|e| Error::Data {
+        let list: ClassList = crate::fs::read_json_with(path, |e| Error::Data {
             path: path.to_path_buf(),
             reason: format!(
                 "not a class list ({e}); expected [{{\"name\": \"background\", \"color\": [0, 0, 0]}}, …]"
@@ -161,9 +157,9 @@ impl ClassList {
         self.classes.iter().position(|c| c.color == Some(rgb))
     }
 
-    /// Writes the list as pretty JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("class list serializes")
+    /// Writes the list to `path` as pretty JSON (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::fs::write_json(path, self)
     }
 }
 

@@ -68,6 +68,41 @@ fn max_mask_value(
         .try_reduce(|| 0, |a, b| Ok(a.max(b)))
 }
 
+/// What preparation found out about the data: the facts a run's model card
+/// and its `config.json` record, stated once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFacts {
+    /// The classes, in index order (their count is the class count).
+    pub classes: ClassList,
+    /// Channels of every image.
+    pub in_channels: usize,
+    /// Mask value of ignored pixels, if any.
+    pub ignore_index: Option<u16>,
+    /// Input normalization (given, or measured on the training images).
+    pub normalize: Normalize,
+    /// The training crop `[H, W]`.
+    pub crop: [usize; 2],
+    /// How the crop was chosen (see [`resolve_crop`]).
+    pub crop_note: String,
+}
+
+impl DataFacts {
+    /// The number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// What every sample must satisfy to be read into a batch.
+    pub fn sample_spec(&self) -> SampleSpec {
+        SampleSpec {
+            num_classes: self.num_classes(),
+            ignore_index: self.ignore_index,
+            in_channels: self.in_channels,
+            classes: Some(self.classes.clone()),
+        }
+    }
+}
+
 /// Checked training and validation samples, with what was found about them.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -75,16 +110,8 @@ pub struct Prepared {
     pub train: Vec<Sample>,
     /// Usable validation samples.
     pub val: Vec<Sample>,
-    /// Classes, channels and ignore index every sample satisfies.
-    pub spec: SampleSpec,
-    /// The class list.
-    pub classes: ClassList,
-    /// Input normalization (given, or measured on the training images).
-    pub normalize: Normalize,
-    /// The training crop.
-    pub crop: [usize; 2],
-    /// How the crop was chosen.
-    pub crop_note: String,
+    /// Classes, channels, normalization and crop.
+    pub facts: DataFacts,
     /// Samples left out, images smaller than the crop, and other warnings.
     pub warnings: Vec<String>,
 }
@@ -153,22 +180,24 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
         let s = &config.shapes;
         let classes = shapes_classes();
         let (train, val) = shapes_splits(s);
+        let (crop, crop_note) = match config.size {
+            Some(size) => (size, "as configured".to_string()),
+            None => ([s.size; 2], "the shapes image size".to_string()),
+        };
         return Ok(Prepared {
             train,
             val,
-            spec: SampleSpec {
-                num_classes: classes.len(),
-                ignore_index: config.ignore_index,
+            facts: DataFacts {
+                classes,
                 in_channels: 3,
-                classes: Some(classes.clone()),
+                ignore_index: config.ignore_index,
+                normalize: config
+                    .normalize
+                    .clone()
+                    .unwrap_or_else(|| Normalize::neutral(3)),
+                crop,
+                crop_note,
             },
-            classes,
-            normalize: config
-                .normalize
-                .clone()
-                .unwrap_or_else(|| Normalize::neutral(3)),
-            crop: config.size.unwrap_or([s.size; 2]),
-            crop_note: "the shapes image size".into(),
             warnings: Vec::new(),
         });
     };
@@ -256,11 +285,14 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
     Ok(Prepared {
         train,
         val,
-        spec,
-        classes,
-        normalize,
-        crop,
-        crop_note,
+        facts: DataFacts {
+            classes,
+            in_channels,
+            ignore_index: config.ignore_index,
+            normalize,
+            crop,
+            crop_note,
+        },
         warnings,
     })
 }

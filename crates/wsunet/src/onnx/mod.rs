@@ -30,6 +30,7 @@
 
 mod proto;
 
+use crate::fs::to_json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -216,15 +217,15 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
     let parameters = g.parameters;
     let mut metadata = vec![
         ("wsunet.version", env!("CARGO_PKG_VERSION").to_string()),
-        ("wsunet.model", json(&card.model)),
-        ("wsunet.classes", json(&card.classes)),
-        ("wsunet.normalize", json(&card.normalize)),
+        ("wsunet.model", to_json(&card.model)?),
+        ("wsunet.classes", to_json(&card.classes)?),
+        ("wsunet.normalize", to_json(&card.normalize)?),
         ("wsunet.input", input_doc),
         ("wsunet.outputs", output_names.join(",")),
     ];
     // The training crop: the tile size a runtime should predict with.
     if let Some(crop) = card.crop {
-        metadata.push(("wsunet.crop", json(&crop)));
+        metadata.push(("wsunet.crop", to_json(&crop)?));
     }
     let graph = GraphProto {
         node: g.nodes,
@@ -266,11 +267,6 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
         parameters,
         outputs: output_names,
     })
-}
-
-/// Compact JSON of a part of the card.
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("card parts serialize")
 }
 
 fn unsupported(reason: String) -> Error {

@@ -15,7 +15,7 @@
 //! moves leaves the previous checkpoint as the latest; older epochs beyond the
 //! last two are deleted after the pointer moves.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use super::state::TrainState;
 use crate::card::load_params;
 use crate::error::{Error, Result};
-use crate::fs::write_atomic;
+use crate::fs::{read_json_with, write_json};
+use crate::run_dir::RunDir;
 
 /// Complete checkpoints kept, the latest included (older ones are pruned).
 const KEEP: usize = 2;
@@ -33,10 +34,6 @@ const KEEP: usize = 2;
 struct Latest {
     epoch: usize,
     dir: String,
-}
-
-fn folder(run: &Path) -> PathBuf {
-    run.join("checkpoints")
 }
 
 fn fail(path: &Path, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -49,12 +46,12 @@ fn fail(path: &Path, what: &str, e: impl std::error::Error + Send + Sync + 'stat
 
 /// Writes the checkpoint of a finished epoch and makes it the latest.
 pub fn save<M: Module>(
-    run: &Path,
+    run: &RunDir,
     model: &M,
     optim: &ModuleOptimizer,
     state: &TrainState,
 ) -> Result<()> {
-    let root = folder(run);
+    let root = run.checkpoints();
     let name = format!("epoch-{:04}", state.epoch);
     let partial = root.join(format!(".{name}.partial"));
     let done = root.join(&name);
@@ -74,15 +71,15 @@ pub fn save<M: Module>(
     optim
         .save(partial.join("optim.bpk"))
         .map_err(|e| fail(&partial, "write optim.bpk", e))?;
-    let state_json = serde_json::to_string_pretty(state).expect("state serializes");
-    write_atomic(&partial.join("state.json"), state_json.as_bytes())?;
+    write_json(&partial.join("state.json"), state)?;
     std::fs::rename(&partial, &done).map_err(|e| fail(&done, "finish the checkpoint", e))?;
-    let latest = serde_json::to_string(&Latest {
-        epoch: state.epoch,
-        dir: name,
-    })
-    .expect("pointer serializes");
-    write_atomic(&root.join("latest.json"), latest.as_bytes())?;
+    write_json(
+        &run.latest_checkpoint(),
+        &Latest {
+            epoch: state.epoch,
+            dir: name,
+        },
+    )?;
     prune(&root, state.epoch);
     Ok(())
 }
@@ -105,38 +102,38 @@ fn prune(root: &Path, latest: usize) {
     }
 }
 
-/// Whether `run` holds any checkpoint.
-pub fn exists(run: &Path) -> bool {
-    folder(run).join("latest.json").is_file()
+/// Reads a JSON file of a checkpoint; a failure names the file.
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    read_json_with(path, |e| fail(path, "parse", e)).map_err(|e| match e {
+        Error::Io { path, error } => fail(&path, "read", error),
+        e => e,
+    })
 }
 
 /// Loads the latest complete checkpoint into `model` and `optim`.
 pub fn load_latest<M: Module>(
-    run: &Path,
+    run: &RunDir,
     model: M,
     optim: ModuleOptimizer,
 ) -> Result<(M, ModuleOptimizer, TrainState)> {
-    let root = folder(run);
-    let pointer = root.join("latest.json");
-    let text = std::fs::read_to_string(&pointer).map_err(|e| Error::Checkpoint {
-        path: pointer.clone(),
-        reason: format!(
-            "cannot read ({e}); is {} a wsunet run directory with at least one finished epoch?",
-            run.display()
-        ),
-        source: Some(Box::new(e)),
-    })?;
-    let latest: Latest = serde_json::from_str(&text).map_err(|e| fail(&pointer, "parse", e))?;
-    let dir = root.join(&latest.dir);
+    let pointer = run.latest_checkpoint();
+    if !pointer.is_file() {
+        return Err(Error::Checkpoint {
+            path: pointer,
+            reason: format!(
+                "no checkpoint pointer; is {run} a wsunet run directory with at least one finished epoch?"
+            ),
+            source: None,
+        });
+    }
+    let latest: Latest = read(&pointer)?;
+    let dir = run.checkpoints().join(&latest.dir);
     let model = load_params(model, &dir.join("model.bpk"))?;
     let optim = optim
         .load(dir.join("optim.bpk"))
         .map_err(|e| fail(&dir.join("optim.bpk"), "read the optimizer state", e))?;
     let state_path = dir.join("state.json");
-    let state: TrainState = serde_json::from_str(
-        &std::fs::read_to_string(&state_path).map_err(|e| fail(&state_path, "read", e))?,
-    )
-    .map_err(|e| fail(&state_path, "parse", e))?;
+    let state: TrainState = read(&state_path)?;
     if state.epoch != latest.epoch {
         return Err(Error::Checkpoint {
             path: state_path.clone(),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::LossKind;
 use super::schedule::ScheduleKind;
-use crate::data::prepare::{DEFAULT_CROP, DataSettings};
+use crate::data::prepare::DataSettings;
 pub use crate::data::shapes::ShapesSpec;
 use crate::data::{AugmentConfig, Normalize};
 use crate::error::{Error, Result};
@@ -250,21 +250,6 @@ impl TrainConfig {
         crate::fs::read_json(path)
     }
 
-    /// The config as pretty JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("config serializes")
-    }
-
-    /// The training crop as configured: `size`, else the `shapes` size, else
-    /// 256 × 256 (a session shrinks that to the data; see
-    /// [`resolve_crop`](crate::data::prepare::resolve_crop)).
-    pub fn crop(&self) -> [usize; 2] {
-        self.size.unwrap_or(match self.data {
-            None => [self.shapes.size; 2],
-            Some(_) => [DEFAULT_CROP; 2],
-        })
-    }
-
     /// The data part of the config: what data preparation needs.
     pub fn data_settings(&self) -> DataSettings {
         DataSettings {
@@ -424,15 +409,6 @@ mod tests {
         assert_eq!(c.epochs, 3);
         assert_eq!(c.batch_size, 8);
         assert_eq!(c.model.depths, vec![1, 1, 1, 1]);
-        assert_eq!(c.crop(), [96, 96]);
-        assert_eq!(
-            TrainConfig {
-                data: Some("d".into()),
-                ..c.clone()
-            }
-            .crop(),
-            [256, 256]
-        );
         assert_eq!((c.model.in_channels, c.model.num_classes), (0, 0));
         assert_eq!(preset("base").unwrap().widths, vec![32, 64, 128, 256, 512]);
         assert!(
@@ -445,7 +421,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `epoch`"), "{e}");
-        let back: TrainConfig = serde_json::from_str(&c.to_json()).unwrap();
+        let back: TrainConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         for kind in OptimizerKind::ALL {
             assert_eq!(

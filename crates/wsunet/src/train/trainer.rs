@@ -9,12 +9,12 @@
 //! three-file checkpoints cannot give an exactly resumable run, and which
 //! cannot stop cleanly on a non-finite loss.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 
 use super::checkpoint;
@@ -25,24 +25,32 @@ use super::loader::{Batches, epoch_order};
 use super::loss::SegLoss;
 use super::observer::Observer;
 use super::optim::optimizer;
-use super::run_dir::{config_path, write_config, write_metrics};
+use super::run_dir::RunDir;
 use super::schedule::LrSchedule;
 use super::state::{EpochRecord, TrainState};
 use crate::card::{ModelCard, save_model};
-use crate::data::prepare::prepare;
+use crate::data::prepare::{DataFacts, prepare};
 use crate::data::{Mode, SegDataset};
 use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::fs::write_json;
+use crate::model::{WsResUNet, WsResUNetConfig};
 
-/// A prepared training run: resolved config, datasets and model card.
+/// A prepared training run: the config as given, what preparation found
+/// out about the data, and the datasets. Nothing is written before
+/// [`Session::run`].
 pub struct Session {
     /// The run directory.
-    pub dir: PathBuf,
-    /// The resolved config.
+    pub dir: RunDir,
+    /// The config as given (from flags and files, or the run's
+    /// `config.json` on resume); never rewritten. What the data decided is
+    /// in [`data`](Self::data); [`resolved_config`](Self::resolved_config)
+    /// combines the two.
     pub config: TrainConfig,
-    /// Architecture, classes and normalization of the model being trained.
-    pub card: ModelCard,
+    /// Classes, channels, normalization and training crop, as preparation
+    /// resolved them: the one source of the model card and of
+    /// `config.json`.
+    pub data: DataFacts,
     /// Training samples (augmented).
     pub train: Arc<SegDataset>,
     /// Validation samples (whole images).
@@ -50,8 +58,6 @@ pub struct Session {
     /// Samples left out, images smaller than the crop, and other warnings
     /// from preparation.
     pub warnings: Vec<String>,
-    /// How the training crop was chosen (shown with the run's settings).
-    pub crop_note: String,
     /// The compute device (without autodiff).
     pub device: Device,
 }
@@ -69,38 +75,58 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
+/// Where training stands: the model, its optimizer and the state that a
+/// checkpoint saves (`state.epoch` is the last checkpointed epoch).
+struct Training {
+    model: WsResUNet,
+    optim: ModuleOptimizer,
+    state: TrainState,
+}
+
+/// What one epoch's training steps produced.
+struct Trained {
+    /// Mean loss over the epoch's batches.
+    loss: f64,
+    /// Learning rate of the last step.
+    lr: f64,
+    /// Training images per second.
+    images_per_sec: f64,
+    /// When the epoch started.
+    start: Instant,
+}
+
 impl Session {
     /// Prepares a new run in `dir`, which must not hold a run already.
     pub fn new(config: TrainConfig, dir: &Path) -> Result<Session> {
-        if checkpoint::exists(dir) {
+        let run = RunDir::new(dir);
+        if run.has_checkpoint() {
             return Err(Error::RunExists {
                 dir: dir.to_path_buf(),
             });
         }
-        Self::open(config, dir)
+        Self::open(config, run)
     }
 
     /// Reopens the run in `dir` from its `config.json`, optionally with a new
     /// total number of epochs and another device (applied before the device
     /// is opened, so a run can move off a device this machine lacks).
     pub fn resume(dir: &Path, epochs: Option<usize>, device: Option<&str>) -> Result<Session> {
-        let path = config_path(dir);
-        if !path.is_file() || !checkpoint::exists(dir) {
+        let run = RunDir::new(dir);
+        if !run.config().is_file() || !run.has_checkpoint() {
             return Err(Error::NotARun {
                 dir: dir.to_path_buf(),
             });
         }
-        let mut config = TrainConfig::from_file(&path)?;
-        if let Some(e) = epochs {
-            config.epochs = e;
-        }
-        if let Some(d) = device {
-            config.device = d.to_string();
-        }
-        Self::open(config, dir)
+        let stored = run.read_config()?;
+        let config = TrainConfig {
+            epochs: epochs.unwrap_or(stored.epochs),
+            device: device.map_or(stored.device.clone(), str::to_string),
+            ..stored
+        };
+        Self::open(config, run)
     }
 
-    fn open(mut config: TrainConfig, dir: &Path) -> Result<Session> {
+    fn open(config: TrainConfig, dir: RunDir) -> Result<Session> {
         config.validate()?;
         let device = parse_device(&config.device)?;
         // The setting the class count came from: the one to fix.
@@ -112,73 +138,102 @@ impl Session {
             }
             e => e,
         })?;
+        let found = p.facts.num_classes();
         if let Some((field, n)) = classes
-            && n != p.spec.num_classes
+            && n != found
         {
             return Err(Error::setting(
                 field,
                 format!(
-                    "{field} is {n} but the data has {} classes; set it to {} or to 0 (from the data)",
-                    p.spec.num_classes, p.spec.num_classes
+                    "{field} is {n} but the data has {found} classes; set it to {found} or to 0 (from the data)"
                 ),
             ));
         }
         if let Some(w) = &config.class_weights
-            && w.len() != p.spec.num_classes
+            && w.len() != found
         {
             return Err(Error::setting(
                 "class_weights",
                 format!(
-                    "class_weights has {} entries but there are {} classes",
-                    w.len(),
-                    p.spec.num_classes
+                    "class_weights has {} entries but there are {found} classes",
+                    w.len()
                 ),
             ));
         }
-        if ![FROM_DATA, p.spec.in_channels].contains(&config.model.in_channels) {
+        let channels = p.facts.in_channels;
+        if ![FROM_DATA, channels].contains(&config.model.in_channels) {
             return Err(Error::setting(
                 "model.in_channels",
                 format!(
-                    "model.in_channels is {} but the training images have {} channel(s); set it to {} or to 0 (from the data)",
-                    config.model.in_channels, p.spec.in_channels, p.spec.in_channels
+                    "model.in_channels is {} but the training images have {channels} channel(s); set it to {channels} or to 0 (from the data)",
+                    config.model.in_channels
                 ),
             ));
         }
-        // The resolved config: what --resume reads back.
-        config.num_classes = Some(p.spec.num_classes);
-        config.model.num_classes = p.spec.num_classes;
-        config.model.in_channels = p.spec.in_channels;
-        config.normalize = Some(p.normalize.clone());
-        config.size = Some(p.crop);
-        let card = ModelCard {
-            model: config.model.clone(),
-            classes: p.classes,
-            normalize: p.normalize.clone(),
-            ignore_index: config.ignore_index,
-            crop: Some(p.crop),
-        };
-        card.validate()?;
+        let spec = p.facts.sample_spec();
         let train = SegDataset::new(
             p.train,
-            p.spec.clone(),
-            p.normalize.clone(),
+            spec.clone(),
+            p.facts.normalize.clone(),
             Mode::Train {
                 augment: config.augmentation(),
-                size: p.crop,
+                size: p.facts.crop,
             },
             config.seed,
         )?;
-        let val = SegDataset::new(p.val, p.spec, p.normalize, Mode::Eval, config.seed)?;
-        Ok(Session {
-            dir: dir.to_path_buf(),
+        let val = SegDataset::new(
+            p.val,
+            spec,
+            p.facts.normalize.clone(),
+            Mode::Eval,
+            config.seed,
+        )?;
+        let session = Session {
+            dir,
             config,
-            card,
+            data: p.facts,
             train: Arc::new(train),
             val: Arc::new(val),
             warnings: p.warnings,
-            crop_note: p.crop_note,
             device,
-        })
+        };
+        session.card().validate()?;
+        Ok(session)
+    }
+
+    /// The architecture being trained: the config's, with the channel and
+    /// class counts of the data.
+    pub fn model_config(&self) -> WsResUNetConfig {
+        WsResUNetConfig {
+            in_channels: self.data.in_channels,
+            num_classes: self.data.num_classes(),
+            ..self.config.model.clone()
+        }
+    }
+
+    /// The card saved with every model of this run.
+    pub fn card(&self) -> ModelCard {
+        ModelCard {
+            model: self.model_config(),
+            classes: self.data.classes.clone(),
+            normalize: self.data.normalize.clone(),
+            ignore_index: self.data.ignore_index,
+            crop: Some(self.data.crop),
+        }
+    }
+
+    /// The config with what the data decided written in (class and channel
+    /// counts, normalization, crop): the run's `config.json`, from which
+    /// `--resume` prepares the same run again. The class count is stated
+    /// once, as `model.num_classes`.
+    pub fn resolved_config(&self) -> TrainConfig {
+        TrainConfig {
+            num_classes: None,
+            model: self.model_config(),
+            normalize: Some(self.data.normalize.clone()),
+            size: Some(self.data.crop),
+            ..self.config.clone()
+        }
     }
 
     /// The loss of this run.
@@ -210,147 +265,193 @@ impl Session {
     /// is one.
     pub fn run(&self, observer: &mut dyn Observer) -> Result<TrainSummary> {
         let start = Instant::now();
+        let mut run = self.start(observer)?;
+        let mut epoch = run.state.epoch;
+        loop {
+            epoch += 1;
+            let last = epoch == self.config.epochs;
+            let trained;
+            (run, trained) = self.train_epoch(epoch, run, observer)?;
+            // Asked once an epoch: a stop request validates and checkpoints
+            // an epoch that `val_every` would skip.
+            let scheduled = last || epoch.is_multiple_of(self.config.val_every);
+            let stop_early = !scheduled && observer.should_stop();
+            if !(scheduled || stop_early) {
+                observer.epoch_trained(
+                    epoch,
+                    trained.loss,
+                    trained.lr,
+                    trained.images_per_sec,
+                    trained.start.elapsed().as_secs_f64(),
+                );
+                continue;
+            }
+            let scores = self.end_epoch(epoch, &mut run, trained, observer)?;
+            let stopped = stop_early || (!last && observer.should_stop());
+            if last {
+                save_model(&run.model.valid(), &self.card(), &self.dir.final_model())?;
+                write_json(&self.dir.scores(), &scores)?;
+            }
+            if last || stopped {
+                return Ok(TrainSummary {
+                    state: run.state,
+                    stopped,
+                    scores,
+                    seconds: start.elapsed().as_secs_f64(),
+                });
+            }
+        }
+    }
+
+    /// Writes the resolved config and returns the model, optimizer and
+    /// state to start from: fresh, or the latest checkpoint's.
+    fn start(&self, observer: &mut dyn Observer) -> Result<Training> {
         for w in &self.warnings {
             observer.info(&format!("warning: {w}"));
         }
         // The resolved config is what --resume reads; written only now that
         // training starts, so preparing a session changes nothing on disk.
-        write_config(&self.dir, &self.config)?;
+        self.dir.write_config(&self.resolved_config())?;
         let ad = self.device.clone().autodiff();
-        let model = self.card.model.init_seeded(&ad, self.config.seed)?;
+        let model = self.model_config().init_seeded(&ad, self.config.seed)?;
         let optim = optimizer(&self.config);
-        let (mut model, mut optim, mut state) = if checkpoint::exists(&self.dir) {
-            let (m, o, s) = checkpoint::load_latest(&self.dir, model, optim)?;
+        let run = if self.dir.has_checkpoint() {
+            let (model, optim, state) = checkpoint::load_latest(&self.dir, model, optim)?;
             observer.info(&format!(
                 "resuming after epoch {} (step {})",
-                s.epoch, s.step
+                state.epoch, state.step
             ));
-            (m, o, s)
+            Training {
+                model,
+                optim,
+                state,
+            }
         } else {
-            (model, optim, TrainState::default())
+            Training {
+                model,
+                optim,
+                state: TrainState::default(),
+            }
         };
-        if state.epoch >= self.config.epochs {
+        if run.state.epoch >= self.config.epochs {
             return Err(Error::RunFinished {
-                dir: self.dir.clone(),
-                done: state.epoch,
+                dir: self.dir.path().to_path_buf(),
+                done: run.state.epoch,
                 epochs: self.config.epochs,
             });
         }
-        let loss_fn = self.loss();
-        let schedule = self.schedule();
-        let mut last_scores = None;
-        for epoch in state.epoch + 1..=self.config.epochs {
-            let epoch_start = Instant::now();
-            let order = epoch_order(
-                self.train.samples().len(),
-                self.config.seed,
-                epoch as u64,
-                true,
-            );
-            let batches = Batches::new(
-                self.train.clone(),
-                order
-                    .chunks(self.config.batch_size)
-                    .map(<[usize]>::to_vec)
-                    .collect(),
-                epoch as u64,
-                ad.clone(),
-            );
-            observer.epoch_start(epoch, self.config.epochs, batches.len);
-            let (mut loss_sum, mut seen, mut lr) = (0.0, 0usize, 0.0);
-            for (i, batch) in batches.enumerate() {
-                let batch = batch?;
-                lr = schedule.lr_at(state.step);
-                let n = batch.names.len();
-                let logits = model.forward(batch.images);
-                let loss = loss_fn.forward(logits, batch.masks);
-                let value = loss.clone().into_scalar::<f32>() as f64;
-                if !value.is_finite() {
-                    return Err(Error::NonFiniteLoss {
-                        value,
-                        epoch,
-                        step: state.step + 1,
-                        batch: i + 1,
-                        checkpoint: (state.epoch > 0).then_some(state.epoch),
-                        lr: self.config.lr,
-                    });
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
-                state.step += 1;
-                loss_sum += value;
-                seen += n;
-                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64();
-                observer.batch(i + 1, loss_sum / (i + 1) as f64, rate, lr);
-            }
-            let train_seconds = epoch_start.elapsed().as_secs_f64();
-            let last = epoch == self.config.epochs;
-            let stop = !last && observer.should_stop();
-            if !(last || stop || epoch.is_multiple_of(self.config.val_every)) {
-                observer.epoch_trained(
+        Ok(run)
+    }
+
+    /// One pass over the training set in the epoch's order.
+    fn train_epoch(
+        &self,
+        epoch: usize,
+        mut run: Training,
+        observer: &mut dyn Observer,
+    ) -> Result<(Training, Trained)> {
+        let start = Instant::now();
+        let (loss_fn, schedule) = (self.loss(), self.schedule());
+        let order = epoch_order(
+            self.train.samples().len(),
+            self.config.seed,
+            epoch as u64,
+            true,
+        );
+        let batches = Batches::new(
+            self.train.clone(),
+            order
+                .chunks(self.config.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect(),
+            epoch as u64,
+            self.device.clone().autodiff(),
+        );
+        observer.epoch_start(epoch, self.config.epochs, batches.len);
+        let (mut loss_sum, mut steps, mut seen, mut lr) = (0.0, 0usize, 0usize, 0.0);
+        for batch in batches {
+            let batch = batch?;
+            lr = schedule.lr_at(run.state.step);
+            let n = batch.names.len();
+            let logits = run.model.forward(batch.images);
+            let loss = loss_fn.forward(logits, batch.masks);
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    value,
                     epoch,
-                    loss_sum / self.steps_per_epoch() as f64,
-                    lr,
-                    seen as f64 / train_seconds,
-                    train_seconds,
-                );
-                continue;
-            }
-            // One copy without autodiff serves validation and the best-model save.
-            let eval_model = model.valid();
-            let eval = evaluate(
-                &eval_model,
-                &self.val,
-                self.config.val_batch_size,
-                &self.device,
-                &loss_fn,
-                observer,
-                &self.card.classes.names(),
-            )?;
-            let record = EpochRecord {
-                epoch,
-                train_loss: loss_sum / self.steps_per_epoch() as f64,
-                val_loss: eval.loss,
-                miou: eval.scores.miou,
-                mean_dice: eval.scores.mean_dice,
-                pixel_accuracy: eval.scores.pixel_accuracy,
-                lr,
-                seconds: epoch_start.elapsed().as_secs_f64(),
-                images_per_sec: seen as f64 / train_seconds,
-                class_iou: eval.scores.classes.iter().map(|c| c.iou).collect(),
-            };
-            let is_best = state.best.is_none_or(|(_, b)| record.miou > b);
-            if is_best {
-                state.best = Some((epoch, record.miou));
-                save_model(&eval_model, &self.card, &self.dir.join("best.bpk"))?;
-                write_json(&self.dir.join("best_scores.json"), &eval.scores)?;
-            }
-            state.epoch = epoch;
-            state.history.push(record.clone());
-            checkpoint::save(&self.dir, &model, &optim, &state)?;
-            write_metrics(&self.dir, &state.history, &self.card.classes.names())?;
-            if let Err(e) = super::curves::draw(&self.dir.join("curves.png"), &state.history) {
-                observer.info(&format!("warning: could not draw curves.png: {e}"));
-            }
-            observer.epoch_end(&record, &eval.scores, is_best);
-            last_scores = Some(eval.scores);
-            if !last && (stop || observer.should_stop()) {
-                return Ok(TrainSummary {
-                    state,
-                    stopped: true,
-                    scores: last_scores.expect("an epoch ran"),
-                    seconds: start.elapsed().as_secs_f64(),
+                    step: run.state.step + 1,
+                    batch: steps + 1,
+                    checkpoint: (run.state.epoch > 0).then_some(run.state.epoch),
+                    lr: self.config.lr,
                 });
             }
+            let grads = GradientsParams::from_grads(loss.backward(), &run.model);
+            run.model = run.optim.step(lr, run.model, grads);
+            run.state.step += 1;
+            steps += 1;
+            loss_sum += value;
+            seen += n;
+            let rate = seen as f64 / start.elapsed().as_secs_f64();
+            observer.batch(steps, loss_sum / steps as f64, rate, lr);
         }
-        let scores = last_scores.expect("at least one epoch ran");
-        save_model(&model.valid(), &self.card, &self.dir.join("model.bpk"))?;
-        write_json(&self.dir.join("scores.json"), &scores)?;
-        Ok(TrainSummary {
-            state,
-            stopped: false,
-            scores,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+        let trained = Trained {
+            loss: loss_sum / steps.max(1) as f64,
+            lr,
+            images_per_sec: seen as f64 / start.elapsed().as_secs_f64(),
+            start,
+        };
+        Ok((run, trained))
+    }
+
+    /// Validates the epoch's model and writes what the run keeps of it: the
+    /// best model (when it is), the checkpoint, the metrics and the curves.
+    fn end_epoch(
+        &self,
+        epoch: usize,
+        run: &mut Training,
+        trained: Trained,
+        observer: &mut dyn Observer,
+    ) -> Result<SegScores> {
+        // One copy without autodiff serves validation and the best-model save.
+        let eval_model = run.model.valid();
+        let names = self.data.classes.names();
+        let eval = evaluate(
+            &eval_model,
+            &self.val,
+            self.config.val_batch_size,
+            &self.device,
+            &self.loss(),
+            observer,
+            &names,
+        )?;
+        let record = EpochRecord {
+            epoch,
+            train_loss: trained.loss,
+            val_loss: eval.loss,
+            miou: eval.scores.miou,
+            mean_dice: eval.scores.mean_dice,
+            pixel_accuracy: eval.scores.pixel_accuracy,
+            lr: trained.lr,
+            seconds: trained.start.elapsed().as_secs_f64(),
+            images_per_sec: trained.images_per_sec,
+            class_iou: eval.scores.classes.iter().map(|c| c.iou).collect(),
+        };
+        let state = &mut run.state;
+        let is_best = state.best.is_none_or(|(_, b)| record.miou > b);
+        if is_best {
+            state.best = Some((epoch, record.miou));
+            save_model(&eval_model, &self.card(), &self.dir.best_model())?;
+            write_json(&self.dir.best_scores(), &eval.scores)?;
+        }
+        state.epoch = epoch;
+        state.history.push(record.clone());
+        checkpoint::save(&self.dir, &run.model, &run.optim, state)?;
+        self.dir.write_metrics(&state.history, &names)?;
+        if let Err(e) = super::curves::draw(&self.dir.curves(), &state.history) {
+            observer.info(&format!("warning: could not draw curves.png: {e}"));
+        }
+        observer.epoch_end(&record, &eval.scores, is_best);
+        Ok(eval.scores)
     }
 }
