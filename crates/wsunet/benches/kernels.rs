@@ -1,4 +1,4 @@
-//! Throughput of the CPU convolution kernels (`wsunet::ops::conv`) at the
+//! Throughput of the CPU convolution kernels (`wsunet::ops::kernels`, the kernels of `ops/conv.rs`) at the
 //! base model's real shapes (batch 2, 3×256×256 input), next to this
 //! machine's sgemm peak measured with the same `gemm` crate.
 //!
@@ -9,7 +9,7 @@
 mod common;
 
 use common::median_ms;
-use wsunet::ops::conv::{self, ConvGeom};
+use wsunet::ops::kernels::{self as conv, ConvGeom};
 
 fn values(len: usize) -> Vec<f32> {
     (0..len)

@@ -7,8 +7,10 @@
 
 use std::path::PathBuf;
 
-/// Errors returned by the wsunet library.
+/// Errors returned by the wsunet library. New kinds may be added in any
+/// release, so a `match` needs a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A model config that cannot be built (a width of 0, four depths
     /// instead of five, …). `field` is its JSON name, e.g. `widths`.

@@ -35,6 +35,22 @@
 //! let logits = model.forward(Tensor::<4>::zeros([1, 3, 64, 64], &device));
 //! assert_eq!(logits.dims(), [1, 4, 64, 64]);
 //! ```
+//!
+//! # The public surface
+//!
+//! The network: [`layers`], [`model`] (re-exported here: [`WsResUNet`],
+//! [`WsResUNetConfig`]), and [`ops`], the tensor operations the layers run
+//! (its kernels on raw slices are internal). Using a model: [`card`] (the
+//! model file and its card: [`ModelCard`], [`load_model`], [`save_model`]),
+//! [`infer`] (tiled prediction: [`Predictor`]), [`weights`] (PyTorch state
+//! dicts), [`onnx`] (export). Data: [`data`] (reading, checking, augmenting
+//! and batching images and masks). Training: [`train`] ([`Session`],
+//! [`TrainConfig`]) and [`run_dir`] (the files of a run: [`RunDir`]).
+//! Running at scale: [`shard`], [`provenance`], [`mod@bench`]. Devices:
+//! [`device`] ([`parse_device`]). Errors: [`Error`]. Files: [`fs`] (the
+//! atomic writer and JSON reader/writer every output goes through).
+//! Seeded random streams, parameter initialization and shared geometry are
+//! internal.
 
 pub mod bench;
 pub mod card;
@@ -42,21 +58,25 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod fs;
-pub mod geometry;
+pub(crate) mod geometry;
 pub mod infer;
-pub mod init;
+pub(crate) mod init;
 pub mod layers;
 pub mod model;
 pub mod onnx;
 pub mod ops;
 pub mod provenance;
-pub mod rng;
+pub(crate) mod rng;
 pub mod run_dir;
 pub mod shard;
 pub mod train;
 pub mod weights;
 
 pub use burn;
+pub use card::{ModelCard, load_model, save_model};
 pub use device::parse_device;
 pub use error::{Error, Result};
+pub use infer::Predictor;
 pub use model::{MIN_INPUT_SIZE, PartInfo, WsResUNet, WsResUNetConfig};
+pub use run_dir::RunDir;
+pub use train::{Session, TrainConfig};

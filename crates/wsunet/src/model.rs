@@ -248,7 +248,7 @@ impl WsResUNetConfig {
     }
 
     /// [`init`](Self::init) with weights drawn from a local random stream
-    /// seeded by `seed` (see [`SeededInit`](crate::init::SeededInit)): the
+    /// seeded by `seed` (each parameter from its own stream, `init.rs`): the
     /// same seed gives the same weights, whatever other threads draw, and
     /// Burn's process-wide generator is neither reseeded nor used.
     ///

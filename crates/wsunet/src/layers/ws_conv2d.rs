@@ -8,7 +8,7 @@
 //! `ScaledStdConv2d` (Brock et al., NF-Nets, arXiv:2101.08692).
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::Initializer;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
@@ -139,6 +139,7 @@ impl WsConv2dConfig {
 /// - output: `[batch, out_channels, H', W']` with
 ///   `H' = (H + 2·padding − dilation·(k − 1) − 1) / stride + 1`
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct WsConv2d {
     /// Raw kernel `[out, in/groups, k, k]`.
     pub weight: Param<Tensor<4>>,
@@ -168,6 +169,30 @@ pub struct WsConv2d {
     /// [`fold`](WsConv2d::fold)); then forward convolves with it as is.
     #[module(skip)]
     pub folded: bool,
+}
+
+impl ModuleDisplay for WsConv2d {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    /// As burn-nn's `Conv2d` shows itself, with the standardization.
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let [ch_out, group_in, k, _] = self.weight.dims();
+        content
+            .add("ch_in", &(group_in * self.groups))
+            .add("ch_out", &ch_out)
+            .add("kernel_size", &k)
+            .add("stride", &self.stride)
+            .add("padding", &self.padding)
+            .add("groups", &self.groups)
+            .add("standardization", &self.standardization.to_string())
+            .add("eps", &self.eps)
+            .add("folded", &self.folded)
+            .optional()
+    }
 }
 
 impl WsConv2d {
@@ -233,6 +258,17 @@ impl WsConv2d {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shows_itself_as_burn_nn_layers_do() {
+        let conv = super::WsConv2dConfig::new(4, 8, 3)
+            .with_stride(2)
+            .init(&burn::tensor::Device::flex());
+        assert_eq!(
+            format!("{conv}"),
+            "WsConv2d {ch_in: 4, ch_out: 8, kernel_size: 3, stride: 2, padding: 1, groups: 1, standardization: seed, eps: 0.00001, folded: false, params: 288}"
+        );
+    }
+
     use super::*;
     use burn::tensor::{Distribution, TensorData, Tolerance};
 

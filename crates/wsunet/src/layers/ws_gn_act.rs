@@ -6,7 +6,7 @@
 //! train stably with batches of 1–2.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay};
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{Device, Tensor};
 
@@ -73,6 +73,7 @@ impl WsGnActConfig {
 /// - input: `[batch, in_channels, H, W]`
 /// - output: `[batch, out_channels, ⌈H/stride⌉, ⌈W/stride⌉]` (odd kernels)
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct WsGnAct {
     /// The weight-standardized convolution.
     pub conv: WsConv2d,
@@ -81,6 +82,21 @@ pub struct WsGnAct {
     /// Whether SiLU is applied.
     #[module(skip)]
     pub act: bool,
+}
+
+impl ModuleDisplay for WsGnAct {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new().optional()
+    }
+
+    /// Its two layers, and whether SiLU follows them.
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("conv", &self.conv)
+            .add("gn", &self.gn)
+            .add("act", &self.act)
+            .optional()
+    }
 }
 
 impl WsGnAct {
@@ -121,6 +137,20 @@ impl WsGnAct {
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+
+    #[test]
+    fn shows_its_layers_and_activation() {
+        let block = WsGnActConfig::new(4, 8).init(&Device::flex());
+        let shown = format!("{block}");
+        assert!(shown.starts_with("WsGnAct {"), "{shown}");
+        for part in [
+            "conv: WsConv2d {ch_in: 4, ch_out: 8",
+            "gn: GroupNorm {num_groups: 8",
+            "act: true",
+        ] {
+            assert!(shown.contains(part), "{part} not in {shown}");
+        }
+    }
 
     #[test]
     fn fits_groups_and_keeps_padding() {

@@ -4,22 +4,32 @@
 //! runs the kernel for `f32` tensors on the CPU (Flex) and Burn's composed
 //! ops on every other device and dtype. Nothing here knows about layers.
 //!
-//! - [`conv2d`]: convolution (groups 1, dilation 1) — in [`conv`];
+//! - [`conv2d`]: convolution (groups 1, dilation 1) — in `conv.rs`;
 //! - [`group_norm()`]: GroupNorm fused with the SiLU and the residual sum
-//!   that follow it ([`Tail`]) — in [`mod@group_norm`];
+//!   that follow it ([`Tail`]) — in `group_norm.rs`;
 //! - [`standardize()`]: weight standardization of a kernel
-//!   ([`Standardization`]) — in [`mod@standardize`];
-//! - [`resize_bilinear`]: bilinear resizing — in [`resize`];
-//! - [`adamw`]: one AdamW update in a single pass (used by the trainer's
+//!   ([`Standardization`]) — in `standardize.rs`;
+//! - [`resize_bilinear`]: bilinear resizing — in `resize.rs`;
+//! - `adamw.rs`: one AdamW update in a single pass (used by the trainer's
 //!   optimizer; no autodiff).
+//!
+//! The API is these functions; the kernels on raw slices, the backend
+//! extension traits and their impls stay inside the crate.
 
-pub mod adamw;
-pub mod conv;
+pub(crate) mod adamw;
+pub(crate) mod conv;
 mod flex;
-pub mod group_norm;
-pub mod resize;
+pub(crate) mod group_norm;
+pub(crate) mod resize;
 mod simd;
-pub mod standardize;
+pub(crate) mod standardize;
+
+/// The convolution kernels on raw `f32` slices, for `benches/kernels.rs`
+/// only: not part of the API, and free to change.
+#[doc(hidden)]
+pub mod kernels {
+    pub use super::conv::{ConvGeom, backward_input, backward_weight, forward};
+}
 
 pub use conv::conv2d;
 pub use flex::runs_here;

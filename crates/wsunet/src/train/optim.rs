@@ -15,9 +15,9 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use super::config::{OptimizerKind, TrainConfig};
 use crate::ops::{self, adamw::AdamWStep};
 
-/// Burn's AdamW with its step computed by [`ops::adamw::step`] for `f32`
-/// parameters on the CPU: the same arithmetic in one pass instead of about
-/// fourteen. The state is Burn's `AdamWState`, so checkpoints do not depend
+/// Burn's AdamW with its step computed by the fused kernel of
+/// `ops/adamw.rs` for `f32` parameters on the CPU: the same arithmetic in
+/// one pass instead of about fourteen. The state is Burn's `AdamWState`, so checkpoints do not depend
 /// on which of the two ran. Other devices run Burn's `AdamW` unchanged.
 #[derive(Clone)]
 pub struct FusedAdamW {
