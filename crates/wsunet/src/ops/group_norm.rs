@@ -575,7 +575,7 @@ impl<C: CheckpointStrategy> GroupNormOp for Autodiff<Flex, C> {
         silu: bool,
     ) -> FloatTensor<Self> {
         let tail = if silu { Tail::Silu } else { Tail::None };
-        record::<_, C, _>(GroupNormBackward, [x, gamma, beta], |xgb| {
+        record::<_, C, _>(GroupNormBackward::<3>, [x, gamma, beta], |xgb| {
             run(xgb, tail, params)
         })
     }
@@ -588,7 +588,7 @@ impl<C: CheckpointStrategy> GroupNormOp for Autodiff<Flex, C> {
         params: GnParams,
     ) -> FloatTensor<Self> {
         record::<_, C, _>(
-            GroupNormAddSiluBackward,
+            GroupNormBackward::<4>,
             [x, gamma, beta, residual],
             |[x, gamma, beta, r]| run([x, gamma, beta], Tail::AddSilu(r), params),
         )
@@ -615,24 +615,15 @@ fn gn_backward<const N: usize>(ops: Ops<GnState, N>, grads: &mut Gradients) {
     }
 }
 
+/// The backward of GroupNorm over `N` inputs: x, gamma, beta, and the
+/// residual when the tail adds one.
 #[derive(Debug)]
-struct GroupNormBackward;
+struct GroupNormBackward<const N: usize>;
 
-impl Backward<Flex, 3> for GroupNormBackward {
+impl<const N: usize> Backward<Flex, N> for GroupNormBackward<N> {
     type State = GnState;
 
-    fn backward(self, ops: Ops<GnState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        gn_backward(ops, grads);
-    }
-}
-
-#[derive(Debug)]
-struct GroupNormAddSiluBackward;
-
-impl Backward<Flex, 4> for GroupNormAddSiluBackward {
-    type State = GnState;
-
-    fn backward(self, ops: Ops<GnState, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<GnState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         gn_backward(ops, grads);
     }
 }
