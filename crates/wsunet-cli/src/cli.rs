@@ -12,10 +12,12 @@ use wsunet::WsResUNetConfig;
 use crate::commands::{bench, data, eval, info, interop, predict, synth, train};
 
 /// `--device` of every command that computes.
-const DEVICE_HELP: &str = "Compute device: cpu (the default); gpu[:N] (any GPU through wgpu: Vulkan, Metal or DX12; build feature wgpu), vulkan[:N] (SPIR-V kernels; feature vulkan) or cuda[:N] (feature cuda). N counts the adapters; the device line names the one in use";
+const DEVICE_HELP: &str = "Compute device: cpu; gpu[:N] (any GPU through wgpu: Vulkan, Metal or DX12; build feature wgpu), vulkan[:N] (SPIR-V kernels; feature vulkan) or cuda[:N] (feature cuda). N counts the adapters; the device line names the one in use";
 
 /// `--device`, shared by every command that computes; opened (and named in
-/// a device line) by [`DeviceArg::open`].
+/// a device line) by [`DeviceArg::open`]. Left out, it is `cpu`, except for
+/// `train`, which takes the `--config`'s device or, with `--resume`, the
+/// run's (said in its `--help`).
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArg {
     #[arg(long, value_name = "DEVICE", help = DEVICE_HELP)]
@@ -66,6 +68,9 @@ pub enum Command {
     /// Settings come from defaults, then --config, then the flags. The run
     /// directory gets config.json, metrics.csv, curves.png, checkpoints/,
     /// best.bpk (+ .json) and the final model.bpk (+ .json).
+    ///
+    /// Without --device, training runs on the --config's device (default
+    /// cpu); with --resume, on the run's own unless --device names another.
     ///
     /// Ctrl-C stops once the current epoch is finished and checkpointed
     /// (exit code 130; continue with --resume); a second Ctrl-C quits at once,
@@ -176,6 +181,20 @@ impl ModelArgs {
     }
 }
 
+/// Parses a finite number. clap alone would take `nan` and `inf`, which a
+/// JSON config cannot hold (they would silently become `null`).
+pub fn finite<T: std::str::FromStr + Copy + Into<f64>>(s: &str) -> Result<T, String> {
+    let value: T = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if value.into().is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("`{s}` is not a finite number"))
+    }
+}
+
 /// Parses `H`x`W` or a single number into `[H, W]`.
 pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let parse = |v: &str| {
@@ -249,6 +268,16 @@ mod tests {
             }
         }
         assert!(checked >= 20, "only {checked} settings checked");
+    }
+
+    #[test]
+    fn numbers_are_finite() {
+        assert_eq!(finite::<f64>(" 0.5").unwrap(), 0.5);
+        for bad in ["nan", "inf", "-infinity", "x"] {
+            assert!(finite::<f32>(bad).is_err(), "{bad}");
+        }
+        let e = Cli::try_parse_from(["wsunet", "train", "--grad-clip", "nan"]).unwrap_err();
+        assert!(e.to_string().contains("not a finite number"), "{e}");
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub enum Error {
     },
 
     /// A resumed run has already trained all its epochs.
-    #[error("{} already finished {done} of {epochs} epochs; set epochs above {done} to train longer", dir.display())]
+    #[error("{} has already trained {done} epochs (epochs is {epochs}); set epochs above {done} to train longer", dir.display())]
     RunFinished {
         /// The run directory.
         dir: PathBuf,

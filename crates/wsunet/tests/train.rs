@@ -279,15 +279,19 @@ fn run_directory_holds_everything_and_refuses_reuse() {
         err.contains("already holds a training run") && err.contains("resume it"),
         "{err}"
     );
-    let err = Session::resume(&dir, None, None)
+    let stored = std::fs::read(dir.join("config.json")).unwrap();
+    let err = Session::resume(&dir, Some(1), None)
         .unwrap()
         .run(&mut Silent)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("already finished 2 of 2 epochs") && err.contains("set epochs above 2"),
+        err.contains("already trained 2 epochs (epochs is 1)")
+            && err.contains("set epochs above 2"),
         "{err}"
     );
+    // A refused resume leaves the run's config as it was.
+    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), stored);
     // Extending the run continues from epoch 3.
     let more = Session::resume(&dir, Some(3), None)
         .unwrap()

@@ -19,7 +19,7 @@ use wsunet::train::{SegLoss, Silent, evaluate};
 use super::{Settings, with_fix};
 use clap::Args;
 
-use crate::cli::{DeviceArg, IgnoreIndex, choice, parse_ignore};
+use crate::cli::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -40,7 +40,7 @@ pub struct EvalArgs {
     /// the run's own (from its config.json), else 0.2. Another value than
     /// the run's can put training images into the validation split; a
     /// warning says so.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = finite::<f64>)]
     pub val_fraction: Option<f64>,
 
     /// Seed of the holdout split. Default: the run's own, else 0.

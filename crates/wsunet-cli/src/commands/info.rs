@@ -10,7 +10,7 @@ use wsunet::{WsResUNet, WsResUNetConfig, parse_device};
 
 use clap::Args;
 
-use crate::cli::{DeviceArg, ModelArgs, parse_size};
+use crate::cli::{ModelArgs, parse_size};
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -21,8 +21,10 @@ pub struct InfoArgs {
     #[arg(long, value_name = "HxW", default_value = "256", value_parser = parse_size)]
     pub size: [usize; 2],
 
-    #[command(flatten)]
-    pub device: DeviceArg,
+    /// Also run one forward pass on this device to check that it works (the
+    /// names of --device elsewhere: cpu, gpu[:N], vulkan[:N], cuda[:N]).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
 
     /// Print JSON (config, parts, parameter counts) instead of a table.
     #[arg(long)]
@@ -69,7 +71,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let total = model.num_params();
     let [h, w] = args.size;
 
-    let check = match &args.device.device {
+    let check = match &args.device {
         Some(name) => Some(check_device(&config, name, args.size)?),
         None => None,
     };

@@ -14,7 +14,7 @@ use wsunet::train::{
 };
 
 use super::{Settings, with_fix};
-use crate::cli::{DeviceArg, IgnoreIndex, choice, parse_ignore, parse_size};
+use crate::cli::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore, parse_size};
 use crate::progress::TrainProgress;
 
 #[derive(Debug, Args)]
@@ -57,7 +57,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub settings: Flags,
 
-    /// Default: cpu, or the --config's device; with --resume, the run's.
+    // Its help is the shared one; the default is said in the command's.
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -108,12 +108,12 @@ pub struct Flags {
     pub size: Option<[usize; 2]>,
 
     /// Peak learning rate.
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", value_parser = finite::<f64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
 
     /// Final learning rate of the decay (default 1e-5; at most --lr).
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", value_parser = finite::<f64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_lr: Option<f64>,
 
@@ -128,17 +128,17 @@ pub struct Flags {
     pub schedule: Option<ScheduleKind>,
 
     /// Epochs of linear warmup (fractions allowed).
-    #[arg(long, value_name = "E")]
+    #[arg(long, value_name = "E", value_parser = finite::<f64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_epochs: Option<f64>,
 
     /// Weight decay (never applied to norm parameters, biases and gains).
-    #[arg(long, value_name = "WD")]
+    #[arg(long, value_name = "WD", value_parser = finite::<f64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
 
     /// Clip each parameter's gradient to this L2 norm.
-    #[arg(long, value_name = "NORM")]
+    #[arg(long, value_name = "NORM", value_parser = finite::<f32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grad_clip: Option<f32>,
 
@@ -148,7 +148,7 @@ pub struct Flags {
     pub loss: Option<LossKind>,
 
     /// Per-class loss weights, comma-separated (e.g. 0.5,1,1,2).
-    #[arg(long, value_name = "W,W,…", value_delimiter = ',')]
+    #[arg(long, value_name = "W,W,…", value_delimiter = ',', value_parser = finite::<f32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_weights: Option<Vec<f32>>,
 
@@ -165,7 +165,7 @@ pub struct Flags {
     pub ignore_index: Option<IgnoreIndex>,
 
     /// Share of a single-folder dataset held out for validation.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = finite::<f64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
 
@@ -213,7 +213,8 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     ) {
         fields.extend(flags);
     }
-    let mut c: TrainConfig = serde_json::from_value(config)?;
+    let mut c: TrainConfig =
+        serde_json::from_value(config).context("cannot apply the flags to the config")?;
     if let Some(n) = args.settings.num_classes {
         // The flag decides the class count wherever the config states it.
         c.model.num_classes = n;

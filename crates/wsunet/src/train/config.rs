@@ -291,11 +291,13 @@ impl TrainConfig {
     /// Checks every number, naming the setting to fix.
     pub fn validate(&self) -> Result<()> {
         let fail = |field: &str, msg: String| Err(Error::setting(field, msg));
-        if self.batch_size == 0 || self.val_batch_size == 0 {
-            return fail(
-                "batch_size",
-                "batch_size and val_batch_size must be at least 1".into(),
-            );
+        for (field, value) in [
+            ("batch_size", self.batch_size),
+            ("val_batch_size", self.val_batch_size),
+        ] {
+            if value == 0 {
+                return fail(field, format!("{field} is 0; it must be at least 1"));
+            }
         }
         if self.epochs == 0 {
             return fail("epochs", "epochs is 0; train for at least 1 epoch".into());
@@ -423,6 +425,15 @@ mod tests {
         assert!(e.contains("unknown field `epoch`"), "{e}");
         let back: TrainConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
         assert_eq!(back, c);
+        for field in ["batch_size", "val_batch_size"] {
+            let mut zero = serde_json::to_value(TrainConfig::default()).unwrap();
+            zero[field] = 0.into();
+            let e = serde_json::from_value::<TrainConfig>(zero)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.field(), Some(field));
+        }
         for kind in OptimizerKind::ALL {
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),

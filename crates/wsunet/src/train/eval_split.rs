@@ -205,7 +205,7 @@ pub fn eval_samples(request: &EvalRequest) -> Result<EvalSamples> {
         return Err(Error::setting(
             "split",
             format!(
-                "the {} split of {} is empty",
+                "the {} split of {} is empty; choose another split, or another val_fraction for a single-folder dataset",
                 found.split,
                 found.data_name()
             ),

@@ -309,9 +309,6 @@ impl Session {
         for w in &self.warnings {
             observer.info(&format!("warning: {w}"));
         }
-        // The resolved config is what --resume reads; written only now that
-        // training starts, so preparing a session changes nothing on disk.
-        self.dir.write_config(&self.resolved_config())?;
         let ad = self.device.clone().autodiff();
         let model = self.model_config().init_seeded(&ad, self.config.seed)?;
         let optim = optimizer(&self.config);
@@ -340,6 +337,10 @@ impl Session {
                 epochs: self.config.epochs,
             });
         }
+        // The resolved config is what --resume reads; written only now that
+        // training starts (after the checks above, so a refused resume leaves
+        // the run's config.json as it was).
+        self.dir.write_config(&self.resolved_config())?;
         Ok(run)
     }
 
