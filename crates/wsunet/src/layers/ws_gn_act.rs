@@ -107,7 +107,7 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let tail = if self.act { Tail::Silu } else { Tail::None };
+        let tail = Tail::silu_if(self.act);
         group_norm(self.conv.forward(x), &self.gn, tail)
     }
 

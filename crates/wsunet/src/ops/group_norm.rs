@@ -43,6 +43,12 @@ pub enum Tail<R = Tensor<4>> {
 }
 
 impl<R> Tail<R> {
+    /// SiLU when `silu`, else nothing: the tail of a block without a
+    /// residual.
+    pub fn silu_if(silu: bool) -> Tail<R> {
+        if silu { Tail::Silu } else { Tail::None }
+    }
+
     /// The same tail with its residual borrowed.
     pub fn as_ref(&self) -> Tail<&R> {
         match self {
@@ -550,7 +556,7 @@ impl GroupNormOp for Flex {
         params: GnParams,
         silu: bool,
     ) -> FloatTensor<Self> {
-        let tail = if silu { Tail::Silu } else { Tail::None };
+        let tail = Tail::silu_if(silu);
         run(inputs([x, gamma, beta]), tail, params).0
     }
 
@@ -574,7 +580,7 @@ impl<C: CheckpointStrategy> GroupNormOp for Autodiff<Flex, C> {
         params: GnParams,
         silu: bool,
     ) -> FloatTensor<Self> {
-        let tail = if silu { Tail::Silu } else { Tail::None };
+        let tail = Tail::silu_if(silu);
         record::<_, C, _>(GroupNormBackward::<3>, [x, gamma, beta], |xgb| {
             run(xgb, tail, params)
         })
