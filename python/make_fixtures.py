@@ -50,24 +50,31 @@ def randomize(module: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def f32(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().float().contiguous()
+    """Floats as float32; integer buffers (BatchNorm's num_batches_tracked) as they are."""
+    t = t.detach()
+    return (t.float() if t.is_floating_point() else t).contiguous()
 
 
-def write_case(name: str, module: torch.nn.Module, config: dict, inputs: dict, seed: int) -> None:
+def write_case(name: str, module: torch.nn.Module, config: dict, inputs: dict, seed: int,
+               after=None) -> None:
+    """One case; the module runs in training mode (BatchNorm uses and updates
+    batch statistics). ``after(module, io, gen)`` may add tensors to io."""
     gen = torch.Generator().manual_seed(seed)
     module = module.double()
     randomize(module, gen)
+    weights = {k: f32(v) for k, v in module.state_dict().items()}
     xs = {k: torch.randn(shape, generator=gen).float().double().requires_grad_(True) for k, shape in inputs.items()}
     out = module(*xs.values())
     grad_output = torch.randn(out.shape, generator=gen).float().double()
     (out * grad_output).sum().backward()
 
-    weights = {k: f32(v) for k, v in module.state_dict().items()}
     io = {k: f32(v) for k, v in xs.items()}
     io["grad_output"] = f32(grad_output)
     io["output"] = f32(out)
     io.update({f"grad.{k}": f32(v.grad) for k, v in xs.items()})
     io.update({f"grad.{k}": f32(p.grad) for k, p in module.named_parameters()})
+    if after is not None:
+        after(module, io, gen)
     meta = {"config": json.dumps(config)}
     if weights:
         save_file(weights, OUT / f"{name}.weights.safetensors", metadata=meta)
@@ -104,6 +111,38 @@ def model_cases() -> None:
         cfg = dict(num_classes=3, in_channels=3, widths=[8, 16, 16, 32, 32], depths=[1, 2, 1, 1], groups=4, standardization=s)
         model = W.WSResUNet(**cfg)
         write_case(f"model_{s}", model, dict(kind="model", **cfg), {"input": [2, 3, 67, 45]}, seed)
+
+
+def running_statistics(module, io, gen) -> None:
+    """Two more training steps of the statistics (forwards on new batches),
+    the running statistics after all three, and the evaluation-mode output
+    on the first input."""
+    with torch.no_grad():
+        for step in (1, 2):
+            x = torch.randn(io["input"].shape, generator=gen).float().double()
+            io[f"step{step}.input"] = f32(x)
+            module(x)
+        for k, v in module.state_dict().items():
+            if k.endswith(("running_mean", "running_var")):
+                io[f"running.{k}"] = f32(v)
+        module.eval()
+        io["eval.output"] = f32(module(io["input"].double()))
+
+
+# The study's variants beyond the seed's ws-gn: plain GroupNorm, WS+BN, plain
+# BN and WS without a norm (biased convolutions).
+VARIANTS = {"gn": ("none", "group"), "ws_bn": ("seed", "batch"), "bn": ("none", "batch"), "ws_none": ("seed", "none")}
+
+
+def variant_cases() -> None:
+    for seed, (name, (s, norm)) in enumerate(VARIANTS.items(), start=110):
+        cfg = dict(num_classes=3, in_channels=3, widths=[8, 16, 16, 32, 32], depths=[1, 2, 1, 1], groups=4, standardization=s, norm=norm)
+        after = running_statistics if norm == "batch" else None
+        write_case(f"model_{name}", W.WSResUNet(**cfg), dict(kind="model", **cfg), {"input": [2, 3, 67, 45]}, seed, after)
+    # One value per channel is too few for BatchNorm, a few are enough: a
+    # block on 3x1 maps, batch 1 (statistics from 3 values).
+    cfg = dict(kind="ws_gn_act", in_channels=4, out_channels=6, kernel_size=3, stride=1, act=True, groups=32, standardization="seed", norm="batch")
+    write_case("ws_gn_act_batch_tiny", W.WSGNAct(4, 6, 3, 1, True, 32, "seed", norm="batch"), cfg, {"input": [1, 4, 3, 1]}, 120, running_statistics)
 
 
 class Resize(torch.nn.Module):
@@ -209,6 +248,7 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     layer_cases()
     model_cases()
+    variant_cases()
     resize_cases()
     loss_cases()
     timm_cases()

@@ -9,6 +9,12 @@ Standardizations of WSConv2d (per output channel, over in/groups * k * k):
   seed   (w - mean) / (std_unbiased + eps)          eps 1e-5  (the seed, mmcv ConvWS2d)
   biased (w - mean) / sqrt(var_biased + eps)        eps 1e-6  (timm StdConv2d)
   scaled gain * (w - mean) / sqrt(var + eps) / sqrt(n), learnable gain  (timm ScaledStdConv2d)
+  none   w: a plain nn.Conv2d
+
+Norms after each convolution (``norm``):
+  group  nn.GroupNorm(fit_groups(out, groups), out, eps=1e-5)   keys gn.*   (the seed)
+  batch  nn.BatchNorm2d(out, eps=1e-5, momentum=0.1)            keys bn.*
+  none   nothing; the convolution gets a bias                   conv.bias
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DEFAULT_EPS = {"seed": 1e-5, "biased": 1e-6, "scaled": 1e-6}
+DEFAULT_EPS = {"seed": 1e-5, "biased": 1e-6, "scaled": 1e-6, "none": 0.0}
+NORMS = ("group", "batch", "none")
 
 
 def fit_groups(channels: int, groups: int) -> int:
@@ -44,6 +51,8 @@ class WSConv2d(nn.Conv2d):
 
     def standardized_weight(self) -> torch.Tensor:
         w = self.weight
+        if self.standardization == "none":
+            return w
         flat = w.reshape(w.shape[0], -1)
         mean = flat.mean(dim=1, keepdim=True)
         if self.standardization == "seed":
@@ -63,21 +72,31 @@ class WSConv2d(nn.Conv2d):
 
 class WSGNAct(nn.Module):
     def __init__(self, in_ch, out_ch, k=3, s=1, act=True, groups=32,
-                 standardization="seed", eps=None):
+                 standardization="seed", eps=None, norm="group"):
         super().__init__()
-        self.conv = WSConv2d(in_ch, out_ch, k, stride=s, bias=False,
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}")
+        self.conv = WSConv2d(in_ch, out_ch, k, stride=s, bias=norm == "none",
                              standardization=standardization, eps=eps)
-        self.gn = nn.GroupNorm(fit_groups(out_ch, groups), out_ch, eps=1e-5, affine=True)
+        if norm == "group":
+            self.gn = nn.GroupNorm(fit_groups(out_ch, groups), out_ch, eps=1e-5, affine=True)
+        elif norm == "batch":
+            self.bn = nn.BatchNorm2d(out_ch, eps=1e-5, momentum=0.1)
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x):
-        return self.act(self.gn(self.conv(x)))
+        y = self.conv(x)
+        if hasattr(self, "gn"):
+            y = self.gn(y)
+        elif hasattr(self, "bn"):
+            y = self.bn(y)
+        return self.act(y)
 
 
 class WSResBlock(nn.Module):
-    def __init__(self, in_ch, out_ch, s=1, groups=32, standardization="seed", eps=None):
+    def __init__(self, in_ch, out_ch, s=1, groups=32, standardization="seed", eps=None, norm="group"):
         super().__init__()
-        kw = dict(groups=groups, standardization=standardization, eps=eps)
+        kw = dict(groups=groups, standardization=standardization, eps=eps, norm=norm)
         self.conv1 = WSGNAct(in_ch, out_ch, 3, s, act=True, **kw)
         self.conv2 = WSGNAct(out_ch, out_ch, 3, 1, act=False, **kw)
         self.proj = (WSGNAct(in_ch, out_ch, 1, s, act=False, **kw)
@@ -89,9 +108,9 @@ class WSResBlock(nn.Module):
 
 
 class Up(nn.Module):
-    def __init__(self, in_ch, skip_ch, out_ch, groups=32, standardization="seed", eps=None):
+    def __init__(self, in_ch, skip_ch, out_ch, groups=32, standardization="seed", eps=None, norm="group"):
         super().__init__()
-        kw = dict(groups=groups, standardization=standardization, eps=eps)
+        kw = dict(groups=groups, standardization=standardization, eps=eps, norm=norm)
         self.reduce = WSGNAct(in_ch, out_ch, 1, **kw)
         self.refine = WSGNAct(out_ch + skip_ch, out_ch, 3, **kw)
 
@@ -103,10 +122,10 @@ class Up(nn.Module):
 
 class WSResUNet(nn.Module):
     def __init__(self, in_channels=3, num_classes=4, widths=(32, 64, 128, 256, 512),
-                 depths=(1, 1, 1, 1), groups=32, standardization="seed", eps=None):
+                 depths=(1, 1, 1, 1), groups=32, standardization="seed", eps=None, norm="group"):
         super().__init__()
         w = list(widths)
-        kw = dict(groups=groups, standardization=standardization, eps=eps)
+        kw = dict(groups=groups, standardization=standardization, eps=eps, norm=norm)
         self.stem = WSGNAct(in_channels, w[0], 7, 2, **kw)
 
         def stage(i):

@@ -51,8 +51,14 @@ impl ModuleMapper for SeededInit {
         self.path.push(name.to_string());
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+    fn exit_module(&mut self, name: &str, _container_type: &str) {
         self.path.pop();
+        // A bias belongs to the kernel just before it in the same layer:
+        // leaving the layer (or a gain after the kernel) ends that, so a
+        // BatchNorm's `bias` after a bias-free convolution keeps its zeros.
+        if name != "weight" {
+            self.fan_in = None;
+        }
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layers::{
-    Standardization, Up, UpConfig, WsGnAct, WsGnActConfig, WsResBlock, WsResBlockConfig,
+    Norm, Standardization, Up, UpConfig, WsGnAct, WsGnActConfig, WsResBlock, WsResBlockConfig,
     fit_groups, resize_bilinear,
 };
 
@@ -52,11 +52,16 @@ pub struct WsResUNetConfig {
     /// Residual blocks in each of the four stages. Default `[1, 1, 1, 1]`.
     #[serde(default = "defaults::depths")]
     pub depths: Vec<usize>,
+    /// The normalization after every convolution: `group` (the seed's),
+    /// `batch` or `none`. Default `group`.
+    #[serde(default)]
+    pub norm: Norm,
     /// Starting GroupNorm group count, lowered per layer to divide its width.
     /// Default 32.
     #[serde(default = "defaults::groups")]
     pub groups: usize,
-    /// How every WsConv2d standardizes its kernels. Default `seed`.
+    /// How every WsConv2d standardizes its kernels (`none`: plain
+    /// convolutions). Default `seed`.
     #[serde(default)]
     pub standardization: Standardization,
     /// Eps of the standardization; `None` means its default
@@ -90,6 +95,7 @@ impl WsResUNetConfig {
             in_channels: defaults::in_channels(),
             widths: defaults::widths(),
             depths: defaults::depths(),
+            norm: Norm::default(),
             groups: defaults::groups(),
             standardization: Standardization::default(),
             eps: None,
@@ -117,6 +123,12 @@ impl WsResUNetConfig {
     /// Sets `depths`.
     pub fn with_depths(mut self, depths: Vec<usize>) -> Self {
         self.depths = depths;
+        self
+    }
+
+    /// Sets `norm`.
+    pub fn with_norm(mut self, norm: Norm) -> Self {
+        self.norm = norm;
         self
     }
 
@@ -242,6 +254,40 @@ impl WsResUNetConfig {
         Ok(())
     }
 
+    /// Checks that a training batch of `batch` images of `size = [H, W]`
+    /// can go through the network. With `norm: batch` every channel's
+    /// statistics must come from more than one value, as in PyTorch; the
+    /// fewest are at /32, `batch × ⌈H/32⌉ × ⌈W/32⌉`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use wsunet::WsResUNetConfig;
+    /// use wsunet::layers::Norm;
+    ///
+    /// let bn = WsResUNetConfig::new(2).with_norm(Norm::Batch);
+    /// assert!(bn.check_batch(1, [32, 32]).is_err());
+    /// assert!(bn.check_batch(2, [32, 32]).is_ok());
+    /// assert!(bn.check_batch(1, [64, 32]).is_ok());
+    /// assert!(WsResUNetConfig::new(2).check_batch(1, [32, 32]).is_ok());
+    /// ```
+    pub fn check_batch(&self, batch: usize, size: [usize; 2]) -> Result<()> {
+        if self.norm != Norm::Batch {
+            return Ok(());
+        }
+        let [h, w] = (0..5).fold(size, |s, _| s.map(down2));
+        if batch * h * w > 1 {
+            return Ok(());
+        }
+        Err(Error::setting(
+            "batch_size",
+            format!(
+                "a training batch of {batch} image of {}×{} gives BatchNorm a single value per channel at /32 ({h}×{w} maps), which it cannot normalize (PyTorch refuses it too); use a batch size of at least 2, crops of at least 33 px on one side, or norm `group`",
+                size[0], size[1]
+            ),
+        ))
+    }
+
     /// The eps every WsConv2d uses.
     pub fn resolved_eps(&self) -> f64 {
         self.eps.unwrap_or(self.standardization.default_eps())
@@ -276,6 +322,7 @@ impl WsResUNetConfig {
         let w = &self.widths;
         let block = |i, o| {
             WsGnActConfig::new(i, o)
+                .with_norm(self.norm)
                 .with_groups(self.groups)
                 .with_standardization(self.standardization)
                 .with_eps(self.eps)
@@ -286,6 +333,7 @@ impl WsResUNetConfig {
                     let (input, stride) = if b == 0 { (w[i - 1], 2) } else { (w[i], 1) };
                     WsResBlockConfig::new(input, w[i])
                         .with_stride(stride)
+                        .with_norm(self.norm)
                         .with_groups(self.groups)
                         .with_standardization(self.standardization)
                         .with_eps(self.eps)
@@ -295,6 +343,7 @@ impl WsResUNetConfig {
         };
         let up = |i: usize| {
             UpConfig::new(w[i + 1], w[i], w[i])
+                .with_norm(self.norm)
                 .with_groups(self.groups)
                 .with_standardization(self.standardization)
                 .with_eps(self.eps)
@@ -522,6 +571,12 @@ impl WsResUNet {
     /// Whether [`fold`](Self::fold) was applied.
     pub fn is_folded(&self) -> bool {
         self.stem.conv.folded
+    }
+
+    /// The normalization after the convolutions (`None` once a BatchNorm
+    /// model is folded).
+    pub fn norm(&self) -> Norm {
+        self.stem.norm()
     }
 }
 

@@ -17,7 +17,7 @@ use burn::store::{
     PytorchStore, SafetensorsStore,
 };
 
-use crate::layers::Standardization;
+use crate::layers::{Norm, Standardization};
 use crate::model::{WsResUNet, WsResUNetConfig};
 
 use crate::error::{Error, Result};
@@ -73,7 +73,15 @@ fn strict_result(path: &Path, result: ApplyResult) -> Result<()> {
         .iter()
         .map(|(name, _)| torch_key(name))
         .collect();
-    let unused: Vec<String> = result.unused.iter().map(|name| torch_key(name)).collect();
+    // PyTorch's BatchNorm counts its steps in `num_batches_tracked`; with a
+    // fixed momentum the count changes nothing, and PyTorch fills it in when
+    // a state dict leaves it out, so it is read past, not required.
+    let unused: Vec<String> = result
+        .unused
+        .iter()
+        .filter(|name| !name.ends_with(".num_batches_tracked"))
+        .map(|name| torch_key(name))
+        .collect();
     let errors: Vec<String> = result.errors.iter().map(describe).collect();
     let mut problems = Vec::new();
     if !missing.is_empty() {
@@ -266,10 +274,12 @@ pub fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
 
 /// Infers a WSResUNet's architecture from its state dict's keys and shapes:
 /// input channels and stem width from `stem.conv.weight`, stage widths and
-/// depths from `stageN.B.conv1.conv.weight`, classes from `head.weight`, and
-/// `scaled` standardization from `.conv.gain` keys. The GroupNorm group count
-/// is not stored in a state dict: `groups` supplies it, and `standardization`
-/// and `eps` override what the keys imply.
+/// depths from `stageN.B.conv1.conv.weight`, classes from `head.weight`,
+/// `scaled` standardization from `.conv.gain` keys, and the norm from
+/// `stem.gn.*` (group), `stem.bn.*` (batch) or neither (none). The GroupNorm
+/// group count is not stored in a state dict: `groups` supplies it, and
+/// `standardization` and `eps` override what the keys imply (a plain
+/// convolution's kernel looks like a WS one: `none` must be given).
 pub fn infer_config(
     shapes: &BTreeMap<String, Vec<usize>>,
     groups: usize,
@@ -321,8 +331,16 @@ pub fn infer_config(
     } else {
         Standardization::Seed
     });
+    let norm = if shapes.contains_key("stem.gn.weight") {
+        Norm::Group
+    } else if shapes.contains_key("stem.bn.weight") {
+        Norm::Batch
+    } else {
+        Norm::None
+    };
     let config = WsResUNetConfig::new(head[0])
         .with_in_channels(stem[1])
+        .with_norm(norm)
         .with_widths(widths)
         .with_depths(depths)
         .with_groups(groups)

@@ -87,7 +87,7 @@ fn seeded_weights_follow_pytorch_conv_init() {
     assert!(head.iter().chain(&bias).all(|v| v.abs() <= bound));
     assert!(bias.iter().any(|v| *v != 0.0));
     // GroupNorm starts at scale 1, shift 0.
-    let gamma = floats(model.stem.gn.gamma.as_ref().unwrap());
+    let gamma = floats(model.stem.gn.as_ref().unwrap().gamma.as_ref().unwrap());
     assert!(gamma.iter().all(|&g| g == 1.0));
     // Standard deviation of U(±b) is b/√3; the 16·16·3·3 kernels have 2,304 values.
     let w: Vec<f32> = values(&model)

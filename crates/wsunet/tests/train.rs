@@ -9,15 +9,22 @@ use burn::tensor::Device;
 use common::{StopAfter, tiny};
 use wsunet::card::load_model;
 use wsunet::data::Normalize;
+use wsunet::layers::Norm;
 use wsunet::train::{EpochRecord, Observer, SegScores, Session, Silent, TrainConfig};
 
+/// A few weights of a run's final model, and every BatchNorm running
+/// statistic it has.
 fn params(dir: &Path) -> Vec<f32> {
     let (model, _) = load_model(dir, &Device::flex()).unwrap();
     let mut values = Vec::new();
+    let stats = common::running_stats(&model);
     for t in [
         model.head.weight.val().into_data(),
         model.stem.conv.weight.val().into_data(),
-    ] {
+    ]
+    .into_iter()
+    .chain(stats.into_values())
+    {
         values.extend(t.try_to_vec::<f32>().unwrap());
     }
     values
@@ -25,13 +32,36 @@ fn params(dir: &Path) -> Vec<f32> {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
+    for norm in [Norm::Group, Norm::Batch] {
+        resumed_equals_uninterrupted(norm);
+    }
+}
+
+fn resumed_equals_uninterrupted(norm: Norm) {
     let root = tempfile::tempdir().unwrap();
     let (a, b) = (root.path().join("a"), root.path().join("b"));
-    let whole = Session::new(tiny(3), &a).unwrap().run(&mut Silent).unwrap();
+    let config = || {
+        let mut c = tiny(3);
+        c.model.norm = norm;
+        c
+    };
+    let whole = Session::new(config(), &a)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
     assert!(!whole.stopped);
     assert_eq!(whole.state.history.len(), 3);
+    if norm == Norm::Batch {
+        // The running statistics moved from their initial 0 and 1.
+        let (model, _) = load_model(&a, &Device::flex()).unwrap();
+        let mean = &common::running_stats(&model)["stem.bn.running_mean"];
+        assert!(
+            mean.iter::<f32>().any(|v| v != 0.0),
+            "{norm}: running_mean never updated"
+        );
+    }
 
-    let part = Session::new(tiny(3), &b)
+    let part = Session::new(config(), &b)
         .unwrap()
         .run(&mut StopAfter { after: 1, seen: 0 })
         .unwrap();
@@ -59,9 +89,13 @@ fn resumed_run_equals_uninterrupted_run() {
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(strip(&resumed.state.history), strip(&whole.state.history));
+    assert_eq!(
+        strip(&resumed.state.history),
+        strip(&whole.state.history),
+        "{norm}"
+    );
     assert_eq!(resumed.state.step, whole.state.step);
-    assert_eq!(params(&b), params(&a));
+    assert_eq!(params(&b), params(&a), "{norm}");
 }
 
 /// Records which epochs were validated and which only trained.

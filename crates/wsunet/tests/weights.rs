@@ -7,7 +7,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use common::{Fixture, rel_error};
 use safetensors::SafeTensors;
 use wsunet::WsResUNetConfig;
-use wsunet::layers::Standardization;
+use wsunet::layers::{Norm, Standardization};
 use wsunet::weights::{load_safetensors, save_safetensors};
 
 /// The config of the `model_*` fixtures.
@@ -31,21 +31,91 @@ fn keys(path: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// Every `model_*` fixture: its name, standardization and norm.
+const VARIANTS: [(&str, Standardization, Norm); 7] = [
+    ("seed", Standardization::Seed, Norm::Group),
+    ("biased", Standardization::Biased, Norm::Group),
+    ("scaled", Standardization::Scaled, Norm::Group),
+    ("gn", Standardization::None, Norm::Group),
+    ("ws_bn", Standardization::Seed, Norm::Batch),
+    ("bn", Standardization::None, Norm::Batch),
+    ("ws_none", Standardization::Seed, Norm::None),
+];
+
 #[test]
 fn export_has_exactly_the_pytorch_state_dict_keys() {
     let dir = tempfile::tempdir().unwrap();
-    for s in Standardization::ALL {
-        let model = fixture_config(s).init(&Device::flex()).unwrap();
-        let path = dir.path().join(format!("{s}.safetensors"));
+    for (name, s, norm) in VARIANTS {
+        let model = fixture_config(s)
+            .with_norm(norm)
+            .init(&Device::flex())
+            .unwrap();
+        let path = dir.path().join(format!("{name}.safetensors"));
         save_safetensors(&model, &path).unwrap();
-        let torch_keys = keys(&Fixture::weights_path(&format!("model_{s}")));
-        assert_eq!(keys(&path), torch_keys, "{s}");
-        assert!(torch_keys.contains(&"stem.gn.weight".to_string()));
+        // PyTorch's step counter is not kept (PyTorch fills it in on load).
+        let torch_keys: Vec<String> = keys(&Fixture::weights_path(&format!("model_{name}")))
+            .into_iter()
+            .filter(|k| !k.ends_with(".num_batches_tracked"))
+            .collect();
+        assert_eq!(keys(&path), torch_keys, "{name}");
+        let stem_norm = match norm {
+            Norm::Group => "stem.gn.weight",
+            Norm::Batch => "stem.bn.running_var",
+            Norm::None => "stem.conv.bias",
+        };
+        assert!(torch_keys.contains(&stem_norm.to_string()), "{name}");
         assert_eq!(
             torch_keys.iter().any(|k| k.ends_with(".conv.gain")),
             s == Standardization::Scaled
         );
     }
+}
+
+/// A BatchNorm model's running statistics, after training forwards moved
+/// them, survive safetensors and the model format, and evaluation uses them.
+#[test]
+fn batch_norm_running_statistics_are_saved_and_loaded() {
+    use burn::module::Module;
+    use wsunet::card::{ModelCard, load_model, save_model};
+    use wsunet::data::{ClassList, Normalize};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixture_config(Standardization::Seed).with_norm(Norm::Batch);
+    let trained = config.init_seeded(&device.clone().autodiff(), 3).unwrap();
+    for _ in 0..2 {
+        let x = Tensor::<4>::random(
+            [2, 3, 40, 40],
+            Distribution::Normal(0.5, 2.0),
+            &device.clone().autodiff(),
+        );
+        trained.forward(x);
+    }
+    let model = trained.valid();
+    let stats = common::running_stats(&model);
+    assert!(stats["stem.bn.running_var"].iter::<f32>().all(|v| v != 1.0));
+    let x = Tensor::<4>::random([1, 3, 40, 40], Distribution::Default, &device);
+    let expected = model.forward(x.clone()).into_data();
+
+    let path = dir.path().join("bn.safetensors");
+    save_safetensors(&model, &path).unwrap();
+    let mut fresh = config.init(&device).unwrap();
+    load_safetensors(&mut fresh, &path).unwrap();
+    assert_eq!(common::running_stats(&fresh), stats);
+    assert!(rel_error(&fresh.forward(x.clone()).into_data(), &expected) < 1e-6);
+
+    let card = ModelCard {
+        model: config.clone(),
+        classes: ClassList::numbered(3),
+        normalize: Normalize::identity(3),
+        ignore_index: None,
+        crop: None,
+    };
+    let bpk = dir.path().join("bn.bpk");
+    save_model(&model, &card, &bpk).unwrap();
+    let (back, back_card) = load_model(&bpk, &device).unwrap();
+    assert_eq!(back_card.model.norm, Norm::Batch);
+    assert_eq!(common::running_stats(&back), stats);
+    assert!(rel_error(&back.forward(x).into_data(), &expected) < 1e-6);
 }
 
 #[test]

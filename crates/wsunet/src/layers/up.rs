@@ -5,7 +5,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::{Standardization, WsGnAct, WsGnActConfig, resize_bilinear};
+use super::{Norm, Standardization, WsGnAct, WsGnActConfig, resize_bilinear};
 
 /// Configuration of an [`Up`] step.
 #[derive(Config, Debug)]
@@ -16,6 +16,9 @@ pub struct UpConfig {
     pub skip_channels: usize,
     /// Output channels.
     pub out_channels: usize,
+    /// The normalization after each convolution.
+    #[config(default = "Norm::Group")]
+    pub norm: Norm,
     /// Starting GroupNorm group count.
     #[config(default = 32)]
     pub groups: usize,
@@ -33,6 +36,7 @@ impl UpConfig {
         let block = |in_channels, kernel| {
             WsGnActConfig::new(in_channels, self.out_channels)
                 .with_kernel_size(kernel)
+                .with_norm(self.norm)
                 .with_groups(self.groups)
                 .with_standardization(self.standardization)
                 .with_eps(self.eps)

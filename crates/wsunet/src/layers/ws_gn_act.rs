@@ -1,4 +1,5 @@
-//! `WsGnAct`: WsConv2d → GroupNorm → SiLU, the seed's basic block.
+//! `WsGnAct`: WsConv2d → GroupNorm → SiLU, the seed's basic block, with
+//! BatchNorm or no norm as the variants it is compared against ([`Norm`]).
 //!
 //! The WS+GN pairing is from Qiao et al. (arXiv:1903.10520): GroupNorm (Wu &
 //! He, arXiv:1803.08494) normalizes activations independently of the batch,
@@ -6,11 +7,13 @@
 //! train stably with batches of 1–2.
 
 use burn::config::Config;
-use burn::module::{Content, DisplaySettings, Module, ModuleDisplay};
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::{Standardization, WsConv2d, WsConv2dConfig, fit_groups};
+use super::{
+    BatchNorm2d, BatchNorm2dConfig, Norm, Standardization, WsConv2d, WsConv2dConfig, fit_groups,
+};
 use crate::ops::{Tail, group_norm};
 
 /// Configuration of a [`WsGnAct`].
@@ -26,11 +29,14 @@ pub struct WsGnActConfig {
     /// Stride.
     #[config(default = 1)]
     pub stride: usize,
-    /// Whether SiLU follows the GroupNorm.
+    /// Whether SiLU follows the norm.
     #[config(default = true)]
     pub act: bool,
+    /// The normalization after the convolution.
+    #[config(default = "Norm::Group")]
+    pub norm: Norm,
     /// Starting GroupNorm group count, lowered by [`fit_groups`] until it
-    /// divides `out_channels`.
+    /// divides `out_channels` (`Group` only).
     #[config(default = 32)]
     pub groups: usize,
     /// The convolution's standardization.
@@ -48,25 +54,34 @@ impl WsGnActConfig {
             .with_stride(self.stride)
             .with_standardization(self.standardization)
             .with_eps(self.eps)
+            .with_bias(self.norm == Norm::None)
             .init(device);
-        let gn = GroupNormConfig::new(
-            fit_groups(self.out_channels, self.groups),
-            self.out_channels,
-        )
-        .init(device);
+        let gn = (self.norm == Norm::Group).then(|| {
+            GroupNormConfig::new(
+                fit_groups(self.out_channels, self.groups),
+                self.out_channels,
+            )
+            .init(device)
+        });
+        let bn = (self.norm == Norm::Batch)
+            .then(|| BatchNorm2dConfig::new(self.out_channels).init(device));
         WsGnAct {
             conv,
             gn,
+            bn,
             act: self.act,
         }
     }
 }
 
-/// WsConv2d (no bias) → GroupNorm (eps 1e-5, affine) → SiLU (when `act`).
+/// WsConv2d (no bias) → GroupNorm (eps 1e-5, affine) → SiLU (when `act`);
+/// with `Norm::Batch` a [`BatchNorm2d`] takes the GroupNorm's place, with
+/// `Norm::None` the convolution has a bias and nothing follows it.
 ///
-/// State-dict keys: `conv.weight` (and `conv.gain`), `gn.weight`, `gn.bias`
-/// (Burn names the GroupNorm parameters `gamma`/`beta`; the weight I/O maps
-/// them).
+/// State-dict keys: `conv.weight` (and `conv.gain`, `conv.bias`), `gn.weight`,
+/// `gn.bias` (Burn names the GroupNorm parameters `gamma`/`beta`; the weight
+/// I/O maps them) or `bn.weight`, `bn.bias`, `bn.running_mean`,
+/// `bn.running_var`.
 ///
 /// # Shapes
 ///
@@ -77,8 +92,10 @@ impl WsGnActConfig {
 pub struct WsGnAct {
     /// The weight-standardized convolution.
     pub conv: WsConv2d,
-    /// GroupNorm over the convolution's output.
-    pub gn: GroupNorm,
+    /// GroupNorm over the convolution's output (`Norm::Group`).
+    pub gn: Option<GroupNorm>,
+    /// BatchNorm over the convolution's output (`Norm::Batch`).
+    pub bn: Option<BatchNorm2d>,
     /// Whether SiLU is applied.
     #[module(skip)]
     pub act: bool,
@@ -89,13 +106,16 @@ impl ModuleDisplay for WsGnAct {
         DisplaySettings::new().optional()
     }
 
-    /// Its two layers, and whether SiLU follows them.
+    /// Its layers, and whether SiLU follows them.
     fn custom_content(&self, content: Content) -> Option<Content> {
-        content
-            .add("conv", &self.conv)
-            .add("gn", &self.gn)
-            .add("act", &self.act)
-            .optional()
+        let mut content = content.add("conv", &self.conv);
+        if let Some(gn) = &self.gn {
+            content = content.add("gn", gn);
+        }
+        if let Some(bn) = &self.bn {
+            content = content.add("bn", bn);
+        }
+        content.add("act", &self.act).optional()
     }
 }
 
@@ -107,8 +127,25 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let tail = Tail::silu_if(self.act);
-        group_norm(self.conv.forward(x), &self.gn, tail)
+        self.normalize(self.conv.forward(x), Tail::silu_if(self.act))
+    }
+
+    /// The norm, then `tail`: GroupNorm's fused kernel where it applies.
+    fn normalize(&self, y: Tensor<4>, tail: Tail) -> Tensor<4> {
+        match (&self.gn, &self.bn) {
+            (Some(gn), _) => group_norm(y, gn, tail),
+            (None, Some(bn)) => tail.apply(bn.forward(y)),
+            (None, None) => tail.apply(y),
+        }
+    }
+
+    /// Which normalization follows the convolution.
+    pub fn norm(&self) -> Norm {
+        match (&self.gn, &self.bn) {
+            (Some(_), _) => Norm::Group,
+            (None, Some(_)) => Norm::Batch,
+            (None, None) => Norm::None,
+        }
     }
 
     /// conv → norm, then the sum with `residual` and SiLU: the end of a
@@ -121,14 +158,35 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - residual, output: `[batch, out_channels, H', W']`
     pub fn forward_add_silu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
-        group_norm(self.conv.forward(x), &self.gn, Tail::AddSilu(residual))
+        self.normalize(self.conv.forward(x), Tail::AddSilu(residual))
     }
 
-    /// The block with its convolution folded (see [`WsConv2d::fold`]).
+    /// The block prepared for inference: its convolution folded (see
+    /// [`WsConv2d::fold`]) and a BatchNorm merged into it — the kernel scaled
+    /// by `weight / sqrt(running_var + eps)` per output channel, the shift
+    /// becoming the convolution's bias — so that no norm is left. GroupNorm
+    /// depends on each input and stays.
     pub fn fold(self) -> Self {
+        let conv = self.conv.fold();
+        let Some(bn) = self.bn else {
+            return WsGnAct { conv, ..self };
+        };
+        let (scale, shift) = bn.scale_shift();
+        let [out] = scale.dims();
+        let weight = conv.weight.val() * scale.clone().reshape([out, 1, 1, 1]);
+        let bias = match &conv.bias {
+            Some(b) => b.val() * scale + shift,
+            None => shift,
+        };
         WsGnAct {
-            conv: self.conv.fold(),
-            ..self
+            conv: WsConv2d {
+                weight: Param::from_tensor(weight.detach()),
+                bias: Some(Param::from_tensor(bias.detach())),
+                ..conv
+            },
+            gn: None,
+            bn: None,
+            act: self.act,
         }
     }
 }
@@ -156,7 +214,7 @@ mod tests {
     fn fits_groups_and_keeps_padding() {
         let device = Device::flex();
         let block = WsGnActConfig::new(6, 48).with_stride(2).init(&device);
-        assert_eq!(block.gn.num_groups, 24);
+        assert_eq!(block.gn.as_ref().unwrap().num_groups, 24);
         assert_eq!(block.conv.padding, 1);
         let x = Tensor::<4>::random([2, 6, 9, 10], Distribution::Default, &device);
         assert_eq!(block.forward(x).dims(), [2, 48, 5, 5]);
@@ -175,5 +233,52 @@ mod tests {
         let with_act = WsGnActConfig::new(4, 8).init(&device);
         let min: f32 = with_act.forward(x).min().into_scalar();
         assert!(min >= -0.2785, "min {min}");
+    }
+
+    #[test]
+    fn each_norm_builds_its_layers_and_conv_bias() {
+        let device = Device::flex();
+        for norm in Norm::ALL {
+            let block = WsGnActConfig::new(4, 8).with_norm(norm).init(&device);
+            assert_eq!(block.norm(), norm);
+            assert_eq!(block.conv.bias.is_some(), norm == Norm::None, "{norm}");
+            let x = Tensor::<4>::random([2, 4, 6, 5], Distribution::Default, &device);
+            assert_eq!(block.forward(x).dims(), [2, 8, 6, 5]);
+        }
+    }
+
+    #[test]
+    fn folding_merges_batch_norm_into_the_convolution() {
+        use burn::module::RunningState;
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 4, 7, 6], Distribution::Normal(0.0, 2.0), &device);
+        for (norm, act) in [
+            (Norm::Batch, true),
+            (Norm::Batch, false),
+            (Norm::None, true),
+        ] {
+            let mut block = WsGnActConfig::new(4, 8)
+                .with_norm(norm)
+                .with_act(act)
+                .init(&device);
+            if let Some(bn) = &mut block.bn {
+                let stat = |d: Distribution| Tensor::<1>::random([8], d, &device);
+                bn.running_mean = RunningState::new(stat(Distribution::Normal(0.0, 1.0)));
+                bn.running_var = RunningState::new(stat(Distribution::Uniform(0.2, 3.0)));
+                bn.weight = Param::from_tensor(stat(Distribution::Uniform(0.5, 1.5)));
+                bn.bias = Param::from_tensor(stat(Distribution::Normal(0.0, 0.5)));
+            }
+            let expected = block.forward(x.clone());
+            let folded = block.fold();
+            assert!(folded.bn.is_none() && folded.gn.is_none() && folded.conv.folded);
+            assert_eq!(folded.norm(), Norm::None);
+            folded
+                .forward(x.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(
+                    &expected.into_data(),
+                    burn::tensor::Tolerance::absolute(1e-4),
+                );
+        }
     }
 }

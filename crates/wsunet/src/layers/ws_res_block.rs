@@ -7,7 +7,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::{Standardization, WsGnAct, WsGnActConfig};
+use super::{Norm, Standardization, WsGnAct, WsGnActConfig};
 
 /// Configuration of a [`WsResBlock`].
 #[derive(Config, Debug)]
@@ -19,6 +19,9 @@ pub struct WsResBlockConfig {
     /// Stride of the first convolution (and of the projection).
     #[config(default = 1)]
     pub stride: usize,
+    /// The normalization after each convolution.
+    #[config(default = "Norm::Group")]
+    pub norm: Norm,
     /// Starting GroupNorm group count.
     #[config(default = 32)]
     pub groups: usize,
@@ -36,6 +39,7 @@ impl WsResBlockConfig {
             .with_kernel_size(kernel)
             .with_stride(stride)
             .with_act(act)
+            .with_norm(self.norm)
             .with_groups(self.groups)
             .with_standardization(self.standardization)
             .with_eps(self.eps)

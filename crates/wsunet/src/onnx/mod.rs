@@ -526,10 +526,15 @@ impl Graph {
         self.ws_gn_act(&up.refine, &format!("{name}.refine"), &cat)
     }
 
-    /// Conv → GroupNorm → SiLU (when `act`), as [`WsGnAct::forward`].
+    /// Conv → GroupNorm (when the model has one; a BatchNorm is folded into
+    /// the Conv) → SiLU (when `act`), as [`WsGnAct::forward`].
     fn ws_gn_act(&mut self, block: &WsGnAct, name: &str, x: &str) -> Result<String> {
+        debug_assert!(block.bn.is_none(), "to_onnx folds BatchNorm into the Conv");
         let y = self.ws_conv(&block.conv, &format!("{name}.conv"), x)?;
-        let y = self.group_norm(&block.gn, &format!("{name}.gn"), &y)?;
+        let y = match &block.gn {
+            Some(gn) => self.group_norm(gn, &format!("{name}.gn"), &y)?,
+            None => y,
+        };
         Ok(if block.act {
             self.silu(&format!("{name}.act"), &y)
         } else {

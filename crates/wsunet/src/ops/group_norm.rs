@@ -42,6 +42,18 @@ pub enum Tail<R = Tensor<4>> {
     AddSilu(R),
 }
 
+impl Tail {
+    /// Applies the tail to `y` with Burn's ops: after a normalization that
+    /// is not the fused GroupNorm (BatchNorm, none).
+    pub fn apply(self, y: Tensor<4>) -> Tensor<4> {
+        match self {
+            Tail::None => y,
+            Tail::Silu => silu(y),
+            Tail::AddSilu(r) => silu(y + r),
+        }
+    }
+}
+
 impl<R> Tail<R> {
     /// SiLU when `silu`, else nothing: the tail of a block without a
     /// residual.
@@ -97,14 +109,7 @@ pub fn group_norm(x: Tensor<4>, gn: &GroupNorm, tail: Tail) -> Tensor<4> {
                 params(gn),
             ))
         }
-        (_, tail) => {
-            let y = gn.forward(x);
-            match tail {
-                Tail::None => y,
-                Tail::Silu => silu(y),
-                Tail::AddSilu(r) => silu(y + r),
-            }
-        }
+        (_, tail) => tail.apply(gn.forward(x)),
     }
 }
 

@@ -49,6 +49,7 @@ pub const MIN_VARIANCE: f64 = 1e-30;
 /// | `Seed` | `(w − mean) / (std_unbiased + eps)` | 1e-5 |
 /// | `Biased` | `(w − mean) / sqrt(var_biased + eps)` | 1e-6 |
 /// | `Scaled` | `gain · (w − mean) / sqrt(var_biased + eps) / sqrt(n)` | 1e-6 |
+/// | `None` | `w`: a plain convolution, for comparing against WS | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Standardization {
@@ -59,6 +60,9 @@ pub enum Standardization {
     Biased,
     /// timm's `ScaledStdConv2d` (NF-Nets) with a learnable per-channel gain.
     Scaled,
+    /// No standardization: the kernel is convolved as it is (PyTorch's
+    /// `Conv2d`), the baseline that shows what WS changes.
+    None,
 }
 
 impl Standardization {
@@ -67,15 +71,29 @@ impl Standardization {
         match self {
             Standardization::Seed => 1e-5,
             Standardization::Biased | Standardization::Scaled => 1e-6,
+            Standardization::None => 0.0,
         }
     }
 
     /// Every variant, in documentation order.
-    pub const ALL: [Standardization; 3] = [
+    pub const ALL: [Standardization; 4] = [
+        Standardization::Seed,
+        Standardization::Biased,
+        Standardization::Scaled,
+        Standardization::None,
+    ];
+
+    /// The variants that standardize the kernel (all but `None`).
+    pub const STANDARDIZING: [Standardization; 3] = [
         Standardization::Seed,
         Standardization::Biased,
         Standardization::Scaled,
     ];
+
+    /// Whether the kernel is standardized (every variant but `None`).
+    pub fn standardizes(self) -> bool {
+        self != Standardization::None
+    }
 
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -83,6 +101,7 @@ impl Standardization {
             Standardization::Seed => "seed",
             Standardization::Biased => "biased",
             Standardization::Scaled => "scaled",
+            Standardization::None => "none",
         }
     }
 }
@@ -95,7 +114,8 @@ impl std::fmt::Display for Standardization {
 
 /// The kernel `weight [out, in, k, k]` standardized per output channel:
 /// this crate's kernel on the CPU, Burn's composed ops elsewhere.
-/// `gain [out, 1, 1, 1]` is read by `Scaled` only.
+/// `gain [out, 1, 1, 1]` is read by `Scaled` only; `None` returns the
+/// kernel as it is.
 ///
 /// # Shapes
 ///
@@ -106,6 +126,9 @@ pub fn standardize(
     s: Standardization,
     eps: f64,
 ) -> Tensor<4> {
+    if !s.standardizes() {
+        return weight;
+    }
     let [out, _, _, _] = weight.dims();
     let fits = runs_here(&weight.device(), weight.dtype())
         && out > 0
@@ -140,6 +163,7 @@ fn composed(w: Tensor<4>, gain: Option<Tensor<4>>, s: Standardization, eps: f64)
     let centered = flat - mean;
     let sum_sq = centered.clone().square().sum_dim(1);
     let scale = match s {
+        Standardization::None => unreachable!("standardize returns a `None` kernel as it is"),
         Standardization::Seed => {
             // Unbiased (n − 1) as torch.std; a one-element kernel has no
             // spread, and dividing by 1 keeps it at 0 instead of NaN.
@@ -162,6 +186,7 @@ fn composed(w: Tensor<4>, gain: Option<Tensor<4>>, s: Standardization, eps: f64)
 /// Per row: the scale, its derivative in `q`, and `∂s/∂gain` (Scaled).
 fn scale(s: Standardization, q: f64, n: usize, eps: f64, gain: f64) -> (f64, f64, f64) {
     match s {
+        Standardization::None => unreachable!("standardize returns a `None` kernel as it is"),
         Standardization::Seed => {
             let dof = n.saturating_sub(1).max(1) as f64;
             let v = q / dof;
@@ -389,7 +414,7 @@ mod tests {
     #[test]
     fn the_cpu_kernel_equals_the_composed_standardization() {
         let device = Device::flex().autodiff();
-        for s in Standardization::ALL {
+        for s in Standardization::STANDARDIZING {
             for constant in [false, true] {
                 let mut conv = WsConv2dConfig::new(5, 7, 3)
                     .with_standardization(s)
@@ -444,7 +469,7 @@ mod tests {
         let dy: Vec<f32> = (0..rows * n)
             .map(|i| (i * 53 % 89) as f32 / 44.0 - 1.0)
             .collect();
-        for formula in Standardization::ALL {
+        for formula in Standardization::STANDARDIZING {
             let (dw, dgain) = backward(&w, n, &gain, formula, 1e-5, &dy);
             let wd: Vec<f64> = w.iter().map(|&v| v as f64).collect();
             let gd: Vec<f64> = gain.iter().map(|&v| v as f64).collect();
@@ -488,7 +513,7 @@ mod tests {
     #[test]
     fn a_constant_row_gives_finite_values() {
         let w = vec![0.25f32; 9];
-        for formula in Standardization::ALL {
+        for formula in Standardization::STANDARDIZING {
             let y = forward(&w, 9, &[1.0], formula, 1e-5);
             let (dw, dg) = backward(&w, 9, &[1.0], formula, 1e-5, &[1.0; 9]);
             assert!(

@@ -111,9 +111,11 @@ pub fn default_optimizer() -> ModuleOptimizer {
 /// The optimizer `config` asks for.
 pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let clip = config.grad_clip.map(GradientClippingConfig::Norm);
-    // Norm parameters, biases and WS gains are not decayed.
+    // Norm parameters (GroupNorm's gamma/beta, BatchNorm's bn.weight/bias),
+    // biases and WS gains are not decayed.
     let no_decay =
-        ParamGroup::from_any_regexes(vec![r"\.(bias|gamma|beta|gain)$"]).expect("valid pattern");
+        ParamGroup::from_any_regexes(vec![r"\.(bias|gamma|beta|gain)$", r"\.bn\.weight$"])
+            .expect("valid pattern");
     match config.optimizer {
         OptimizerKind::Adamw => {
             let adamw = |wd: f64| FusedAdamW::new(1e-8, wd as f32);

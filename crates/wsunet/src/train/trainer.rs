@@ -330,6 +330,18 @@ impl Session {
                 state: TrainState::default(),
             }
         };
+        // A BatchNorm model cannot train on a batch with one value per
+        // channel; say so before the first step, for full batches and the
+        // epoch's last, shorter one.
+        let (n, bs, config) = (
+            self.train.samples().len(),
+            self.config.batch_size,
+            self.model_config(),
+        );
+        config.check_batch(bs.min(n.max(1)), self.data.crop)?;
+        if n > bs && n % bs != 0 {
+            config.check_batch(n % bs, self.data.crop)?;
+        }
         if run.state.epoch >= self.config.epochs {
             return Err(Error::RunFinished {
                 dir: self.dir.path().to_path_buf(),
@@ -370,10 +382,13 @@ impl Session {
         );
         observer.epoch_start(epoch, self.config.epochs, batches.len);
         let (mut loss_sum, mut steps, mut seen, mut lr) = (0.0, 0usize, 0usize, 0.0);
+        let model_config = self.model_config();
         for batch in batches {
             let batch = batch?;
             lr = schedule.lr_at(run.state.step);
             let n = batch.names.len();
+            let [_, _, h, w] = batch.images.dims();
+            model_config.check_batch(n, [h, w])?;
             let logits = run.model.forward(batch.images);
             let loss = loss_fn.forward(logits, batch.masks);
             let value = loss.clone().into_scalar::<f32>() as f64;

@@ -128,9 +128,20 @@ pub fn rel_error(actual: &TensorData, expected: &TensorData) -> f64 {
 
 /// Gradients of every float parameter of a module, keyed by the PyTorch
 /// state-dict name (Burn's GroupNorm `gamma`/`beta` read as `weight`/`bias`).
+/// BatchNorm's running statistics are state, not parameters, and are left out.
 pub fn param_grads<M: Module>(module: &M, grads: &Gradients) -> BTreeMap<String, TensorData> {
+    collect(module, Some(grads))
+}
+
+/// The running statistics (`….running_mean`, `….running_var`) of a module's
+/// BatchNorms, keyed by state-dict name.
+pub fn running_stats<M: Module>(module: &M) -> BTreeMap<String, TensorData> {
+    collect(module, None)
+}
+
+fn collect<M: Module>(module: &M, grads: Option<&Gradients>) -> BTreeMap<String, TensorData> {
     struct Collector<'a> {
-        grads: &'a Gradients,
+        grads: Option<&'a Gradients>,
         path: Vec<String>,
         out: BTreeMap<String, TensorData>,
     }
@@ -151,11 +162,20 @@ pub fn param_grads<M: Module>(module: &M, grads: &Gradients) -> BTreeMap<String,
                 }
             }
             let name = path.join(".");
-            let grad = param
-                .val()
-                .grad(self.grads)
-                .unwrap_or_else(|| panic!("no gradient for `{name}`"));
-            self.out.insert(name, grad.into_data());
+            let running = name.ends_with(".running_mean") || name.ends_with(".running_var");
+            match (self.grads, running) {
+                (Some(grads), false) => {
+                    let grad = param
+                        .val()
+                        .grad(grads)
+                        .unwrap_or_else(|| panic!("no gradient for `{name}`"));
+                    self.out.insert(name, grad.into_data());
+                }
+                (None, true) => {
+                    self.out.insert(name, param.val().into_data());
+                }
+                _ => {}
+            }
         }
     }
     let mut collector = Collector {
