@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use wsunet::WsResUNetConfig;
 
-use crate::commands::{bench, data, eval, info, interop, predict, synth, train};
+use crate::commands::{bench, data, eval, info, interop, predict, study, synth, train};
 
 /// `--device` of every command that computes.
 const DEVICE_HELP: &str = "Compute device: cpu; gpu[:N] (any GPU through wgpu: Vulkan, Metal or DX12; build feature wgpu), vulkan[:N] (SPIR-V kernels; feature vulkan) or cuda[:N] (feature cuda). N counts the adapters; the device line names the one in use";
@@ -96,6 +96,20 @@ pub enum Command {
     /// with images/s and peak memory. Compare with python/bench_torch.py.
     Bench(bench::BenchArgs),
 
+    /// Compare norm and standardization variants across batch sizes: the
+    /// seed's claim (WS + GroupNorm trains with tiny batches, BatchNorm
+    /// does not), measured on your data or the built-in shapes.
+    ///
+    /// Fair protocol: every run sees the same training images, crops and
+    /// data order for a given seed; the learning rate scales linearly with
+    /// the batch size from one base value (--lr at --lr-batch); optionally
+    /// three rates per cell, chosen on validation (--lr-sweep); BatchNorm
+    /// is evaluated with its running statistics; the score is the final
+    /// epoch's validation mIoU, on the same validation set for all. Each run
+    /// is an ordinary run directory under OUT/runs; an interrupted study
+    /// continues where it stopped.
+    Study(Box<study::StudyArgs>),
+
     /// Import a PyTorch state dict (.safetensors, .pt, .pth) with the spec's
     /// keys as a wsunet model; the architecture is read from keys and shapes.
     Import(interop::ImportArgs),
@@ -157,6 +171,11 @@ pub struct ModelArgs {
     /// Number of classes; overrides the config file's. Default 4.
     #[arg(long, value_name = "N")]
     pub num_classes: Option<usize>,
+
+    /// Norm and standardization variant; overrides the config file's:
+    /// ws-gn (the seed's), gn, ws-bn, bn, ws-none or plain.
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<wsunet::Variant>,
 }
 
 /// The number of classes of the built-in `shapes` data, used when none is given.
@@ -172,6 +191,9 @@ impl ModelArgs {
         };
         if let Some(n) = self.num_classes {
             config.num_classes = n;
+        }
+        if let Some(v) = self.variant {
+            config = config.with_variant(v);
         }
         config.validate().context(match &self.model_config {
             Some(path) => format!("fix --model-config {} or --num-classes", path.display()),

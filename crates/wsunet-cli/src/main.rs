@@ -96,6 +96,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Synth(args) => commands::synth::run(args),
         cli::Command::Data(command) => commands::data::run(command),
         cli::Command::Train(args) => commands::train::run(*args),
+        cli::Command::Study(args) => commands::study::run(*args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
         cli::Command::Bench(args) => commands::bench::run(args),

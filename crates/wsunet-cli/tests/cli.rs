@@ -107,6 +107,7 @@ fn every_command_has_help() {
         &["data", "check", "--help"],
         &["data", "stats", "--help"],
         &["train", "--help"],
+        &["study", "--help"],
         &["eval", "--help"],
         &["predict", "--help"],
         &["bench", "--help"],
@@ -756,4 +757,93 @@ fn eval_and_resume_keep_to_the_runs_own_settings() {
         stdout(&o)
     );
     assert_eq!(std::fs::read(&config_path).unwrap(), before);
+}
+
+/// A two-variant, two-batch-size study on a tiny shapes set: every output
+/// file, run directories that evaluate, and a rerun that redoes nothing.
+#[test]
+fn study_writes_its_outputs_and_continues_without_redoing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.json");
+    std::fs::write(
+        &config,
+        r#"{"shapes": {"train": 4, "val": 2, "size": 48, "seed": 3},
+            "model": {"widths": [4, 8, 8, 8, 8], "groups": 2}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("study");
+    let args = [
+        "study",
+        "--config",
+        config.to_str().unwrap(),
+        "--variants",
+        "ws-gn,bn",
+        "--batch-sizes",
+        "2,4",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = wsunet(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("run 4/4: bn batch 4"), "{text}");
+    assert!(
+        text.contains("| ws-gn | 2 |") && text.contains("| bn | 4 |"),
+        "{text}"
+    );
+    for file in ["study.csv", "study.json", "study.md", "study.png"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("study.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(doc["cells"].as_array().unwrap().len(), 4);
+    // A run is an ordinary run directory: its model evaluates.
+    let model = out.join("runs/bn-b2-lr1-s0/model.bpk");
+    assert!(model.is_file());
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(card["model"]["norm"], "batch");
+    assert_eq!(card["model"]["standardization"], "none");
+
+    // Rerun: every run is read back, none trained again.
+    let stamp = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let o = wsunet(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches("(finished before)").count(), 4);
+    assert_eq!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        stamp
+    );
+}
+
+#[test]
+fn bad_study_arguments_are_one_clear_error_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let out = out.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["--variants", "ws-gn,group"], "unknown variant `group`"),
+        (vec!["--batch-sizes", "2,0"], "batch size is 0"),
+        (
+            vec!["--variants", "ws-bn", "--batch-sizes", "1", "--size", "32"],
+            "single value per channel",
+        ),
+    ] {
+        let o = wsunet(&[&["study", "--out", out][..], &args].concat());
+        assert_eq!(
+            o.status.code(),
+            Some(if expected.contains("unknown") { 2 } else { 1 }),
+            "{args:?}"
+        );
+        let err = stderr(&o);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

@@ -241,7 +241,7 @@ fn training_setup(
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

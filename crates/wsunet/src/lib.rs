@@ -69,6 +69,7 @@ pub mod provenance;
 pub(crate) mod rng;
 pub mod run_dir;
 pub mod shard;
+pub mod study;
 pub mod train;
 pub mod weights;
 
@@ -77,6 +78,6 @@ pub use card::{ModelCard, load_model, save_model};
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use infer::Predictor;
-pub use model::{MIN_INPUT_SIZE, PartInfo, WsResUNet, WsResUNetConfig};
+pub use model::{MIN_INPUT_SIZE, PartInfo, Variant, WsResUNet, WsResUNetConfig};
 pub use run_dir::RunDir;
 pub use train::{Session, TrainConfig};

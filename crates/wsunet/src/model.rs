@@ -161,6 +161,88 @@ impl WsResUNetConfig {
     }
 }
 
+/// A norm and whether the kernels are standardized: the variants the seed's
+/// claim is measured with (`wsunet study`, `--variant`).
+///
+/// | name | standardization | norm |
+/// |---|---|---|
+/// | `ws-gn` | seed | group (the seed's model) |
+/// | `gn` | none | group |
+/// | `ws-bn` | seed | batch |
+/// | `bn` | none | batch |
+/// | `ws-none` | seed | none |
+/// | `plain` | none | none |
+///
+/// # Example
+///
+/// ```
+/// use wsunet::{Variant, WsResUNetConfig};
+///
+/// let v: Variant = "ws-bn".parse().unwrap();
+/// assert_eq!(WsResUNetConfig::new(2).with_variant(v).variant_name(), "ws-bn");
+/// assert!("bn-ws".parse::<Variant>().unwrap_err().contains("ws-gn, gn, ws-bn"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// Whether the convolutions are weight-standardized.
+    pub ws: bool,
+    /// The norm after each convolution.
+    pub norm: Norm,
+}
+
+impl Variant {
+    /// Every variant, in the table's order.
+    pub const ALL: [Variant; 6] = [
+        Variant::new(true, Norm::Group),
+        Variant::new(false, Norm::Group),
+        Variant::new(true, Norm::Batch),
+        Variant::new(false, Norm::Batch),
+        Variant::new(true, Norm::None),
+        Variant::new(false, Norm::None),
+    ];
+
+    /// A variant.
+    pub const fn new(ws: bool, norm: Norm) -> Self {
+        Variant { ws, norm }
+    }
+
+    /// Its name: `ws-gn`, `gn`, `ws-bn`, `bn`, `ws-none` or `plain`.
+    pub fn name(self) -> String {
+        let s = if self.ws {
+            Standardization::Seed
+        } else {
+            Standardization::None
+        };
+        WsResUNetConfig::new(1)
+            .with_standardization(s)
+            .with_norm(self.norm)
+            .variant_name()
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let names: Vec<String> = Variant::ALL.iter().map(|v| v.name()).collect();
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.name() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown variant `{s}`; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// One row of [`WsResUNetConfig::layout`]: a named part of the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
@@ -286,6 +368,50 @@ impl WsResUNetConfig {
                 size[0], size[1]
             ),
         ))
+    }
+
+    /// The variant's short name (see [`Variant`]).
+    ///
+    /// ```
+    /// use wsunet::WsResUNetConfig;
+    /// use wsunet::layers::{Norm, Standardization};
+    ///
+    /// assert_eq!(WsResUNetConfig::new(2).variant_name(), "ws-gn");
+    /// let bn = WsResUNetConfig::new(2).with_norm(Norm::Batch).with_standardization(Standardization::None);
+    /// assert_eq!(bn.variant_name(), "bn");
+    /// ```
+    pub fn variant_name(&self) -> String {
+        let norm = match self.norm {
+            Norm::Group => "gn",
+            Norm::Batch => "bn",
+            Norm::None => "none",
+        };
+        match (self.standardization.standardizes(), self.norm) {
+            (true, _) => format!("ws-{norm}"),
+            (false, Norm::None) => "plain".into(),
+            (false, _) => norm.into(),
+        }
+    }
+
+    /// Sets the standardization and norm of a [`Variant`] (a `ws-` variant
+    /// keeps a standardizing formula already chosen, else takes `seed`).
+    pub fn with_variant(mut self, variant: Variant) -> Self {
+        self.norm = variant.norm;
+        self.standardization = match (variant.ws, self.standardization.standardizes()) {
+            (false, _) => Standardization::None,
+            (true, true) => self.standardization,
+            (true, false) => Standardization::Seed,
+        };
+        self
+    }
+
+    /// The variant in words for settings lines: `seed standardization,
+    /// group norm`.
+    pub fn variant_description(&self) -> String {
+        format!(
+            "{} standardization, {} norm",
+            self.standardization, self.norm
+        )
     }
 
     /// The eps every WsConv2d uses.

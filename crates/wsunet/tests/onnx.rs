@@ -14,7 +14,7 @@ use tract_onnx::prelude::{
 };
 use wsunet::card::ModelCard;
 use wsunet::data::{ClassInfo, ClassList, Normalize};
-use wsunet::layers::Standardization;
+use wsunet::layers::{Norm, Standardization};
 use wsunet::onnx::{OnnxOptions, to_onnx};
 use wsunet::{Error, WsResUNet, WsResUNetConfig};
 
@@ -152,6 +152,30 @@ fn check_parity(name: &str, config: &WsResUNetConfig, seed: u64) {
 fn tract_equals_wsunet_for_every_standardization() {
     for (i, s) in Standardization::ALL.into_iter().enumerate() {
         check_parity(s.name(), &small(s), 10 + i as u64);
+    }
+}
+
+/// BatchNorm (running statistics perturbed, folded into the Conv) and no
+/// norm (convolutions with biases), with and without WS.
+#[test]
+fn tract_equals_wsunet_for_every_norm() {
+    let variants = [
+        (Standardization::Seed, Norm::Batch),
+        (Standardization::None, Norm::Batch),
+        (Standardization::None, Norm::None),
+    ];
+    for (i, (s, norm)) in variants.into_iter().enumerate() {
+        let config = small(s).with_norm(norm);
+        check_parity(&format!("{s} + {norm}"), &config, 40 + i as u64);
+        // Folding leaves no BatchNorm: only Conv, and the GroupNorm pieces
+        // when there are GroupNorms.
+        let onnx = to_onnx(&model(&config, 40), &card(&config), &OnnxOptions::default()).unwrap();
+        assert!(!onnx.op_counts.contains_key("BatchNormalization"));
+        assert!(
+            !onnx.op_counts.contains_key("InstanceNormalization"),
+            "{:?}",
+            onnx.op_counts
+        );
     }
 }
 

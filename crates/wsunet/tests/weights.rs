@@ -250,6 +250,26 @@ fn imported_pytorch_weights_give_pytorch_logits() {
             .standardization,
         Standardization::Scaled
     );
+    // The norm follows from the keys (gn.*, bn.*, neither); a kernel's
+    // formula does not (only `scaled` has gains), so `biased` and `none`
+    // are given.
+    for (name, s, norm) in VARIANTS {
+        let path = dir.join(format!("model_{name}.weights.safetensors"));
+        let given = matches!(s, Standardization::Biased | Standardization::None).then_some(s);
+        let config = infer_config(&read_shapes(&path).unwrap(), 4, given, None).unwrap();
+        assert_eq!(config, fixture_config(s).with_norm(norm), "{name}");
+        let mut model = config.init(&device).unwrap();
+        load_state_dict(&mut model, &path).unwrap();
+        if norm != Norm::Batch {
+            // (BatchNorm's fixture output is in training mode.)
+            let io = Fixture::read(&format!("model_{name}"));
+            let e = rel_error(
+                &model.forward(io.tensor("input", &device)).into_data(),
+                &io.get("output"),
+            );
+            assert!(e < 1e-4, "{name}: {e:e}");
+        }
+    }
     // Not a WSResUNet: a clear error naming the missing key.
     let shapes = read_shapes(&dir.join("ws_conv2d_seed.weights.safetensors")).unwrap();
     let err = infer_config(&shapes, 4, None, None)

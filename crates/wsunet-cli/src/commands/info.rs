@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use wsunet::device::DeviceInfo;
+use wsunet::layers::{Norm, Standardization};
 use wsunet::{WsResUNet, WsResUNetConfig, parse_device};
 
 use clap::Args;
@@ -110,11 +111,21 @@ pub fn run(args: InfoArgs) -> Result<()> {
         .iter()
         .map(|(c, g)| format!("{c}:{g}"))
         .collect();
+    let norm = match config.norm {
+        Norm::Group => format!("GroupNorm groups per width {}", groups.join(" ")),
+        Norm::Batch => "BatchNorm (momentum 0.1, eps 1e-5; running statistics in inference)".into(),
+        Norm::None => "no norm (the convolutions have biases)".into(),
+    };
+    let standardization = match config.standardization {
+        Standardization::None => "plain convolutions (no standardization)".to_string(),
+        s => format!(
+            "WsConv2d standardization {s} (eps {:e})",
+            config.resolved_eps()
+        ),
+    };
     println!(
-        "WsConv2d standardization {} (eps {:e}); GroupNorm groups per width {}",
-        config.standardization,
-        config.resolved_eps(),
-        groups.join(" ")
+        "variant {}: {standardization}; {norm}",
+        config.variant_name()
     );
     println!();
     println!(

@@ -31,7 +31,8 @@ pub struct ImportArgs {
     pub groups: usize,
 
     /// Weight standardization (default: scaled when the file has gains,
-    /// else seed).
+    /// else seed; a plain Conv2d network's kernels look the same, give
+    /// `none` for one). The norm (group, batch, none) follows from the keys.
     #[arg(long, value_name = "NAME", value_parser = choice(&Standardization::ALL))]
     pub standardization: Option<Standardization>,
 
@@ -113,14 +114,14 @@ pub fn import(args: ImportArgs) -> Result<()> {
     let out = args.out.with_extension("bpk");
     save_model(&model, &card, &out).context("fix --out")?;
     println!(
-        "imported {} ({} tensors): {} → {} classes, widths {:?}, depths {:?}, {} standardization, groups {}",
+        "imported {} ({} tensors): {} → {} classes, widths {:?}, depths {:?}, {}, groups {}",
         args.file.display(),
         shapes.len(),
         card.model.in_channels,
         card.model.num_classes,
         card.model.widths,
         card.model.depths,
-        card.model.standardization,
+        card.model.variant_description(),
         card.model.groups
     );
     if card.normalize.is_identity() {

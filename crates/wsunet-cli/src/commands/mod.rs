@@ -134,6 +134,7 @@ pub mod eval;
 pub mod info;
 pub mod interop;
 pub mod predict;
+pub mod study;
 pub mod synth;
 pub mod train;
 

@@ -299,10 +299,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         card.model.in_channels
     );
     println!(
-        "model widths {:?} depths {:?} ({} standardization); {} epochs, batch {}, crop {}×{} ({}), {} lr {:.1e}, {} loss, device {}",
+        "model widths {:?} depths {:?} ({}); {} epochs, batch {}, crop {}×{} ({}), {} lr {:.1e}, {} loss, device {}",
         card.model.widths,
         card.model.depths,
-        card.model.standardization,
+        card.model.variant_description(),
         c.epochs,
         c.batch_size,
         session.data.crop[0],

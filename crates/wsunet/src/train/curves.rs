@@ -12,9 +12,9 @@ use crate::data::io::write_rgb8_png;
 
 const WIDTH: u32 = 1500;
 const HEIGHT: u32 = 420;
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())

@@ -4,7 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod confusion;
-mod curves;
+pub(crate) mod curves;
 pub mod eval_split;
 pub mod evaluate;
 pub mod loader;
