@@ -45,7 +45,9 @@
 //! [`infer`] (tiled prediction: [`Predictor`]), [`weights`] (PyTorch state
 //! dicts), [`onnx`] (export). Data: [`data`] (reading, checking, augmenting
 //! and batching images and masks). Training: [`train`] ([`Session`],
-//! [`TrainConfig`]) and [`run_dir`] (the files of a run: [`RunDir`]).
+//! [`TrainConfig`]) and [`run_dir`] (the files of a run: [`RunDir`]);
+//! [`study`] compares norm and standardization variants ([`Variant`])
+//! across batch sizes.
 //! Running at scale: [`shard`], [`provenance`], [`mod@bench`]. Devices:
 //! [`device`] ([`parse_device`]). Errors: [`Error`]. Files: [`fs`] (the
 //! atomic writer and JSON reader/writer every output goes through).
