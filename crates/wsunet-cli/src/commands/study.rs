@@ -10,7 +10,7 @@ use clap::Args;
 use clap::builder::PossibleValuesParser;
 use wsunet::Variant;
 use wsunet::study::{RunResult, RunSpec, StudyConfig, StudyObserver, run_study, train_images};
-use wsunet::train::{PRESETS, TrainConfig, model_from_file, preset};
+use wsunet::train::{PRESETS, TrainConfig};
 
 use super::{Settings, with_fix};
 use crate::cli::{DeviceArg, finite, parse_size};
@@ -105,16 +105,7 @@ fn base_config(args: &StudyArgs) -> Result<TrainConfig> {
         Some(path) => TrainConfig::from_file(path).context("fix --config")?,
         None => TrainConfig::default(),
     };
-    if let Some(name) = &args.preset {
-        c.model = wsunet::WsResUNetConfig {
-            in_channels: c.model.in_channels,
-            num_classes: c.model.num_classes,
-            ..preset(name).context("fix --preset")?
-        };
-    }
-    if let Some(path) = &args.model_config {
-        c.model = model_from_file(path).context("fix --model-config")?;
-    }
+    super::train::set_model(&mut c, args.preset.as_deref(), args.model_config.as_deref())?;
     if args.data.is_some() {
         c.data = args.data.clone();
     }

@@ -189,22 +189,32 @@ fn next_run_dir() -> PathBuf {
 }
 
 /// Defaults, then the config file, then every flag given.
-fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
-    let mut c = match &args.config {
-        Some(path) => TrainConfig::from_file(path).context("fix --config")?,
-        None => TrainConfig::default(),
-    };
-    if let Some(name) = &args.preset {
-        // The architecture only: channels and classes stay the config's.
+/// Applies `--preset` (the architecture only: channels and classes stay
+/// the config's) or `--model-config` to a training config.
+pub fn set_model(
+    c: &mut TrainConfig,
+    preset_name: Option<&str>,
+    model_config: Option<&Path>,
+) -> Result<()> {
+    if let Some(name) = preset_name {
         c.model = WsResUNetConfig {
             in_channels: c.model.in_channels,
             num_classes: c.model.num_classes,
             ..preset(name).context("fix --preset")?
         };
     }
-    if let Some(path) = &args.model_config {
+    if let Some(path) = model_config {
         c.model = model_from_file(path).context("fix --model-config")?;
     }
+    Ok(())
+}
+
+fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = match &args.config {
+        Some(path) => TrainConfig::from_file(path).context("fix --config")?,
+        None => TrainConfig::default(),
+    };
+    set_model(&mut c, args.preset.as_deref(), args.model_config.as_deref())?;
     // Each flag replaces its field.
     let mut config = serde_json::to_value(&c)?;
     if let (Some(fields), serde_json::Value::Object(flags)) = (
