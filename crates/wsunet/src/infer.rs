@@ -662,6 +662,70 @@ mod tests {
         assert_eq!(got.probs, probs.into_data().try_into_vec::<f32>().unwrap());
     }
 
+    /// Every norm and standardization variant predicts (folded: BatchNorm
+    /// merged into the convolutions) as its unfolded evaluation-mode forward,
+    /// in one tile and tiled.
+    #[test]
+    fn every_variant_predicts_as_its_evaluation_forward() {
+        use crate::model::Variant;
+        use burn::module::Module;
+        let device = Device::flex();
+        let (h, w) = (48, 61);
+        let values: Vec<f32> = (0..3 * h * w)
+            .map(|i| ((i * 29) % 89) as f32 / 88.0)
+            .collect();
+        let image = Image::new(3, h, w, values);
+        let mut normalized = image.clone();
+        Normalize::neutral(3).apply(&mut normalized);
+        let x = Tensor::<4>::from_data(TensorData::new(normalized.data, [1, 3, h, w]), &device);
+        for variant in Variant::ALL {
+            let config = WsResUNetConfig::new(3)
+                .with_widths(vec![8, 8, 16, 16, 16])
+                .with_groups(4)
+                .with_variant(variant);
+            // Training-mode forwards move BatchNorm's running statistics.
+            let ad = device.clone().autodiff();
+            let trained = config.init_seeded(&ad, 1).unwrap();
+            for seed in 0..3 {
+                let batch = Tensor::<4>::random(
+                    [2, 3, 40, 40],
+                    burn::tensor::Distribution::Normal(0.3, 1.0 + seed as f64),
+                    &ad,
+                );
+                let _ = trained.forward(batch);
+            }
+            let model = trained.valid();
+            let expected = model
+                .forward(x.clone())
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
+            let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            for tile in [64, 32] {
+                let config = PredictConfig {
+                    tile,
+                    ..PredictConfig::default()
+                };
+                let predictor =
+                    Predictor::new(model.clone(), Normalize::neutral(3), device.clone(), config)
+                        .unwrap();
+                let got = predictor.predict(&image, true).unwrap();
+                let logits = got.logits.unwrap();
+                assert!(got.probs.iter().all(|p| p.is_finite()), "{variant}");
+                if tile == 64 {
+                    assert_eq!(got.tiles, 1);
+                    let diff = logits
+                        .iter()
+                        .zip(&expected)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(diff / scale < 1e-4, "{variant}: {diff} of {scale}");
+                } else {
+                    assert!(got.tiles > 1, "{variant}");
+                }
+            }
+        }
+    }
+
     /// `values` (`[C, H, W]`) mirrored along the chosen axes.
     fn mirror(
         values: &[f32],
