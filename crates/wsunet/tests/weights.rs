@@ -19,6 +19,17 @@ fn fixture_config(s: Standardization) -> WsResUNetConfig {
         .with_standardization(s)
 }
 
+/// A card for a `model_*`-shaped model: 3 classes, identity normalization.
+fn card_of(config: &WsResUNetConfig) -> wsunet::card::ModelCard {
+    wsunet::card::ModelCard {
+        model: config.clone(),
+        classes: wsunet::data::ClassList::numbered(3),
+        normalize: wsunet::data::Normalize::identity(3),
+        ignore_index: None,
+        crop: None,
+    }
+}
+
 fn keys(path: &std::path::Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();
     let mut names: Vec<String> = SafeTensors::deserialize(&bytes)
@@ -76,8 +87,7 @@ fn export_has_exactly_the_pytorch_state_dict_keys() {
 #[test]
 fn batch_norm_running_statistics_are_saved_and_loaded() {
     use burn::module::Module;
-    use wsunet::card::{ModelCard, load_model, save_model};
-    use wsunet::data::{ClassList, Normalize};
+    use wsunet::card::{load_model, save_model};
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let config = fixture_config(Standardization::Seed).with_norm(Norm::Batch);
@@ -103,13 +113,7 @@ fn batch_norm_running_statistics_are_saved_and_loaded() {
     assert_eq!(common::running_stats(&fresh), stats);
     assert!(rel_error(&fresh.forward(x.clone()).into_data(), &expected) < 1e-6);
 
-    let card = ModelCard {
-        model: config.clone(),
-        classes: ClassList::numbered(3),
-        normalize: Normalize::identity(3),
-        ignore_index: None,
-        crop: None,
-    };
+    let card = card_of(&config);
     let bpk = dir.path().join("bn.bpk");
     save_model(&model, &card, &bpk).unwrap();
     let (back, back_card) = load_model(&bpk, &device).unwrap();
@@ -316,21 +320,14 @@ fn export_round_trip_and_folded_export() {
 
 #[test]
 fn a_folded_model_cannot_be_saved_and_load_back_wrong() {
-    use wsunet::card::{ModelCard, load_model, save_model};
-    use wsunet::data::{ClassList, Normalize};
+    use wsunet::card::{load_model, save_model};
     use wsunet::weights::{is_folded_file, load_state_dict, save_state_dict};
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     for s in Standardization::ALL {
         let config = fixture_config(s);
         let model = config.init_seeded(&device, 1).unwrap();
-        let card = ModelCard {
-            model: config.clone(),
-            classes: ClassList::numbered(3),
-            normalize: Normalize::identity(3),
-            ignore_index: None,
-            crop: None,
-        };
+        let card = card_of(&config);
         // The model format holds raw kernels: a folded one is refused.
         let path = dir.path().join(format!("{s}.bpk"));
         let err = save_model(&model.clone().fold(), &card, &path)
