@@ -292,15 +292,11 @@ impl BenchReport {
             self.config.model.in_channels,
             self.config.size[0],
             self.config.size[1],
-            if self.config.standardize {
-                self.config.model.variant_name()
-            } else {
-                self.config
-                    .model
-                    .clone()
-                    .with_standardization(crate::layers::Standardization::None)
-                    .variant_name()
-            },
+            // --no-ws runs the same norm with plain convolutions.
+            crate::model::Variant::new(
+                self.config.standardize && self.config.model.variant().ws,
+                self.config.model.norm
+            ),
             self.config.reps,
             self.config.warmup
         );

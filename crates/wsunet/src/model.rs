@@ -208,15 +208,16 @@ impl Variant {
 
     /// Its name: `ws-gn`, `gn`, `ws-bn`, `bn`, `ws-none` or `plain`.
     pub fn name(self) -> String {
-        let s = if self.ws {
-            Standardization::Seed
-        } else {
-            Standardization::None
+        let norm = match self.norm {
+            Norm::Group => "gn",
+            Norm::Batch => "bn",
+            Norm::None => "none",
         };
-        WsResUNetConfig::new(1)
-            .with_standardization(s)
-            .with_norm(self.norm)
-            .variant_name()
+        match (self.ws, self.norm) {
+            (true, _) => format!("ws-{norm}"),
+            (false, Norm::None) => "plain".into(),
+            (false, _) => norm.into(),
+        }
     }
 }
 
@@ -381,16 +382,13 @@ impl WsResUNetConfig {
     /// assert_eq!(bn.variant_name(), "bn");
     /// ```
     pub fn variant_name(&self) -> String {
-        let norm = match self.norm {
-            Norm::Group => "gn",
-            Norm::Batch => "bn",
-            Norm::None => "none",
-        };
-        match (self.standardization.standardizes(), self.norm) {
-            (true, _) => format!("ws-{norm}"),
-            (false, Norm::None) => "plain".into(),
-            (false, _) => norm.into(),
-        }
+        self.variant().name()
+    }
+
+    /// The config's [`Variant`]: its norm, and whether its kernels are
+    /// standardized.
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.standardization.standardizes(), self.norm)
     }
 
     /// Sets the standardization and norm of a [`Variant`] (a `ws-` variant
