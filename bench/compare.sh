@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs `wsunet bench` and python/bench_torch.py back to back with the same
 # settings and thread count, and prints the speed ratios (wsunet / PyTorch
-# throughput: > 1 means wsunet is faster).
+# throughput: > 1 means wsunet is faster). On the CPU, when the Python has
+# onnxruntime, ONNX Runtime times the inference phase too, on the ONNX file
+# of the very model wsunet timed (`wsunet bench --onnx`): CPU execution
+# provider, default graph optimizations, the same threads, batch, size,
+# warm-up and repetitions (the "ORT" columns; "vs ORT" > 1: wsunet faster).
 #
 #   bench/compare.sh [--batch-size N] [--size HxW] [--reps N] [--warmup N] [--threads N] [--no-ws] [--device D] [--torch-device T]
 #
@@ -18,8 +22,14 @@ threads=$(nproc)
 device=cpu
 torch_device=
 args=()
+batch=2 size=256 reps=5 warmup=2 phases=inference
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --batch-size) batch="$2" ;;&
+    --size) size="$2" ;;&
+    --reps) reps="$2" ;;&
+    --warmup) warmup="$2" ;;&
+    --phases) phases="$2" ;;&
     --threads) threads="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
     --torch-device) torch_device="$2"; shift 2 ;;
@@ -49,24 +59,40 @@ fi
 
 out=${OUT_DIR:-bench/out}
 mkdir -p "$out"
-"$bin" bench "${args[@]}" --device "$device" --threads "$threads" --json > "$out/wsunet.json"
+rm -f "$out/ort.json" "$out/model.onnx"
+onnx=()
+if [[ "$device" == cpu && ",$phases," == *,inference,* ]] && "$python" -c "import onnxruntime" 2>/dev/null; then
+  onnx=(--onnx "$out/model.onnx")
+fi
+"$bin" bench "${args[@]}" --device "$device" --threads "$threads" --json "${onnx[@]}" > "$out/wsunet.json"
 "$python" python/bench_torch.py "${args[@]}" --device "$torch_device" --threads "$threads" --json > "$out/pytorch.json"
+if [[ ${#onnx[@]} -gt 0 ]]; then
+  "$python" python/check_onnx.py bench "$out/model.onnx" --batch "$batch" --sizes "$size" \
+    --reps "$reps" --warmup "$warmup" --threads "$threads" --json > "$out/ort.json"
+fi
 
-"$python" - "$out/wsunet.json" "$out/pytorch.json" <<'PY'
-import json, sys, platform, datetime
+"$python" - "$out/wsunet.json" "$out/pytorch.json" "$out/ort.json" <<'PY'
+import json, os, sys, platform, datetime
 ours, theirs = (json.load(open(p)) for p in sys.argv[1:3])
+ort = json.load(open(sys.argv[3]))[0] if os.path.exists(sys.argv[3]) else None
 c = ours["config"]
 print(f"{datetime.date.today()} {platform.machine()} wsunet on {ours['device']}, PyTorch on {theirs['device']}, {ours['threads']} threads; "
       f"{ours['parameters']:,} parameters, batch {c['batch']}, {c['model']['in_channels']}×{c['size'][0]}×{c['size'][1]}, "
-      f"WS {'on' if c['standardize'] else 'off'}, median of {c['reps']} (torch {theirs.get('torch', '?')})")
-print(f"| phase | wsunet ms | PyTorch ms | wsunet img/s | PyTorch img/s | speed ratio | wsunet MiB | PyTorch MiB |")
-print(f"|---|---|---|---|---|---|---|---|")
+      f"WS {'on' if c['standardize'] else 'off'}, median of {c['reps']} (torch {theirs.get('torch', '?')}"
+      + (f", onnxruntime {ort['onnxruntime']})" if ort else ")"))
+print(f"| phase | wsunet ms | PyTorch ms | ORT ms | wsunet img/s | PyTorch img/s | speed ratio | vs ORT | wsunet MiB | PyTorch MiB |")
+print(f"|---|---|---|---|---|---|---|---|---|---|")
 t = {r["phase"]: r for r in theirs["results"]}
 for r in ours["results"]:
     o = t.get(r["phase"])
     if o is None:
         continue
     mib = lambda v: "-" if v is None else f"{v:.0f}"
-    print(f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | {r['images_per_s']:.2f} | "
-          f"{o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | {mib(r['peak_rss_mib'])} | {mib(o['peak_rss_mib'])} |")
+    e = ort if r["phase"] == "inference" else None
+    print(f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | {e['median_ms']:.1f} | " if e else
+          f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | - | ", end="")
+    print(f"{r['images_per_s']:.2f} | {o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | "
+          f"{e['median_ms'] / r['median_ms']:.2f}× | " if e else
+          f"{r['images_per_s']:.2f} | {o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | - | ", end="")
+    print(f"{mib(r['peak_rss_mib'])} | {mib(o['peak_rss_mib'])} |")
 PY

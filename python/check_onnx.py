@@ -14,9 +14,11 @@
   4. the twin is exported with `torch.onnx.export` for a side-by-side
      comparison (file size, node count, operators, and its logits under ORT).
 
-`bench` times ONNX Runtime CPU inference of an .onnx file at batch 1, the
-median of --reps runs after --warmup, with --threads intra-op threads (the
-same setting as `wsunet bench --threads` and python/bench_torch.py --threads).
+`bench` times ONNX Runtime CPU inference of an .onnx file at --batch (1 by
+default) for each of --sizes, the median of --reps runs after --warmup, with
+--threads intra-op threads (the same setting as `wsunet bench --threads` and
+python/bench_torch.py --threads); --json prints one JSON list of results.
+bench/compare.sh runs it on `wsunet bench --onnx`'s file.
 
 Pinned versions (PyPI, Python 3.11; torch from PyPI also pulls its CUDA
 packages, unused here):
@@ -191,8 +193,9 @@ def bench(args: argparse.Namespace) -> None:
     inp = sess.get_inputs()[0]
     channels = inp.shape[1]
     rows = []
-    for size in args.sizes:
-        x = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
+    for h, w in args.sizes:
+        shape = (args.batch, channels, h, w)
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         for _ in range(args.warmup):
             sess.run(None, {inp.name: x})
         times = []
@@ -201,11 +204,23 @@ def bench(args: argparse.Namespace) -> None:
             sess.run(None, {inp.name: x})
             times.append(time.perf_counter() - t)
         med = statistics.median(times)
-        rows.append({"size": size, "median_s": med, "min_s": min(times), "images_per_s": 1 / med})
-        print(f"ORT {ort.__version__} CPU, {args.threads} thread(s), 1×{channels}×{size}×{size}: "
-              f"median {med * 1000:.1f} ms (min {min(times) * 1000:.1f} ms, {args.reps} reps)")
+        rows.append({"batch": args.batch, "size": [h, w], "median_ms": med * 1e3, "min_ms": min(times) * 1e3,
+                     "max_ms": max(times) * 1e3, "images_per_s": args.batch / med,
+                     "onnxruntime": ort.__version__, "threads": args.threads})
+        if not args.json:
+            print(f"ORT {ort.__version__} CPU, {args.threads} thread(s), {'×'.join(map(str, shape))}: "
+                  f"median {med * 1000:.1f} ms (min {min(times) * 1000:.1f} ms, {args.reps} reps)")
     if args.json:
         print(json.dumps(rows))
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """`256,512x384`: squares or HxW."""
+    sizes = []
+    for part in text.split(","):
+        h, _, w = part.partition("x")
+        sizes.append((int(h), int(w or h)))
+    return sizes
 
 
 def main() -> None:
@@ -217,7 +232,8 @@ def main() -> None:
     c.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="ORT CPU inference time")
     b.add_argument("file", help="an .onnx file")
-    b.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 512])
+    b.add_argument("--sizes", type=parse_sizes, default=[(256, 256), (512, 512)], help="256,512x384: squares or HxW")
+    b.add_argument("--batch", type=int, default=1)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--reps", type=int, default=10)

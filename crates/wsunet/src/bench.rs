@@ -180,6 +180,20 @@ pub fn run_bench(
     })
 }
 
+/// The model the `inference` phase times, before folding: the seeded
+/// initialization of `config.model`, with a BatchNorm model's running
+/// statistics calibrated on a random batch of the configured shape (see
+/// `calibrated`). `wsunet bench --onnx` exports it, so that another engine
+/// times the same network.
+pub fn inference_model(config: &BenchConfig, device: &Device) -> Result<WsResUNet> {
+    let [h, w] = config.size;
+    let dims = [config.batch.max(1), config.model.in_channels, h, w];
+    let model = config.model.init_seeded(device, 0)?;
+    model.check_input(dims)?;
+    let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+    Ok(calibrated(&model, config.model.norm, &x))
+}
+
 /// Training-mode forwards that bring a BatchNorm model's running statistics
 /// (0 and 1 when fresh) to within 1 % of the batch's: with the fresh ones a
 /// WS network's activations are not normalized at all, and the inference

@@ -1,7 +1,12 @@
 //! `wsunet bench`: whole-model speed, as a table or JSON.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
-use wsunet::bench::{BenchConfig, run_bench};
+use wsunet::bench::{BenchConfig, inference_model, run_bench};
+use wsunet::card::ModelCard;
+use wsunet::data::{ClassList, Normalize};
+use wsunet::onnx::{OnnxOptions, to_onnx};
 
 use clap::Args;
 use clap::builder::PossibleValuesParser;
@@ -55,6 +60,12 @@ pub struct BenchArgs {
     /// Print the report as JSON (the format python/bench_torch.py writes).
     #[arg(long)]
     pub json: bool,
+
+    /// Also write the model the inference phase times as an ONNX graph
+    /// (folded, as `wsunet export` writes it), so that another engine can
+    /// time the same network: bench/compare.sh gives it to ONNX Runtime.
+    #[arg(long, value_name = "FILE.onnx")]
+    pub onnx: Option<PathBuf>,
 }
 
 /// `--threads` is applied in `main` (the thread pool starts before any
@@ -71,6 +82,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         standardize: !args.no_ws,
         phases: args.phases.clone(),
     };
+    if let Some(path) = &args.onnx {
+        write_onnx(&config, &device, path)?;
+    }
     // stdout may be JSON: the device line goes with the progress lines.
     let info = announce(&device);
     if !args.json {
@@ -87,5 +101,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         print!("{}", report.table());
     }
+    Ok(())
+}
+
+/// Writes the inference phase's model to `path` as ONNX (raw logits, input
+/// already normalized: what the phase feeds the network).
+fn write_onnx(
+    config: &BenchConfig,
+    device: &wsunet::burn::tensor::Device,
+    path: &Path,
+) -> Result<()> {
+    let model =
+        inference_model(config, device).context("fix --batch-size, --size or --model-config")?;
+    let card = ModelCard {
+        classes: ClassList::numbered(config.model.num_classes),
+        normalize: Normalize::neutral(config.model.in_channels),
+        model: config.model.clone(),
+        ignore_index: None,
+        crop: None,
+    };
+    let options = OnnxOptions {
+        normalize_input: false,
+        argmax: false,
+    };
+    let onnx =
+        to_onnx(&model, &card, &options).context("the benchmarked model has no ONNX form")?;
+    onnx.save(path)
+        .with_context(|| format!("fix --onnx: cannot write {}", path.display()))?;
     Ok(())
 }
