@@ -95,4 +95,10 @@ for r in ours["results"]:
           f"{e['median_ms'] / r['median_ms']:.2f}× | " if e else
           f"{r['images_per_s']:.2f} | {o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | - | ", end="")
     print(f"{mib(r['peak_rss_mib'])} | {mib(o['peak_rss_mib'])} |")
+for r in ours["results"]:
+    o = t.get(r["phase"], {})
+    if r.get("parts") and o.get("parts"):
+        theirs_parts = {p["part"]: p["median_ms"] for p in o["parts"]}
+        print(f"\n{r['phase']} parts, ms (medians), wsunet / PyTorch: " + ", ".join(
+            f"{p['part']} {p['median_ms']:.1f} / {theirs_parts.get(p['part'], float('nan')):.1f}" for p in r["parts"]))
 PY

@@ -123,13 +123,25 @@ def main() -> None:
         model(x)
         sync()
 
+    parts = []  # per train step: forward, loss, backward, optimizer (ms), as wsunet bench times them
+
     def train_step():
         model.train()
-        loss = F.cross_entropy(model(x), target)
+        t0 = time.perf_counter()
+        y = model(x)
+        sync()
+        t1 = time.perf_counter()
+        loss = F.cross_entropy(y, target)
+        loss.item()
+        t2 = time.perf_counter()
         loss.backward()
+        sync()
+        t3 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
+        t4 = time.perf_counter()
+        parts.append([(b - a) * 1e3 for a, b in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]])
 
     steps = {"inference": inference, "train_forward": train_forward, "train_step": train_step}
     results = []
@@ -153,6 +165,10 @@ def main() -> None:
                   "images_per_s": b / (median / 1e3), "peak_rss_mib": peak_mib()}
         if cuda:
             result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if phase == "train_step":
+            timed = parts[args.warmup:]
+            result["parts"] = [{"part": name, "median_ms": statistics.median(p[i] for p in timed)}
+                               for i, name in enumerate(["forward", "loss", "backward", "optimizer"])]
         results.append(result)
 
     report = {

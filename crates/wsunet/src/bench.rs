@@ -77,6 +77,21 @@ pub struct PhaseResult {
     pub images_per_s: f64,
     /// Peak resident memory during the phase, MiB (Linux).
     pub peak_rss_mib: Option<f64>,
+    /// Where a repetition's time goes (`train_step`: forward, loss,
+    /// backward, optimizer), each part's median over the timed repetitions.
+    /// The parts are timed with a read-back after each, so on a GPU they
+    /// add up to a little more than the phase's median.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartTime>,
+}
+
+/// One part of a phase's repetition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartTime {
+    /// What the part does.
+    pub part: String,
+    /// Median time, milliseconds.
+    pub median_ms: f64,
 }
 
 /// A benchmark run: settings and results.
@@ -156,16 +171,35 @@ pub fn run_bench(
                 let loss_fn = SegLoss::new(LossKind::Ce, -1);
                 let mut optim = crate::train::default_optimizer();
                 let mut model = Some(trained);
-                time_phase(phase, config, || {
+                let mut parts: Vec<[f64; 4]> = Vec::new();
+                let mut result = time_phase(phase, config, || {
                     let m = model.take().expect("model");
-                    let loss = loss_fn.forward(m.forward(x.clone()), target.clone());
+                    let mut clock = Clock::start();
+                    let y = m.forward(x.clone());
+                    sync(y.clone());
+                    let forward = clock.lap();
+                    let loss = loss_fn.forward(y, target.clone());
+                    let _ = loss.clone().into_data();
+                    let loss_ms = clock.lap();
                     let grads = GradientsParams::from_grads(loss.backward(), &m);
+                    let backward = clock.lap();
                     let m = optim.step(1e-4, m, grads);
                     // Reading an updated parameter waits for the update.
                     sync(m.head.weight.val());
+                    parts.push([forward, loss_ms, backward, clock.lap()]);
                     model = Some(m);
                     None
-                })
+                });
+                let timed = &parts[config.warmup.min(parts.len())..];
+                result.parts = ["forward", "loss", "backward", "optimizer"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, part)| PartTime {
+                        part: part.to_string(),
+                        median_ms: median(timed.iter().map(|p| p[i]).collect()),
+                    })
+                    .collect();
+                result
             }
         };
         results.push(result);
@@ -237,12 +271,8 @@ fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untim
             elapsed
         })
         .collect();
+    let median = median(times.clone());
     times.sort_by(f64::total_cmp);
-    let median = if times.len() % 2 == 1 {
-        times[times.len() / 2]
-    } else {
-        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
-    };
     PhaseResult {
         phase: phase.into(),
         median_ms: median,
@@ -250,6 +280,34 @@ fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untim
         max_ms: times[times.len() - 1],
         images_per_s: config.batch as f64 / (median / 1e3),
         peak_rss_mib: peak_rss_mib(),
+        parts: Vec::new(),
+    }
+}
+
+/// The median of `times` (the mean of the middle two for an even count).
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    match times.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => times[n / 2],
+        n => (times[n / 2 - 1] + times[n / 2]) / 2.0,
+    }
+}
+
+/// Milliseconds between laps.
+struct Clock(Instant);
+
+impl Clock {
+    fn start() -> Self {
+        Clock(Instant::now())
+    }
+
+    /// Milliseconds since the start or the last lap.
+    fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let ms = (now - self.0).as_secs_f64() * 1e3;
+        self.0 = now;
+        ms
     }
 }
 
@@ -329,6 +387,18 @@ impl BenchReport {
                 r.peak_rss_mib
                     .map(|m| format!("{m:.0}"))
                     .unwrap_or_else(|| "-".into())
+            ));
+        }
+        for r in self.results.iter().filter(|r| !r.parts.is_empty()) {
+            let parts: Vec<String> = r
+                .parts
+                .iter()
+                .map(|p| format!("{} {:.1}", p.part, p.median_ms))
+                .collect();
+            out.push_str(&format!(
+                "{} parts, ms (medians): {}\n",
+                r.phase,
+                parts.join(", ")
             ));
         }
         out
