@@ -449,10 +449,28 @@ mod tests {
                         Tolerance::<f32>::absolute((1e-5 * scale).max(2e-5)).set_relative(5e-4);
                     a.assert_approx_eq::<f32>(&b, tol);
                 };
-                check(y1.into_data(), y0.into_data());
-                check(dw1.into_data(), dw0.into_data());
+                if constant {
+                    // A constant kernel standardizes to exactly 0. The
+                    // composed path's variance is a rounding residue, not 0:
+                    // its size depends on the order Flex sums in (other
+                    // without AVX2), and next to eps it moves the output by
+                    // up to 6e-3 and the gradient (≈ 1/sqrt(eps)) by up to
+                    // 0.6 % on a baseline x86-64 (scripts/cpu-paths.sh).
+                    assert!(y1.into_data().iter::<f32>().all(|v| v == 0.0), "{s:?}");
+                    let tol = Tolerance::<f32>::relative(1e-2);
+                    dw1.into_data()
+                        .assert_approx_eq::<f32>(&dw0.into_data(), tol);
+                } else {
+                    check(y1.into_data(), y0.into_data());
+                    check(dw1.into_data(), dw0.into_data());
+                }
                 if let (Some(a), Some(b)) = (dg1, dg0) {
-                    check(a.into_data(), b.into_data());
+                    if constant {
+                        // Σ dy · 0: the gain's gradient is exactly 0 too.
+                        assert!(a.into_data().iter::<f32>().all(|v| v == 0.0), "{s:?}");
+                    } else {
+                        check(a.into_data(), b.into_data());
+                    }
                 }
             }
         }
