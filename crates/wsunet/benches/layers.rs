@@ -1,8 +1,9 @@
 //! Layer speeds on the CPU backend, wsunet's kernels (`ops/`) against Burn's
 //! own: WsConv2d against a plain Burn `Conv2d` (Flex's convolution), the fused
 //! GroupNorm + SiLU against Burn's `GroupNorm` then `silu`, and
-//! `resize_bilinear` against Burn's native `interpolate`, forward and
-//! forward + backward, at sizes the base model meets.
+//! `resize_bilinear` against Burn's native `interpolate`, and the default loss
+//! (cross-entropy + Dice) against its composed form, forward and forward +
+//! backward, at sizes the base model and the main command meet.
 //!
 //! `cargo bench -p wsunet --bench layers` (add `-- --quick` for fewer rounds).
 //! Prints one markdown table; each number is the median of the rounds.
@@ -14,9 +15,10 @@ use burn::nn::{GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use common::median_ms;
 use wsunet::layers::{WsConv2dConfig, resize_bilinear};
+use wsunet::train::{LossKind, SegLoss};
 
 /// Runs the backward of `y.sum()`, or forces `y`'s computation (Flex is
 /// eager, but keep GPU-safe habits).
@@ -121,6 +123,41 @@ fn main() {
             };
             let (f, b) = (time(&cpu, false), time(&ad, true));
             println!("| {name} ×2 | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
+        }
+    }
+
+    // The default loss at the main command's batch and the bench's.
+    for &(n, c, hw) in &[(8, 4, 96), (2, 4, 256)] {
+        for fused in [true, false] {
+            let loss = SegLoss::new(LossKind::CeDice, 255);
+            let time = |device: &Device, backward: bool| {
+                let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 2.0), device);
+                let x = if backward { x.require_grad() } else { x };
+                let t = Tensor::<3, Int>::random(
+                    [n, hw, hw],
+                    Distribution::Uniform(0.0, c as f64),
+                    device,
+                );
+                median_ms(rounds, || {
+                    let y = if fused {
+                        loss.forward(x.clone(), t.clone())
+                    } else {
+                        loss.forward_composed(x.clone(), t.clone())
+                    };
+                    if backward {
+                        let _ = y.backward();
+                    } else {
+                        let _ = y.into_data();
+                    }
+                })
+            };
+            let (f, b) = (time(&cpu, false), time(&ad, true));
+            let name = if fused {
+                "CE + Dice loss (wsunet kernel)"
+            } else {
+                "CE + Dice loss (Burn's ops)"
+            };
+            println!("| {name} | {n}×{c}×{hw}×{hw} | {f:.2} | {b:.2} |");
         }
     }
 }

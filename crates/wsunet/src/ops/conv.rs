@@ -219,7 +219,7 @@ fn inner(outer: bool) -> Parallelism {
 
 /// A pointer that may cross threads: every band writes a disjoint part.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 // SAFETY: the pointer is only dereferenced (by `gemm`) for the rows of one
 // band, and no two bands share a row, so threads never touch the same value.
 unsafe impl Send for SendPtr {}
@@ -228,7 +228,7 @@ unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The pointer (a method, so closures capture the `Sync` wrapper).
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod conv;
 mod flex;
 pub(crate) mod group_norm;
 pub(crate) mod resize;
+pub(crate) mod seg_loss;
 mod simd;
 pub(crate) mod standardize;
 

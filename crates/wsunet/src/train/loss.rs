@@ -5,6 +5,9 @@
 //! indices, or the ignore label for pixels that do not count).
 
 use burn::tensor::activation::{log_softmax, softmax};
+
+use crate::ops::runs_here;
+use crate::ops::seg_loss::{LossParams, Terms, seg_loss};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +108,31 @@ impl SegLoss {
     /// - target: `[B, H, W]`
     /// - output: `[1]`
     pub fn forward(&self, logits: Tensor<4>, target: Tensor<3, Int>) -> Tensor<1> {
+        let terms = match self.kind {
+            LossKind::Ce => Some(Terms::Ce),
+            LossKind::Dice => Some(Terms::Dice),
+            LossKind::CeDice => Some(Terms::CeDice),
+            LossKind::Focal => None,
+        };
+        match terms {
+            Some(terms) if runs_here(&logits.device(), logits.dtype()) => {
+                let targets = target.into_data().convert::<i64>();
+                let params = LossParams {
+                    terms,
+                    targets: targets.as_slice::<i64>().expect("i64 targets").into(),
+                    ignore: self.ignore_label,
+                    class_weights: self.class_weights.as_deref().map(Into::into),
+                };
+                seg_loss(logits, params)
+            }
+            _ => self.forward_composed(logits, target),
+        }
+    }
+
+    /// [`Self::forward`] as Burn's composed ops, which every device but the
+    /// CPU runs (the CPU runs cross-entropy and Dice as one kernel of this
+    /// crate); public for comparisons (`benches/layers.rs`).
+    pub fn forward_composed(&self, logits: Tensor<4>, target: Tensor<3, Int>) -> Tensor<1> {
         match self.kind {
             LossKind::Ce => self.cross_entropy(logits, target),
             LossKind::Dice => self.dice(logits, target),
@@ -251,6 +279,55 @@ mod tests {
                 .forward(logits.clone(), target.clone())
                 .into_scalar();
             assert_eq!(loss, 0.0, "{kind}");
+        }
+    }
+
+    /// The CPU kernel and the composed ops give the same loss and the same
+    /// gradient of the logits: ignored pixels, class weights, a class absent
+    /// from the batch.
+    #[test]
+    fn the_cpu_kernel_equals_the_composed_loss() {
+        use burn::tensor::Distribution;
+        let device = Device::flex().autodiff();
+        // `forward` takes the kernel here.
+        assert!(runs_here(&device, burn::tensor::DType::F32));
+        let logits = Tensor::<4>::random([2, 4, 9, 7], Distribution::Normal(0.0, 2.0), &device);
+        // Classes 0..2 and the ignore label 9: class 3 never occurs.
+        let labels: Vec<i64> = (0..2 * 9 * 7)
+            .map(|i| {
+                if i % 7 == 3 {
+                    9
+                } else {
+                    (i * 5 % 11 % 3) as i64
+                }
+            })
+            .collect();
+        let target = Tensor::<3, Int>::from_data(TensorData::new(labels, [2, 9, 7]), &device);
+        for (kind, _) in LossKind::ALL {
+            for weights in [None, Some(vec![0.5f32, 2.0, 1.0, 3.0])] {
+                let mut loss = SegLoss::new(kind, 9);
+                loss.class_weights = weights;
+                let run = |fused: bool| {
+                    let x = logits.clone().require_grad();
+                    let y = if fused {
+                        loss.forward(x.clone(), target.clone())
+                    } else {
+                        loss.forward_composed(x.clone(), target.clone())
+                    };
+                    let v: f32 = y.clone().into_scalar();
+                    let grad = x.grad(&y.backward()).unwrap().into_data();
+                    (v, grad.try_to_vec::<f32>().unwrap())
+                };
+                let ((a, da), (b, db)) = (run(true), run(false));
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{kind}: {a} vs {b}"
+                );
+                let scale = db.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (i, (x, y)) in da.iter().zip(&db).enumerate() {
+                    assert!((x - y).abs() <= 1e-5 * scale, "{kind} d[{i}]: {x} vs {y}");
+                }
+            }
         }
     }
 

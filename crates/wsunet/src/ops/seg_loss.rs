@@ -1,0 +1,326 @@
+//! The segmentation loss in one pass: cross-entropy (class weights, ignore
+//! label) and soft Dice, or their sum, with the gradient of the logits.
+//!
+//! The same formulas as `train::loss::SegLoss`'s composed ops (which other
+//! devices run): PyTorch's `F.cross_entropy(weight=…, ignore_index=…)` and
+//! segmentation_models_pytorch's multiclass `DiceLoss` (classes absent from
+//! the batch count 0). Composed, they are some twenty element-wise passes of
+//! Burn's ops over the logits, each single-threaded on Flex; here the
+//! forward is one parallel pass that keeps the softmax, and the backward one
+//! more. Partial sums are taken over fixed blocks of pixels and added in
+//! order in `f64`, so a given batch gives the same bits on every run.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::conv::SendPtr;
+use super::flex::{contiguous, dims4, inputs, record, slice, tensor};
+
+/// Which terms the loss sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terms {
+    /// Cross-entropy.
+    Ce,
+    /// Soft Dice.
+    Dice,
+    /// Cross-entropy + soft Dice.
+    CeDice,
+}
+
+impl Terms {
+    fn ce(self) -> bool {
+        self != Terms::Dice
+    }
+
+    fn dice(self) -> bool {
+        self != Terms::Ce
+    }
+}
+
+/// The loss's settings and the batch's targets (host values).
+#[derive(Clone, Debug)]
+pub struct LossParams {
+    /// The terms.
+    pub terms: Terms,
+    /// `[B·H·W]` class index of each pixel, or `ignore`.
+    pub targets: Arc<[i64]>,
+    /// Label of pixels that do not count.
+    pub ignore: i64,
+    /// Per-class weights of the cross-entropy (`None`: all 1).
+    pub class_weights: Option<Arc<[f32]>>,
+}
+
+/// The scalar loss `[1]` of `logits [B, C, H, W]` (`f32`, CPU) against the
+/// targets in `p`.
+///
+/// # Panics
+///
+/// When the targets do not hold one value per pixel, a target other than
+/// the ignore label is not a class index, or the class weights do not hold
+/// one value per class (the caller checks masks before training).
+pub fn seg_loss(logits: Tensor<4>, p: LossParams) -> Tensor<1> {
+    Tensor::<1>::from_dispatch(<Dispatch as SegLossOp>::seg_loss_cpu(
+        logits.into_dispatch(),
+        p,
+    ))
+}
+
+/// Pixels per block of the forward's partial sums.
+const BLOCK: usize = 4096;
+
+/// The forward's sums: `ce = (Σ w·nll, Σ w)`, and per class `Σ P·T`, `Σ P`,
+/// `Σ T` for the Dice.
+#[derive(Clone, Default)]
+struct Sums {
+    ce: [f64; 2],
+    inter: Vec<f64>,
+    prob: Vec<f64>,
+    truth: Vec<f64>,
+}
+
+impl Sums {
+    fn new(classes: usize) -> Self {
+        Sums {
+            ce: [0.0; 2],
+            inter: vec![0.0; classes],
+            prob: vec![0.0; classes],
+            truth: vec![0.0; classes],
+        }
+    }
+
+    fn add(&mut self, o: &Sums) {
+        self.ce[0] += o.ce[0];
+        self.ce[1] += o.ce[1];
+        for (a, b) in [
+            (&mut self.inter, &o.inter),
+            (&mut self.prob, &o.prob),
+            (&mut self.truth, &o.truth),
+        ] {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+    }
+}
+
+/// The shape and the per-pixel rules shared by forward and backward.
+#[derive(Clone, Debug)]
+struct Geom {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Geom {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// `(class index, weight)` of pixel `i` (image-major), or `None` when it
+    /// is ignored.
+    fn target(&self, p: &LossParams, i: usize) -> Option<(usize, f32)> {
+        let t = p.targets[i];
+        if t == p.ignore {
+            return None;
+        }
+        let class = usize::try_from(t)
+            .ok()
+            .filter(|&c| c < self.c)
+            .unwrap_or_else(|| panic!("seg_loss: target {t} is not one of {} classes", self.c));
+        let w = p.class_weights.as_ref().map_or(1.0, |w| w[class]);
+        Some((class, w))
+    }
+
+    /// The work units: (image, first pixel, pixels), in a fixed order.
+    fn blocks(&self) -> Vec<(usize, usize, usize)> {
+        let hw = self.hw();
+        (0..self.b)
+            .flat_map(|n| {
+                (0..hw)
+                    .step_by(BLOCK)
+                    .map(move |p0| (n, p0, BLOCK.min(hw - p0)))
+            })
+            .collect()
+    }
+}
+
+/// What the backward needs: the softmax, the sums' results, the settings.
+#[derive(Clone, Debug)]
+struct State {
+    g: Geom,
+    probs: Arc<Vec<f32>>,
+    p: LossParams,
+    /// Cross-entropy's normalizer `max(Σ w, 1e-12)`.
+    ce_norm: f64,
+    /// Per class `(present / C, dice, 1 / max(K, 1e-7))` with `K = ΣP + ΣT`
+    /// (`dice` is 0 where the clamp holds `K`, which then has no gradient).
+    dice: Vec<(f64, f64, f64)>,
+}
+
+fn run([x]: [FlexTensor; 1], p: LossParams) -> (FlexTensor, State) {
+    let [b, c, h, w] = dims4(&x);
+    let g = Geom { b, c, h, w };
+    let hw = g.hw();
+    assert_eq!(p.targets.len(), b * hw, "seg_loss: one target per pixel");
+    if let Some(cw) = &p.class_weights {
+        assert_eq!(cw.len(), c, "seg_loss: one class weight per class");
+    }
+    let x = slice(&x);
+    let mut probs = vec![0.0f32; b * c * hw];
+    let out = SendPtr(probs.as_mut_ptr());
+    let blocks: Vec<Sums> = g
+        .blocks()
+        .par_iter()
+        .map(|&(n, p0, len)| {
+            let img = &x[n * c * hw..][..c * hw];
+            let mut s = Sums::new(c);
+            let mut e = vec![0.0f32; c];
+            for i in p0..p0 + len {
+                let m = (0..c).fold(f32::NEG_INFINITY, |m, k| m.max(img[k * hw + i]));
+                let mut z = 0.0f32;
+                for (k, ek) in e.iter_mut().enumerate() {
+                    *ek = (img[k * hw + i] - m).exp();
+                    z += *ek;
+                }
+                let target = g.target(&p, n * hw + i);
+                for (k, ek) in e.iter_mut().enumerate() {
+                    *ek /= z;
+                    // SAFETY: pixel i of class plane k of image n: inside
+                    // `probs`, and in this block's pixels, which no other
+                    // block writes.
+                    unsafe { *out.get().add((n * c + k) * hw + i) = *ek };
+                    if target.is_some() {
+                        s.prob[k] += *ek as f64;
+                    }
+                }
+                if let Some((t, wt)) = target {
+                    let nll = (z.ln() + m - img[t * hw + i]) as f64;
+                    s.ce[0] += wt as f64 * nll;
+                    s.ce[1] += wt as f64;
+                    s.inter[t] += e[t] as f64;
+                    s.truth[t] += 1.0;
+                }
+            }
+            s
+        })
+        .collect();
+    let mut sums = Sums::new(c);
+    blocks.iter().for_each(|s| sums.add(s));
+    let ce_norm = sums.ce[1].max(1e-12);
+    let dice: Vec<(f64, f64, f64)> = (0..c)
+        .map(|k| {
+            let card = sums.prob[k] + sums.truth[k];
+            let d = 2.0 * sums.inter[k] / card.max(1e-7);
+            let present = if sums.truth[k] > 0.0 { 1.0 } else { 0.0 };
+            (present / c as f64, d, 1.0 / card.max(1e-7))
+        })
+        .collect();
+    let mut loss = 0.0f64;
+    if p.terms.ce() {
+        loss += sums.ce[0] / ce_norm;
+    }
+    if p.terms.dice() {
+        loss += dice
+            .iter()
+            .map(|&(scale, d, _)| scale * (1.0 - d))
+            .sum::<f64>();
+    }
+    let y = tensor(vec![loss as f32], [1]);
+    let state = State {
+        g,
+        probs: Arc::new(probs),
+        p,
+        ce_norm,
+        dice,
+    };
+    (y, state)
+}
+
+/// The gradient of the logits, times the upstream gradient `dy`.
+fn backward(s: &State, dy: f32) -> Vec<f32> {
+    let (g, c, hw) = (&s.g, s.g.c, s.g.hw());
+    let probs = &s.probs[..];
+    // Ignored pixels keep the zeros.
+    let mut dx = vec![0.0f32; g.b * c * hw];
+    let out = SendPtr(dx.as_mut_ptr());
+    g.blocks().par_iter().for_each(|&(n, p0, len)| {
+        let pr = &probs[n * c * hw..][..c * hw];
+        let mut gk = vec![0.0f64; c];
+        for i in p0..p0 + len {
+            let Some((t, wt)) = g.target(&s.p, n * hw + i) else {
+                continue;
+            };
+            // Dice: dL/dP_k; through the softmax below.
+            let mut dot = 0.0f64;
+            if s.p.terms.dice() {
+                for (k, gkk) in gk.iter_mut().enumerate() {
+                    let (scale, d, inv_k) = s.dice[k];
+                    let truth = if k == t { 2.0 } else { 0.0 };
+                    *gkk = -scale * (truth - d) * inv_k;
+                    dot += pr[k * hw + i] as f64 * *gkk;
+                }
+            }
+            let ce = if s.p.terms.ce() {
+                wt as f64 / s.ce_norm
+            } else {
+                0.0
+            };
+            for (k, gkk) in gk.iter().enumerate() {
+                let pk = pr[k * hw + i] as f64;
+                let mut v = ce * (pk - if k == t { 1.0 } else { 0.0 });
+                if s.p.terms.dice() {
+                    v += pk * (gkk - dot);
+                }
+                // SAFETY: pixel i of class plane k of image n: inside `dx`,
+                // and in this block's pixels, which no other block writes.
+                unsafe { *out.get().add((n * c + k) * hw + i) = (v * dy as f64) as f32 };
+            }
+        }
+    });
+    dx
+}
+
+/// The CPU kernel, plugged into Burn.
+#[backend_extension(Flex, Autodiff)]
+pub trait SegLossOp: Backend {
+    /// The loss `[1]` of `logits [B, C, H, W]`.
+    fn seg_loss_cpu(logits: FloatTensor<Self>, p: LossParams) -> FloatTensor<Self>;
+}
+
+impl SegLossOp for Flex {
+    fn seg_loss_cpu(logits: FloatTensor<Self>, p: LossParams) -> FloatTensor<Self> {
+        run(inputs([logits]), p).0
+    }
+}
+
+impl<C: CheckpointStrategy> SegLossOp for Autodiff<Flex, C> {
+    fn seg_loss_cpu(logits: FloatTensor<Self>, p: LossParams) -> FloatTensor<Self> {
+        record::<_, C, _>(SegLossBackward, [logits], |x| run(x, p))
+    }
+}
+
+#[derive(Debug)]
+struct SegLossBackward;
+
+impl Backward<Flex, 1> for SegLossBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            let s = ops.state;
+            let dy = contiguous(dy);
+            let dx = backward(&s, slice(&dy)[0]);
+            grads.register::<Flex>(node.id, tensor(dx, [s.g.b, s.g.c, s.g.h, s.g.w]));
+        }
+    }
+}
