@@ -527,6 +527,7 @@ fn bench_reports_json_and_rejects_bad_phases() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_model_config(dir.path(), 2);
     let c = config.to_str().unwrap();
+    let onnx = dir.path().join("bench.onnx");
     let o = wsunet(&[
         "bench",
         "--config",
@@ -541,11 +542,24 @@ fn bench_reports_json_and_rejects_bad_phases() {
         "0",
         "--no-ws",
         "--json",
+        "--onnx",
+        onnx.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(doc["tool"], "wsunet");
     assert_eq!(doc["config"]["standardize"], false);
+    // The timed model as ONNX (a ModelProto starts with its ir_version, 8),
+    // for another engine to time.
+    assert_eq!(&std::fs::read(&onnx).unwrap()[..2], &[0x08, 8]);
+    // The train step's parts, in order.
+    let parts: Vec<&str> = doc["results"][2]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["forward", "loss", "backward", "optimizer"]);
     let phases: Vec<&str> = doc["results"]
         .as_array()
         .unwrap()
@@ -566,6 +580,16 @@ fn bench_reports_json_and_rejects_bad_phases() {
     );
     let o = wsunet(&["bench", "--config", c, "--size", "16"]);
     fails_with(&o, "at least 32×32");
+    let o = wsunet(&[
+        "bench",
+        "--config",
+        c,
+        "--size",
+        "32",
+        "--onnx",
+        "/no/such/dir/b.onnx",
+    ]);
+    fails_with(&o, "fix --onnx");
 }
 
 /// Float32 tensors of a safetensors file by name.
