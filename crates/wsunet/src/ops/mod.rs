@@ -10,6 +10,9 @@
 //! - [`standardize()`]: weight standardization of a kernel
 //!   ([`Standardization`]) — in `standardize.rs`;
 //! - [`resize_bilinear`]: bilinear resizing — in `resize.rs`;
+//! - `seg_loss.rs`: cross-entropy and soft Dice (the trainer's losses but
+//!   focal) in one pass with the gradient of the logits, used by
+//!   `train::SegLoss` on the CPU;
 //! - `adamw.rs`: one AdamW update in a single pass (used by the trainer's
 //!   optimizer; no autodiff).
 //!
