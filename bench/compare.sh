@@ -22,13 +22,9 @@ threads=$(nproc)
 device=cpu
 torch_device=
 args=()
-batch=2 size=256 reps=5 warmup=2 phases=inference
+phases=inference  # wsunet bench's phases include it unless --phases leaves it out
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --batch-size) batch="$2" ;;&
-    --size) size="$2" ;;&
-    --reps) reps="$2" ;;&
-    --warmup) warmup="$2" ;;&
     --phases) phases="$2" ;;&
     --threads) threads="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
@@ -67,6 +63,10 @@ fi
 "$bin" bench "${args[@]}" --device "$device" --threads "$threads" --json "${onnx[@]}" > "$out/wsunet.json"
 "$python" python/bench_torch.py "${args[@]}" --device "$torch_device" --threads "$threads" --json > "$out/pytorch.json"
 if [[ ${#onnx[@]} -gt 0 ]]; then
+  # The settings wsunet ran with, defaults included, from its report.
+  read -r batch size reps warmup < <("$python" -c 'import json, sys
+c = json.load(open(sys.argv[1]))["config"]
+print(c["batch"], "%dx%d" % tuple(c["size"]), c["reps"], c["warmup"])' "$out/wsunet.json")
   "$python" python/check_onnx.py bench "$out/model.onnx" --batch "$batch" --sizes "$size" \
     --reps "$reps" --warmup "$warmup" --threads "$threads" --json > "$out/ort.json"
 fi
@@ -89,12 +89,10 @@ for r in ours["results"]:
         continue
     mib = lambda v: "-" if v is None else f"{v:.0f}"
     e = ort if r["phase"] == "inference" else None
-    print(f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | {e['median_ms']:.1f} | " if e else
-          f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | - | ", end="")
-    print(f"{r['images_per_s']:.2f} | {o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | "
-          f"{e['median_ms'] / r['median_ms']:.2f}× | " if e else
-          f"{r['images_per_s']:.2f} | {o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | - | ", end="")
-    print(f"{mib(r['peak_rss_mib'])} | {mib(o['peak_rss_mib'])} |")
+    ort_ms, vs_ort = (f"{e['median_ms']:.1f}", f"{e['median_ms'] / r['median_ms']:.2f}×") if e else ("-", "-")
+    print(f"| {r['phase']} | {r['median_ms']:.1f} | {o['median_ms']:.1f} | {ort_ms} | {r['images_per_s']:.2f} | "
+          f"{o['images_per_s']:.2f} | {o['median_ms'] / r['median_ms']:.2f}× | {vs_ort} | "
+          f"{mib(r['peak_rss_mib'])} | {mib(o['peak_rss_mib'])} |")
 for r in ours["results"]:
     o = t.get(r["phase"], {})
     if r.get("parts") and o.get("parts"):

@@ -143,7 +143,7 @@ pub fn run_bench(
         let result = match phase {
             "inference" => {
                 let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
-                let folded = calibrated(&model, config.model.norm, &x).fold();
+                let folded = calibrated(&model, config, device).fold();
                 time_phase(phase, config, || {
                     sync(folded.forward(x.clone()));
                     None
@@ -196,7 +196,7 @@ pub fn run_bench(
                     .enumerate()
                     .map(|(i, part)| PartTime {
                         part: part.to_string(),
-                        median_ms: median(timed.iter().map(|p| p[i]).collect()),
+                        median_ms: median(&mut timed.iter().map(|p| p[i]).collect::<Vec<_>>()),
                     })
                     .collect();
                 result
@@ -216,33 +216,37 @@ pub fn run_bench(
 
 /// The model the `inference` phase times, before folding: the seeded
 /// initialization of `config.model`, with a BatchNorm model's running
-/// statistics calibrated on a random batch of the configured shape (see
-/// `calibrated`). `wsunet bench --onnx` exports it, so that another engine
-/// times the same network.
+/// statistics calibrated (see `calibrated`). The same model on every call:
+/// `wsunet bench --onnx` exports it, so that another engine times exactly
+/// the network the phase times.
 pub fn inference_model(config: &BenchConfig, device: &Device) -> Result<WsResUNet> {
     let [h, w] = config.size;
-    let dims = [config.batch.max(1), config.model.in_channels, h, w];
     let model = config.model.init_seeded(device, 0)?;
-    model.check_input(dims)?;
-    let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
-    Ok(calibrated(&model, config.model.norm, &x))
+    model.check_input([config.batch.max(1), config.model.in_channels, h, w])?;
+    Ok(calibrated(&model, config, device))
 }
 
 /// Training-mode forwards that bring a BatchNorm model's running statistics
-/// (0 and 1 when fresh) to within 1 % of the batch's: with the fresh ones a
+/// (0 and 1 when fresh) to within 1 % of a batch's: with the fresh ones a
 /// WS network's activations are not normalized at all, and the inference
-/// timing would measure arithmetic on values no trained model produces.
-fn calibrated(model: &WsResUNet, norm: crate::layers::Norm, x: &Tensor<4>) -> WsResUNet {
-    if norm != crate::layers::Norm::Batch {
+/// timing would measure arithmetic on values no trained model produces. The
+/// batch is the configured shape of standard normal values from a fixed
+/// seed, so the result depends on `config` alone.
+fn calibrated(model: &WsResUNet, config: &BenchConfig, device: &Device) -> WsResUNet {
+    if config.model.norm != crate::layers::Norm::Batch {
         return model.clone();
     }
-    let ad = x.device().autodiff();
+    let ad = device.clone().autodiff();
     // Without gradients no graph is kept, but BatchNorm still sees an
     // autodiff device: training mode.
     let training = model.clone().fork(&ad).no_grad();
-    // (`to_device` onto the same device keeps the tensor as it is, without
-    // autodiff: the batch is made anew on the autodiff device.)
-    let x = Tensor::<4>::from_data(x.to_data(), &ad);
+    let [h, w] = config.size;
+    let dims = [config.batch.max(1), config.model.in_channels, h, w];
+    let mut rng = crate::rng::item_rng(0, 0);
+    let values: Vec<f32> = (0..dims.iter().product())
+        .map(|_| crate::rng::normal(&mut rng))
+        .collect();
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(values, dims), &ad);
     // 0.9^44 < 1 %.
     for _ in 0..44 {
         let _ = training.forward(x.clone()).detach();
@@ -271,8 +275,7 @@ fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untim
             elapsed
         })
         .collect();
-    let median = median(times.clone());
-    times.sort_by(f64::total_cmp);
+    let median = median(&mut times);
     PhaseResult {
         phase: phase.into(),
         median_ms: median,
@@ -284,8 +287,9 @@ fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untim
     }
 }
 
-/// The median of `times` (the mean of the middle two for an even count).
-fn median(mut times: Vec<f64>) -> f64 {
+/// The median of `times` (the mean of the middle two for an even count),
+/// which it leaves sorted.
+fn median(times: &mut [f64]) -> f64 {
     times.sort_by(f64::total_cmp);
     match times.len() {
         0 => f64::NAN,
@@ -442,5 +446,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown phase `bogus`"), "{err}");
+    }
+
+    /// A BatchNorm model's calibration moves its running statistics, and
+    /// gives the same model on every call (what `--onnx` exports is what the
+    /// inference phase times).
+    #[test]
+    fn the_inference_model_is_calibrated_and_the_same_every_time() {
+        let config = BenchConfig {
+            model: WsResUNetConfig::new(2)
+                .with_widths(vec![4, 8, 8, 8, 8])
+                .with_groups(2)
+                .with_norm(crate::layers::Norm::Batch),
+            batch: 1,
+            size: [64, 64],
+            ..BenchConfig::default()
+        };
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Default, &device);
+        let out = |m: WsResUNet| m.forward(x.clone()).into_data();
+        let fresh = out(config.model.init_seeded(&device, 0).unwrap());
+        let a = out(inference_model(&config, &device).unwrap());
+        assert_eq!(a, out(inference_model(&config, &device).unwrap()));
+        assert_ne!(a, fresh);
     }
 }
