@@ -133,6 +133,8 @@ pub fn run_bench(
     let dims = [config.batch, config.model.in_channels, h, w];
     let model = config.model.init_seeded(device, 0)?;
     model.check_input(dims)?;
+    // Calibration and the training phases run BatchNorm in training mode.
+    config.model.check_batch(config.batch, config.size)?;
     let parameters = model.num_params();
     let mut results = Vec::new();
     for phase in PHASES {
@@ -223,6 +225,7 @@ pub fn inference_model(config: &BenchConfig, device: &Device) -> Result<WsResUNe
     let [h, w] = config.size;
     let model = config.model.init_seeded(device, 0)?;
     model.check_input([config.batch.max(1), config.model.in_channels, h, w])?;
+    config.model.check_batch(config.batch.max(1), config.size)?;
     Ok(calibrated(&model, config, device))
 }
 
@@ -469,5 +472,17 @@ mod tests {
         let a = out(inference_model(&config, &device).unwrap());
         assert_eq!(a, out(inference_model(&config, &device).unwrap()));
         assert_ne!(a, fresh);
+        // One value per channel at /32: an error, not BatchNorm's panic.
+        let one = BenchConfig {
+            size: [32, 32],
+            ..config
+        };
+        let err = inference_model(&one, &device).unwrap_err().to_string();
+        assert!(err.contains("single value per channel"), "{err}");
+        let err = run_bench(&one, &device, "cpu", &mut |_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("single value per channel"),
+            "{err}"
+        );
     }
 }
