@@ -33,6 +33,7 @@ use burn::tensor::{DType, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::dot_gemm::{self, Rows, dot_gemm};
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
 
 /// A 2-D convolution: this crate's kernel on the CPU when the options allow
@@ -448,24 +449,24 @@ fn col2im(g: &ConvGeom, cols: &[f32], r0: usize, rows: usize, img: &mut [f32]) {
 }
 
 /// Calls `f` with the unfolded band (output rows `r0..r0+rows` of image
-/// `img`) as a `[ci·k·k, rows·wo]` matrix: its pointer and row stride,
-/// valid during the call. A 1×1 stride-1 convolution reads the image itself
-/// (rows of `h·w` from pixel `r0·wo`); others im2col into this thread's
-/// scratch buffer (`par`: im2col parallel over channels).
+/// `img`) as a `[ci·k·k, rows·wo]` matrix: its values and row stride (row
+/// `r` is `cols[r·stride..][..rows·wo]`). A 1×1 stride-1 convolution reads
+/// the image itself (rows of `h·w` from pixel `r0·wo`); others im2col into
+/// this thread's scratch buffer (`par`: im2col parallel over channels).
 fn with_cols<R>(
     g: &ConvGeom,
     img: &[f32],
     (r0, rows): (usize, usize),
     par: bool,
-    f: impl FnOnce(*const f32, usize) -> R,
+    f: impl FnOnce(&[f32], usize) -> R,
 ) -> R {
     if g.pointwise() {
-        return f(img[r0 * g.wo..].as_ptr(), g.hw_in());
+        return f(&img[r0 * g.wo..], g.hw_in());
     }
     let t = rows * g.wo;
     with_scratch(g.kk() * t, |cols| {
         im2col(g, img, r0, rows, cols, par);
-        f(cols.as_ptr(), t)
+        f(cols, t)
     })
 }
 
@@ -495,7 +496,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                         row_major(dst, g.hw_out()),
                         false,
                         row_major(w.as_ptr(), g.kk()),
-                        row_major(cols, cols_rs),
+                        row_major(cols.as_ptr(), cols_rs),
                         par,
                     )
                 }
@@ -513,6 +514,37 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     unsafe { output(g.n * g.co * g.hw_out(), fill) }
 }
 
+/// The kernel of the input gradient's correlation: `W'[c][o]` is `W[o][c]`
+/// with its `k×k` taps reversed.
+///
+/// Blocks of input channels, so each kernel row `W[o]` is read as one run of
+/// `BLOCK·k·k` contiguous values: reading `W[o][c]` for one `c` at a time
+/// jumps `ci·k·k` values per read and took 4–8 ms for a 512×512×3×3 kernel,
+/// longer than the convolution it feeds.
+fn flip_transpose(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+    const BLOCK: usize = 16;
+    let k2 = g.k * g.k;
+    let row = g.co * k2;
+    let mut flipped = vec![0.0; w.len()];
+    flipped
+        .par_chunks_mut(BLOCK * row)
+        .enumerate()
+        .for_each(|(b, rows)| {
+            let c0 = b * BLOCK;
+            let nb = rows.len() / row;
+            for o in 0..g.co {
+                let src = &w[(o * g.ci + c0) * k2..][..nb * k2];
+                for (j, taps) in src.chunks_exact(k2).enumerate() {
+                    let dst = &mut rows[j * row + o * k2..][..k2];
+                    for (d, s) in dst.iter_mut().zip(taps.iter().rev()) {
+                        *d = *s;
+                    }
+                }
+            }
+        });
+    flipped
+}
+
 /// Input gradient: `dy [n, co, ho, wo]`, `w [co, ci, k, k]` → `dx [n, ci, h, w]`.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(
@@ -521,21 +553,9 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         "conv output-gradient size"
     );
     assert_eq!(w.len(), g.co * g.kk(), "conv kernel size");
-    if g.s == 1 && g.p < g.k {
+    if g.s == 1 && g.p < g.k && g.co <= g.n * g.hw_out() {
         // dX = dY ⋆ W' with W'[ci][co] = W[co][ci] flipped, padding k−1−p.
-        let k2 = g.k * g.k;
-        let mut flipped = vec![0.0; w.len()];
-        flipped
-            .par_chunks_mut(g.co * k2)
-            .enumerate()
-            .for_each(|(c, rows)| {
-                for (o, dst) in rows.chunks_mut(k2).enumerate() {
-                    let src = &w[(o * g.ci + c) * k2..][..k2];
-                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                        *d = *s;
-                    }
-                }
-            });
+        let flipped = flip_transpose(g, w);
         let t = ConvGeom {
             n: g.n,
             ci: g.co,
@@ -578,6 +598,40 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     dx
 }
 
+/// Bands of at least this many pixels take the weight gradient's product
+/// as row dot products ([`dot_gemm`]); shorter rows (deep layers, small
+/// maps) leave too few multiply-adds per lane sum, and go to `gemm`.
+const DOT_MIN_PIXELS: usize = 256;
+
+/// Whether the weight gradient's product of bands of `t` pixels runs as
+/// row dot products: for 1×1 and strided convolutions, where `gemm` spends
+/// more time packing (transposing) its operands than multiplying — 2–3×
+/// faster there (`cargo bench --bench kernels`: 1×1 at 128², 20–33 →
+/// 70–120 GFLOP/s). On stride-1 3×3 layers `gemm` is as fast or faster
+/// (100–190 against 90–125 GFLOP/s), so they keep it.
+fn dot_product_weight_gradient(g: &ConvGeom, t: usize) -> bool {
+    (g.k == 1 || g.s > 1) && t >= DOT_MIN_PIXELS && dot_gemm::available()
+}
+
+/// `acc [co, kk] += dY_band · colsᵀ` for a band of `t` pixels; the output
+/// channels are split across threads unless bands already run in parallel.
+fn dot_rows(g: &ConvGeom, dy_band: &[f32], cols: Rows, t: usize, acc: &mut [f32], outer: bool) {
+    let threads = rayon::current_num_threads();
+    let kk = g.kk();
+    let dy_rows = |o0: usize, count: usize| Rows {
+        data: &dy_band[o0 * g.hw_out()..],
+        stride: g.hw_out(),
+        count,
+    };
+    if outer || threads == 1 {
+        return dot_gemm(t, dy_rows(0, g.co), cols, acc, kk, true);
+    }
+    let per = g.co.div_ceil(threads).next_multiple_of(4);
+    acc.par_chunks_mut(per * kk)
+        .enumerate()
+        .for_each(|(p, part)| dot_gemm(t, dy_rows(p * per, part.len() / kk), cols, part, kk, true));
+}
+
 /// Weight gradient: `x [n, ci, h, w]`, `dy [n, co, ho, wo]` → `dw [co, ci, k, k]`.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.ci * g.hw_in(), "conv input size");
@@ -593,8 +647,17 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let img = &x[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
         let t = rows * g.wo;
         let dy_band = &dy[n * g.co * g.hw_out() + r0 * g.wo..];
-        // dW += dY_band · colsᵀ: the unfolded band read transposed.
+        // dW += dY_band · colsᵀ: dot products of rows of t pixels.
         with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| {
+            let b = Rows {
+                data: cols,
+                stride: cols_rs,
+                count: g.kk(),
+            };
+            if dot_product_weight_gradient(g, t) {
+                dot_rows(g, dy_band, b, t, acc, outer);
+                return;
+            }
             // SAFETY: `acc` holds co×kk values and is this task's own;
             // `dy_band` reaches co rows of t values at stride ho·wo inside
             // `dy`; `cols` is kk×t with row stride `cols_rs` (see `with_cols`).
@@ -604,7 +667,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     row_major(acc.as_mut_ptr(), g.kk()),
                     true,
                     row_major(dy_band.as_ptr(), g.hw_out()),
-                    transposed(cols, cols_rs),
+                    transposed(cols.as_ptr(), cols_rs),
                     par,
                 )
             }
@@ -782,6 +845,15 @@ mod tests {
             (2, 4, 5, 5, 3, 3, 1, 0),
             (1, 2, 3, 4, 3, 5, 1, 2),
             (2, 48, 5, 7, 24, 3, 1, 1),
+            // Input channels past a whole block of the flipped kernel.
+            (1, 21, 4, 5, 3, 3, 1, 1),
+            // More output channels than pixels: the stride-1 input gradient
+            // through Wᵀ·dY and col2im instead of the flipped kernel.
+            (1, 6, 3, 3, 16, 3, 1, 1),
+            // Bands of ≥ DOT_MIN_PIXELS: 1×1 and strided weight gradients
+            // as row dot products (where the CPU has AVX2 + FMA).
+            (2, 5, 17, 19, 6, 1, 1, 0),
+            (1, 3, 40, 41, 5, 3, 2, 1),
             // One row per band: bands that start above and end below the image.
             (1, 32, 3, 1000, 2, 3, 1, 1),
             // 1×1 maps: padding all around, pointwise, strided.

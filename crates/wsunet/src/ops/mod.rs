@@ -21,6 +21,7 @@
 
 pub(crate) mod adamw;
 pub(crate) mod conv;
+mod dot_gemm;
 mod flex;
 pub(crate) mod group_norm;
 pub(crate) mod resize;
