@@ -4,7 +4,9 @@
 //! runs the kernel for `f32` tensors on the CPU (Flex) and Burn's composed
 //! ops on every other device and dtype. Nothing here knows about layers.
 //!
-//! - [`conv2d`]: convolution (groups 1, dilation 1) — in `conv.rs`;
+//! - [`conv2d`]: convolution (groups 1, dilation 1) — in `conv.rs`, whose
+//!   weight gradients of 1×1 and strided layers use the row dot-product
+//!   kernel of `dot_gemm.rs`;
 //! - [`group_norm()`]: GroupNorm fused with the SiLU and the residual sum
 //!   that follow it ([`Tail`]) — in `group_norm.rs`;
 //! - [`standardize()`]: weight standardization of a kernel
