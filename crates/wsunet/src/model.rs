@@ -8,6 +8,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use crate::layers::{
     Norm, Standardization, Up, UpConfig, WsGnAct, WsGnActConfig, WsResBlock, WsResBlockConfig,
     fit_groups, resize_bilinear,
 };
+use crate::ops::conv2d;
 
 pub use crate::geometry::MIN_INPUT_SIZE;
 
@@ -648,7 +650,19 @@ impl WsResUNet {
         let d = self.dec1.forward(d, s0);
         // Resizing after the 1×1 head equals resizing before it (both linear,
         // bilinear weights sum to 1) and touches num_classes channels, not w0.
-        resize_bilinear(self.head.forward(d), [h, w])
+        resize_bilinear(self.head_forward(d), [h, w])
+    }
+
+    /// The 1×1 head (built 1×1, stride 1, no padding) through this crate's
+    /// convolution: `Conv2d::forward` would run Flex's generic convolution,
+    /// and a transposed convolution for its input gradient.
+    fn head_forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.head.weight.val(),
+            self.head.bias.as_ref().map(|b| b.val()),
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        )
     }
 }
 
