@@ -192,8 +192,9 @@ impl ConvGeom {
     /// accumulator), so on deep layers (512×512×3×3 at 8×8) bands of
     /// `BAND_FLOATS` cost more in that stream than in multiply-adds. With
     /// this, such a layer is one band per image: its three products went from
-    /// 13 / 19 / 19 ms to 9 / 10 / 11 ms per step in an instrumented build (forward, input and
-    /// weight gradients of the three 512-channel layers, 2×256²).
+    /// 13 / 19 / 19 ms to 9 / 10 / 11 ms per step in an instrumented build
+    /// (forward, input and weight gradients of the three 512-channel layers,
+    /// 2×256²).
     fn bands(&self) -> Vec<(usize, usize, usize)> {
         let floats = BAND_FLOATS.max(self.co * self.kk());
         let rows = (floats / (self.kk() * self.wo).max(1)).clamp(1, self.ho);
@@ -565,6 +566,9 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         "conv output-gradient size"
     );
     assert_eq!(w.len(), g.co * g.kk(), "conv kernel size");
+    // The flipped kernel costs a pass over the kernel, col2im one over the
+    // unfolded gradient: flip unless the kernel is the larger (more output
+    // channels than batch × pixels, the 512-channel layers at 8×8).
     if g.s == 1 && g.p < g.k && g.co <= g.n * g.hw_out() {
         // dX = dY ⋆ W' with W'[ci][co] = W[co][ci] flipped, padding k−1−p.
         let flipped = flip_transpose(g, w);
