@@ -18,6 +18,10 @@
 //! One level of parallelism: with enough bands, rayon runs bands in parallel and
 //! each `gemm` is single-threaded; with few (deep layers, batch 1), bands run in
 //! order and `gemm` splits its own work. 1×1 stride-1 convolutions skip im2col.
+//!
+//! Stride-1 convolutions larger than 1×1 on rows of 16 pixels or more (the
+//! forward, and the input gradient's correlation) skip im2col and `gemm`
+//! altogether on CPUs with AVX2 + FMA: [`super::direct_conv`].
 
 use std::cell::RefCell;
 
@@ -33,6 +37,7 @@ use burn::tensor::{DType, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::direct_conv::{self, Weights};
 use super::dot_gemm::{self, Rows, dot_gemm};
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
 
@@ -487,6 +492,15 @@ fn with_cols<R>(
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.ci * g.hw_in(), "conv input size");
     assert_eq!(w.len(), g.co * g.kk(), "conv kernel size");
+    if direct_conv::suits(g) {
+        let weights = Weights {
+            data: w,
+            out_stride: g.kk(),
+            in_stride: g.k * g.k,
+            flipped: false,
+        };
+        return direct_conv::conv(g, x, weights);
+    }
     let units = g.bands();
     let outer = outer_parallel(units.len());
     let par = inner(outer);
@@ -566,12 +580,12 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         "conv output-gradient size"
     );
     assert_eq!(w.len(), g.co * g.kk(), "conv kernel size");
-    // The flipped kernel costs a pass over the kernel, col2im one over the
-    // unfolded gradient: flip unless the kernel is the larger (more output
-    // channels than batch × pixels, the 512-channel layers at 8×8).
-    if g.s == 1 && g.p < g.k && g.co <= g.n * g.hw_out() {
+    // Stride 1: a correlation of dY. The direct kernel reads the flipped
+    // kernel in place; for im2col + gemm it costs a pass over the kernel, and
+    // col2im one over the unfolded gradient: flip unless the kernel is the
+    // larger (more output channels than batch × pixels: 512 channels at 8×8).
+    if g.s == 1 && g.p < g.k {
         // dX = dY ⋆ W' with W'[ci][co] = W[co][ci] flipped, padding k−1−p.
-        let flipped = flip_transpose(g, w);
         let t = ConvGeom {
             n: g.n,
             ci: g.co,
@@ -584,7 +598,19 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
             ho: g.h,
             wo: g.w,
         };
-        return forward(&t, dy, &flipped);
+        if direct_conv::suits(&t) {
+            // W' read in place: W'(c, o, tap) = W[o][c][k²−1−tap].
+            let weights = Weights {
+                data: w,
+                out_stride: g.k * g.k,
+                in_stride: g.kk(),
+                flipped: true,
+            };
+            return direct_conv::conv(&t, dy, weights);
+        }
+        if g.co <= g.n * g.hw_out() {
+            return forward(&t, dy, &flip_transpose(g, w));
+        }
     }
     let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
     let par = inner(false);

@@ -23,6 +23,7 @@
 
 pub(crate) mod adamw;
 pub(crate) mod conv;
+mod direct_conv;
 mod dot_gemm;
 mod flex;
 pub(crate) mod group_norm;
