@@ -37,10 +37,10 @@ pub fn sum(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     sum2(a, a, |x, _| f(x))
 }
 
-/// Calls `$kernel($arg)` compiled for AVX2 when the CPU has it (wider
-/// vectors for the element-wise loops), else the baseline build. The same
-/// arithmetic in both (no FMA contraction), so results do not depend on the
-/// CPU. A kernel takes one argument, a struct of its inputs, so its
+/// Calls `$kernel($arg)` compiled for AVX-512 or AVX2 when the CPU has it
+/// (wider vectors for the element-wise loops), else the baseline build. The
+/// same arithmetic in all three (no FMA contraction, sums in the fixed lanes
+/// of [`sum2`]), so results do not depend on the CPU. A kernel takes one argument, a struct of its inputs, so its
 /// signature is not restated here.
 macro_rules! wide {
     ($kernel:ident($arg:ident: $ty:ty) -> $ret:ty) => {{
@@ -50,7 +50,15 @@ macro_rules! wide {
             fn avx2($arg: $ty) -> $ret {
                 $kernel($arg)
             }
-            if std::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx512f")]
+            fn avx512($arg: $ty) -> $ret {
+                $kernel($arg)
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: `avx512` needs nothing but the AVX-512F
+                // instructions, and the CPU has them (checked just above).
+                unsafe { avx512($arg) }
+            } else if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: `avx2` needs nothing but the AVX2 instructions,
                 // and the CPU has them (checked just above).
                 unsafe { avx2($arg) }
