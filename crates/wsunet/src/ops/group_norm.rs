@@ -185,9 +185,12 @@ pub struct GnInputs<'a> {
 /// 2 ulp on [−87, 88]).
 #[inline(always)]
 fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
     let x = x.clamp(-87.0, 88.0);
-    // Round to nearest through the float mantissa (no SSE4.1 `round` needed).
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest through the float mantissa (no SSE4.1 `round` needed):
+    // `t`'s low mantissa bits then hold n in two's complement.
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -196,7 +199,11 @@ fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    f32::from_bits(e.to_bits().wrapping_add(((n as i32) << 23) as u32))
+    // 2ⁿ scaling from t's bits, not `n as i32`: Rust's saturating cast
+    // (NaN → 0) does not vectorize, and took most of GroupNorm's time
+    // (a scalar convert and two compares per value in a profile).
+    let n_bits = t.to_bits().wrapping_sub(MAGIC.to_bits());
+    f32::from_bits(e.to_bits().wrapping_add(n_bits << 23))
 }
 
 #[inline(always)]
