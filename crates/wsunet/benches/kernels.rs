@@ -3,7 +3,8 @@
 //! machine's sgemm peak measured with the same `gemm` crate.
 //!
 //! `cargo bench -p wsunet --bench kernels` (add `-- --quick` for fewer
-//! rounds). Prints one markdown table: GFLOP/s = 2 · multiply-adds / median
+//! rounds, and names such as `-- stem conv1` for only the layers whose name
+//! contains one of them). Prints one markdown table: GFLOP/s = 2 · multiply-adds / median
 //! time, for the forward, the input gradient and the weight gradient.
 
 mod common;
@@ -57,6 +58,11 @@ fn sgemm_peak(size: usize, rounds: usize) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Other arguments (not `--…`) pick layers whose name contains one of them.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let rounds = if quick { 3 } else { 9 };
     println!(
         "sgemm peak ({} threads): {:.0} GFLOP/s at 1024³, {:.0} GFLOP/s at 2048³\n",
@@ -81,6 +87,9 @@ fn main() {
         ("dec1 refine", 2, 64, 128, 32, 3, 1, 1),
     ];
     for (name, n, ci, hw, co, k, s, p) in shapes {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let g = ConvGeom::new([n, ci, hw, hw], [co, ci, k, k], s, p).expect("valid shape");
         let x = values(n * ci * hw * hw);
         let w = values(co * ci * k * k);
