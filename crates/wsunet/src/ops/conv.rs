@@ -258,7 +258,7 @@ thread_local! {
 
 /// Runs `f` with this thread's scratch buffer of at least `len` floats
 /// (contents unspecified; `f` overwrites what it reads).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| {
         // A nested call on the same thread (rayon may run another band inside
         // a parallel im2col) gets a buffer of its own.
