@@ -77,9 +77,10 @@ struct Shape {
 struct Block<'a> {
     /// Input channels.
     ci: usize,
-    /// Floats of one padded input plane.
+    /// Floats of one input channel as laid out (all its phase planes).
     plane: usize,
-    /// Offset of each tap in a padded plane: `ky·(w+2p) + kx`.
+    /// Offset of each tap in a channel (`Layout::tap`; `ky·(w+2p) + kx` at
+    /// stride 1).
     taps: &'a [usize],
     /// Offset of each tap in a weight row (reversed when flipped).
     wtaps: &'a [usize],
