@@ -19,9 +19,9 @@
 //! each `gemm` is single-threaded; with few (deep layers, batch 1), bands run in
 //! order and `gemm` splits its own work. 1×1 stride-1 convolutions skip im2col.
 //!
-//! Stride-1 convolutions larger than 1×1 on rows of 16 pixels or more (the
-//! forward, and the input gradient's correlation) skip im2col and `gemm`
-//! altogether on CPUs with AVX2 + FMA: [`super::direct_conv`].
+//! Convolutions other than 1×1 stride-1 on rows of 16 pixels or more (the
+//! forward of any stride, and the stride-1 input gradient's correlation) skip
+//! im2col and `gemm` altogether on CPUs with AVX2 + FMA: [`super::direct_conv`].
 
 use std::cell::RefCell;
 
@@ -281,7 +281,7 @@ pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
 ///
 /// `fill` must write all `len` values through the pointer it is given
 /// before returning; the vector is read as initialized afterwards.
-unsafe fn output(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+pub(super) unsafe fn output(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
     fill(v.spare_capacity_mut().as_mut_ptr().cast());
     // SAFETY: the caller guarantees that `fill` wrote all `len` values, and

@@ -30,7 +30,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeom, SendPtr, with_scratch};
+use super::conv::{ConvGeom, SendPtr, output, with_scratch};
 use super::dot_gemm;
 
 /// Input values (all channels) of one unit's window of pixels that should
@@ -273,47 +273,47 @@ fn compute(
     let groups = blocks.div_ceil(per_group);
 
     let hw_out = g.ho * g.wo;
-    let mut y: Vec<f32> = Vec::with_capacity(g.n * g.co * hw_out);
-    let out = SendPtr(y.spare_capacity_mut().as_mut_ptr().cast());
-    (0..g.n * windows * groups).into_par_iter().for_each(|u| {
-        let (n, rest) = (u / (windows * groups), u % (windows * groups));
-        let (win, grp) = (rest / groups, rest % groups);
-        let mut acc = vec![0.0f32; mr * tile];
-        let img = &xp[n * g.ci * plane..];
-        for b in grp * per_group..((grp + 1) * per_group).min(blocks) {
-            let o0 = b * mr;
-            // Rows past the last channel repeat it (a valid read); their
-            // results are dropped.
-            let rows: Vec<*const f32> = (0..mr)
-                .map(|i| w.data[(o0 + i).min(g.co - 1) * w.out_stride..].as_ptr())
-                .collect();
-            for t in win * per_window..((win + 1) * per_window).min(tiles) {
-                let q0 = t * tile;
-                kernel(&block, img[q0..].as_ptr(), &rows, &mut acc);
-                for (i, vals) in acc.chunks_exact(tile).enumerate().take(g.co - o0) {
-                    let base = (n * g.co + o0 + i) * hw_out;
-                    store_valid(g, l.wq, q0, vals, |at, run| {
-                        // SAFETY: `at..at + run.len()` are output pixels of
-                        // channel o0 + i of image n (inside the `n·co·ho·wo`
-                        // values reserved), and only this unit's (image,
-                        // channel block, window) writes them.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                run.as_ptr(),
-                                out.get().add(base + at),
-                                run.len(),
-                            )
-                        }
-                    });
+    let fill = |y: *mut f32| {
+        let out = SendPtr(y);
+        (0..g.n * windows * groups).into_par_iter().for_each(|u| {
+            let (n, rest) = (u / (windows * groups), u % (windows * groups));
+            let (win, grp) = (rest / groups, rest % groups);
+            let mut acc = vec![0.0f32; mr * tile];
+            let img = &xp[n * g.ci * plane..];
+            for b in grp * per_group..((grp + 1) * per_group).min(blocks) {
+                let o0 = b * mr;
+                // Rows past the last channel repeat it (a valid read); their
+                // results are dropped.
+                let rows: Vec<*const f32> = (0..mr)
+                    .map(|i| w.data[(o0 + i).min(g.co - 1) * w.out_stride..].as_ptr())
+                    .collect();
+                for t in win * per_window..((win + 1) * per_window).min(tiles) {
+                    let q0 = t * tile;
+                    kernel(&block, img[q0..].as_ptr(), &rows, &mut acc);
+                    for (i, vals) in acc.chunks_exact(tile).enumerate().take(g.co - o0) {
+                        let base = (n * g.co + o0 + i) * hw_out;
+                        store_valid(g, l.wq, q0, vals, |at, run| {
+                            // SAFETY: `at..at + run.len()` are output pixels of
+                            // channel o0 + i of image n (inside the `n·co·ho·wo`
+                            // values reserved), and only this unit's (image,
+                            // channel block, window) writes them.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    run.as_ptr(),
+                                    out.get().add(base + at),
+                                    run.len(),
+                                )
+                            }
+                        });
+                    }
                 }
             }
-        }
-    });
+        });
+    };
     // SAFETY: the units cover every (image, channel, tile), the tiles cover
     // every flat index q < ho·wq, and `store_valid` writes each valid pixel
     // of those: all `n·co·ho·wo` values are written.
-    unsafe { y.set_len(g.n * g.co * hw_out) };
-    y
+    unsafe { output(g.n * g.co * hw_out, fill) }
 }
 
 /// Hands `put(first output pixel, values)` the runs of `vals` (flat indices
@@ -425,13 +425,8 @@ kernel!(avx2, "avx2,fma", __m256, 8, 4, 3,
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     /// The definition: `y[n][o][oy][ox] = Σ W(o, c, ky, kx) · x[n][c][oy·s+ky−p][ox·s+kx−p]`.
     fn reference(g: &ConvGeom, x: &[f32], w: &[f32], flipped: bool) -> Vec<f64> {

@@ -193,13 +193,8 @@ kernel!(avx2, "avx2,fma", __m256, 8, 2, 4,
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     /// Every edge: rows and columns past whole blocks, lengths past whole
     /// vectors and chunks, strides wider than the rows, accumulation.

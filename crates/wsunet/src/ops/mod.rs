@@ -44,3 +44,12 @@ pub use flex::runs_here;
 pub use group_norm::{Tail, group_norm};
 pub use resize::resize_bilinear;
 pub use standardize::{Standardization, standardize};
+
+/// `len` deterministic test values in [−1, 1], a different sequence per
+/// `seed` (the kernels' unit tests).
+#[cfg(test)]
+fn test_values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
+}

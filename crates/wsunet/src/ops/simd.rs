@@ -40,8 +40,8 @@ pub fn sum(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 /// Calls `$kernel($arg)` compiled for AVX-512 or AVX2 when the CPU has it
 /// (wider vectors for the element-wise loops), else the baseline build. The
 /// same arithmetic in all three (no FMA contraction, sums in the fixed lanes
-/// of [`sum2`]), so results do not depend on the CPU. A kernel takes one argument, a struct of its inputs, so its
-/// signature is not restated here.
+/// of [`sum2`]), so results do not depend on the CPU. A kernel takes one
+/// argument, a struct of its inputs, so its signature is not restated here.
 macro_rules! wide {
     ($kernel:ident($arg:ident: $ty:ty) -> $ret:ty) => {{
         #[cfg(target_arch = "x86_64")]
