@@ -172,36 +172,36 @@ impl Layout {
 }
 
 /// Writes the channels of `x` in `layout` into `buf`, one after another, and
-/// zeros after them (the last tiles of the last channel read there).
+/// zeros after them (the last tiles of the last channel read there). Each
+/// value is written once: the image where it lies, zeros only in the
+/// padding rows and columns around it.
 fn pad_into(g: &ConvGeom, x: &[f32], l: Layout, buf: &mut [f32]) {
-    let planes = g.n * g.ci;
-    let (body, slack) = buf.split_at_mut(planes * l.plane());
+    let phases = l.ps * l.ps;
+    let (body, slack) = buf.split_at_mut(g.n * g.ci * l.plane());
     slack.fill(0.0);
-    body.par_chunks_mut(l.plane())
-        .zip(x.par_chunks(g.h * g.w))
-        .for_each(|(dst, src)| {
-            dst.fill(0.0);
-            if g.s == 1 {
-                for (y, row) in src.chunks_exact(g.w).enumerate() {
-                    dst[(y + g.p) * l.wq + g.p..][..g.w].copy_from_slice(row);
-                }
-                return;
-            }
-            for (ph, phase) in dst.chunks_exact_mut(l.phase()).enumerate() {
-                let (a, b) = (ph / l.ps, ph % l.ps);
-                // Phase columns j whose padded column j·s + b is in the image.
-                let j0 = g.p.saturating_sub(b).div_ceil(g.s);
-                let j1 = (g.p + g.w).saturating_sub(b).div_ceil(g.s);
-                if j1 <= j0 {
-                    continue; // all padding (an image narrower than the stride)
-                }
-                for (i, out) in phase.chunks_exact_mut(l.wq).enumerate() {
-                    let Some(row) = (i * g.s + a).checked_sub(g.p).filter(|&r| r < g.h) else {
-                        continue;
-                    };
-                    let from = j0 * g.s + b - g.p;
-                    let row = &src[row * g.w + from..][..(j1 - j0 - 1) * g.s + 1];
-                    for (v, x) in out[j0..j1].iter_mut().zip(row.iter().step_by(g.s)) {
+    // One unit per phase plane: the stem's three channels are twelve.
+    body.par_chunks_mut(l.phase())
+        .enumerate()
+        .for_each(|(unit, phase)| {
+            let src = &x[unit / phases * g.h * g.w..][..g.h * g.w];
+            let (a, b) = (unit % phases / l.ps, unit % l.ps);
+            // Phase columns j whose padded column j·s + b is in the image.
+            let j0 = g.p.saturating_sub(b).div_ceil(g.s).min(l.wq);
+            let j1 = (g.p + g.w).saturating_sub(b).div_ceil(g.s).clamp(j0, l.wq);
+            for (i, out) in phase.chunks_exact_mut(l.wq).enumerate() {
+                let row = (i * g.s + a).checked_sub(g.p).filter(|&r| r < g.h);
+                let Some(row) = row.filter(|_| j1 > j0) else {
+                    out.fill(0.0); // a padding row (or an image narrower than the stride)
+                    continue;
+                };
+                out[..j0].fill(0.0);
+                out[j1..].fill(0.0);
+                let src = &src[row * g.w + j0 * g.s + b - g.p..];
+                let out = &mut out[j0..j1];
+                if g.s == 1 {
+                    out.copy_from_slice(&src[..out.len()]);
+                } else {
+                    for (v, x) in out.iter_mut().zip(src.iter().step_by(g.s)) {
                         *v = *x;
                     }
                 }
