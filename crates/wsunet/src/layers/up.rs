@@ -77,8 +77,26 @@ impl Up {
     /// - output: `[batch, out_channels, H, W]`
     pub fn forward(&self, x: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = skip.dims();
-        let x = self.reduce.forward(resize_bilinear(x, [h, w]));
+        let x = if self.reduce_first() {
+            self.reduce.forward_resized(x, [h, w])
+        } else {
+            self.reduce.forward(resize_bilinear(x, [h, w]))
+        };
         self.refine.forward(Tensor::cat(vec![x, skip], 1))
+    }
+
+    /// Whether forward convolves before upsampling: in a folded (inference)
+    /// step whose reduction is pointwise. A 1×1 convolution mixes the
+    /// channels of each pixel and bilinear resizing the pixels of each
+    /// channel with weights that sum to 1, so the two commute, bias
+    /// included; before the upsampling the convolution runs on a quarter of
+    /// the pixels, and the resize moves `out_channels` planes instead of
+    /// `in_channels`. Equal up to rounding (the test below); training keeps
+    /// the seed's order, the one its gradients are checked in.
+    fn reduce_first(&self) -> bool {
+        let conv = &self.reduce.conv;
+        let [_, _, kh, kw] = conv.weight.dims();
+        conv.folded && [kh, kw] == [1, 1] && conv.stride == 1 && conv.padding == 0
     }
 
     /// The step with both convolutions folded (see [`WsConv2d::fold`](super::WsConv2d::fold)).
@@ -103,5 +121,26 @@ mod tests {
         let skip = Tensor::<4>::random([2, 8, 11, 13], Distribution::Default, &device);
         assert_eq!(up.forward(x, skip).dims(), [2, 8, 11, 13]);
         assert_eq!(up.refine.conv.weight.val().dims(), [8, 16, 3, 3]);
+    }
+
+    /// The folded step convolves before upsampling (`reduce_first`); its
+    /// output is the unfolded step's, for GroupNorm and for a BatchNorm
+    /// merged into a biased convolution, at an odd scale factor.
+    #[test]
+    fn folding_reduces_before_upsampling_with_the_same_output() {
+        let device = Device::flex();
+        for norm in [Norm::Group, Norm::Batch] {
+            let up = UpConfig::new(16, 8, 8)
+                .with_groups(4)
+                .with_norm(norm)
+                .init(&device);
+            let x = Tensor::<4>::random([2, 16, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+            let skip = Tensor::<4>::random([2, 8, 11, 13], Distribution::Normal(0.0, 1.0), &device);
+            let plain = up.forward(x.clone(), skip.clone());
+            let folded = up.fold();
+            assert!(folded.reduce_first(), "{norm:?}");
+            let diff: f32 = (folded.forward(x, skip) - plain).abs().max().into_scalar();
+            assert!(diff < 1e-4, "{norm:?}: max difference {diff}");
+        }
     }
 }

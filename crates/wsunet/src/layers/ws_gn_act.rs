@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{
     BatchNorm2d, BatchNorm2dConfig, Norm, Standardization, WsConv2d, WsConv2dConfig, fit_groups,
+    resize_bilinear,
 };
 use crate::ops::{Tail, group_norm};
 
@@ -128,6 +129,19 @@ impl WsGnAct {
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.normalize(self.conv.forward(x), Tail::silu_if(self.act))
+    }
+
+    /// conv → bilinear resize to `size` → norm → activation: the folded
+    /// model's form of `forward(resize_bilinear(x, size))` for a pointwise
+    /// convolution (see [`Up::forward`](super::Up::forward)).
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, in_channels, h, w]`
+    /// - output: `[batch, out_channels, size[0], size[1]]`
+    pub(super) fn forward_resized(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        let y = resize_bilinear(self.conv.forward(x), size);
+        self.normalize(y, Tail::silu_if(self.act))
     }
 
     /// The norm, then `tail`: GroupNorm's fused kernel where it applies.
