@@ -82,7 +82,7 @@ impl Up {
         } else {
             self.reduce.forward(resize_bilinear(x, [h, w]))
         };
-        self.refine.forward(Tensor::cat(vec![x, skip], 1))
+        self.refine.forward_cat(x, skip)
     }
 
     /// Whether forward convolves before upsampling: in a folded (inference)

@@ -13,7 +13,7 @@ use burn::nn::Initializer;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::{Standardization, conv2d, standardize};
+use crate::ops::{Standardization, conv2d, conv2d_cat, standardize};
 
 /// Configuration of a [`WsConv2d`].
 ///
@@ -203,17 +203,31 @@ impl WsConv2d {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let weight = if self.folded {
+        conv2d(x, self.kernel(), self.bias_value(), self.options())
+    }
+
+    /// [`forward`](Self::forward) of the channel concatenation `cat([a, b], 1)`,
+    /// without writing it on the CPU outside training ([`conv2d_cat`]).
+    ///
+    /// # Shapes
+    ///
+    /// - a: `[batch, ca, H, W]`, b: `[batch, in_channels − ca, H, W]`
+    /// - output: `[batch, out_channels, H', W']`
+    pub fn forward_cat(&self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+        conv2d_cat(a, b, self.kernel(), self.bias_value(), self.options())
+    }
+
+    /// The kernel convolved with: the standardized weight, or the folded one.
+    fn kernel(&self) -> Tensor<4> {
+        if self.folded {
             self.weight.val()
         } else {
             self.standardized_weight()
-        };
-        conv2d(
-            x,
-            weight,
-            self.bias.as_ref().map(|b| b.val()),
-            self.options(),
-        )
+        }
+    }
+
+    fn bias_value(&self) -> Option<Tensor<1>> {
+        self.bias.as_ref().map(|b| b.val())
     }
 
     /// Folds the standardization into the kernel for inference: `weight`

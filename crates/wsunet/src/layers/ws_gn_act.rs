@@ -131,6 +131,18 @@ impl WsGnAct {
         self.normalize(self.conv.forward(x), Tail::silu_if(self.act))
     }
 
+    /// conv → norm → activation over the channel concatenation
+    /// `cat([a, b], 1)`, which the CPU does not write out outside training
+    /// ([`WsConv2d::forward_cat`]).
+    ///
+    /// # Shapes
+    ///
+    /// - a: `[batch, ca, H, W]`, b: `[batch, in_channels − ca, H, W]`
+    /// - output: `[batch, out_channels, H', W']`
+    pub fn forward_cat(&self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+        self.normalize(self.conv.forward_cat(a, b), Tail::silu_if(self.act))
+    }
+
     /// conv → bilinear resize to `size` → norm → activation: the folded
     /// model's form of `forward(resize_bilinear(x, size))` for a pointwise
     /// convolution (see [`Up::forward`](super::Up::forward)).

@@ -30,6 +30,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
@@ -37,7 +38,7 @@ use burn::tensor::{DType, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::direct_conv::{self, Weights};
+use super::direct_conv::{self, Input, Weights};
 use super::dot_gemm::{self, Rows, dot_gemm};
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
 
@@ -56,6 +57,60 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
+    let Some(p) = cpu_params(&x, x.dims(), &weight, &options) else {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    };
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dOp>::conv2d_cpu(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        p,
+    ));
+    with_bias(y, bias)
+}
+
+/// [`conv2d`] of the channel concatenation `cat([a, b], 1)` without writing
+/// it out on the CPU outside training: the kernel pads each channel
+/// straight from `a` or `b` (the decoder's refine step over its upsampled
+/// map and its skip). When training, the concatenation is written (the
+/// weight gradient reads it) and convolved as by [`conv2d`]; on other
+/// devices, Burn's `cat` and `conv2d`.
+///
+/// # Shapes
+///
+/// - a: `[batch, ca, H, W]`, b: `[batch, cb, H, W]`, weight:
+///   `[out, ca + cb, kh, kw]`, bias: `[out]`
+/// - output: `[batch, out, H', W']`
+pub fn conv2d_cat(
+    a: Tensor<4>,
+    b: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let ([n, ca, h, w], [nb, cb, hb, wb]) = (a.dims(), b.dims());
+    let params = cpu_params(&a, [n, ca + cb, h, w], &weight, &options)
+        .filter(|_| [nb, hb, wb] == [n, h, w] && runs_here(&b.device(), b.dtype()));
+    let Some(p) = params else {
+        return conv2d(Tensor::cat(vec![a, b], 1), weight, bias, options);
+    };
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dCatOp>::conv2d_cat_cpu(
+        a.into_dispatch(),
+        b.into_dispatch(),
+        weight.into_dispatch(),
+        p,
+    ));
+    with_bias(y, bias)
+}
+
+/// The kernel's parameters when it computes the convolution of `x` (whose
+/// channels `dims` gives) with these options: `f32` on the CPU, groups 1,
+/// dilation 1, equal strides, symmetric padding and shapes it accepts.
+fn cpu_params(
+    x: &Tensor<4>,
+    dims: [usize; 4],
+    weight: &Tensor<4>,
+    options: &ConvOptions<2>,
+) -> Option<ConvParams> {
     let [stride, _] = options.stride;
     let [(padding, _), _] = options.padding;
     let fits = runs_here(&x.device(), x.dtype())
@@ -64,15 +119,12 @@ pub fn conv2d(
         && options.dilation == [1, 1]
         && options.stride[0] == options.stride[1]
         && options.padding == [(padding, padding); 2]
-        && ConvGeom::new(x.dims(), weight.dims(), stride, padding).is_some();
-    if !fits {
-        return burn::tensor::module::conv2d(x, weight, bias, options);
-    }
-    let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dOp>::conv2d_cpu(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        ConvParams { stride, padding },
-    ));
+        && ConvGeom::new(dims, weight.dims(), stride, padding).is_some();
+    fits.then_some(ConvParams { stride, padding })
+}
+
+/// `y` plus the per-channel `bias`, if any.
+fn with_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     match bias {
         Some(b) => {
             let [c] = b.dims();
@@ -493,13 +545,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.ci * g.hw_in(), "conv input size");
     assert_eq!(w.len(), g.co * g.kk(), "conv kernel size");
     if direct_conv::suits(g) {
-        let weights = Weights {
-            data: w,
-            out_stride: g.kk(),
-            in_stride: g.k * g.k,
-            flipped: false,
-        };
-        return direct_conv::conv(g, x, weights);
+        return direct_conv::conv(g, Input::one(x), forward_weights(g, w));
     }
     let units = g.bands();
     let outer = outer_parallel(units.len());
@@ -539,6 +585,37 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     // band's `gemm` (k = ci·k·k ≥ 1, `ConvGeom::new` rejects empty shapes)
     // writes all `co × rows·wo` values of its rows.
     unsafe { output(g.n * g.co * g.hw_out(), fill) }
+}
+
+/// [`forward`] of the channel concatenation of `a [n, ca, h, w]` and
+/// `b [n, ci − ca, h, w]`: the direct kernel reads both in place; im2col +
+/// `gemm` gets the concatenation written out.
+pub fn forward_cat(g: &ConvGeom, a: &[f32], ca: usize, b: &[f32], w: &[f32]) -> Vec<f32> {
+    assert_eq!(a.len() + b.len(), g.n * g.ci * g.hw_in(), "conv input size");
+    assert_eq!(a.len(), g.n * ca * g.hw_in(), "conv first input size");
+    if direct_conv::suits(g) {
+        return direct_conv::conv(g, Input::cat(a, ca, b), forward_weights(g, w));
+    }
+    let (hw, cb) = (g.hw_in(), g.ci - ca);
+    let x: Vec<f32> = (0..g.n)
+        .flat_map(|i| {
+            a[i * ca * hw..][..ca * hw]
+                .iter()
+                .chain(&b[i * cb * hw..][..cb * hw])
+        })
+        .copied()
+        .collect();
+    forward(g, &x, w)
+}
+
+/// The forward's kernel `w [co, ci, k, k]` for the direct convolution.
+fn forward_weights<'a>(g: &ConvGeom, w: &'a [f32]) -> Weights<'a> {
+    Weights {
+        data: w,
+        out_stride: g.kk(),
+        in_stride: g.k * g.k,
+        flipped: false,
+    }
 }
 
 /// The kernel of the input gradient's correlation: `W'[c][o]` is `W[o][c]`
@@ -606,7 +683,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
                 in_stride: g.kk(),
                 flipped: true,
             };
-            return direct_conv::conv(&t, dy, weights);
+            return direct_conv::conv(&t, Input::one(dy), weights);
         }
         if g.co <= g.n * g.hw_out() {
             return forward(&t, dy, &flip_transpose(g, w));
@@ -749,6 +826,55 @@ pub trait Conv2dOp: Backend {
         weight: FloatTensor<Self>,
         p: ConvParams,
     ) -> FloatTensor<Self>;
+}
+
+/// The convolution of a channel concatenation, plugged into Burn.
+#[backend_extension(Flex, Autodiff)]
+pub trait Conv2dCatOp: Backend {
+    /// `conv2d_cpu` of `cat([a, b], 1)`.
+    fn conv2d_cat_cpu(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self>;
+}
+
+impl Conv2dCatOp for Flex {
+    fn conv2d_cat_cpu(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        let [a, b, w] = inputs([a, b, weight]);
+        let ([n, ca, h, wd], [_, cb, _, _]) = (dims4(&a), dims4(&b));
+        let g = ConvGeom::new([n, ca + cb, h, wd], dims4(&w), p.stride, p.padding).unwrap_or_else(
+            || {
+                panic!(
+                    "conv2d_cat_cpu: inputs {:?} + {:?} and kernel {:?} ({p:?}) do not fit",
+                    dims4(&a),
+                    dims4(&b),
+                    dims4(&w)
+                )
+            },
+        );
+        let y = forward_cat(&g, slice(&a), ca, slice(&b), slice(&w));
+        tensor(y, [g.n, g.co, g.ho, g.wo])
+    }
+}
+
+impl<C: CheckpointStrategy> Conv2dCatOp for Autodiff<Flex, C> {
+    fn conv2d_cat_cpu(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        // The weight gradient reads the input as one tensor: write it.
+        let x = Self::float_cat(vec![a, b], 1);
+        <Self as Conv2dOp>::conv2d_cpu(x, weight, p)
+    }
 }
 
 /// What the backward needs: the input, the kernel and the geometry.
@@ -1024,6 +1150,52 @@ mod tests {
             assert_close(dx1, dx0, &format!("dx {what}"));
             assert_close(dw1, dw0, &format!("dw {what}"));
             assert_close(db1.unsqueeze(), db0.unsqueeze(), &format!("db {what}"));
+        }
+    }
+
+    /// `conv2d_cat` is `conv2d` of the concatenation: the same bits on Flex
+    /// (the direct kernel reading both inputs, and im2col on an 8×8 map), and
+    /// on autodiff the same output and gradients of both inputs.
+    #[test]
+    fn conv2d_of_two_inputs_equals_conv2d_of_their_concatenation() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            // (batch, channels of a and b, out, size, k, stride, padding)
+            for (n, ca, cb, co, hw, k, s, p) in [
+                (2, 5, 3, 10, 20, 3, 1, 1),
+                (1, 4, 4, 9, 33, 3, 2, 1),
+                (2, 6, 2, 8, 8, 3, 1, 1),
+            ] {
+                let tracked = device != Device::flex();
+                let input = |c| {
+                    let t = Tensor::<4>::random([n, c, hw, hw], Distribution::Default, &device);
+                    if tracked { t.require_grad() } else { t }
+                };
+                let (a, b) = (input(ca), input(cb));
+                let wt = Tensor::<4>::random([co, ca + cb, k, k], Distribution::Default, &device);
+                let bias = Tensor::<1>::random([co], Distribution::Default, &device);
+                let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+                let bias = Some(bias);
+                let y = conv2d_cat(
+                    a.clone(),
+                    b.clone(),
+                    wt.clone(),
+                    bias.clone(),
+                    options.clone(),
+                );
+                let cat = Tensor::cat(vec![a.clone(), b.clone()], 1);
+                let want = conv2d(cat, wt, bias, options);
+                let what = format!("{n}×({ca}+{cb})→{co} {hw}² k{k} s{s} tracked {tracked}");
+                assert_eq!(y.to_data(), want.to_data(), "{what}");
+                if tracked {
+                    let dy = Tensor::<4>::random(y.dims(), Distribution::Default, &device);
+                    let g1 = (y * dy.clone()).sum().backward();
+                    let g0 = (want * dy).sum().backward();
+                    for (t, name) in [(&a, "a"), (&b, "b")] {
+                        let (got, exp) = (t.grad(&g1).unwrap(), t.grad(&g0).unwrap());
+                        assert_eq!(got.to_data(), exp.to_data(), "d{name} {what}");
+                    }
+                }
+            }
         }
     }
 

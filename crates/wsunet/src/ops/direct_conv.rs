@@ -51,6 +51,51 @@ pub(super) struct Weights<'a> {
     pub flipped: bool,
 }
 
+/// The input of a convolution: one tensor, or two whose channels are
+/// concatenated (`a`'s first), read where they lie.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Input<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    /// Channels of `a` when there are two.
+    split: Option<usize>,
+}
+
+impl<'a> Input<'a> {
+    /// One tensor `[n, ci, h, w]`.
+    pub(super) fn one(x: &'a [f32]) -> Self {
+        Input {
+            a: x,
+            b: &[],
+            split: None,
+        }
+    }
+
+    /// The channels of `a [n, ca, h, w]`, then those of `b`.
+    pub(super) fn cat(a: &'a [f32], ca: usize, b: &'a [f32]) -> Self {
+        Input {
+            a,
+            b,
+            split: Some(ca),
+        }
+    }
+
+    /// Plane `i = image · ci + channel` (`h·w` values).
+    fn plane(&self, g: &ConvGeom, i: usize) -> &'a [f32] {
+        let hw = g.h * g.w;
+        let (n, c) = (i / g.ci, i % g.ci);
+        match self.split {
+            None => &self.a[i * hw..][..hw],
+            Some(ca) if c < ca => &self.a[(n * ca + c) * hw..][..hw],
+            Some(ca) => &self.b[(n * (g.ci - ca) + c - ca) * hw..][..hw],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.a.len() + self.b.len()
+    }
+}
+
 /// Whether this CPU runs [`conv`]: AVX-512F, or AVX2 with FMA.
 pub(super) fn available() -> bool {
     dot_gemm::available()
@@ -96,18 +141,21 @@ struct Block<'a> {
 ///
 /// If the CPU lacks the instructions ([`available`]), or `x` or `w` are
 /// smaller than `g` says.
-pub(super) fn conv(g: &ConvGeom, x: &[f32], w: Weights) -> Vec<f32> {
+pub(super) fn conv(g: &ConvGeom, x: Input, w: Weights) -> Vec<f32> {
     conv_with(g, x, w, true)
 }
 
 /// [`conv`], with the AVX-512 kernel only if `wide` (tests force the AVX2
 /// one on CPUs that have both).
-fn conv_with(g: &ConvGeom, x: &[f32], w: Weights, wide: bool) -> Vec<f32> {
+fn conv_with(g: &ConvGeom, x: Input, w: Weights, wide: bool) -> Vec<f32> {
     assert!(
         available(),
         "direct convolution needs AVX-512F or AVX2 with FMA"
     );
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w, "conv input size");
+    if let Some(ca) = x.split {
+        assert_eq!(x.a.len(), g.n * ca * g.h * g.w, "conv first input size");
+    }
     let k2 = g.k * g.k;
     assert!(
         w.data.len() >= (g.co - 1) * w.out_stride + (g.ci - 1) * w.in_stride + k2,
@@ -175,7 +223,7 @@ impl Layout {
 /// zeros after them (the last tiles of the last channel read there). Each
 /// value is written once: the image where it lies, zeros only in the
 /// padding rows and columns around it.
-fn pad_into(g: &ConvGeom, x: &[f32], l: Layout, buf: &mut [f32]) {
+fn pad_into(g: &ConvGeom, x: Input, l: Layout, buf: &mut [f32]) {
     let phases = l.ps * l.ps;
     let (body, slack) = buf.split_at_mut(g.n * g.ci * l.plane());
     slack.fill(0.0);
@@ -183,7 +231,7 @@ fn pad_into(g: &ConvGeom, x: &[f32], l: Layout, buf: &mut [f32]) {
     body.par_chunks_mut(l.phase())
         .enumerate()
         .for_each(|(unit, phase)| {
-            let src = &x[unit / phases * g.h * g.w..][..g.h * g.w];
+            let src = x.plane(g, unit / phases);
             let (a, b) = (unit % phases / l.ps, unit % l.ps);
             // Phase columns j whose padded column j·s + b is in the image.
             let j0 = g.p.saturating_sub(b).div_ceil(g.s).min(l.wq);
@@ -214,7 +262,7 @@ fn pad_into(g: &ConvGeom, x: &[f32], l: Layout, buf: &mut [f32]) {
 /// valid pixels into the output.
 fn run(
     g: &ConvGeom,
-    x: &[f32],
+    x: Input,
     w: Weights,
     shape: Shape,
     kernel: impl Fn(&Block, *const f32, &[*const f32], &mut [f32]) + Sync,
@@ -506,7 +554,7 @@ mod tests {
                 };
                 let want = reference(&g, &x, &wv, flipped);
                 for wide in [true, false] {
-                    let got = conv_with(&g, &x, weights, wide);
+                    let got = conv_with(&g, Input::one(&x), weights, wide);
                     assert_eq!(got.len(), want.len());
                     for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
                         assert!(
@@ -516,6 +564,43 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Two inputs read in place give the bits of their concatenation, for
+    /// both strides' layouts and a split inside a channel block.
+    #[test]
+    fn two_inputs_equal_their_concatenation() {
+        if !available() {
+            return;
+        }
+        for &(n, ca, cb, hw, co, k, s, p) in &[
+            (2, 3, 5, 17, 9, 3, 1, 1),
+            (1, 8, 8, 20, 16, 3, 2, 1),
+            (2, 1, 4, 16, 3, 1, 2, 0),
+        ] {
+            let ci = ca + cb;
+            let g = ConvGeom::new([n, ci, hw, hw], [co, ci, k, k], s, p).unwrap();
+            let (a, b) = (values(n * ca * hw * hw, 3), values(n * cb * hw * hw, 4));
+            let x: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    let a = &a[i * ca * hw * hw..][..ca * hw * hw];
+                    a.iter().chain(&b[i * cb * hw * hw..][..cb * hw * hw])
+                })
+                .copied()
+                .collect();
+            let wv = values(co * ci * k * k, 5);
+            let weights = Weights {
+                data: &wv,
+                out_stride: ci * k * k,
+                in_stride: k * k,
+                flipped: false,
+            };
+            assert_eq!(
+                conv(&g, Input::cat(&a, ca, &b), weights),
+                conv(&g, Input::one(&x), weights),
+                "{g:?}"
+            );
         }
     }
 }

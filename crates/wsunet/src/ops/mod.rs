@@ -6,7 +6,9 @@
 //!
 //! - [`conv2d`]: convolution (groups 1, dilation 1) — in `conv.rs`, whose
 //!   weight gradients of 1×1 and strided layers use the row dot-product
-//!   kernel of `dot_gemm.rs`;
+//!   kernel of `dot_gemm.rs`, and whose direct kernel (`direct_conv.rs`)
+//!   also convolves a channel concatenation without writing it
+//!   ([`conv2d_cat`]);
 //! - [`group_norm()`]: GroupNorm fused with the SiLU and the residual sum
 //!   that follow it ([`Tail`]) — in `group_norm.rs`;
 //! - [`standardize()`]: weight standardization of a kernel
@@ -39,7 +41,7 @@ pub mod kernels {
     pub use super::conv::{ConvGeom, backward_input, backward_weight, forward};
 }
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_cat};
 pub use flex::runs_here;
 pub use group_norm::{Tail, group_norm};
 pub use resize::resize_bilinear;
