@@ -1,5 +1,7 @@
 //! Throughput of the CPU convolution kernels (`wsunet::ops::kernels`, the kernels of `ops/conv.rs`) at the
-//! base model's real shapes (batch 2, 3×256×256 input), next to this
+//! base model's real shapes (batch 2, 3×256×256 input; the rows named
+//! `b1 …` are layers of batch-1 inference, where the direct kernel has few
+//! output-channel blocks to share each input window), next to this
 //! machine's sgemm peak measured with the same `gemm` crate.
 //!
 //! `cargo bench -p wsunet --bench kernels` (add `-- --quick` for fewer
@@ -85,6 +87,11 @@ fn main() {
         ("bridge", 2, 512, 8, 512, 3, 1, 1),
         ("dec1 reduce", 2, 64, 128, 32, 1, 1, 0),
         ("dec1 refine", 2, 64, 128, 32, 3, 1, 1),
+        ("b1 stage1 conv2", 1, 64, 64, 64, 3, 1, 1),
+        ("b1 stage3 conv2", 1, 256, 16, 256, 3, 1, 1),
+        ("b1 dec1 refine", 1, 64, 128, 32, 3, 1, 1),
+        ("b1 dec3 refine", 1, 256, 32, 128, 3, 1, 1),
+        ("b1 dec4 refine", 1, 512, 16, 256, 3, 1, 1),
     ];
     for (name, n, ci, hw, co, k, s, p) in shapes {
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
