@@ -274,15 +274,31 @@ fn pad_into(g: &ConvGeom, x: Input, l: Layout, buf: &mut [f32]) {
                 out[j1..].fill(0.0);
                 let src = &src[row * g.w + j0 * g.s + b - g.p..];
                 let out = &mut out[j0..j1];
-                if g.s == 1 {
-                    out.copy_from_slice(&src[..out.len()]);
-                } else {
-                    for (v, x) in out.iter_mut().zip(src.iter().step_by(g.s)) {
-                        *v = *x;
+                let Some((last, out)) = out.split_last_mut() else {
+                    continue;
+                };
+                // Every s-th value; whole chunks of s vectorize (the stride
+                // a constant of the loop), the last value alone.
+                *last = src[out.len() * g.s];
+                match g.s {
+                    1 => out.copy_from_slice(&src[..out.len()]),
+                    2 => strided::<2>(out, src),
+                    3 => strided::<3>(out, src),
+                    s => {
+                        for (v, x) in out.iter_mut().zip(src.chunks_exact(s)) {
+                            *v = x[0];
+                        }
                     }
                 }
             }
         });
+}
+
+/// `out[j] = src[j·S]` for every `j` of `out`.
+fn strided<const S: usize>(out: &mut [f32], src: &[f32]) {
+    for (v, x) in out.iter_mut().zip(src.chunks_exact(S)) {
+        *v = x[0];
+    }
 }
 
 /// The driver: lays out the input, cuts the work into units of (image,
