@@ -1,5 +1,7 @@
 //! `Up`: one decoder step of the WSResUNet — bilinear upsample to the skip's
-//! size, 1×1 reduce, concatenate the skip, 3×3 refine.
+//! size, 1×1 reduce, concatenate the skip, 3×3 refine. Folded for inference,
+//! it reduces before upsampling (the two commute) and, on the CPU, convolves
+//! the concatenation without writing it.
 
 use burn::config::Config;
 use burn::module::Module;
