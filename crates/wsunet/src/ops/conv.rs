@@ -593,19 +593,11 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
 pub fn forward_cat(g: &ConvGeom, a: &[f32], ca: usize, b: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(a.len() + b.len(), g.n * g.ci * g.hw_in(), "conv input size");
     assert_eq!(a.len(), g.n * ca * g.hw_in(), "conv first input size");
+    let x = Input::cat(a, ca, b);
     if direct_conv::suits(g) {
-        return direct_conv::conv(g, Input::cat(a, ca, b), forward_weights(g, w));
+        return direct_conv::conv(g, x, forward_weights(g, w));
     }
-    let (hw, cb) = (g.hw_in(), g.ci - ca);
-    let x: Vec<f32> = (0..g.n)
-        .flat_map(|i| {
-            a[i * ca * hw..][..ca * hw]
-                .iter()
-                .chain(&b[i * cb * hw..][..cb * hw])
-        })
-        .copied()
-        .collect();
-    forward(g, &x, w)
+    forward(g, &x.concatenated(g), w)
 }
 
 /// The forward's kernel `w [co, ci, k, k]` for the direct convolution.

@@ -94,6 +94,15 @@ impl<'a> Input<'a> {
     fn len(&self) -> usize {
         self.a.len() + self.b.len()
     }
+
+    /// The channels as one tensor `[n, ci, h, w]` (for kernels that need
+    /// it written out).
+    pub(super) fn concatenated(&self, g: &ConvGeom) -> Vec<f32> {
+        (0..g.n * g.ci)
+            .flat_map(|i| self.plane(g, i))
+            .copied()
+            .collect()
+    }
 }
 
 /// Whether this CPU runs [`conv`]: AVX-512F, or AVX2 with FMA.
