@@ -37,6 +37,16 @@ pub fn bar(len: u64, message: &'static str) -> ProgressBar {
     bar
 }
 
+/// Seconds as `1h 02m`, `3m 05s` or `12s`.
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, (s / 60) % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, min, sec) => format!("{min}m {sec:02}s"),
+        (h, min, _) => format!("{h}h {min:02}m"),
+    }
+}
+
 /// Bars drawn together, one line each (an image bar and its tile bar),
 /// hidden when not on a terminal.
 pub fn multi() -> MultiProgress {

@@ -68,6 +68,7 @@ pub mod model;
 pub mod onnx;
 pub mod ops;
 pub mod provenance;
+pub mod raster;
 pub(crate) mod rng;
 pub mod run_dir;
 pub mod shard;

@@ -28,35 +28,49 @@ pub const PROVENANCE_FILE: &str = "predict.json";
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outputs {
-    /// `NAME_overlay.png` with this opacity of the class colours.
+    /// `NAME_overlay.png` (`.tif` for TIFF inputs) with this opacity of the
+    /// class colours.
     pub overlay: Option<f32>,
-    /// `NAME_probs.npy`: probabilities `[classes, H, W]`.
+    /// `NAME_probs.npy` (`.tif` for TIFF inputs): probabilities.
     pub probs: bool,
-    /// `NAME_logits.npy`: logits `[classes, H, W]`.
+    /// `NAME_logits.npy` (`.tif` for TIFF inputs): logits.
     pub logits: bool,
+}
+
+/// What kind of files an input's outputs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// PNG masks and overlays, `.npy` arrays (the whole image in memory).
+    Png,
+    /// Tiled, pyramidal TIFFs, written while streaming (TIFF inputs).
+    Tiff,
 }
 
 impl Outputs {
     /// The file names written for the image whose name stem is `stem`,
     /// the mask first.
-    pub fn files(&self, stem: &str) -> Vec<String> {
-        let mut files = vec![format!("{stem}.png")];
+    pub fn files(&self, stem: &str, kind: OutputKind) -> Vec<String> {
+        let (image, array) = match kind {
+            OutputKind::Png => ("png", "npy"),
+            OutputKind::Tiff => ("tif", "tif"),
+        };
+        let mut files = vec![format!("{stem}.{image}")];
         if self.overlay.is_some() {
-            files.push(format!("{stem}_overlay.png"));
+            files.push(format!("{stem}_overlay.{image}"));
         }
         if self.probs {
-            files.push(format!("{stem}_probs.npy"));
+            files.push(format!("{stem}_probs.{array}"));
         }
         if self.logits {
-            files.push(format!("{stem}_logits.npy"));
+            files.push(format!("{stem}_logits.{array}"));
         }
         files
     }
 
     /// Whether every file of `stem` is in `dir`. Outputs are written
     /// atomically, so a file that is there is whole.
-    pub fn complete(&self, dir: &Path, stem: &str) -> bool {
-        self.files(stem).iter().all(|f| dir.join(f).is_file())
+    pub fn complete(&self, dir: &Path, stem: &str, kind: OutputKind) -> bool {
+        self.files(stem, kind).iter().all(|f| dir.join(f).is_file())
     }
 }
 
@@ -72,6 +86,18 @@ pub struct Settings {
     pub tta: Tta,
     /// The files written per image.
     pub outputs: Outputs,
+    /// The resolution level of TIFF inputs predicted (0: full).
+    #[serde(default)]
+    pub level: usize,
+    /// Tiles left out as empty.
+    #[serde(default)]
+    pub skip_empty: bool,
+    /// How TIFF outputs are compressed.
+    #[serde(default)]
+    pub compression: crate::raster::Compression,
+    /// How TIFF probabilities are stored.
+    #[serde(default)]
+    pub probs_type: crate::infer::ProbsType,
 }
 
 /// The model a folder was predicted with.
@@ -206,8 +232,24 @@ impl Provenance {
         );
         setting(
             "outputs",
-            s.outputs.files("NAME").join(" "),
-            t.outputs.files("NAME").join(" "),
+            s.outputs.files("NAME", OutputKind::Png).join(" "),
+            t.outputs.files("NAME", OutputKind::Png).join(" "),
+        );
+        setting("level", s.level.to_string(), t.level.to_string());
+        setting(
+            "skip-empty",
+            s.skip_empty.to_string(),
+            t.skip_empty.to_string(),
+        );
+        setting(
+            "compression",
+            s.compression.to_string(),
+            t.compression.to_string(),
+        );
+        setting(
+            "probabilities type",
+            s.probs_type.to_string(),
+            t.probs_type.to_string(),
         );
         setting(
             "overlay opacity",
@@ -308,6 +350,10 @@ mod tests {
                     probs: true,
                     logits: false,
                 },
+                level: 0,
+                skip_empty: false,
+                compression: Default::default(),
+                probs_type: Default::default(),
             },
         }
     }
@@ -351,9 +397,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.png"), b"png").unwrap();
         let mine = record("ab", 64);
-        let files = mine.settings.outputs.files("a");
+        let files = mine.settings.outputs.files("a", OutputKind::Png);
         assert_eq!(files, ["a.png", "a_probs.npy"]);
-        assert!(!mine.settings.outputs.complete(dir.path(), "a"));
+        assert_eq!(
+            mine.settings.outputs.files("a", OutputKind::Tiff),
+            ["a.tif", "a_probs.tif"]
+        );
+        assert!(
+            !mine
+                .settings
+                .outputs
+                .complete(dir.path(), "a", OutputKind::Png)
+        );
         let err = mine.claim(dir.path(), &files, false).unwrap_err();
         assert!(matches!(err, Error::UnrecordedOutputs { .. }), "{err}");
         assert!(!dir.path().join(PROVENANCE_FILE).exists());

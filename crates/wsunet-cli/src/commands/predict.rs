@@ -9,6 +9,11 @@
 //! and a run with another model or settings is refused. `--shard I/N`
 //! predicts one share of the inputs, for job arrays. Decoding the next image
 //! and encoding the last one run on their own threads, beside the network.
+//!
+//! TIFF inputs (whole slides, satellite scenes) are streamed: read a band of
+//! rows at a time and written as tiled, pyramidal TIFFs with the input's
+//! georeferencing and pixel size while they are predicted, in memory
+//! bounded by the tile and the width (`wsunet::infer::Predictor::predict_tiff`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,8 +28,11 @@ use wsunet::card::{ModelCard, load_model};
 use wsunet::data::io::{IMAGE_EXTENSIONS, value_counts, write_mask_png, write_npy, write_rgb8_png};
 use wsunet::data::layout::image_files;
 use wsunet::data::{Image, read_image};
-use wsunet::infer::{PredictConfig, Prediction, Predictor, overlay};
-use wsunet::provenance::{Claim, Outputs, Provenance, Settings as Recorded};
+use wsunet::infer::{
+    PredictConfig, Prediction, Predictor, ProbsType, Progress, TiffOutputs, TiffSummary, overlay,
+};
+use wsunet::provenance::{Claim, OutputKind, Outputs, Provenance, Settings as Recorded};
+use wsunet::raster::{Compression, TiffInfo, inspect, is_tiff};
 use wsunet::shard::Shard;
 
 use super::{Settings, with_fix};
@@ -41,13 +49,17 @@ pub struct PredictArgs {
     pub model: PathBuf,
 
     /// An image, or a folder of images (png, jpg, bmp, tif, npy [C,H,W]
-    /// float32); repeat for more.
+    /// float32); repeat for more. TIFF files (also BigTIFF, OME-TIFF,
+    /// GeoTIFF, SVS) of any size are streamed: see --level.
     #[arg(long, value_name = "FILE|DIR", required = true)]
     pub input: Vec<PathBuf>,
 
     /// Output folder (created if missing): NAME.png masks, and with the
     /// options below NAME_overlay.png, NAME_probs.npy, NAME_logits.npy;
-    /// predict.json records the model and settings that produced them.
+    /// for TIFF inputs tiled, pyramidal NAME.tif, NAME_overlay.tif,
+    /// NAME_probs.tif, NAME_logits.tif with the input's georeferencing and
+    /// pixel size. predict.json records the model and settings that
+    /// produced them.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -59,13 +71,37 @@ pub struct PredictArgs {
     #[arg(long, value_name = "A", default_value_t = 0.5)]
     pub alpha: f32,
 
-    /// Also write class probabilities as float32 .npy [classes, H, W].
+    /// Also write class probabilities as float32 .npy [classes, H, W]
+    /// (TIFF inputs: a TIFF with one band per class, see --probs-type).
     #[arg(long)]
     pub probs: bool,
 
-    /// Also write raw logits as float32 .npy [classes, H, W].
+    /// How TIFF probabilities are stored: u8 (round(p·255), a quarter of
+    /// the size) or f32.
+    #[arg(long, value_name = "TYPE", default_value = "u8", value_parser = choice(&ProbsType::ALL))]
+    pub probs_type: ProbsType,
+
+    /// Also write raw logits as float32 .npy [classes, H, W] (TIFF inputs:
+    /// a float32 TIFF with one band per class).
     #[arg(long)]
     pub logits: bool,
+
+    /// The resolution level of TIFF inputs to predict: 0 is full
+    /// resolution, 1… the file's reduced levels (OME-TIFF SubIFDs or
+    /// reduced pages; `wsunet info --image FILE` lists them).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub level: usize,
+
+    /// Compression of the TIFFs written: none, deflate (read everywhere)
+    /// or zstd (smaller, faster; GDAL ≥ 2.3).
+    #[arg(long, value_name = "METHOD", default_value = "deflate", value_parser = choice(&Compression::ALL))]
+    pub compression: Compression,
+
+    /// Leave out tiles that hold no image (every pixel nodata, or every
+    /// channel nearly one value: slide glass, a scene's border); they are
+    /// written as background, and the summary says how many were skipped.
+    #[arg(long)]
+    pub skip_empty: bool,
 
     /// Tile side for large images; images no larger run in one pass.
     /// Default: the model's training crop (the larger side) when its card
@@ -131,6 +167,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         overlap: args.overlap,
         batch_size: args.batch_size,
         tta: args.tta,
+        skip_empty: args.skip_empty,
     };
     config.validate().map_err(|e| with_fix(e, &settings))?;
     let inputs = list_inputs(&args.input)?;
@@ -154,6 +191,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
             overlap: args.overlap,
             tta: args.tta,
             outputs,
+            level: args.level,
+            skip_empty: args.skip_empty,
+            compression: args.compression,
+            probs_type: args.probs_type,
         },
     )
     .context("fix --model")?;
@@ -161,7 +202,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .with_context(|| format!("cannot create {} (fix --out)", args.out.display()))?;
     let own: Vec<String> = jobs
         .iter()
-        .flat_map(|(_, stem)| outputs.files(stem))
+        .flat_map(|(input, stem)| outputs.files(stem, kind_of(input)))
         .collect();
     match record
         .claim(&args.out, &own, args.overwrite)
@@ -178,9 +219,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
     } else {
         String::new()
     };
-    let (todo, skipped): (Vec<_>, Vec<_>) = jobs
-        .into_iter()
-        .partition(|(_, stem)| args.overwrite || !outputs.complete(&args.out, stem));
+    let (todo, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(input, stem)| {
+        args.overwrite || !outputs.complete(&args.out, stem, kind_of(input))
+    });
     if !skipped.is_empty() {
         println!(
             "{share}skipped {} image(s) whose outputs are complete (--overwrite predicts them again)",
@@ -287,10 +328,27 @@ struct Predicted {
     started: Instant,
 }
 
+/// An input as the reader thread hands it over: a decoded image, or a TIFF
+/// described (its rows are read while it is predicted).
+enum Decoded {
+    Image(Result<Image>),
+    Tiff(Result<TiffInfo>),
+}
+
+/// The kind of outputs an input gets: TIFF inputs are streamed into TIFFs.
+fn kind_of(input: &Path) -> OutputKind {
+    if is_tiff(input) {
+        OutputKind::Tiff
+    } else {
+        OutputKind::Png
+    }
+}
+
 /// Reads the next image on one thread and writes the last one's outputs on
 /// another while this thread runs the network. The channels hold no queue
 /// (each thread hands over one image at a time), so at most three images
-/// are in memory: decoding, predicting, writing.
+/// are in memory: decoding, predicting, writing. TIFF inputs are streamed
+/// on this thread (their reading and writing have threads of their own).
 fn pipeline(
     predictor: &Predictor,
     card: &ModelCard,
@@ -299,13 +357,17 @@ fn pipeline(
     jobs: Vec<(PathBuf, String)>,
     report: &Report,
 ) {
-    let (decoded_tx, decoded) = sync_channel::<(PathBuf, String, Result<Image>)>(0);
+    let (decoded_tx, decoded) = sync_channel::<(PathBuf, String, Decoded)>(0);
     let (predicted, to_write) = sync_channel::<Predicted>(0);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             for (input, stem) in jobs {
-                let image = read_image(&input).map_err(anyhow::Error::from);
-                if decoded_tx.send((input, stem, image)).is_err() {
+                let item = if is_tiff(&input) {
+                    Decoded::Tiff(inspect(&input).map_err(anyhow::Error::from))
+                } else {
+                    Decoded::Image(read_image(&input).map_err(anyhow::Error::from))
+                };
+                if decoded_tx.send((input, stem, item)).is_err() {
                     break;
                 }
             }
@@ -318,7 +380,19 @@ fn pipeline(
                 }
             }
         });
-        for (input, stem, image) in decoded {
+        for (input, stem, item) in decoded {
+            let image = match item {
+                Decoded::Image(image) => image,
+                Decoded::Tiff(info) => {
+                    match info
+                        .and_then(|info| stream_tiff(predictor, card, args, &info, &stem, report))
+                    {
+                        Ok(line) => report.done(line),
+                        Err(e) => report.failed(&input, e),
+                    }
+                    continue;
+                }
+            };
             let started = Instant::now();
             let tile_bar = report.bars.add(progress::bar(0, "tiles"));
             let prediction = image.and_then(|image| {
@@ -356,6 +430,109 @@ fn pipeline(
             }
         }
     });
+}
+
+/// Predicts a TIFF input streamed into TIFF outputs; returns its summary
+/// line. Progress: a bar over rows with megapixels/s on a terminal, a line
+/// per 5 % otherwise.
+fn stream_tiff(
+    predictor: &Predictor,
+    card: &ModelCard,
+    args: &PredictArgs,
+    info: &TiffInfo,
+    stem: &str,
+    report: &Report,
+) -> Result<String> {
+    let started = Instant::now();
+    let path = |suffix: &str| args.out.join(format!("{stem}{suffix}.tif"));
+    let targets = TiffOutputs {
+        mask: path(""),
+        overlay: args.overlay.then(|| (path("_overlay"), args.alpha)),
+        probs: args.probs.then(|| (path("_probs"), args.probs_type)),
+        logits: args.logits.then(|| path("_logits")),
+        compression: args.compression,
+    };
+    let level = info.level(args.level).context("fix --level")?;
+    let (w, h) = (level.width, level.height);
+    let name = info.path.display().to_string();
+    let bar = report.bars.add(progress::bar(h as u64, "rows"));
+    let mut next_line = 0.05;
+    let summary = predictor
+        .predict_tiff(
+            info,
+            args.level,
+            &card.classes,
+            &targets,
+            &mut |p: Progress| {
+                let seconds = started.elapsed().as_secs_f64();
+                let rate = (p.rows_done * w) as f64 / seconds.max(1e-9) / 1e6;
+                bar.set_position(p.rows_done as u64);
+                bar.set_message(format!("{rate:.2} MP/s"));
+                let done = p.tiles_done as f64 / p.tiles.max(1) as f64;
+                if !report.interactive && done >= next_line && done < 1.0 {
+                    let eta = seconds * (1.0 - done) / done;
+                    println!(
+                        "{name}: {:.0}% ({} of {} tiles, {} of {h} rows), {rate:.2} MP/s, eta {}",
+                        100.0 * done,
+                        p.tiles_done,
+                        p.tiles,
+                        p.rows_done,
+                        progress::duration(eta)
+                    );
+                    next_line = (done / 0.05).floor() * 0.05 + 0.05;
+                }
+            },
+        )
+        .with_context(|| name.clone());
+    bar.finish_and_clear();
+    report.bars.remove(&bar);
+    let summary = summary?;
+    Ok(tiff_line(&name, &targets.mask, &summary, card, started))
+}
+
+/// The summary line of a streamed TIFF.
+fn tiff_line(
+    input: &str,
+    mask: &Path,
+    s: &TiffSummary,
+    card: &ModelCard,
+    started: Instant,
+) -> String {
+    let seconds = started.elapsed().as_secs_f64();
+    let pixels = (s.width * s.height) as f64;
+    let names = card.classes.names();
+    let shares: Vec<String> = s
+        .class_pixels
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(class, &n)| {
+            let name = names
+                .get(class)
+                .cloned()
+                .unwrap_or_else(|| class.to_string());
+            format!("{name} {:.1}%", 100.0 * n as f64 / pixels)
+        })
+        .collect();
+    let skipped = if s.report.skipped > 0 {
+        format!(" ({} empty, skipped)", s.report.skipped)
+    } else {
+        String::new()
+    };
+    let nodata = if s.nodata_pixels > 0 {
+        format!(", nodata {:.1}%", 100.0 * s.nodata_pixels as f64 / pixels)
+    } else {
+        String::new()
+    };
+    format!(
+        "{input} → {}: {}×{}, {} tile(s){skipped}, {seconds:.1} s, {:.2} MP/s; {}{nodata}",
+        mask.display(),
+        s.height,
+        s.width,
+        s.report.tiles,
+        pixels / seconds.max(1e-9) / 1e6,
+        shares.join(", ")
+    )
 }
 
 /// Writes one image's outputs; returns its summary line.

@@ -2,7 +2,8 @@
 //!
 //! Images become `f32` channel-major buffers: 8-bit values / 255, 16-bit /
 //! 65535, float TIFFs and `.npy` float32 arrays `[C, H, W]` as they are; alpha
-//! is dropped. Masks become `u16` class indices: grayscale values as they
+//! is dropped. TIFFs (any channel count, tiled or stripped, BigTIFF) are read
+//! through [`crate::raster`], the reader that streams large ones. Masks become `u16` class indices: grayscale values as they
 //! are, palette PNGs by palette index (never their colours), RGB masks through
 //! the class list's colours.
 
@@ -135,6 +136,10 @@ pub fn read_image(path: &Path) -> Result<Image> {
     if extension(path) == "npy" {
         return read_npy(path);
     }
+    if crate::raster::is_tiff(path) {
+        let (c, h, w, data) = crate::raster::read_tiff_image(path, 0)?;
+        return Ok(Image::new(c, h, w, data));
+    }
     let decoded = image_reader(path)?
         .decode()
         .map_err(|e| data_error(path, format!("cannot decode the image: {e}")))?;
@@ -150,6 +155,11 @@ pub fn image_size(path: &Path) -> Result<[usize; 2]> {
             .map_err(|e| data_error(path, format!("not a valid .npy file: {e}")))?;
         let (_, h, w) = npy_dims(path, npy.shape())?;
         return Ok([h, w]);
+    }
+    if crate::raster::is_tiff(path) {
+        let info = crate::raster::inspect(path)?;
+        let level = info.level(0)?;
+        return Ok([level.height, level.width]);
     }
     let (w, h) = image_reader(path)?
         .into_dimensions()

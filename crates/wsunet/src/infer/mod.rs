@@ -32,12 +32,19 @@
 //! ```
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::card::ModelCard;
 use crate::data::{ClassList, Image, Mask, Normalize};
 use crate::error::{Error, Result};
 use crate::model::{MIN_INPUT_SIZE, WsResUNet};
+
+pub mod stream;
+mod tiled;
+
+pub use stream::{Band, Progress, RowSink, RowSource, StreamReport};
+use stream::{Collect, ImageRows};
+pub use tiled::{OUTPUT_TILE, ProbsType, TiffOutputs, TiffSummary};
 
 /// Test-time augmentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -75,6 +82,10 @@ pub struct PredictConfig {
     pub batch_size: usize,
     /// Test-time augmentation.
     pub tta: Tta,
+    /// Leave out tiles that hold no image (every pixel nodata, or every
+    /// channel within 5 % of its training standard deviation of one value:
+    /// slide glass, a scene's border); they count as certain background.
+    pub skip_empty: bool,
 }
 
 impl Default for PredictConfig {
@@ -84,6 +95,7 @@ impl Default for PredictConfig {
             overlap: 0.25,
             batch_size: 2,
             tta: Tta::None,
+            skip_empty: false,
         }
     }
 }
@@ -280,87 +292,19 @@ impl Predictor {
         keep_logits: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Prediction> {
-        if image.height == 0 || image.width == 0 {
-            return Err(Error::EmptyImage);
-        }
-        // Below the network's minimum: predict an edge-replicated copy.
-        let (h, w) = (image.height, image.width);
-        let (ph, pw) = (h.max(MIN_INPUT_SIZE), w.max(MIN_INPUT_SIZE));
-        self.model.check_input([1, image.channels, ph, pw])?;
-        let mut image = image.clone();
-        self.normalize.apply(&mut image);
-        if (ph, pw) == (h, w) {
-            return self.predict_normalized(&image, keep_logits, progress);
-        }
-        let padded = pad_to(&image, ph, pw);
-        let prediction = self.predict_normalized(&padded, keep_logits, progress)?;
-        Ok(crop_prediction(prediction, h, w))
+        let mut whole = Collect::default();
+        let report = self.predict_rows(
+            &mut ImageRows::new(image),
+            &mut whole,
+            keep_logits,
+            &mut |p: Progress| progress(p.tiles_done, p.tiles),
+        )?;
+        Ok(whole.prediction(report.tiles, image.height, image.width))
     }
 
-    fn predict_normalized(
-        &self,
-        image: &Image,
-        keep_logits: bool,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Prediction> {
-        let (c, h, w) = (image.channels, image.height, image.width);
-        let (th, tw) = (self.config.tile.min(h), self.config.tile.min(w));
-        let stride = self.config.stride();
-        let ys = tile_starts(h, th, stride);
-        let xs = tile_starts(w, tw, stride);
-        let origins: Vec<(usize, usize)> = ys
-            .iter()
-            .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
-            .collect();
-        if origins.len() == 1 {
-            let input = self.tensor(image.data.clone(), [1, c, h, w]);
-            let (probs, logits) = self.run(input, keep_logits);
-            progress(1, 1);
-            return Ok(Prediction {
-                num_classes: probs.len() / (h * w),
-                height: h,
-                width: w,
-                probs,
-                logits,
-                tiles: 1,
-            });
-        }
-        let weights = gaussian_weights(th, tw);
-        let mut stitch = Stitch::new(h, w, keep_logits);
-        let mut done = 0;
-        for batch in origins.chunks(self.config.batch_size) {
-            let mut data = Vec::with_capacity(batch.len() * c * th * tw);
-            for &(y, x) in batch {
-                for ch in 0..c {
-                    let plane = image.channel(ch);
-                    for row in y..y + th {
-                        data.extend_from_slice(&plane[row * w + x..row * w + x + tw]);
-                    }
-                }
-            }
-            let input = self.tensor(data, [batch.len(), c, th, tw]);
-            let (probs, logits) = self.run(input, keep_logits);
-            let per_tile = probs.len() / batch.len();
-            for (i, &origin) in batch.iter().enumerate() {
-                let tile_logits = logits
-                    .as_ref()
-                    .map(|l| &l[i * per_tile..(i + 1) * per_tile]);
-                stitch.add(
-                    origin,
-                    (th, tw),
-                    &weights,
-                    &probs[i * per_tile..(i + 1) * per_tile],
-                    tile_logits,
-                );
-            }
-            done += batch.len();
-            progress(done, origins.len());
-        }
-        Ok(stitch.finish(origins.len()))
-    }
-
-    fn tensor(&self, data: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(data, shape), &self.device)
+    /// Classes the model predicts.
+    pub fn num_classes(&self) -> usize {
+        self.model.head.weight.dims()[0]
     }
 
     /// Probabilities (and logits) of a batch, averaged over the TTA flips,
@@ -408,91 +352,6 @@ fn flip(x: Tensor<4>, vertical: bool, horizontal: bool) -> Tensor<4> {
     }
 }
 
-/// Weighted sums of tile outputs over the whole image.
-struct Stitch {
-    height: usize,
-    width: usize,
-    probs: Vec<f32>,
-    logits: Option<Vec<f32>>,
-    weight: Vec<f32>,
-}
-
-impl Stitch {
-    fn new(height: usize, width: usize, keep_logits: bool) -> Self {
-        Stitch {
-            height,
-            width,
-            probs: Vec::new(),
-            logits: keep_logits.then(Vec::new),
-            weight: vec![0.0; height * width],
-        }
-    }
-
-    fn add(
-        &mut self,
-        (y, x): (usize, usize),
-        (th, tw): (usize, usize),
-        weights: &[f32],
-        probs: &[f32],
-        logits: Option<&[f32]>,
-    ) {
-        let (n, tn) = (self.height * self.width, th * tw);
-        let classes = probs.len() / tn;
-        if self.probs.is_empty() {
-            self.probs = vec![0.0; classes * n];
-            if let Some(l) = &mut self.logits {
-                *l = vec![0.0; classes * n];
-            }
-        }
-        let w = self.width;
-        let accumulate = |acc: &mut [f32], tile: &[f32]| {
-            for c in 0..classes {
-                for row in 0..th {
-                    let dst = &mut acc[c * n + (y + row) * w + x..][..tw];
-                    let src = &tile[c * tn + row * tw..][..tw];
-                    let wt = &weights[row * tw..][..tw];
-                    for ((d, s), k) in dst.iter_mut().zip(src).zip(wt) {
-                        *d += s * k;
-                    }
-                }
-            }
-        };
-        accumulate(&mut self.probs, probs);
-        if let (Some(acc), Some(tile)) = (&mut self.logits, logits) {
-            accumulate(acc, tile);
-        }
-        for row in 0..th {
-            let dst = &mut self.weight[(y + row) * w + x..][..tw];
-            for (d, k) in dst.iter_mut().zip(&weights[row * tw..][..tw]) {
-                *d += k;
-            }
-        }
-    }
-
-    fn finish(mut self, tiles: usize) -> Prediction {
-        let n = self.height * self.width;
-        let normalize = |acc: &mut Vec<f32>, weight: &[f32]| {
-            for plane in acc.chunks_mut(n) {
-                for (v, k) in plane.iter_mut().zip(weight) {
-                    *v /= k;
-                }
-            }
-        };
-        normalize(&mut self.probs, &self.weight);
-        if let Some(l) = &mut self.logits {
-            normalize(l, &self.weight);
-        }
-        Prediction {
-            num_classes: self.probs.len() / n,
-            height: self.height,
-            width: self.width,
-            probs: self.probs,
-            logits: self.logits,
-            tiles,
-        }
-    }
-}
-
 /// The image blended with its mask's class colours, as interleaved 8-bit
 /// RGB: `alpha` of the class colour over the image, except where the class
 /// colour is black (VOC's background). The image is shown as read: values in
@@ -512,19 +371,40 @@ pub fn overlay(image: &Image, mask: &Mask, classes: &ClassList, alpha: f32) -> V
         .data
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let (offset, scale) = if min >= 0.0 && max <= 1.0 {
+    let range = if min >= 0.0 && max <= 1.0 {
         (0.0, 1.0)
     } else {
         (min, 1.0 / (max - min).max(f32::MIN_POSITIVE))
     };
+    overlay_pixels(
+        &image.data,
+        image.channels,
+        &mask.data,
+        classes,
+        alpha,
+        range,
+    )
+}
+
+/// [`overlay`] of `[C, n]` values and `n` labels, each value shown as
+/// `(v - offset) · scale` clamped to `[0, 1]` (`range` = `(offset, scale)`).
+pub(crate) fn overlay_pixels(
+    values: &[f32],
+    channels: usize,
+    labels: &[u16],
+    classes: &ClassList,
+    alpha: f32,
+    (offset, scale): (f32, f32),
+) -> Vec<u8> {
+    let n = labels.len();
     // Fewer than three channels show the first as gray.
-    let plane = |c: usize| image.channel(if image.channels < 3 { 0 } else { c });
+    let plane = |c: usize| &values[if channels < 3 { 0 } else { c } * n..][..n];
     let planes = [plane(0), plane(1), plane(2)];
-    let colors: Vec<[u8; 3]> = (0..=mask.data.iter().copied().max().unwrap_or(0) as usize)
+    let colors: Vec<[u8; 3]> = (0..=labels.iter().copied().max().unwrap_or(0) as usize)
         .map(|i| classes.color(i))
         .collect();
-    let mut rgb = Vec::with_capacity(3 * mask.data.len());
-    for (p, &label) in mask.data.iter().enumerate() {
+    let mut rgb = Vec::with_capacity(3 * n);
+    for (p, &label) in labels.iter().enumerate() {
         let color = colors[label as usize];
         for c in 0..3 {
             let v = ((planes[c][p] - offset) * scale).clamp(0.0, 1.0) * 255.0;
@@ -576,7 +456,7 @@ fn crop_prediction(p: Prediction, height: usize, width: usize) -> Prediction {
 mod tests {
     use super::*;
     use crate::WsResUNetConfig;
-    use burn::tensor::DType;
+    use burn::tensor::{DType, TensorData};
 
     fn tiny_model(device: &Device) -> WsResUNet {
         seeded_tiny_model(device, 0)
@@ -588,6 +468,131 @@ mod tests {
             .with_groups(4)
             .init_seeded(device, seed)
             .unwrap()
+    }
+
+    /// The whole-image stitching that streaming replaced, kept as the
+    /// reference: every tile's weighted probabilities summed into planes
+    /// the size of the image, then divided by the summed weights.
+    fn reference_predict(p: &Predictor, image: &Image, keep_logits: bool) -> Prediction {
+        let mut image = image.clone();
+        p.normalize.apply(&mut image);
+        let (c, h, w) = (image.channels, image.height, image.width);
+        let (th, tw) = (p.config.tile.min(h), p.config.tile.min(w));
+        let stride = p.config.stride();
+        let ys = tile_starts(h, th, stride);
+        let xs = tile_starts(w, tw, stride);
+        let origins: Vec<(usize, usize)> = ys
+            .iter()
+            .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
+            .collect();
+        if origins.len() == 1 {
+            let (probs, logits) = p.run(p.tensor(image.data.clone(), [1, c, h, w]), keep_logits);
+            let num_classes = probs.len() / (h * w);
+            return Prediction {
+                num_classes,
+                height: h,
+                width: w,
+                probs,
+                logits,
+                tiles: 1,
+            };
+        }
+        let weights = gaussian_weights(th, tw);
+        let n = h * w;
+        let (mut probs, mut logits, mut weight) = (Vec::new(), Vec::new(), vec![0f32; n]);
+        for batch in origins.chunks(p.config.batch_size) {
+            let mut data = Vec::new();
+            for &(y, x) in batch {
+                for ch in 0..c {
+                    let plane = image.channel(ch);
+                    for row in y..y + th {
+                        data.extend_from_slice(&plane[row * w + x..row * w + x + tw]);
+                    }
+                }
+            }
+            let (bp, bl) = p.run(p.tensor(data, [batch.len(), c, th, tw]), keep_logits);
+            let per_tile = bp.len() / batch.len();
+            let classes = per_tile / (th * tw);
+            if probs.is_empty() {
+                probs = vec![0f32; classes * n];
+                logits = vec![0f32; classes * n];
+            }
+            for (i, &(y, x)) in batch.iter().enumerate() {
+                let add = |acc: &mut Vec<f32>, tile: &[f32]| {
+                    for k in 0..classes {
+                        for row in 0..th {
+                            for col in 0..tw {
+                                acc[k * n + (y + row) * w + x + col] +=
+                                    tile[k * th * tw + row * tw + col] * weights[row * tw + col];
+                            }
+                        }
+                    }
+                };
+                add(&mut probs, &bp[i * per_tile..(i + 1) * per_tile]);
+                if let Some(bl) = &bl {
+                    add(&mut logits, &bl[i * per_tile..(i + 1) * per_tile]);
+                }
+                for row in 0..th {
+                    for col in 0..tw {
+                        weight[(y + row) * w + x + col] += weights[row * tw + col];
+                    }
+                }
+            }
+        }
+        let divide = |acc: &mut Vec<f32>| {
+            for plane in acc.chunks_mut(n) {
+                for (v, k) in plane.iter_mut().zip(&weight) {
+                    *v /= k;
+                }
+            }
+        };
+        divide(&mut probs);
+        divide(&mut logits);
+        Prediction {
+            num_classes: probs.len() / n,
+            height: h,
+            width: w,
+            probs,
+            logits: keep_logits.then_some(logits),
+            tiles: origins.len(),
+        }
+    }
+
+    /// Streaming holds a band of rows, the reference the whole image; the
+    /// results are the same bits for any size, tile, overlap, batch size
+    /// and TTA (tiles whose batches straddle rows of tiles included).
+    #[test]
+    fn streamed_stitching_equals_whole_image_stitching_bit_for_bit() {
+        let device = Device::flex();
+        let model = tiny_model(&device);
+        let cases = [
+            (100, 150, 64, 0.25, 2, Tta::None),
+            (97, 61, 32, 0.5, 3, Tta::None),
+            (130, 45, 40, 0.1, 1, Tta::Flip),
+            (64, 200, 64, 0.0, 5, Tta::None),
+            (48, 61, 64, 0.25, 2, Tta::None),
+        ];
+        for (h, w, tile, overlap, batch_size, tta) in cases {
+            let values: Vec<f32> = (0..3 * h * w)
+                .map(|i| ((i * 41) % 103) as f32 / 102.0)
+                .collect();
+            let image = Image::new(3, h, w, values);
+            let config = PredictConfig {
+                tile,
+                overlap,
+                batch_size,
+                tta,
+                skip_empty: false,
+            };
+            let predictor =
+                Predictor::new(model.clone(), Normalize::neutral(3), device.clone(), config)
+                    .unwrap();
+            let got = predictor.predict(&image, true).unwrap();
+            let expected = reference_predict(&predictor, &image, true);
+            assert_eq!(got.tiles, expected.tiles, "{h}×{w} tile {tile}");
+            assert_eq!(got.probs, expected.probs, "{h}×{w} tile {tile}");
+            assert_eq!(got.logits, expected.logits, "{h}×{w} tile {tile}");
+        }
     }
 
     #[test]

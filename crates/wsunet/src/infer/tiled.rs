@@ -1,0 +1,408 @@
+//! Predicting a TIFF file into tiled TIFF outputs without holding either:
+//! the input is read a band of rows at a time on its own thread, the
+//! network runs on the caller's, and each output (the label mask, and on
+//! request the overlay, probabilities and logits) is compressed and written
+//! on a thread of its own as its rows are finished, with its pyramid.
+//!
+//! Memory is the predictor's band (see [`stream`](super::stream)), one
+//! band read ahead, one finished band in flight per output and a row of
+//! 256-pixel tiles per pyramid level of each output. The outputs carry the
+//! input's georeferencing and pixel size, so they overlay it in QGIS, GDAL
+//! and QuPath. Where the input declares a nodata value (GDAL_NODATA), the
+//! mask marks its nodata pixels with its own nodata label (the largest
+//! value of its sample type, declared in its GDAL_NODATA) instead of a
+//! class.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use super::stream::{Band, Progress, RowSink, RowSource, StreamReport};
+use super::{Predictor, overlay_pixels};
+use crate::data::ClassList;
+use crate::error::{Error, Result};
+use crate::raster::{
+    Compression, GeoTags, Photometric, RasterSpec, Resample, Sample, TiffInfo, TiffRows,
+    write_tiled,
+};
+
+/// Side of the tiles of the TIFFs written.
+pub const OUTPUT_TILE: usize = 256;
+
+/// How probabilities are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbsType {
+    /// 8-bit: round(p · 255), a quarter of the size.
+    #[default]
+    U8,
+    /// 32-bit floats, exactly as computed.
+    F32,
+}
+
+impl ProbsType {
+    /// Every type.
+    pub const ALL: [ProbsType; 2] = [ProbsType::U8, ProbsType::F32];
+}
+
+impl std::fmt::Display for ProbsType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProbsType::U8 => "u8",
+            ProbsType::F32 => "f32",
+        })
+    }
+}
+
+/// The files to write for one TIFF input. The mask is always written.
+#[derive(Debug, Clone)]
+pub struct TiffOutputs {
+    /// The label mask: 8-bit palette TIFF in the class colours (16-bit
+    /// grayscale past 255 classes).
+    pub mask: PathBuf,
+    /// The image with the class colours blended over it at this opacity
+    /// (8-bit RGB).
+    pub overlay: Option<(PathBuf, f32)>,
+    /// Per-class probabilities, one band per class.
+    pub probs: Option<(PathBuf, ProbsType)>,
+    /// Per-class logits (32-bit floats), one band per class.
+    pub logits: Option<PathBuf>,
+    /// Tile compression.
+    pub compression: Compression,
+}
+
+/// What predicting one file did.
+#[derive(Debug, Clone)]
+pub struct TiffSummary {
+    /// Width of the level predicted.
+    pub width: usize,
+    /// Height of the level predicted.
+    pub height: usize,
+    /// Tiles and skipped tiles.
+    pub report: StreamReport,
+    /// Pixels per class (nodata pixels not counted).
+    pub class_pixels: Vec<u64>,
+    /// Pixels marked nodata in the mask.
+    pub nodata_pixels: u64,
+}
+
+/// A finished band with its labels, shared by the output writers.
+struct Finished {
+    band: Band,
+    labels: Vec<u16>,
+}
+
+/// Reads a [`RowSource`] on its own thread, `block` rows ahead of the
+/// reader, so decoding overlaps the network.
+struct Prefetch {
+    size: (usize, usize, usize),
+    nodata: Option<f32>,
+    rx: Receiver<Result<Vec<f32>>>,
+    /// Values received and not yet handed out, `[C, rows, W]`, with their
+    /// row count.
+    held: Option<(Vec<f32>, usize)>,
+}
+
+impl Prefetch {
+    fn new<S: RowSource + Send + 'static>(mut source: S, block: usize) -> Prefetch {
+        let size = source.size();
+        let nodata = source.nodata();
+        let (tx, rx) = sync_channel(1);
+        std::thread::spawn(move || {
+            let mut left = size.1;
+            while left > 0 {
+                let rows = block.min(left);
+                let values = source.read_rows(rows);
+                let failed = values.is_err();
+                if tx.send(values).is_err() || failed {
+                    return;
+                }
+                left -= rows;
+            }
+        });
+        Prefetch {
+            size,
+            nodata,
+            rx,
+            held: None,
+        }
+    }
+}
+
+impl RowSource for Prefetch {
+    fn size(&self) -> (usize, usize, usize) {
+        self.size
+    }
+
+    fn nodata(&self) -> Option<f32> {
+        self.nodata
+    }
+
+    fn read_rows(&mut self, rows: usize) -> Result<Vec<f32>> {
+        let (c, _, w) = self.size;
+        let mut parts: Vec<(Vec<f32>, usize)> = Vec::new();
+        let mut have = 0;
+        while have < rows {
+            let (values, n) = match self.held.take() {
+                Some(held) => held,
+                None => match self.rx.recv() {
+                    Ok(values) => {
+                        let values = values?;
+                        let n = values.len() / (c * w);
+                        (values, n)
+                    }
+                    Err(_) => break,
+                },
+            };
+            let take = n.min(rows - have);
+            if take < n {
+                // Split: the first `take` rows now, the rest held.
+                let (mut now, mut rest) = (Vec::new(), Vec::new());
+                for plane in values.chunks(n * w) {
+                    now.extend_from_slice(&plane[..take * w]);
+                    rest.extend_from_slice(&plane[take * w..]);
+                }
+                self.held = Some((rest, n - take));
+                parts.push((now, take));
+            } else {
+                parts.push((values, n));
+            }
+            have += take;
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part").0);
+        }
+        let mut out = Vec::with_capacity(c * have * w);
+        for ch in 0..c {
+            for (values, n) in &parts {
+                out.extend_from_slice(&values[ch * n * w..(ch + 1) * n * w]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One output: its channel and its writer thread.
+struct Output {
+    name: PathBuf,
+    tx: SyncSender<Arc<Finished>>,
+    thread: std::thread::JoinHandle<Result<bool>>,
+}
+
+fn spawn_output<T: Sample>(
+    path: &Path,
+    spec: RasterSpec,
+    convert: impl Fn(&Finished) -> Vec<T> + Send + 'static,
+) -> Output {
+    let (tx, rx) = sync_channel::<Arc<Finished>>(1);
+    let target = path.to_path_buf();
+    let thread = std::thread::spawn(move || {
+        write_tiled::<T>(&target, &spec, rx.into_iter().map(|f| Ok(convert(&f))))
+    });
+    Output {
+        name: path.to_path_buf(),
+        tx,
+        thread,
+    }
+}
+
+/// `[K, rows, W]` planes interleaved to `[rows, W, K]`.
+fn interleave<T: Copy>(planes: &[T], k: usize, n: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(planes.len());
+    for p in 0..n {
+        out.extend((0..k).map(|c| planes[c * n + p]));
+    }
+    out
+}
+
+impl Predictor {
+    /// Predicts level `level` of the TIFF `info` describes into `outputs`,
+    /// streamed (see the module docs). `progress` hears after each batch of
+    /// tiles. On any failure no output is left under its name.
+    pub fn predict_tiff(
+        &self,
+        info: &TiffInfo,
+        level: usize,
+        classes: &ClassList,
+        outputs: &TiffOutputs,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<TiffSummary> {
+        let rows = TiffRows::open_level(info, level)?;
+        let l = rows.level().clone();
+        let (w, h) = (l.width, l.height);
+        let k = self.num_classes();
+        let nodata = rows.nodata();
+        // Level 0 carries the file's placement; a reduced level its own
+        // pixel size but no georeferencing (its grid differs).
+        let factor = info.levels[0].width as f64 / w as f64;
+        let geo = if level == 0 {
+            info.geo.clone()
+        } else {
+            GeoTags::default()
+        };
+        let resolution = info.resolution.map(|(x, y, u)| (x / factor, y / factor, u));
+        let declared_nodata = info.geo.nodata.is_some();
+        let wide = k > 255;
+        let mask_nodata = if wide { u16::MAX } else { u8::MAX as u16 };
+        let spec = |samples, photometric, resample, geo: GeoTags| RasterSpec {
+            width: w,
+            height: h,
+            samples,
+            photometric,
+            compression: outputs.compression,
+            tile: OUTPUT_TILE,
+            resample,
+            pyramid: true,
+            geo,
+            resolution,
+            bigtiff: false,
+        };
+        let plain_geo = GeoTags {
+            nodata: None,
+            ..geo.clone()
+        };
+        let mask_geo = GeoTags {
+            nodata: declared_nodata.then(|| mask_nodata.to_string()),
+            ..geo.clone()
+        };
+        let mut writers = Vec::new();
+        if wide {
+            writers.push(spawn_output::<u16>(
+                &outputs.mask,
+                spec(1, Photometric::Gray, Resample::Nearest, mask_geo),
+                |f| f.labels.clone(),
+            ));
+        } else {
+            let colors = (0..256).map(|i| classes.color(i)).collect();
+            writers.push(spawn_output::<u8>(
+                &outputs.mask,
+                spec(1, Photometric::Palette(colors), Resample::Nearest, mask_geo),
+                |f| f.labels.iter().map(|&l| l as u8).collect(),
+            ));
+        }
+        if let Some((path, alpha)) = &outputs.overlay {
+            let (classes, alpha) = (classes.clone(), *alpha);
+            writers.push(spawn_output::<u8>(
+                path,
+                spec(3, Photometric::Rgb, Resample::Average, plain_geo.clone()),
+                move |f| {
+                    let b = &f.band;
+                    overlay_pixels(&b.image, b.channels, &f.labels, &classes, alpha, (0.0, 1.0))
+                },
+            ));
+        }
+        if let Some((path, dtype)) = &outputs.probs {
+            let geo = plain_geo.clone();
+            writers.push(match dtype {
+                ProbsType::U8 => spawn_output::<u8>(
+                    path,
+                    spec(k, Photometric::Gray, Resample::Average, geo),
+                    move |f| {
+                        let n = f.band.rows * f.band.width;
+                        let q: Vec<u8> = f
+                            .band
+                            .probs
+                            .iter()
+                            .map(|p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+                            .collect();
+                        interleave(&q, k, n)
+                    },
+                ),
+                ProbsType::F32 => spawn_output::<f32>(
+                    path,
+                    spec(k, Photometric::Gray, Resample::Average, geo),
+                    move |f| interleave(&f.band.probs, k, f.band.rows * f.band.width),
+                ),
+            });
+        }
+        if let Some(path) = &outputs.logits {
+            writers.push(spawn_output::<f32>(
+                path,
+                spec(k, Photometric::Gray, Resample::Average, plain_geo),
+                move |f| {
+                    let logits = f.band.logits.as_ref().expect("logits kept");
+                    interleave(logits, k, f.band.rows * f.band.width)
+                },
+            ));
+        }
+        let mut class_pixels = vec![0u64; k];
+        let mut nodata_pixels = 0u64;
+        let writer_stopped = std::cell::Cell::new(false);
+        let mut sink = |band: Band| -> Result<()> {
+            let mut labels = band.labels();
+            if declared_nodata {
+                let n = band.rows * band.width;
+                for (p, label) in labels.iter_mut().enumerate() {
+                    let missing = (0..band.channels).all(|c| {
+                        let v = band.image[c * n + p];
+                        v.is_nan() || Some(v) == nodata
+                    });
+                    if missing {
+                        *label = mask_nodata;
+                        nodata_pixels += 1;
+                    }
+                }
+            }
+            for &label in &labels {
+                if let Some(count) = class_pixels.get_mut(label as usize) {
+                    *count += 1;
+                }
+            }
+            let finished = Arc::new(Finished { band, labels });
+            for output in &writers {
+                if output.tx.send(finished.clone()).is_err() {
+                    writer_stopped.set(true);
+                    return Err(Error::Data {
+                        path: output.name.clone(),
+                        reason: "its writer stopped".into(),
+                    });
+                }
+            }
+            Ok(())
+        };
+        let block = match l.chunking {
+            crate::raster::Chunking::Tiles { height, .. } => height,
+            crate::raster::Chunking::Strips { rows } => rows.max(64),
+        };
+        let mut source = Prefetch::new(rows, block.clamp(16, 1024));
+        let result = self.predict_rows(
+            &mut source,
+            &mut sink as &mut dyn RowSink,
+            outputs.logits.is_some(),
+            progress,
+        );
+        drop(sink);
+        // Every writer ends (its channel is closed); a writer's own error
+        // explains a send that failed, so it comes first.
+        let mut first_error = None;
+        for output in writers {
+            drop(output.tx);
+            let written = output.thread.join().unwrap_or_else(|_| {
+                Err(Error::Data {
+                    path: output.name.clone(),
+                    reason: "its writer thread panicked".into(),
+                })
+            });
+            if let Err(e) = written {
+                first_error.get_or_insert(e);
+            }
+        }
+        let report = match (result, first_error) {
+            (Ok(report), None) => report,
+            (Err(e), None) => return Err(e),
+            (Ok(_), Some(e)) => return Err(e),
+            // A failed write explains a stopped stream; a failed stream
+            // explains the writers' missing rows.
+            (Err(stream), Some(writer)) => {
+                return Err(if writer_stopped.get() { writer } else { stream });
+            }
+        };
+        Ok(TiffSummary {
+            width: w,
+            height: h,
+            report,
+            class_pixels,
+            nodata_pixels,
+        })
+    }
+}

@@ -1,0 +1,779 @@
+//! Reading TIFF and BigTIFF rasters a band of rows at a time, through the
+//! `tiff` crate's random chunk access: only the tiles or strips of the rows
+//! asked for are decoded, so memory follows one row of chunks, never the
+//! image.
+//!
+//! A file's *levels* are its full-resolution image (the first page) and its
+//! reduced-resolution copies: OME-TIFF's SubIFDs of the first page (tag
+//! 330) when it has them, else the following pages that are marked
+//! reduced-resolution (NewSubfileType bit 0) or, in a tiled file, tiled
+//! pages of the same sample layout that are smaller than the level before
+//! (how Aperio SVS stores its pyramid between its stripped thumbnail, label
+//! and macro pages). The `tiff` crate decodes pages of the main chain only,
+//! so a SubIFD is opened through a view of the file whose header points at
+//! it ([`Patched`]); its offsets are absolute, so nothing else changes.
+//!
+//! Values follow the rule of [`read_image`](crate::data::read_image):
+//! 8-bit samples / 255, 16-bit / 65535, 32- and 64-bit floats as they are;
+//! an alpha channel is dropped. Non-finite float values (NaN nodata in
+//! remote-sensing rasters) are kept as read here; the predictor reads them
+//! as the channel's mean.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
+use tiff::tags::Tag;
+
+use super::meta::{GeoTags, PixelSize};
+use crate::error::{Error, Result};
+
+/// The most pages looked at for reduced-resolution levels (a stack of
+/// thousands of frames is not a pyramid).
+const MAX_PAGES_SCANNED: usize = 256;
+
+/// How a level's samples are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleType {
+    /// 8-bit unsigned integers, read as value / 255.
+    U8,
+    /// 16-bit unsigned integers, read as value / 65535.
+    U16,
+    /// 32-bit floats, read as they are.
+    F32,
+    /// 64-bit floats, read as `f32`.
+    F64,
+}
+
+impl SampleType {
+    /// The value an `f32` buffer holds for a stored sample `v`.
+    pub fn scale(self, v: f64) -> f32 {
+        match self {
+            SampleType::U8 => v as u8 as f32 / 255.0,
+            SampleType::U16 => v as u16 as f32 / 65535.0,
+            SampleType::F32 | SampleType::F64 => v as f32,
+        }
+    }
+}
+
+/// How a level is cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Chunking {
+    /// Tiles of `width × height` pixels.
+    Tiles {
+        /// Tile width.
+        width: usize,
+        /// Tile height.
+        height: usize,
+    },
+    /// Strips of `rows` full-width rows.
+    Strips {
+        /// Rows per strip.
+        rows: usize,
+    },
+}
+
+/// One resolution level of a TIFF file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Level {
+    /// 0 for full resolution, then coarser.
+    pub index: usize,
+    /// Where its directory is: `page N` or `subifd N`.
+    pub location: String,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Channels read (alpha dropped).
+    pub channels: usize,
+    /// Samples stored per pixel.
+    pub samples: usize,
+    /// The stored sample type, or `None` when wsunet cannot read it
+    /// (`problem` says why).
+    pub sample_type: Option<SampleType>,
+    /// Tiles or strips.
+    pub chunking: Chunking,
+    /// Whether each sample has its own plane (PlanarConfiguration 2).
+    pub planar: bool,
+    /// The compression's name.
+    pub compression: String,
+    /// Why the level cannot be read, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Where the directory starts in the file.
+    #[serde(skip)]
+    ifd: u64,
+    /// The stored sample that is alpha, dropped on reading.
+    #[serde(skip)]
+    alpha: Option<usize>,
+}
+
+/// What a TIFF file holds: its levels and what places them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TiffInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// A BigTIFF (64-bit offsets)?
+    pub bigtiff: bool,
+    /// Pages in the main chain (up to the first 256 looked at).
+    pub pages: usize,
+    /// Full resolution first.
+    pub levels: Vec<Level>,
+    /// GeoTIFF tags of the first page.
+    #[serde(skip_serializing_if = "GeoTags::is_empty")]
+    pub geo: GeoTags,
+    /// The physical pixel size of level 0, when the file states one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_size: Option<PixelSize>,
+    /// The resolution tags of the first page as stored: x, y pixels per
+    /// unit and the unit (1 none, 2 inch, 3 cm).
+    #[serde(skip)]
+    pub resolution: Option<(f64, f64, u16)>,
+}
+
+impl TiffInfo {
+    /// Level `index`, or an error naming the levels there are.
+    pub fn level(&self, index: usize) -> Result<&Level> {
+        let level = self.levels.get(index).ok_or_else(|| {
+            let listed: Vec<String> = self
+                .levels
+                .iter()
+                .map(|l| format!("{}: {}×{}", l.index, l.width, l.height))
+                .collect();
+            Error::setting(
+                "level",
+                format!(
+                    "{}: there is no level {index}; the file has {} level(s) ({})",
+                    self.path.display(),
+                    self.levels.len(),
+                    listed.join(", ")
+                ),
+            )
+        })?;
+        if let Some(problem) = &level.problem {
+            return Err(data_error(&self.path, problem.clone()));
+        }
+        Ok(level)
+    }
+}
+
+fn data_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// A `tiff` error as this file's error, with the likely cause.
+fn tiff_error(path: &Path, e: tiff::TiffError) -> Error {
+    let reason = match &e {
+        tiff::TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            format!("the file ends early ({io}); it is truncated or a chunk offset points past its end")
+        }
+        tiff::TiffError::LimitsExceeded => {
+            "a chunk (tile or strip) or a tag is larger than wsunet decodes at once (256 MiB); re-save the image tiled (e.g. gdal_translate -co TILED=YES)".into()
+        }
+        _ => format!("cannot read the TIFF: {e}"),
+    };
+    data_error(path, reason)
+}
+
+/// The file's first bytes: byte order, BigTIFF or not.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    little_endian: bool,
+    big: bool,
+}
+
+impl Header {
+    fn read(path: &Path, file: &mut File) -> Result<Header> {
+        let mut bytes = [0u8; 4];
+        file.read_exact(&mut bytes)
+            .map_err(|_| data_error(path, "the file is too short to be a TIFF"))?;
+        let little_endian = match &bytes[..2] {
+            b"II" => true,
+            b"MM" => false,
+            _ => {
+                return Err(data_error(
+                    path,
+                    "not a TIFF file (no II/MM byte-order mark)",
+                ));
+            }
+        };
+        let magic = if little_endian {
+            u16::from_le_bytes([bytes[2], bytes[3]])
+        } else {
+            u16::from_be_bytes([bytes[2], bytes[3]])
+        };
+        let big = match magic {
+            42 => false,
+            43 => true,
+            _ => {
+                return Err(data_error(
+                    path,
+                    format!("not a TIFF file (magic number {magic})"),
+                ));
+            }
+        };
+        Ok(Header { little_endian, big })
+    }
+
+    /// The header of a file whose first directory is at `ifd`.
+    fn pointing_at(&self, ifd: u64) -> Vec<u8> {
+        let mut h = Vec::with_capacity(16);
+        h.extend_from_slice(if self.little_endian { b"II" } else { b"MM" });
+        let u16b = |v: u16| {
+            if self.little_endian {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            }
+        };
+        if self.big {
+            h.extend_from_slice(&u16b(43));
+            h.extend_from_slice(&u16b(8));
+            h.extend_from_slice(&u16b(0));
+            h.extend_from_slice(&if self.little_endian {
+                ifd.to_le_bytes()
+            } else {
+                ifd.to_be_bytes()
+            });
+        } else {
+            h.extend_from_slice(&u16b(42));
+            let ifd = ifd as u32;
+            h.extend_from_slice(&if self.little_endian {
+                ifd.to_le_bytes()
+            } else {
+                ifd.to_be_bytes()
+            });
+        }
+        h
+    }
+}
+
+/// A file seen with its header replaced, so that its first directory is
+/// any directory of the file (a SubIFD the `tiff` crate cannot reach).
+#[derive(Debug)]
+struct Patched<R> {
+    inner: R,
+    header: Vec<u8>,
+    pos: u64,
+}
+
+impl<R: Read + Seek> Read for Patched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let h = self.header.len() as u64;
+        if self.pos < h {
+            let n = buf.len().min((h - self.pos) as usize);
+            buf[..n].copy_from_slice(&self.header[self.pos as usize..self.pos as usize + n]);
+            self.pos += n as u64;
+            self.inner.seek(SeekFrom::Start(self.pos))?;
+            return Ok(n);
+        }
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Patched<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+type TiffDecoder = Decoder<Patched<BufReader<File>>>;
+
+/// Decoding limits: chunks up to 256 MiB (the crate's default), and tag
+/// values up to 64 MiB, so the offset tables of a whole-slide image (hundreds
+/// of thousands of tiles) are read.
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.ifd_value_size = 64 << 20;
+    limits
+}
+
+/// A decoder whose current image is the directory at `ifd`.
+fn decoder_at(path: &Path, header: Header, ifd: u64) -> Result<TiffDecoder> {
+    let file = File::open(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let patched = Patched {
+        inner: BufReader::new(file),
+        header: header.pointing_at(ifd),
+        pos: 0,
+    };
+    Ok(Decoder::new(patched)
+        .map_err(|e| tiff_error(path, e))?
+        .with_limits(limits()))
+}
+
+fn compression_name(code: u16) -> String {
+    match code {
+        1 => "none".into(),
+        5 => "LZW".into(),
+        6 => "old-style JPEG".into(),
+        7 => "JPEG".into(),
+        8 | 32946 => "Deflate".into(),
+        32773 => "PackBits".into(),
+        50000 => "ZSTD".into(),
+        50001 => "WebP".into(),
+        34887 => "LERC".into(),
+        34712 | 33003 | 33005 => "JPEG 2000".into(),
+        other => format!("code {other}"),
+    }
+}
+
+/// Compressions the `tiff` crate decodes with the features wsunet builds.
+fn compression_supported(code: u16) -> bool {
+    matches!(code, 1 | 5 | 7 | 8 | 32946 | 32773 | 50000)
+}
+
+fn tag_u64(dec: &mut TiffDecoder, tag: Tag) -> Result<Option<u64>, tiff::TiffError> {
+    dec.find_tag(tag)?.map(|v| v.into_u64()).transpose()
+}
+
+fn tag_u16_vec(dec: &mut TiffDecoder, tag: Tag) -> Result<Vec<u16>, tiff::TiffError> {
+    Ok(match dec.find_tag(tag)? {
+        Some(v) => v.into_u16_vec()?,
+        None => Vec::new(),
+    })
+}
+
+/// The level described by the directory the decoder is on.
+fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, tiff::TiffError> {
+    let (w, h) = dec.dimensions()?;
+    let samples = tag_u64(dec, Tag::SamplesPerPixel)?.unwrap_or(1) as usize;
+    let bits = tag_u16_vec(dec, Tag::BitsPerSample)?;
+    let bits = bits.first().copied().unwrap_or(1);
+    let format = tag_u16_vec(dec, Tag::SampleFormat)?
+        .first()
+        .copied()
+        .unwrap_or(1);
+    let photometric = tag_u64(dec, Tag::PhotometricInterpretation)?.unwrap_or(1) as u16;
+    let compression = tag_u64(dec, Tag::Compression)?.unwrap_or(1) as u16;
+    let planar = tag_u64(dec, Tag::PlanarConfiguration)?.unwrap_or(1) == 2;
+    let extra = tag_u16_vec(dec, Tag::ExtraSamples)?;
+    let chunking = match dec.get_chunk_type() {
+        ChunkType::Tile => {
+            let (tw, th) = dec.chunk_dimensions();
+            Chunking::Tiles {
+                width: tw as usize,
+                height: th as usize,
+            }
+        }
+        ChunkType::Strip => Chunking::Strips {
+            rows: (dec.chunk_dimensions().1 as usize).min(h as usize),
+        },
+    };
+    let sample_type = match (format, bits) {
+        (1, 8) => Some(SampleType::U8),
+        (1, 16) => Some(SampleType::U16),
+        (3, 32) => Some(SampleType::F32),
+        (3, 64) => Some(SampleType::F64),
+        _ => None,
+    };
+    let kind = match format {
+        1 => "unsigned integer",
+        2 => "signed integer",
+        3 => "floating point",
+        _ => "undefined",
+    };
+    // The first alpha among the extra samples, which follow the colour ones.
+    let alpha = extra
+        .iter()
+        .position(|&e| e == 1 || e == 2)
+        .map(|i| samples - extra.len() + i);
+    let mut problem = None;
+    if sample_type.is_none() {
+        problem = Some(format!(
+            "its samples are {bits}-bit {kind}s; wsunet reads 8- and 16-bit unsigned integers and 32- and 64-bit floats (convert it, e.g. gdal_translate -ot UInt16 or -ot Float32)"
+        ));
+    } else if !compression_supported(compression) {
+        problem = Some(format!(
+            "its compression is {}, which wsunet cannot decode; re-save it with Deflate, LZW or ZSTD (e.g. gdal_translate -co COMPRESS=DEFLATE -co TILED=YES)",
+            compression_name(compression)
+        ));
+    } else if matches!(photometric, 0 | 3 | 4 | 5 | 8 | 9 | 10) {
+        let what = match photometric {
+            0 => "white-is-zero grayscale",
+            3 => "a colour palette",
+            4 => "a transparency mask",
+            5 => "CMYK",
+            _ => "CIE L*a*b*",
+        };
+        problem = Some(format!(
+            "its pixels are {what}; wsunet reads grayscale, RGB and multiband images (convert it to RGB or grayscale)"
+        ));
+    } else if photometric == 6 && compression != 7 {
+        problem = Some(
+            "its pixels are uncompressed YCbCr; wsunet reads YCbCr only inside JPEG tiles (convert it to RGB)"
+                .into(),
+        );
+    } else if matches!(
+        chunking,
+        Chunking::Tiles { width: 0, .. } | Chunking::Tiles { height: 0, .. }
+    ) || chunking == (Chunking::Strips { rows: 0 })
+    {
+        problem = Some("its tiles or strips have zero size".into());
+    }
+    let channels = samples - usize::from(alpha.is_some());
+    Ok(Level {
+        index: 0,
+        location,
+        width: w as usize,
+        height: h as usize,
+        channels,
+        samples,
+        sample_type,
+        chunking,
+        planar,
+        compression: compression_name(compression),
+        problem,
+        ifd,
+        alpha,
+    })
+}
+
+fn geo_tags(dec: &mut TiffDecoder) -> Result<GeoTags, tiff::TiffError> {
+    let doubles = |dec: &mut TiffDecoder, tag| -> Result<Option<Vec<f64>>, tiff::TiffError> {
+        dec.find_tag(tag)?.map(|v| v.into_f64_vec()).transpose()
+    };
+    let text = |dec: &mut TiffDecoder, tag| -> Result<Option<String>, tiff::TiffError> {
+        dec.find_tag(tag)?.map(|v| v.into_string()).transpose()
+    };
+    Ok(GeoTags {
+        pixel_scale: doubles(dec, Tag::ModelPixelScaleTag)?,
+        tiepoints: doubles(dec, Tag::ModelTiepointTag)?,
+        transformation: doubles(dec, Tag::ModelTransformationTag)?,
+        key_directory: dec
+            .find_tag(Tag::GeoKeyDirectoryTag)?
+            .map(|v| v.into_u16_vec())
+            .transpose()?,
+        double_params: doubles(dec, Tag::GeoDoubleParamsTag)?,
+        ascii_params: text(dec, Tag::GeoAsciiParamsTag)?,
+        nodata: text(dec, Tag::GdalNodata)?,
+    })
+}
+
+fn rational(dec: &mut TiffDecoder, tag: Tag) -> Result<Option<f64>, tiff::TiffError> {
+    Ok(match dec.find_tag(tag)? {
+        Some(tiff::decoder::ifd::Value::Rational(n, d)) if d != 0 => Some(n as f64 / d as f64),
+        Some(v) => v.into_f64().ok(),
+        None => None,
+    })
+}
+
+/// Lists a TIFF file's levels and metadata (nothing decoded).
+pub fn inspect(path: &Path) -> Result<TiffInfo> {
+    let mut file = File::open(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let header = Header::read(path, &mut file)?;
+    file.seek(SeekFrom::Start(0)).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut dec = Decoder::new(Patched {
+        inner: BufReader::new(file),
+        header: Vec::new(),
+        pos: 0,
+    })
+    .map_err(|e| tiff_error(path, e))?
+    .with_limits(limits());
+    let err = |e| tiff_error(path, e);
+    let first_ifd = dec.ifd_pointer().map(|p| p.0).unwrap_or(0);
+    let first = describe(&mut dec, first_ifd, "page 0".into()).map_err(err)?;
+    let geo = geo_tags(&mut dec).map_err(err)?;
+    let resolution = match (
+        rational(&mut dec, Tag::XResolution).map_err(err)?,
+        rational(&mut dec, Tag::YResolution).map_err(err)?,
+    ) {
+        (Some(x), Some(y)) => Some((
+            x,
+            y,
+            tag_u64(&mut dec, Tag::ResolutionUnit)
+                .map_err(err)?
+                .unwrap_or(2) as u16,
+        )),
+        _ => None,
+    };
+    let description = dec
+        .find_tag(Tag::ImageDescription)
+        .map_err(err)?
+        .and_then(|v| v.into_string().ok());
+    let pixel_size = description
+        .as_deref()
+        .filter(|d| d.contains("<OME") || d.contains("<Pixels"))
+        .and_then(PixelSize::from_ome_xml)
+        .or_else(|| resolution.and_then(|(x, y, unit)| PixelSize::from_resolution(x, y, unit)));
+    let subifds: Vec<u64> = match dec.find_tag(Tag::SubIfd).map_err(err)? {
+        Some(v) => v
+            .into_u64_vec()
+            .map_err(err)?
+            .into_iter()
+            .filter(|&p| p != 0)
+            .collect(),
+        None => Vec::new(),
+    };
+    let tiled = matches!(first.chunking, Chunking::Tiles { .. });
+    let mut levels = vec![first];
+    let mut pages = 1;
+    if !subifds.is_empty() {
+        for (i, ifd) in subifds.into_iter().enumerate() {
+            let mut sub = decoder_at(path, header, ifd)?;
+            levels.push(describe(&mut sub, ifd, format!("subifd {i}")).map_err(err)?);
+        }
+    }
+    let from_pages = levels.len() == 1;
+    while dec.more_images() && pages < MAX_PAGES_SCANNED {
+        dec.next_image().map_err(err)?;
+        let ifd = dec.ifd_pointer().map(|p| p.0).unwrap_or(0);
+        let page = describe(&mut dec, ifd, format!("page {pages}")).map_err(err)?;
+        pages += 1;
+        if !from_pages {
+            continue;
+        }
+        let reduced = tag_u64(&mut dec, Tag::NewSubfileType)
+            .map_err(err)?
+            .unwrap_or(0)
+            & 1
+            == 1;
+        let last = levels.last().expect("level 0");
+        let same_layout = page.samples == last.samples && page.sample_type == last.sample_type;
+        let smaller = page.width < last.width && page.height <= last.height;
+        let tiled_alike = tiled && matches!(page.chunking, Chunking::Tiles { .. });
+        if same_layout && smaller && (reduced || tiled_alike) {
+            levels.push(page);
+        }
+    }
+    for (i, level) in levels.iter_mut().enumerate() {
+        level.index = i;
+    }
+    Ok(TiffInfo {
+        path: path.to_path_buf(),
+        bigtiff: header.big,
+        pages,
+        levels,
+        geo,
+        pixel_size,
+        resolution,
+    })
+}
+
+/// Reads one level of a TIFF file top to bottom, a band of rows at a time,
+/// decoding only the row of chunks the rows lie in.
+#[derive(Debug)]
+pub struct TiffRows {
+    path: PathBuf,
+    decoder: TiffDecoder,
+    level: Level,
+    sample_type: SampleType,
+    next_row: usize,
+    /// The nodata value as read, from GDAL_NODATA.
+    nodata: Option<f32>,
+    /// The decoded row of chunks: first row, rows, `[C, rows, W]` values.
+    cache: Option<(usize, usize, Vec<f32>)>,
+}
+
+impl TiffRows {
+    /// Opens level `level` of `path` (0: full resolution).
+    pub fn open(path: &Path, level: usize) -> Result<TiffRows> {
+        let info = inspect(path)?;
+        Self::open_level(&info, level)
+    }
+
+    /// Opens a level of an inspected file.
+    pub fn open_level(info: &TiffInfo, level: usize) -> Result<TiffRows> {
+        let level = info.level(level)?.clone();
+        let mut file = File::open(&info.path).map_err(|error| Error::Io {
+            path: info.path.clone(),
+            error,
+        })?;
+        let header = Header::read(&info.path, &mut file)?;
+        let decoder = decoder_at(&info.path, header, level.ifd)?;
+        let sample_type = level.sample_type.expect("checked by TiffInfo::level");
+        let nodata = info
+            .geo
+            .nodata_value()
+            .filter(|v| !v.is_nan())
+            .map(|v| sample_type.scale(v));
+        Ok(TiffRows {
+            path: info.path.clone(),
+            decoder,
+            level,
+            sample_type,
+            next_row: 0,
+            nodata,
+            cache: None,
+        })
+    }
+
+    /// The level read.
+    pub fn level(&self) -> &Level {
+        &self.level
+    }
+
+    /// How stored samples become values.
+    pub fn sample_type(&self) -> SampleType {
+        self.sample_type
+    }
+
+    /// The file's nodata value (GDAL_NODATA) as read, when it has one.
+    pub fn nodata(&self) -> Option<f32> {
+        self.nodata
+    }
+
+    /// The next `rows` rows (fewer at the bottom), `[C, rows, W]`.
+    pub fn read_rows(&mut self, rows: usize) -> Result<Vec<f32>> {
+        let (c, h, w) = (self.level.channels, self.level.height, self.level.width);
+        let rows = rows.min(h - self.next_row);
+        let mut out = vec![0f32; c * rows * w];
+        let end = self.next_row + rows;
+        while self.next_row < end {
+            let y = self.next_row;
+            let (y0, n, values) = match &self.cache {
+                Some((y0, n, _)) if (*y0..*y0 + *n).contains(&y) => self.cache.as_ref().unwrap(),
+                _ => {
+                    let chunk = self.decode_chunk_row(y)?;
+                    self.cache = Some(chunk);
+                    self.cache.as_ref().unwrap()
+                }
+            };
+            let take = (y0 + n).min(end) - y;
+            for ch in 0..c {
+                let src = &values[ch * n * w + (y - y0) * w..][..take * w];
+                out[ch * rows * w + (y + rows - end) * w..][..take * w].copy_from_slice(src);
+            }
+            self.next_row += take;
+        }
+        Ok(out)
+    }
+
+    /// Decodes the row of chunks holding image row `y`.
+    fn decode_chunk_row(&mut self, y: usize) -> Result<(usize, usize, Vec<f32>)> {
+        let (h, w) = (self.level.height, self.level.width);
+        let (cw, ch) = match self.level.chunking {
+            Chunking::Tiles { width, height } => (width, height),
+            Chunking::Strips { rows } => (w, rows),
+        };
+        let row = y / ch;
+        let (y0, rows) = (row * ch, ch.min(h - row * ch));
+        let across = w.div_ceil(cw);
+        let per_plane = across * h.div_ceil(ch);
+        let c = self.level.channels;
+        let mut values = vec![0f32; c * rows * w];
+        let planes = if self.level.planar {
+            self.level.samples
+        } else {
+            1
+        };
+        let in_chunk = self.level.samples / planes;
+        // Stored sample → channel read (alpha: none).
+        let channel_of = |sample: usize| match self.level.alpha {
+            Some(a) if sample == a => None,
+            Some(a) if sample > a => Some(sample - 1),
+            _ => Some(sample),
+        };
+        for plane in 0..planes {
+            for col in 0..across {
+                let index = plane * per_plane + row * across + col;
+                let x0 = col * cw;
+                let cols = cw.min(w - x0);
+                let chunk = self
+                    .decoder
+                    .read_chunk(index as u32)
+                    .map_err(|e| tiff_error(&self.path, e))?;
+                let map: Vec<Option<usize>> =
+                    (0..in_chunk).map(|s| channel_of(plane + s)).collect();
+                let put = Scatter {
+                    map: &map,
+                    cols,
+                    rows,
+                    width: w,
+                    x0,
+                };
+                let ok = match &chunk {
+                    DecodingResult::U8(v) => put.run(v, &mut values, |s| s as f32 / 255.0),
+                    DecodingResult::U16(v) => put.run(v, &mut values, |s| s as f32 / 65535.0),
+                    DecodingResult::F32(v) => put.run(v, &mut values, |s| s),
+                    DecodingResult::F64(v) => put.run(v, &mut values, |s| s as f32),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(data_error(
+                        &self.path,
+                        format!(
+                            "chunk {index} decodes to fewer values than its {cols}×{rows} pixels need, or to another sample type than the file declares"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok((y0, rows, values))
+    }
+}
+
+/// Where a decoded chunk's values go in a `[C, rows, W]` band.
+struct Scatter<'a> {
+    /// Sample in the chunk → channel (None: dropped).
+    map: &'a [Option<usize>],
+    cols: usize,
+    rows: usize,
+    width: usize,
+    x0: usize,
+}
+
+impl Scatter<'_> {
+    /// Copies `src` (row-major, `map.len()` samples a pixel, `cols` pixels
+    /// a row; rows past `rows` are padding) into `dst`; false when `src` is
+    /// too short.
+    fn run<T: Copy>(&self, src: &[T], dst: &mut [f32], value: impl Fn(T) -> f32) -> bool {
+        let spp = self.map.len();
+        if src.len() < self.rows * self.cols * spp {
+            return false;
+        }
+        let plane = self.rows * self.width;
+        for row in 0..self.rows {
+            let line = &src[row * self.cols * spp..][..self.cols * spp];
+            for (s, channel) in self.map.iter().enumerate() {
+                let Some(c) = channel else { continue };
+                let out = &mut dst[c * plane + row * self.width + self.x0..][..self.cols];
+                for (o, px) in out.iter_mut().zip(line.chunks_exact(spp)) {
+                    *o = value(px[s]);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Reads a whole level of a TIFF file (for training data and small
+/// files): `(channels, height, width, [C, H, W] values)`. Non-finite values
+/// are an error, as in `.npy` arrays.
+pub fn read_tiff_image(path: &Path, level: usize) -> Result<(usize, usize, usize, Vec<f32>)> {
+    let mut rows = TiffRows::open(path, level)?;
+    let (c, h, w) = (rows.level.channels, rows.level.height, rows.level.width);
+    let data = rows.read_rows(h)?;
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        let n = h * w;
+        return Err(data_error(
+            path,
+            format!(
+                "channel {} holds a non-finite value ({}) at row {}, column {}; fill nodata before training",
+                i / n,
+                data[i],
+                (i % n) / w,
+                i % w
+            ),
+        ));
+    }
+    Ok((c, h, w, data))
+}
