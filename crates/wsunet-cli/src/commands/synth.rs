@@ -12,9 +12,18 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
-    /// Output folder; gets images/, masks/ and classes.json.
-    #[arg(long, value_name = "DIR")]
+    /// Output folder; gets images/, masks/ and classes.json. With --scene:
+    /// the scene's TIFF file (its mask goes beside it as NAME_mask.tif).
+    #[arg(long, value_name = "DIR|FILE")]
     pub out: PathBuf,
+
+    /// Write one large scene instead of a dataset: a SIDE × SIDE tiled RGB
+    /// BigTIFF, a mosaic of --count generated --size images (and its mask),
+    /// generated and written a band of rows at a time (for trying and
+    /// benchmarking large-image prediction: `--scene 32768` is 3 GiB of
+    /// pixels).
+    #[arg(long, value_name = "SIDE")]
+    pub scene: Option<usize>,
 
     /// Number of samples.
     #[arg(long, value_name = "N", default_value_t = 200)]
@@ -43,6 +52,9 @@ pub fn run(args: SynthArgs) -> Result<()> {
             args.size,
             wsunet::MIN_INPUT_SIZE
         );
+    }
+    if let Some(side) = args.scene {
+        return scene(&args, side);
     }
     let (images, masks) = (args.out.join("images"), args.out.join("masks"));
     for dir in [&images, &masks] {
@@ -84,6 +96,50 @@ pub fn run(args: SynthArgs) -> Result<()> {
         args.size,
         args.seed,
         args.out.display()
+    );
+    Ok(())
+}
+
+/// `--scene`: one large mosaic TIFF and its mask.
+fn scene(args: &SynthArgs, side: usize) -> Result<()> {
+    if side < wsunet::MIN_INPUT_SIZE {
+        bail!(
+            "--scene {side} is below the model's minimum of {}",
+            wsunet::MIN_INPUT_SIZE
+        );
+    }
+    if !wsunet::raster::is_tiff(&args.out) {
+        bail!(
+            "--out {} must name a .tif file with --scene",
+            args.out.display()
+        );
+    }
+    if args.out.exists() && !args.force {
+        bail!(
+            "{} exists; choose another --out or pass --force to overwrite",
+            args.out.display()
+        );
+    }
+    let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
+    let mask = args.out.with_file_name(format!("{stem}_mask.tif"));
+    let started = std::time::Instant::now();
+    wsunet::data::shapes::write_scene(
+        &args.out,
+        Some(&mask),
+        side,
+        args.size,
+        args.count,
+        args.seed,
+    )
+    .with_context(|| format!("cannot write the scene (fix --out {})", args.out.display()))?;
+    println!(
+        "wrote a {side}×{side} scene of {} {}-px samples (seed {}) to {} and {} in {:.1} s",
+        args.count,
+        args.size,
+        args.seed,
+        args.out.display(),
+        mask.display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

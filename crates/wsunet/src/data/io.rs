@@ -238,9 +238,20 @@ fn read_npy(path: &Path) -> Result<Image> {
 }
 
 /// Reads a mask. PNGs are read with the `png` crate so that palette images
-/// give their indices; other formats go through `image` (grayscale only).
-/// RGB masks need a class list with colours.
+/// give their indices; TIFFs (8- or 16-bit gray or palette, e.g. the masks
+/// `wsunet predict` writes) give their integer values; other formats go
+/// through `image` (grayscale only). RGB masks need a class list with
+/// colours.
 pub fn read_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, MaskKind)> {
+    if crate::raster::is_tiff(path) {
+        let (h, w, labels) = crate::raster::read_tiff_mask(path)?;
+        let kind = if labels.iter().any(|&l| l > 255) {
+            MaskKind::Gray16
+        } else {
+            MaskKind::Gray8
+        };
+        return Ok((Mask::new(h, w, labels), kind));
+    }
     if extension(path) != "png" {
         let img = read_image(path)?;
         if img.channels != 1 {

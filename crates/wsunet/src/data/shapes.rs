@@ -299,3 +299,85 @@ mod tests {
         }
     }
 }
+
+/// Writes a large `shapes` scene: a `side × side` mosaic of `pool`
+/// generated `cell`-pixel samples (each grid cell picks one by a seeded
+/// hash), as a tiled 8-bit RGB TIFF (BigTIFF when large) and, when
+/// `mask_path` is given, its palette mask. Rows are generated and written a
+/// band at a time, so memory holds the pool, never the scene: for
+/// benchmarks and the large-image tests.
+pub fn write_scene(
+    image_path: &std::path::Path,
+    mask_path: Option<&std::path::Path>,
+    side: usize,
+    cell: usize,
+    pool: usize,
+    seed: u64,
+) -> crate::Result<()> {
+    use crate::raster::{Compression, GeoTags, Photometric, RasterSpec, Resample, write_tiled};
+    use rayon::prelude::*;
+    let samples: Vec<(Vec<u8>, Vec<u8>)> = (0..pool as u64)
+        .into_par_iter()
+        .map(|i| {
+            let (image, mask) = generate(seed, i, cell);
+            let n = cell * cell;
+            let rgb = (0..3 * n)
+                .map(|j| (image.data[(j % 3) * n + j / 3] * 255.0).round() as u8)
+                .collect();
+            (rgb, mask.data.iter().map(|&l| l as u8).collect())
+        })
+        .collect();
+    let pick = |gy: usize, gx: usize| -> usize {
+        let mut h = seed ^ ((gy as u64) << 32 | gx as u64);
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+        (h.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32) as usize % pool
+    };
+    let band_rows = 256;
+    let samples = &samples;
+    let rows = |samples_per_px: usize, mask: bool| {
+        (0..side.div_ceil(band_rows)).map(move |b| {
+            let (y0, y1) = (b * band_rows, ((b + 1) * band_rows).min(side));
+            let mut out = Vec::with_capacity((y1 - y0) * side * samples_per_px);
+            for y in y0..y1 {
+                let mut x = 0;
+                while x < side {
+                    let take = (cell - x % cell).min(side - x);
+                    let (image, labels) = &samples[pick(y / cell, x / cell)];
+                    let src = if mask { labels } else { image };
+                    let start = ((y % cell) * cell + x % cell) * samples_per_px;
+                    out.extend_from_slice(&src[start..start + take * samples_per_px]);
+                    x += take;
+                }
+            }
+            Ok(out)
+        })
+    };
+    let spec = |samples, photometric, resample| RasterSpec {
+        width: side,
+        height: side,
+        samples,
+        photometric,
+        compression: Compression::Deflate,
+        tile: 256,
+        resample,
+        pyramid: false,
+        geo: GeoTags::default(),
+        resolution: None,
+        bigtiff: true,
+    };
+    write_tiled::<u8>(
+        image_path,
+        &spec(3, Photometric::Rgb, Resample::Average),
+        rows(3, false),
+    )?;
+    if let Some(path) = mask_path {
+        let colors = (0..256).map(|i| shapes_classes().color(i)).collect();
+        write_tiled::<u8>(
+            path,
+            &spec(1, Photometric::Palette(colors), Resample::Nearest),
+            rows(1, true),
+        )?;
+    }
+    Ok(())
+}

@@ -13,7 +13,9 @@ mod read;
 mod write;
 
 pub use meta::{GeoTags, PixelSize};
-pub use read::{Chunking, Level, SampleType, TiffInfo, TiffRows, inspect, read_tiff_image};
+pub use read::{
+    Chunking, Level, SampleType, TiffInfo, TiffRows, inspect, read_tiff_image, read_tiff_mask,
+};
 pub use write::{
     Compression, PYRAMID_MIN_SIDE, Photometric, RasterSpec, Resample, Sample, write_tiled,
 };

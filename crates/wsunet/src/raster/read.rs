@@ -101,6 +101,8 @@ pub struct Level {
     pub planar: bool,
     /// The compression's name.
     pub compression: String,
+    /// Whether its one sample indexes a colour palette (a label mask).
+    pub palette: bool,
     /// Why the level cannot be read, when it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -180,6 +182,28 @@ fn tiff_error(path: &Path, e: tiff::TiffError) -> Error {
         _ => format!("cannot read the TIFF: {e}"),
     };
     data_error(path, reason)
+}
+
+/// The most bytes one row of chunks may decode to (a row of 1024-pixel
+/// tiles across 100,000 pixels of 4 float channels is 1.6 GB).
+const MAX_CHUNK_ROW_BYTES: usize = 4 << 30;
+
+/// A zeroed buffer of `n` values, or an error naming the file when it
+/// cannot be allocated (a corrupt size, or an image larger than memory).
+fn zeroed(path: &Path, n: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    let bytes = n.saturating_mul(4);
+    if v.try_reserve_exact(n).is_err() {
+        return Err(data_error(
+            path,
+            format!(
+                "{what} needs {:.1} GiB, more than this machine can allocate; the file is corrupt, or predict it (it streams) instead of reading it whole",
+                bytes as f64 / (1u64 << 30) as f64
+            ),
+        ));
+    }
+    v.resize(n, 0.0);
+    Ok(v)
 }
 
 /// The file's first bytes: byte order, BigTIFF or not.
@@ -400,10 +424,9 @@ fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, 
             "its compression is {}, which wsunet cannot decode; re-save it with Deflate, LZW or ZSTD (e.g. gdal_translate -co COMPRESS=DEFLATE -co TILED=YES)",
             compression_name(compression)
         ));
-    } else if matches!(photometric, 0 | 3 | 4 | 5 | 8 | 9 | 10) {
+    } else if matches!(photometric, 0 | 4 | 5 | 8 | 9 | 10) {
         let what = match photometric {
             0 => "white-is-zero grayscale",
-            3 => "a colour palette",
             4 => "a transparency mask",
             5 => "CMYK",
             _ => "CIE L*a*b*",
@@ -435,6 +458,7 @@ fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, 
         chunking,
         planar,
         compression: compression_name(compression),
+        palette: photometric == 3,
         problem,
         ifd,
         alpha,
@@ -579,6 +603,8 @@ pub struct TiffRows {
     next_row: usize,
     /// The nodata value as read, from GDAL_NODATA.
     nodata: Option<f32>,
+    /// Integer samples as they are (mask labels), not scaled.
+    raw: bool,
     /// The decoded row of chunks: first row, rows, `[C, rows, W]` values.
     cache: Option<(usize, usize, Vec<f32>)>,
 }
@@ -593,6 +619,16 @@ impl TiffRows {
     /// Opens a level of an inspected file.
     pub fn open_level(info: &TiffInfo, level: usize) -> Result<TiffRows> {
         let level = info.level(level)?.clone();
+        if level.palette {
+            return Err(data_error(
+                &info.path,
+                "its pixels index a colour palette (a label mask, not an image); convert it to RGB",
+            ));
+        }
+        Self::open_unchecked(info, level, false)
+    }
+
+    fn open_unchecked(info: &TiffInfo, level: Level, raw: bool) -> Result<TiffRows> {
         let mut file = File::open(&info.path).map_err(|error| Error::Io {
             path: info.path.clone(),
             error,
@@ -612,6 +648,7 @@ impl TiffRows {
             sample_type,
             next_row: 0,
             nodata,
+            raw,
             cache: None,
         })
     }
@@ -635,7 +672,8 @@ impl TiffRows {
     pub fn read_rows(&mut self, rows: usize) -> Result<Vec<f32>> {
         let (c, h, w) = (self.level.channels, self.level.height, self.level.width);
         let rows = rows.min(h - self.next_row);
-        let mut out = vec![0f32; c * rows * w];
+        let n = c.saturating_mul(rows).saturating_mul(w);
+        let mut out = zeroed(&self.path, n, "reading these rows")?;
         let end = self.next_row + rows;
         while self.next_row < end {
             let y = self.next_row;
@@ -669,7 +707,21 @@ impl TiffRows {
         let across = w.div_ceil(cw);
         let per_plane = across * h.div_ceil(ch);
         let c = self.level.channels;
-        let mut values = vec![0f32; c * rows * w];
+        let n = c.saturating_mul(rows).saturating_mul(w);
+        if n.saturating_mul(4) > MAX_CHUNK_ROW_BYTES {
+            return Err(data_error(
+                &self.path,
+                format!(
+                    "one row of its {} is {rows} rows × {w} pixels × {c} channels, more than wsunet decodes at once; re-save it with smaller tiles (e.g. gdal_translate -co TILED=YES)",
+                    if matches!(self.level.chunking, Chunking::Tiles { .. }) {
+                        "tiles"
+                    } else {
+                        "strips"
+                    }
+                ),
+            ));
+        }
+        let mut values = zeroed(&self.path, n, "a row of tiles")?;
         let planes = if self.level.planar {
             self.level.samples
         } else {
@@ -700,9 +752,14 @@ impl TiffRows {
                     width: w,
                     x0,
                 };
+                let (s8, s16) = if self.raw {
+                    (1.0, 1.0)
+                } else {
+                    (255.0, 65535.0)
+                };
                 let ok = match &chunk {
-                    DecodingResult::U8(v) => put.run(v, &mut values, |s| s as f32 / 255.0),
-                    DecodingResult::U16(v) => put.run(v, &mut values, |s| s as f32 / 65535.0),
+                    DecodingResult::U8(v) => put.run(v, &mut values, |s| s as f32 / s8),
+                    DecodingResult::U16(v) => put.run(v, &mut values, |s| s as f32 / s16),
                     DecodingResult::F32(v) => put.run(v, &mut values, |s| s),
                     DecodingResult::F64(v) => put.run(v, &mut values, |s| s as f32),
                     _ => false,
@@ -776,4 +833,27 @@ pub fn read_tiff_image(path: &Path, level: usize) -> Result<(usize, usize, usize
         ));
     }
     Ok((c, h, w, data))
+}
+
+/// Reads a label mask TIFF (level 0): one 8- or 16-bit sample a pixel,
+/// grayscale or palette, as its integer values. Returns `(height, width,
+/// labels)`.
+pub fn read_tiff_mask(path: &Path) -> Result<(usize, usize, Vec<u16>)> {
+    let info = inspect(path)?;
+    let level = info.level(0)?.clone();
+    if level.samples != 1
+        || !matches!(
+            level.sample_type,
+            Some(SampleType::U8) | Some(SampleType::U16)
+        )
+    {
+        return Err(data_error(
+            path,
+            "a mask TIFF must have one 8- or 16-bit unsigned sample a pixel (class indices)",
+        ));
+    }
+    let (h, w) = (level.height, level.width);
+    let mut rows = TiffRows::open_unchecked(&info, level, true)?;
+    let values = rows.read_rows(h)?;
+    Ok((h, w, values.into_iter().map(|v| v as u16).collect()))
 }
