@@ -1,4 +1,6 @@
-//! `wsunet info`: the architecture table and parameter count of a model config.
+//! `wsunet info`: the architecture table and parameter count of a model
+//! config, or (`--image`) what a TIFF file holds: its resolution levels,
+//! tiling, sample type, compression, georeferencing and pixel size.
 
 use std::time::Instant;
 
@@ -30,6 +32,81 @@ pub struct InfoArgs {
     /// Print JSON (config, parts, parameter counts) instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Describe this TIFF file instead of a model: its resolution levels
+    /// (what `predict --level` chooses), tiling, samples, compression,
+    /// georeferencing and pixel size.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<std::path::PathBuf>,
+}
+
+/// `--image`: a TIFF's levels and placement.
+fn image_info(path: &std::path::Path, json: bool) -> Result<()> {
+    let info = wsunet::raster::inspect(path).context("fix --image")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {}, {} page(s)",
+        path.display(),
+        if info.bigtiff { "BigTIFF" } else { "TIFF" },
+        info.pages
+    );
+    println!(
+        "\n{:<6} {:>13} {:>9} {:>8} {:>12} {:>9}  where",
+        "level", "size", "channels", "samples", "chunks", "compress"
+    );
+    for l in &info.levels {
+        let chunks = match l.chunking {
+            wsunet::raster::Chunking::Tiles { width, height } => format!("tiles {width}×{height}"),
+            wsunet::raster::Chunking::Strips { rows } => format!("strips {rows}"),
+        };
+        let samples = match l.sample_type {
+            Some(t) => format!("{t:?}").to_lowercase(),
+            None => "?".into(),
+        };
+        println!(
+            "{:<6} {:>13} {:>9} {:>8} {:>12} {:>9}  {}{}{}",
+            l.index,
+            format!("{}×{}", l.width, l.height),
+            l.channels,
+            samples,
+            chunks,
+            l.compression,
+            l.location,
+            if l.planar { ", planar" } else { "" },
+            l.problem
+                .as_ref()
+                .map(|p| format!("; cannot be read: {p}"))
+                .unwrap_or_default()
+        );
+    }
+    match &info.pixel_size {
+        Some(p) => println!("\npixel size {:.4} × {:.4} µm", p.x_um, p.y_um),
+        None => println!("\npixel size: not stated"),
+    }
+    let geo = &info.geo;
+    if geo.is_georeferenced() {
+        let scale = geo
+            .pixel_scale
+            .as_ref()
+            .map(|s| {
+                format!(
+                    ", pixel {} × {} map units",
+                    s[0],
+                    s.get(1).copied().unwrap_or(0.0)
+                )
+            })
+            .unwrap_or_default();
+        println!("georeferenced (GeoTIFF){scale}");
+    } else {
+        println!("not georeferenced");
+    }
+    if let Some(nodata) = &geo.nodata {
+        println!("nodata {}", nodata.trim_matches(char::from(0)));
+    }
+    Ok(())
 }
 
 /// Parameters of each named part, in [`WsResUNetConfig::layout`] order.
@@ -63,6 +140,9 @@ fn thousands(n: usize) -> String {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
+    if let Some(path) = &args.image {
+        return image_info(path, args.json);
+    }
     let config = args.model.config()?;
     // Parameters are counted on the CPU; the optional device check builds the
     // model again where it will run.

@@ -279,26 +279,41 @@ impl Header {
     }
 }
 
-/// A file seen with its header replaced, so that its first directory is
-/// any directory of the file (a SubIFD the `tiff` crate cannot reach).
+/// A file seen with some of its bytes replaced: its header, so that its
+/// first directory is any directory of the file (a SubIFD the `tiff` crate
+/// cannot reach), and for a label mask its photometric tag, so that the
+/// crate decodes palette indices as the gray values they are. Patches are
+/// `(offset, bytes)`, sorted and apart.
 #[derive(Debug)]
 struct Patched<R> {
     inner: R,
-    header: Vec<u8>,
+    patches: Vec<(u64, Vec<u8>)>,
     pos: u64,
 }
 
 impl<R: Read + Seek> Read for Patched<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let h = self.header.len() as u64;
-        if self.pos < h {
-            let n = buf.len().min((h - self.pos) as usize);
-            buf[..n].copy_from_slice(&self.header[self.pos as usize..self.pos as usize + n]);
-            self.pos += n as u64;
-            self.inner.seek(SeekFrom::Start(self.pos))?;
-            return Ok(n);
+        // Inside a patch: serve from it.
+        for (at, bytes) in &self.patches {
+            let end = at + bytes.len() as u64;
+            if (*at..end).contains(&self.pos) {
+                let from = (self.pos - at) as usize;
+                let n = buf.len().min(bytes.len() - from);
+                buf[..n].copy_from_slice(&bytes[from..from + n]);
+                self.pos += n as u64;
+                self.inner.seek(SeekFrom::Start(self.pos))?;
+                return Ok(n);
+            }
         }
-        let n = self.inner.read(buf)?;
+        // Before the next patch: read up to it.
+        let limit = self
+            .patches
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|&at| at > self.pos)
+            .min()
+            .map_or(buf.len(), |at| buf.len().min((at - self.pos) as usize));
+        let n = self.inner.read(&mut buf[..limit])?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -309,6 +324,41 @@ impl<R: Read + Seek> Seek for Patched<R> {
         self.pos = self.inner.seek(to)?;
         Ok(self.pos)
     }
+}
+
+/// Where the value of tag `tag` sits in the directory at `ifd`, read from
+/// the file (`None` when the directory has no such entry).
+fn entry_value_offset(
+    file: &mut File,
+    header: Header,
+    ifd: u64,
+    tag: u16,
+) -> std::io::Result<Option<u64>> {
+    let (count_len, entry_len, value_at) = if header.big { (8, 20, 12) } else { (2, 12, 8) };
+    let mut count = [0u8; 8];
+    file.seek(SeekFrom::Start(ifd))?;
+    file.read_exact(&mut count[..count_len])?;
+    let read_u = |b: &[u8]| -> u64 {
+        let mut v = [0u8; 8];
+        if header.little_endian {
+            v[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(v)
+        } else {
+            v[8 - b.len()..].copy_from_slice(b);
+            u64::from_be_bytes(v)
+        }
+    };
+    let entries = read_u(&count[..count_len]).min(4096);
+    let mut entry = vec![0u8; entry_len];
+    for i in 0..entries {
+        file.read_exact(&mut entry)?;
+        if read_u(&entry[..2]) == tag as u64 {
+            return Ok(Some(
+                ifd + count_len as u64 + i * entry_len as u64 + value_at,
+            ));
+        }
+    }
+    Ok(None)
 }
 
 type TiffDecoder = Decoder<Patched<BufReader<File>>>;
@@ -322,15 +372,31 @@ fn limits() -> Limits {
     limits
 }
 
-/// A decoder whose current image is the directory at `ifd`.
-fn decoder_at(path: &Path, header: Header, ifd: u64) -> Result<TiffDecoder> {
-    let file = File::open(path).map_err(|error| Error::Io {
+/// A decoder whose current image is the directory at `ifd`; `as_gray`
+/// reads a palette image's indices as gray values.
+fn decoder_at(path: &Path, header: Header, ifd: u64, as_gray: bool) -> Result<TiffDecoder> {
+    let io = |error| Error::Io {
         path: path.to_path_buf(),
         error,
-    })?;
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut patches = vec![(0, header.pointing_at(ifd))];
+    if as_gray {
+        let at = entry_value_offset(&mut file, header, ifd, 262)
+            .map_err(|_| data_error(path, "the file ends inside a directory"))?;
+        if let Some(at) = at {
+            let one: [u8; 2] = if header.little_endian {
+                1u16.to_le_bytes()
+            } else {
+                1u16.to_be_bytes()
+            };
+            patches.push((at, one.to_vec()));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
     let patched = Patched {
         inner: BufReader::new(file),
-        header: header.pointing_at(ifd),
+        patches,
         pos: 0,
     };
     Ok(Decoder::new(patched)
@@ -507,7 +573,7 @@ pub fn inspect(path: &Path) -> Result<TiffInfo> {
     })?;
     let mut dec = Decoder::new(Patched {
         inner: BufReader::new(file),
-        header: Vec::new(),
+        patches: Vec::new(),
         pos: 0,
     })
     .map_err(|e| tiff_error(path, e))?
@@ -552,7 +618,7 @@ pub fn inspect(path: &Path) -> Result<TiffInfo> {
     let mut pages = 1;
     if !subifds.is_empty() {
         for (i, ifd) in subifds.into_iter().enumerate() {
-            let mut sub = decoder_at(path, header, ifd)?;
+            let mut sub = decoder_at(path, header, ifd, false)?;
             levels.push(describe(&mut sub, ifd, format!("subifd {i}")).map_err(err)?);
         }
     }
@@ -634,7 +700,7 @@ impl TiffRows {
             error,
         })?;
         let header = Header::read(&info.path, &mut file)?;
-        let decoder = decoder_at(&info.path, header, level.ifd)?;
+        let decoder = decoder_at(&info.path, header, level.ifd, raw && level.palette)?;
         let sample_type = level.sample_type.expect("checked by TiffInfo::level");
         let nodata = info
             .geo

@@ -1,0 +1,253 @@
+//! `wsunet predict` on TIFF inputs: streamed into tiled, pyramidal TIFFs
+//! with the input's georeferencing, equal to the in-memory prediction of the
+//! same pixels; `info --image` lists levels; bad TIFFs are one error each,
+//! with nothing left under an output's name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use wsunet::raster::{
+    Compression, GeoTags, Photometric, RasterSpec, Resample, inspect, read_tiff_mask, write_tiled,
+};
+
+/// A tiny trained model (a run directory, crop 48).
+fn model(dir: &Path) -> PathBuf {
+    let train = dir.join("train");
+    synth(&train, 8, 48);
+    let config = tiny_model_config(dir, 4);
+    let run = dir.join("run");
+    let args = tiny_train_args(&train, &config, 1, &run);
+    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    run
+}
+
+/// A georeferenced, tiled BigTIFF with a pyramid holding `rgb` (`[H, W, 3]`).
+fn geotiff(path: &Path, rgb: &[u8], h: usize, w: usize) {
+    let spec = RasterSpec {
+        width: w,
+        height: h,
+        samples: 3,
+        photometric: Photometric::Rgb,
+        compression: Compression::Deflate,
+        tile: 32,
+        resample: Resample::Average,
+        pyramid: true,
+        geo: GeoTags {
+            pixel_scale: Some(vec![10.0, 10.0, 0.0]),
+            tiepoints: Some(vec![0.0, 0.0, 0.0, 500_000.0, 6_000_000.0, 0.0]),
+            key_directory: Some(vec![1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32_632]),
+            ..GeoTags::default()
+        },
+        resolution: Some((1000.0, 1000.0, 3)),
+        bigtiff: true,
+    };
+    write_tiled::<u8>(path, &spec, [Ok(rgb.to_vec())]).unwrap();
+}
+
+#[test]
+fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = model(dir.path());
+    // A 1100×150 image (wide enough for a pyramid level), as a PNG and a TIFF.
+    let data = dir.path().join("big");
+    synth(&data, 1, 1100);
+    let png = data.join("images").join("shape_00000.png");
+    let image = wsunet::data::read_image(&png).unwrap();
+    let (h, w) = (150, 1100);
+    let rgb: Vec<u8> = (0..h * w * 3)
+        .map(|i| (image.data[(i % 3) * 1100 * 1100 + i / 3] * 255.0).round() as u8)
+        .collect();
+    let tif = dir.path().join("scene.tif");
+    geotiff(&tif, &rgb, h, w);
+    let crop = dir.path().join("crop");
+    std::fs::create_dir_all(&crop).unwrap();
+    let crop_png = crop.join("scene.png");
+    wsunet::data::io::write_png(
+        &crop_png,
+        &wsunet::data::Image::new(
+            3,
+            h,
+            w,
+            (0..3 * h * w)
+                .map(|i| rgb[(i % (h * w)) * 3 + i / (h * w)] as f32 / 255.0)
+                .collect(),
+        ),
+    )
+    .unwrap();
+
+    let out = dir.path().join("out");
+    let run_s = run.to_str().unwrap();
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--probs",
+        "--overlay",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("scene.tif → "), "{text}");
+    assert!(text.contains("150×1100"), "{text}");
+    let mask = out.join("scene.tif");
+    for name in ["scene.tif", "scene_overlay.tif", "scene_probs.tif"] {
+        let info = inspect(&out.join(name)).unwrap();
+        assert_eq!(
+            info.levels.len(),
+            2,
+            "{name}: level 0 and one reduced level"
+        );
+        assert_eq!((info.levels[1].width, info.levels[1].height), (550, 75));
+        assert_eq!(info.levels[0].compression, "ZSTD");
+        assert_eq!(
+            info.geo.tiepoints,
+            Some(vec![0.0, 0.0, 0.0, 500_000.0, 6_000_000.0, 0.0])
+        );
+        assert_eq!(info.geo.pixel_scale, Some(vec![10.0, 10.0, 0.0]));
+        let px = info.pixel_size.unwrap();
+        assert!((px.x_um - 10.0).abs() < 1e-9, "{name}: {px:?}");
+    }
+    // The same pixels as a PNG, predicted in memory: the same labels.
+    let png_out = dir.path().join("png_out");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        crop_png.to_str().unwrap(),
+        "--out",
+        png_out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (png_mask, _) = wsunet::data::io::read_mask(&png_out.join("scene.png"), None).unwrap();
+    let (mh, mw, labels) = read_tiff_mask(&mask).unwrap();
+    assert_eq!((mh, mw), (h, w));
+    assert_eq!(labels, png_mask.data);
+
+    // A rerun skips it; another setting is refused with the difference.
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--probs",
+        "--overlay",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("skipped 1 image(s)"), "{}", stdout(&o));
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--probs",
+        "--overlay",
+    ]);
+    fails_with(&o, "compression zstd there, deflate now");
+
+    // Level 1 is predicted at its own size, with its own pixel size.
+    let out1 = dir.path().join("out1");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        out1.to_str().unwrap(),
+        "--level",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = inspect(&out1.join("scene.tif")).unwrap();
+    assert_eq!((info.levels[0].width, info.levels[0].height), (550, 75));
+    assert!((info.pixel_size.unwrap().x_um - 20.0).abs() < 1e-9);
+    assert!(
+        !info.geo.is_georeferenced(),
+        "a reduced level's grid is not the file's"
+    );
+
+    // `info --image` lists the levels and the placement.
+    let o = wsunet(&["info", "--image", tif.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("1100×150"), "{text}");
+    assert!(text.contains("550×75"), "{text}");
+    assert!(text.contains("BigTIFF"), "{text}");
+    assert!(text.contains("georeferenced"), "{text}");
+}
+
+#[test]
+fn bad_tiffs_are_one_error_each_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = model(dir.path());
+    let run_s = run.to_str().unwrap();
+    let good = dir.path().join("good.tif");
+    let rgb: Vec<u8> = (0..64 * 80 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    geotiff(&good, &rgb, 64, 80);
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    // Truncated in the middle of its tiles.
+    std::fs::write(bad.join("truncated.tif"), &bytes[..bytes.len() / 3]).unwrap();
+    // Not a TIFF at all.
+    std::fs::write(bad.join("garbage.tif"), b"this is not a tiff file at all").unwrap();
+    let out = dir.path().join("out");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("garbage.tif") && err.contains("not a TIFF"),
+        "{err}"
+    );
+    assert!(err.contains("truncated.tif"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "predict.json")
+        .collect();
+    assert!(left.is_empty(), "outputs left behind: {left:?}");
+
+    // A level that is not there names the levels.
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        good.to_str().unwrap(),
+        "--out",
+        dir.path().join("o2").to_str().unwrap(),
+        "--level",
+        "4",
+    ]);
+    fails_with(
+        &o,
+        "there is no level 4; the file has 1 level(s) (0: 80×64)",
+    );
+    fails_with(&o, "fix --level");
+}
