@@ -55,7 +55,7 @@ fn image_info(path: &std::path::Path, json: bool) -> Result<()> {
     );
     println!(
         "\n{:<6} {:>13} {:>9} {:>8} {:>12} {:>9}  where",
-        "level", "size", "channels", "samples", "chunks", "compress"
+        "level", "width×height", "channels", "samples", "chunks", "compress"
     );
     for l in &info.levels {
         let chunks = match l.chunking {

@@ -112,6 +112,9 @@ pub struct Level {
     /// The stored sample that is alpha, dropped on reading.
     #[serde(skip)]
     alpha: Option<usize>,
+    /// The TIFF compression code.
+    #[serde(skip)]
+    compression_code: u16,
 }
 
 /// What a TIFF file holds: its levels and what places them.
@@ -528,6 +531,7 @@ fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, 
         problem,
         ifd,
         alpha,
+        compression_code: compression,
     })
 }
 
@@ -671,6 +675,9 @@ pub struct TiffRows {
     nodata: Option<f32>,
     /// Integer samples as they are (mask labels), not scaled.
     raw: bool,
+    /// Where a JPEG level's chunks are, decoded here rather than by the
+    /// `tiff` crate (see [`JpegChunks`]).
+    jpeg: Option<JpegChunks>,
     /// The decoded row of chunks: first row, rows, `[C, rows, W]` values.
     cache: Option<(usize, usize, Vec<f32>)>,
 }
@@ -700,7 +707,11 @@ impl TiffRows {
             error,
         })?;
         let header = Header::read(&info.path, &mut file)?;
-        let decoder = decoder_at(&info.path, header, level.ifd, raw && level.palette)?;
+        let mut decoder = decoder_at(&info.path, header, level.ifd, raw && level.palette)?;
+        let jpeg = (level.compression_code == 7)
+            .then(|| JpegChunks::read(&mut decoder, &level))
+            .transpose()
+            .map_err(|e| tiff_error(&info.path, e))?;
         let sample_type = level.sample_type.expect("checked by TiffInfo::level");
         let nodata = info
             .geo
@@ -715,6 +726,7 @@ impl TiffRows {
             next_row: 0,
             nodata,
             raw,
+            jpeg,
             cache: None,
         })
     }
@@ -805,15 +817,25 @@ impl TiffRows {
                 let index = plane * per_plane + row * across + col;
                 let x0 = col * cw;
                 let cols = cw.min(w - x0);
-                let chunk = self
-                    .decoder
-                    .read_chunk(index as u32)
-                    .map_err(|e| tiff_error(&self.path, e))?;
+                let (chunk, stride) = match &self.jpeg {
+                    Some(jpeg) => {
+                        let (pixels, width) =
+                            jpeg.decode(&mut self.decoder, index, in_chunk, &self.path)?;
+                        (DecodingResult::U8(pixels), width)
+                    }
+                    None => (
+                        self.decoder
+                            .read_chunk(index as u32)
+                            .map_err(|e| tiff_error(&self.path, e))?,
+                        cols,
+                    ),
+                };
                 let map: Vec<Option<usize>> =
                     (0..in_chunk).map(|s| channel_of(plane + s)).collect();
                 let put = Scatter {
                     map: &map,
                     cols,
+                    stride,
                     rows,
                     width: w,
                     x0,
@@ -844,28 +866,124 @@ impl TiffRows {
     }
 }
 
+/// A JPEG level's chunks, read and decoded here: the `tiff` crate leaves
+/// JPEG output in the stream's own colour space, which for the usual
+/// subsampled YCbCr tiles of slide scanners is YCbCr, not RGB; `zune-jpeg`
+/// (the decoder the crate uses) converts to RGB itself when asked.
+#[derive(Debug)]
+struct JpegChunks {
+    offsets: Vec<u64>,
+    counts: Vec<u64>,
+    /// The JPEGTables tag: quantization and Huffman tables shared by every
+    /// chunk.
+    tables: Option<Vec<u8>>,
+}
+
+impl JpegChunks {
+    fn read(dec: &mut TiffDecoder, level: &Level) -> Result<JpegChunks, tiff::TiffError> {
+        let (offsets, counts) = match level.chunking {
+            Chunking::Tiles { .. } => (Tag::TileOffsets, Tag::TileByteCounts),
+            Chunking::Strips { .. } => (Tag::StripOffsets, Tag::StripByteCounts),
+        };
+        Ok(JpegChunks {
+            offsets: dec.get_tag_u64_vec(offsets)?,
+            counts: dec.get_tag_u64_vec(counts)?,
+            tables: dec
+                .find_tag(Tag::JPEGTables)?
+                .map(|v| v.into_u8_vec())
+                .transpose()?,
+        })
+    }
+
+    /// Chunk `index` as interleaved 8-bit samples (`samples` a pixel: RGB
+    /// or gray), with its decoded width.
+    fn decode(
+        &self,
+        dec: &mut TiffDecoder,
+        index: usize,
+        samples: usize,
+        path: &Path,
+    ) -> Result<(Vec<u8>, usize)> {
+        use zune_jpeg::zune_core::{
+            bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions,
+        };
+        let (Some(&offset), Some(&count)) = (self.offsets.get(index), self.counts.get(index))
+        else {
+            return Err(data_error(
+                path,
+                format!("chunk {index} has no offset or byte count"),
+            ));
+        };
+        if count > 256 << 20 {
+            return Err(data_error(
+                path,
+                format!("JPEG chunk {index} claims {count} bytes"),
+            ));
+        }
+        let mut raw = vec![0u8; count as usize];
+        let reader = dec.inner();
+        reader
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| reader.read_exact(&mut raw))
+            .map_err(|e| tiff_error(path, tiff::TiffError::IoError(e)))?;
+        // Shared tables go first, less their end-of-image marker and the
+        // chunk's start-of-image marker (as libtiff joins them).
+        let data = match &self.tables {
+            Some(tables) if tables.len() >= 4 && raw.len() >= 2 => {
+                let mut joined = tables[..tables.len() - 2].to_vec();
+                joined.extend_from_slice(&raw[2..]);
+                joined
+            }
+            _ => raw,
+        };
+        let out = match samples {
+            1 => ColorSpace::Luma,
+            3 => ColorSpace::RGB,
+            n => {
+                return Err(data_error(
+                    path,
+                    format!(
+                        "its JPEG tiles have {n} samples a pixel; wsunet reads gray and RGB JPEG"
+                    ),
+                ));
+            }
+        };
+        let options = DecoderOptions::default().jpeg_set_out_colorspace(out);
+        let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(data), options);
+        let pixels = decoder
+            .decode()
+            .map_err(|e| data_error(path, format!("cannot decode JPEG chunk {index}: {e:?}")))?;
+        let width = decoder.info().map_or(0, |i| i.width as usize);
+        Ok((pixels, width))
+    }
+}
+
 /// Where a decoded chunk's values go in a `[C, rows, W]` band.
 struct Scatter<'a> {
     /// Sample in the chunk → channel (None: dropped).
     map: &'a [Option<usize>],
     cols: usize,
+    /// Pixels from one row of the chunk to the next (≥ `cols`).
+    stride: usize,
     rows: usize,
     width: usize,
     x0: usize,
 }
 
 impl Scatter<'_> {
-    /// Copies `src` (row-major, `map.len()` samples a pixel, `cols` pixels
-    /// a row; rows past `rows` are padding) into `dst`; false when `src` is
-    /// too short.
+    /// Copies `src` (row-major, `map.len()` samples a pixel, `stride`
+    /// pixels a row of which the first `cols` are image; rows past `rows`
+    /// are padding) into `dst`; false when `src` is too short.
     fn run<T: Copy>(&self, src: &[T], dst: &mut [f32], value: impl Fn(T) -> f32) -> bool {
         let spp = self.map.len();
-        if src.len() < self.rows * self.cols * spp {
+        if self.stride < self.cols
+            || self.rows > 0 && src.len() < ((self.rows - 1) * self.stride + self.cols) * spp
+        {
             return false;
         }
         let plane = self.rows * self.width;
         for row in 0..self.rows {
-            let line = &src[row * self.cols * spp..][..self.cols * spp];
+            let line = &src[row * self.stride * spp..][..self.cols * spp];
             for (s, channel) in self.map.iter().enumerate() {
                 let Some(c) = channel else { continue };
                 let out = &mut dst[c * plane + row * self.width + self.x0..][..self.cols];
