@@ -98,8 +98,10 @@ pub struct PredictArgs {
     pub compression: Compression,
 
     /// Leave out tiles that hold no image (every pixel nodata, or every
-    /// channel nearly one value: slide glass, a scene's border); they are
-    /// written as background, and the summary says how many were skipped.
+    /// channel's standard deviation below a quarter of its training one:
+    /// slide glass, water, a scene's border); they are written as
+    /// background, and the summary says how many were skipped. A tiled
+    /// GroupNorm model can see objects in such tiles' noise.
     #[arg(long)]
     pub skip_empty: bool,
 

@@ -42,7 +42,7 @@ use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 pub mod stream;
 mod tiled;
 
-pub use stream::{Band, Progress, RowSink, RowSource, StreamReport};
+pub use stream::{Band, EMPTY_STD_FRACTION, Progress, RowSink, RowSource, StreamReport};
 use stream::{Collect, ImageRows};
 pub use tiled::{OUTPUT_TILE, ProbsType, TiffOutputs, TiffSummary};
 
@@ -83,8 +83,11 @@ pub struct PredictConfig {
     /// Test-time augmentation.
     pub tta: Tta,
     /// Leave out tiles that hold no image (every pixel nodata, or every
-    /// channel within 5 % of its training standard deviation of one value:
-    /// slide glass, a scene's border); they count as certain background.
+    /// channel's standard deviation below a quarter of its training one:
+    /// slide glass, water, a scene's border); they count as certain
+    /// background. GroupNorm normalizes such a tile's noise to unit
+    /// variance, which a model can take for objects (docs/LARGE-IMAGES.md
+    /// measures it).
     pub skip_empty: bool,
 }
 

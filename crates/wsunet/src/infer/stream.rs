@@ -22,6 +22,11 @@ use crate::data::Image;
 use crate::error::{Error, Result};
 use crate::model::MIN_INPUT_SIZE;
 
+/// A tile whose every channel varies less than this fraction of the
+/// channel's training standard deviation holds no image (glass, water, a
+/// flat border) for [`PredictConfig::skip_empty`](super::PredictConfig::skip_empty).
+pub const EMPTY_STD_FRACTION: f32 = 0.25;
+
 /// An image read from the top, a band of rows at a time.
 pub trait RowSource {
     /// `(channels, height, width)`.
@@ -421,8 +426,9 @@ impl Predictor {
         data
     }
 
-    /// Whether the tile holds no image: every pixel nodata, or every
-    /// channel within 5 % of its training standard deviation of one value.
+    /// Whether the tile holds no image: every pixel nodata, or in every
+    /// channel a standard deviation (over its pixels with data) below
+    /// [`EMPTY_STD_FRACTION`] of the channel's training standard deviation.
     fn is_empty(
         &self,
         input: &RowBand,
@@ -431,19 +437,23 @@ impl Predictor {
         nodata: Option<f32>,
     ) -> bool {
         let missing = |v: f32| v.is_nan() || Some(v) == nodata;
-        let all_nodata = (y..y + th).all(|row| {
-            (0..tw).all(|i| (0..input.planes).all(|ch| missing(input.row(row, ch)[x + i])))
-        });
-        if all_nodata {
-            return true;
-        }
         (0..input.planes).all(|ch| {
-            let (lo, hi) = (y..y + th)
-                .flat_map(|row| input.row(row, ch)[x..x + tw].iter().copied())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-                    (lo.min(v), hi.max(v))
-                });
-            hi - lo <= 0.05 * self.normalize.std[ch]
+            let (mut n, mut sum, mut sq) = (0u64, 0f64, 0f64);
+            for row in y..y + th {
+                for &v in &input.row(row, ch)[x..x + tw] {
+                    if !missing(v) {
+                        n += 1;
+                        sum += v as f64;
+                        sq += (v as f64) * (v as f64);
+                    }
+                }
+            }
+            if n == 0 {
+                return true;
+            }
+            let mean = sum / n as f64;
+            let std = (sq / n as f64 - mean * mean).max(0.0).sqrt();
+            std < (EMPTY_STD_FRACTION * self.normalize.std[ch]) as f64
         })
     }
 
