@@ -175,7 +175,8 @@ impl RowBand {
     /// Appends `rows` rows given as `[planes, rows, W]`.
     fn push_planar(&mut self, values: &[f32], rows: usize) {
         let w = self.width;
-        self.data.reserve(values.len());
+        // Exactly: doubling would hold up to twice the band's rows.
+        self.data.reserve_exact(values.len());
         for r in 0..rows {
             for p in 0..self.planes {
                 self.data
@@ -188,6 +189,7 @@ impl RowBand {
     fn grow_to(&mut self, end: usize) {
         if end > self.end() {
             let len = (end - self.y0) * self.planes * self.width;
+            self.data.reserve_exact(len - self.data.len());
             self.data.resize(len, 0.0);
         }
     }

@@ -26,6 +26,9 @@ use crate::raster::{
     write_tiled,
 };
 
+/// Rows the reader thread hands over at a time.
+const PREFETCH_ROWS: usize = 32;
+
 /// Side of the tiles of the TIFFs written.
 pub const OUTPUT_TILE: usize = 256;
 
@@ -194,7 +197,8 @@ fn spawn_output<T: Sample>(
     spec: RasterSpec,
     convert: impl Fn(&Finished) -> Vec<T> + Send + 'static,
 ) -> Output {
-    let (tx, rx) = sync_channel::<Arc<Finished>>(1);
+    // No queue: a writer takes a band when it is done with the last one.
+    let (tx, rx) = sync_channel::<Arc<Finished>>(0);
     let target = path.to_path_buf();
     let thread = std::thread::spawn(move || {
         write_tiled::<T>(&target, &spec, rx.into_iter().map(|f| Ok(convert(&f))))
@@ -328,7 +332,8 @@ impl Predictor {
         let mut class_pixels = vec![0u64; k];
         let mut nodata_pixels = 0u64;
         let writer_stopped = std::cell::Cell::new(false);
-        let mut sink = |band: Band| -> Result<()> {
+        let keep_image = outputs.overlay.is_some();
+        let mut sink = |mut band: Band| -> Result<()> {
             let mut labels = band.labels();
             if declared_nodata {
                 let n = band.rows * band.width;
@@ -348,6 +353,9 @@ impl Predictor {
                     *count += 1;
                 }
             }
+            if !keep_image {
+                band.image = Vec::new();
+            }
             let finished = Arc::new(Finished { band, labels });
             for output in &writers {
                 if output.tx.send(finished.clone()).is_err() {
@@ -360,11 +368,9 @@ impl Predictor {
             }
             Ok(())
         };
-        let block = match l.chunking {
-            crate::raster::Chunking::Tiles { height, .. } => height,
-            crate::raster::Chunking::Strips { rows } => rows.max(64),
-        };
-        let mut source = Prefetch::new(rows, block.clamp(16, 1024));
+        // Small blocks: the reader decodes a whole row of chunks once and
+        // hands it out in slices, so a block only sets how far it runs ahead.
+        let mut source = Prefetch::new(rows, PREFETCH_ROWS);
         let result = self.predict_rows(
             &mut source,
             &mut sink as &mut dyn RowSink,

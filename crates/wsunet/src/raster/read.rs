@@ -193,9 +193,9 @@ const MAX_CHUNK_ROW_BYTES: usize = 4 << 30;
 
 /// A zeroed buffer of `n` values, or an error naming the file when it
 /// cannot be allocated (a corrupt size, or an image larger than memory).
-fn zeroed(path: &Path, n: usize, what: &str) -> Result<Vec<f32>> {
+fn zeroed<T: Default + Clone>(path: &Path, n: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    let bytes = n.saturating_mul(4);
+    let bytes = n.saturating_mul(std::mem::size_of::<T>());
     if v.try_reserve_exact(n).is_err() {
         return Err(data_error(
             path,
@@ -205,7 +205,7 @@ fn zeroed(path: &Path, n: usize, what: &str) -> Result<Vec<f32>> {
             ),
         ));
     }
-    v.resize(n, 0.0);
+    v.resize(n, T::default());
     Ok(v)
 }
 
@@ -679,7 +679,7 @@ pub struct TiffRows {
     /// `tiff` crate (see [`JpegChunks`]).
     jpeg: Option<JpegChunks>,
     /// The decoded row of chunks: first row, rows, `[C, rows, W]` values.
-    cache: Option<(usize, usize, Vec<f32>)>,
+    cache: Option<(usize, usize, Samples)>,
 }
 
 impl TiffRows {
@@ -764,9 +764,19 @@ impl TiffRows {
                 }
             };
             let take = (y0 + n).min(end) - y;
+            let (s8, s16) = if self.raw {
+                (1.0, 1.0)
+            } else {
+                (255.0, 65535.0)
+            };
             for ch in 0..c {
-                let src = &values[ch * n * w + (y - y0) * w..][..take * w];
-                out[ch * rows * w + (y + rows - end) * w..][..take * w].copy_from_slice(src);
+                let from = ch * n * w + (y - y0) * w..ch * n * w + (y - y0 + take) * w;
+                let dst = &mut out[ch * rows * w + (y + rows - end) * w..][..take * w];
+                match values {
+                    Samples::U8(v) => convert(&v[from], dst, |s| s as f32 / s8),
+                    Samples::U16(v) => convert(&v[from], dst, |s| s as f32 / s16),
+                    Samples::F32(v) => dst.copy_from_slice(&v[from]),
+                }
             }
             self.next_row += take;
         }
@@ -774,7 +784,7 @@ impl TiffRows {
     }
 
     /// Decodes the row of chunks holding image row `y`.
-    fn decode_chunk_row(&mut self, y: usize) -> Result<(usize, usize, Vec<f32>)> {
+    fn decode_chunk_row(&mut self, y: usize) -> Result<(usize, usize, Samples)> {
         let (h, w) = (self.level.height, self.level.width);
         let (cw, ch) = match self.level.chunking {
             Chunking::Tiles { width, height } => (width, height),
@@ -799,7 +809,13 @@ impl TiffRows {
                 ),
             ));
         }
-        let mut values = zeroed(&self.path, n, "a row of tiles")?;
+        let mut values = match self.sample_type {
+            SampleType::U8 => Samples::U8(zeroed(&self.path, n, "a row of tiles")?),
+            SampleType::U16 => Samples::U16(zeroed(&self.path, n, "a row of tiles")?),
+            SampleType::F32 | SampleType::F64 => {
+                Samples::F32(zeroed(&self.path, n, "a row of tiles")?)
+            }
+        };
         let planes = if self.level.planar {
             self.level.samples
         } else {
@@ -840,16 +856,11 @@ impl TiffRows {
                     width: w,
                     x0,
                 };
-                let (s8, s16) = if self.raw {
-                    (1.0, 1.0)
-                } else {
-                    (255.0, 65535.0)
-                };
-                let ok = match &chunk {
-                    DecodingResult::U8(v) => put.run(v, &mut values, |s| s as f32 / s8),
-                    DecodingResult::U16(v) => put.run(v, &mut values, |s| s as f32 / s16),
-                    DecodingResult::F32(v) => put.run(v, &mut values, |s| s),
-                    DecodingResult::F64(v) => put.run(v, &mut values, |s| s as f32),
+                let ok = match (&chunk, &mut values) {
+                    (DecodingResult::U8(v), Samples::U8(out)) => put.run(v, out, |s| s),
+                    (DecodingResult::U16(v), Samples::U16(out)) => put.run(v, out, |s| s),
+                    (DecodingResult::F32(v), Samples::F32(out)) => put.run(v, out, |s| s),
+                    (DecodingResult::F64(v), Samples::F32(out)) => put.run(v, out, |s| s as f32),
                     _ => false,
                 };
                 if !ok {
@@ -958,6 +969,22 @@ impl JpegChunks {
     }
 }
 
+/// A decoded row of chunks, `[C, rows, W]`, in its stored type (a quarter
+/// of the memory of `f32` for 8-bit images); values become `f32` as rows
+/// are handed out.
+#[derive(Debug)]
+enum Samples {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+fn convert<T: Copy>(src: &[T], dst: &mut [f32], value: impl Fn(T) -> f32) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = value(s);
+    }
+}
+
 /// Where a decoded chunk's values go in a `[C, rows, W]` band.
 struct Scatter<'a> {
     /// Sample in the chunk → channel (None: dropped).
@@ -974,7 +1001,7 @@ impl Scatter<'_> {
     /// Copies `src` (row-major, `map.len()` samples a pixel, `stride`
     /// pixels a row of which the first `cols` are image; rows past `rows`
     /// are padding) into `dst`; false when `src` is too short.
-    fn run<T: Copy>(&self, src: &[T], dst: &mut [f32], value: impl Fn(T) -> f32) -> bool {
+    fn run<T: Copy, U>(&self, src: &[T], dst: &mut [U], value: impl Fn(T) -> U) -> bool {
         let spp = self.map.len();
         if self.stride < self.cols
             || self.rows > 0 && src.len() < ((self.rows - 1) * self.stride + self.cols) * spp
