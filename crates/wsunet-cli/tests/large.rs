@@ -251,3 +251,87 @@ fn bad_tiffs_are_one_error_each_and_leave_no_output() {
     );
     fails_with(&o, "fix --level");
 }
+
+#[test]
+fn pixel_size_mismatch_warns_and_scale_auto_resamples() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = model(dir.path());
+    // The model's card says it was trained at 5 µm a pixel; the input is
+    // 10 µm a pixel (1,000 pixels a centimetre).
+    for card in ["model.json", "best.json"] {
+        let path = run.join(card);
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["pixel_size"] = serde_json::json!({"x_um": 5.0, "y_um": 5.0});
+        std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    }
+    let (h, w) = (90, 120);
+    let rgb: Vec<u8> = (0..h * w * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let tif = dir.path().join("scene.tif");
+    geotiff(&tif, &rgb, h, w);
+    let run_s = run.to_str().unwrap();
+    let out = dir.path().join("plain");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("is 10.000 µm/px at level 0, but the model was trained at 5.000 µm/px: objects look 0.50× their training size; predict with --scale auto"),
+        "{err}"
+    );
+    // --scale auto predicts at twice the size and writes the input's grid.
+    let out = dir.path().join("auto");
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--scale",
+        "auto",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let (mh, mw, _) = read_tiff_mask(&out.join("scene.tif")).unwrap();
+    assert_eq!((mh, mw), (h, w));
+    let record = std::fs::read_to_string(out.join("predict.json")).unwrap();
+    assert!(record.contains("\"scale\": null"), "{record}");
+    // A PNG states no pixel size: auto is an error for it.
+    let png_dir = dir.path().join("png");
+    synth(&png_dir, 1, 40);
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        png_dir.join("images").to_str().unwrap(),
+        "--out",
+        dir.path().join("o3").to_str().unwrap(),
+        "--scale",
+        "auto",
+    ]);
+    fails_with(
+        &o,
+        "--scale auto needs the input's pixel size, which only TIFF files state",
+    );
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        tif.to_str().unwrap(),
+        "--out",
+        dir.path().join("o4").to_str().unwrap(),
+        "--scale=-1",
+    ]);
+    fails_with(&o, "--scale -1 is neither a positive number nor auto");
+}

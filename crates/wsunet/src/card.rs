@@ -34,6 +34,11 @@ pub struct ModelCard {
     /// prediction tiles default to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<[usize; 2]>,
+    /// The physical pixel size of the training images, when they stated
+    /// one (TIFF resolution tags, OME-XML, Aperio): prediction warns when
+    /// an input's differs by more than 10 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_size: Option<crate::raster::PixelSize>,
 }
 
 impl ModelCard {
@@ -118,6 +123,7 @@ pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()
 ///     normalize: Normalize::identity(3),
 ///     ignore_index: None,
 ///     crop: None,
+///     pixel_size: None,
 /// };
 /// let dir = tempfile::tempdir().unwrap();
 /// save_model(&model, &card, &dir.path().join("unet.bpk")).unwrap();

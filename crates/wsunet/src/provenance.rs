@@ -98,6 +98,14 @@ pub struct Settings {
     /// How TIFF probabilities are stored.
     #[serde(default)]
     pub probs_type: crate::infer::ProbsType,
+    /// The factor images were resampled by for the network (1: none;
+    /// `None`: each image's own, from its pixel size and the model's).
+    #[serde(default = "unscaled")]
+    pub scale: Option<f64>,
+}
+
+fn unscaled() -> Option<f64> {
+    Some(1.0)
 }
 
 /// The model a folder was predicted with.
@@ -246,6 +254,8 @@ impl Provenance {
             s.compression.to_string(),
             t.compression.to_string(),
         );
+        let scale = |s: Option<f64>| s.map_or("auto".to_string(), |f| f.to_string());
+        setting("scale", scale(s.scale), scale(t.scale));
         setting(
             "probabilities type",
             s.probs_type.to_string(),
@@ -339,6 +349,7 @@ mod tests {
                     normalize: Normalize::identity(3),
                     ignore_index: None,
                     crop: None,
+                    pixel_size: None,
                 },
             },
             settings: Settings {
@@ -354,6 +365,7 @@ mod tests {
                 skip_empty: false,
                 compression: Default::default(),
                 probs_type: Default::default(),
+                scale: Some(1.0),
             },
         }
     }

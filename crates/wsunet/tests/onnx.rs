@@ -63,6 +63,7 @@ fn card(config: &WsResUNetConfig) -> ModelCard {
         },
         ignore_index: Some(255),
         crop: Some([64, 64]),
+        pixel_size: None,
     }
 }
 

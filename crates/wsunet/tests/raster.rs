@@ -519,3 +519,111 @@ fn nodata_pixels_get_the_masks_nodata_label_and_empty_tiles_are_skipped() {
             .all(|row| row[w / 2..].iter().all(|&l| l < 3))
     );
 }
+
+/// Bilinear resampling with half-pixel centres, written out here (the
+/// test's own, not wsunet's): `[C, H, W]` to `[C, h2, w2]`.
+fn resample(
+    values: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (h2, w2): (usize, usize),
+) -> Vec<f32> {
+    let tap = |i: usize, out: usize, len: usize| {
+        let src = ((i as f64 + 0.5) * len as f64 / out as f64 - 0.5).clamp(0.0, (len - 1) as f64);
+        let lo = src.floor() as usize;
+        (lo, (lo + 1).min(len - 1), (src - lo as f64) as f32)
+    };
+    let mut out = Vec::with_capacity(c * h2 * w2);
+    for ch in 0..c {
+        for y in 0..h2 {
+            let (y0, y1, wy) = tap(y, h2, h);
+            for x in 0..w2 {
+                let (x0, x1, wx) = tap(x, w2, w);
+                let v = |yy: usize, xx: usize| values[(ch * h + yy) * w + xx];
+                let top = v(y0, x0) + (v(y0, x1) - v(y0, x0)) * wx;
+                let bottom = v(y1, x0) + (v(y1, x1) - v(y1, x0)) * wx;
+                out.push(top + (bottom - top) * wy);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn scaled_prediction_is_the_prediction_of_the_resampled_image_resampled_back() {
+    let (c, h, w) = (3, 70, 90);
+    let image = Image::new(c, h, w, pattern(c, h, w));
+    let device = Device::flex();
+    let model = WsResUNetConfig::new(3)
+        .with_widths(vec![8, 8, 16, 16, 16])
+        .with_groups(4)
+        .init_seeded(&device, 5)
+        .unwrap();
+    for (scale, (h2, w2)) in [(2.0, (140, 180)), (0.5, (35, 45)), (1.6, (112, 144))] {
+        let config = PredictConfig {
+            tile: 64,
+            batch_size: 2,
+            ..PredictConfig::default()
+        };
+        let plain =
+            Predictor::new(model.clone(), Normalize::neutral(3), device.clone(), config).unwrap();
+        let scaled = plain.with_scale(scale).unwrap();
+        let got = scaled.predict(&image, true).unwrap();
+        assert_eq!((got.height, got.width), (h, w), "×{scale}");
+        let big = Image::new(c, h2, w2, resample(&image.data, c, (h, w), (h2, w2)));
+        let at_scale = plain.predict(&big, true).unwrap();
+        let expected = resample(&at_scale.probs, 3, (h2, w2), (h, w));
+        let worst = got
+            .probs
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "×{scale}: probabilities differ by {worst}");
+        let logits = resample(at_scale.logits.as_ref().unwrap(), 3, (h2, w2), (h, w));
+        let worst = got
+            .logits
+            .unwrap()
+            .iter()
+            .zip(&logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "×{scale}: logits differ by {worst}");
+    }
+    // Out of range is a setting error.
+    let plain = tiny_predictor(64);
+    let err = plain.with_scale(0.01).unwrap_err().to_string();
+    assert!(err.contains("scale 0.01 is outside [0.05, 20]"), "{err}");
+}
+
+#[test]
+fn training_images_pixel_size_is_recorded_when_they_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, per_cm: f64| {
+        let path = dir.path().join(name);
+        let mut s = spec(1, 40, 40);
+        s.tile = 16;
+        s.resolution = Some((per_cm, per_cm, 3));
+        write_tiled::<u8>(&path, &s, [Ok(vec![9u8; 1600])]).unwrap();
+        path
+    };
+    let a = write("a.tif", 20_000.0);
+    let b = write("b.tif", 20_500.0);
+    let c = write("c.tif", 40_000.0);
+    let (size, warning) = wsunet::data::prepare::pixel_size(&[&a, &b]);
+    assert_eq!(
+        size,
+        Some(PixelSize {
+            x_um: 0.5,
+            y_um: 0.5
+        })
+    );
+    assert!(warning.is_none());
+    let (size, warning) = wsunet::data::prepare::pixel_size(&[&a, &c]);
+    assert_eq!(size, None);
+    assert!(warning.unwrap().contains("different pixel sizes"));
+    // A PNG among them: nothing is known.
+    let png = dir.path().join("d.png");
+    wsunet::data::io::write_png(&png, &Image::new(1, 4, 4, vec![0.5; 16])).unwrap();
+    assert_eq!(wsunet::data::prepare::pixel_size(&[&a, &png]), (None, None));
+}

@@ -27,6 +27,7 @@ fn card_of(config: &WsResUNetConfig) -> wsunet::card::ModelCard {
         normalize: wsunet::data::Normalize::identity(3),
         ignore_index: None,
         crop: None,
+        pixel_size: None,
     }
 }
 

@@ -119,6 +119,7 @@ fn write_onnx(
         model: config.model.clone(),
         ignore_index: None,
         crop: None,
+        pixel_size: None,
     };
     let options = OnnxOptions {
         normalize_input: false,

@@ -110,6 +110,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
         normalize,
         ignore_index: Some(255),
         crop: None,
+        pixel_size: None,
     };
     let out = args.out.with_extension("bpk");
     save_model(&model, &card, &out).context("fix --out")?;

@@ -97,6 +97,15 @@ pub struct PredictArgs {
     #[arg(long, value_name = "METHOD", default_value = "deflate", value_parser = choice(&Compression::ALL))]
     pub compression: Compression,
 
+    /// Resample images by this factor for the network and the results back
+    /// (2: pixels half the size, for a model trained at twice the input's
+    /// resolution), or auto: per TIFF input, its pixel size over the
+    /// model's training pixel size (both must be stated). Without it, a
+    /// TIFF whose pixel size differs from the model's by over 10 % gets a
+    /// warning.
+    #[arg(long, value_name = "F|auto")]
+    pub scale: Option<String>,
+
     /// Leave out tiles that hold no image (every pixel nodata, or every
     /// channel's standard deviation below a quarter of its training one:
     /// slide glass, water, a scene's border); they are written as
@@ -144,10 +153,23 @@ pub struct PredictArgs {
     pub overwrite: bool,
 }
 
+/// `--scale`: a factor, `None` for auto (per image).
+fn parse_scale(text: Option<&str>) -> Result<Option<f64>> {
+    match text {
+        None => Ok(Some(1.0)),
+        Some("auto") => Ok(None),
+        Some(t) => match t.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Some(f)),
+            _ => bail!("--scale {t} is neither a positive number nor auto"),
+        },
+    }
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha {} is outside [0, 1]", args.alpha);
     }
+    let scale = parse_scale(args.scale.as_deref())?;
     let settings = Settings::flags::<PredictArgs>();
     let shard = match &args.shard {
         Some(text) => {
@@ -170,6 +192,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         batch_size: args.batch_size,
         tta: args.tta,
         skip_empty: args.skip_empty,
+        scale: scale.unwrap_or(1.0),
     };
     config.validate().map_err(|e| with_fix(e, &settings))?;
     let inputs = list_inputs(&args.input)?;
@@ -197,6 +220,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             skip_empty: args.skip_empty,
             compression: args.compression,
             probs_type: args.probs_type,
+            scale,
         },
     )
     .context("fix --model")?;
@@ -382,8 +406,18 @@ fn pipeline(
                 }
             }
         });
+        let auto_scale = args.scale.as_deref() == Some("auto");
         for (input, stem, item) in decoded {
             let image = match item {
+                Decoded::Image(_) if auto_scale => {
+                    report.failed(
+                        &input,
+                        anyhow::anyhow!(
+                            "--scale auto needs the input's pixel size, which only TIFF files state; give --scale F"
+                        ),
+                    );
+                    continue;
+                }
                 Decoded::Image(image) => image,
                 Decoded::Tiff(info) => {
                     match info
@@ -456,6 +490,14 @@ fn stream_tiff(
     };
     let level = info.level(args.level).context("fix --level")?;
     let (w, h) = (level.width, level.height);
+    let scaled;
+    let predictor = match resolution_check(info, args, card, report)? {
+        Some(factor) => {
+            scaled = predictor.with_scale(factor).context("fix --scale")?;
+            &scaled
+        }
+        None => predictor,
+    };
     let name = info.path.display().to_string();
     let bar = report.bars.add(progress::bar(h as u64, "rows"));
     let mut next_line = 0.05;
@@ -468,6 +510,7 @@ fn stream_tiff(
             &mut |p: Progress| {
                 let seconds = started.elapsed().as_secs_f64();
                 let rate = (p.rows_done * w) as f64 / seconds.max(1e-9) / 1e6;
+                bar.set_length(p.rows as u64);
                 bar.set_position(p.rows_done as u64);
                 bar.set_message(format!("{rate:.2} MP/s"));
                 let done = p.tiles_done as f64 / p.tiles.max(1) as f64;
@@ -490,6 +533,59 @@ fn stream_tiff(
     report.bars.remove(&bar);
     let summary = summary?;
     Ok(tiff_line(&name, &targets.mask, &summary, card, started))
+}
+
+/// The pixel size of a TIFF input against the model's training pixel size:
+/// the factor to resample by for `--scale auto`; otherwise `None`, with a
+/// warning when they differ by more than 10 % and no --scale was given.
+fn resolution_check(
+    info: &TiffInfo,
+    args: &PredictArgs,
+    card: &ModelCard,
+    report: &Report,
+) -> Result<Option<f64>> {
+    let input = info.level_pixel_size(args.level);
+    let auto = args.scale.as_deref() == Some("auto");
+    let (Some(input), Some(trained)) = (input, card.pixel_size) else {
+        if auto {
+            bail!(
+                "--scale auto needs the pixel size of the input (stated: {}) and of the model's training images (stated: {}); give --scale F",
+                if input.is_some() { "yes" } else { "no" },
+                if card.pixel_size.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+        }
+        return Ok(None);
+    };
+    if auto {
+        return Ok(Some(input.x_um / trained.x_um));
+    }
+    if args.scale.is_none() && input.relative_difference(&trained) > 0.1 {
+        let best = (0..info.levels.len())
+            .filter_map(|k| info.level_pixel_size(k).map(|p| (k, p)))
+            .min_by(|a, b| {
+                a.1.relative_difference(&trained)
+                    .total_cmp(&b.1.relative_difference(&trained))
+            });
+        let level_hint = match best {
+            Some((k, p)) if k != args.level && p.relative_difference(&trained) <= 0.1 => {
+                format!("--level {k} ({:.3} µm/px) or ", p.x_um)
+            }
+            _ => String::new(),
+        };
+        report.error(format!(
+            "warning: {} is {:.3} µm/px at level {}, but the model was trained at {:.3} µm/px: objects look {:.2}× their training size; predict with {level_hint}--scale auto",
+            info.path.display(),
+            input.x_um,
+            args.level,
+            trained.x_um,
+            trained.x_um / input.x_um
+        ));
+    }
+    Ok(None)
 }
 
 /// The summary line of a streamed TIFF.

@@ -3,7 +3,7 @@
 //! checking every sample, finding the classes, measuring the normalization
 //! and choosing the training crop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::check::channel_stats;
 use super::classes::{CLASSES_FILE, class_count};
@@ -84,6 +84,9 @@ pub struct DataFacts {
     pub crop: [usize; 2],
     /// How the crop was chosen (see [`resolve_crop`]).
     pub crop_note: String,
+    /// The training images' physical pixel size, when every one states it
+    /// and they agree within 10 % (see [`pixel_size`]).
+    pub pixel_size: Option<crate::raster::PixelSize>,
 }
 
 impl DataFacts {
@@ -197,6 +200,7 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
                     .unwrap_or_else(|| Normalize::neutral(3)),
                 crop,
                 crop_note,
+                pixel_size: None,
             },
             warnings: Vec::new(),
         });
@@ -282,6 +286,15 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
     };
     let (crop, crop_note, warning) = resolve_crop(config.size, &sample_sizes(&train)?);
     warnings.extend(warning);
+    let images: Vec<&Path> = train
+        .iter()
+        .filter_map(|s| match s {
+            Sample::Files(p) => Some(p.image.as_path()),
+            Sample::Shapes { .. } => None,
+        })
+        .collect();
+    let (pixel_size, warning) = pixel_size(&images);
+    warnings.extend(warning);
     Ok(Prepared {
         train,
         val,
@@ -292,9 +305,46 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             normalize,
             crop,
             crop_note,
+            pixel_size,
         },
         warnings,
     })
+}
+
+/// The physical pixel size of training images: the first image's when
+/// every image is a TIFF that states one (resolution tags, OME-XML,
+/// Aperio) within 10 % of it; with a warning when they state sizes that
+/// disagree, since a model learns objects at one scale.
+pub fn pixel_size(images: &[&Path]) -> (Option<crate::raster::PixelSize>, Option<String>) {
+    let mut sizes = Vec::with_capacity(images.len());
+    for path in images {
+        if !crate::raster::is_tiff(path) {
+            return (None, None);
+        }
+        match crate::raster::inspect(path).ok().and_then(|i| i.pixel_size) {
+            Some(p) => sizes.push((p, *path)),
+            None => return (None, None),
+        }
+    }
+    let Some(&(first, first_path)) = sizes.first() else {
+        return (None, None);
+    };
+    match sizes
+        .iter()
+        .find(|(p, _)| p.relative_difference(&first) > 0.1)
+    {
+        None => (Some(first), None),
+        Some((other, path)) => (
+            None,
+            Some(format!(
+                "training images have different pixel sizes ({} is {:.4} µm, {} is {:.4} µm): resample them to one before training, or the model learns objects at several scales; no pixel size is recorded",
+                first_path.display(),
+                first.x_um,
+                path.display(),
+                other.x_um
+            )),
+        ),
+    }
 }
 
 /// Which samples of a dataset to use.

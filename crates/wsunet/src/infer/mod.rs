@@ -39,6 +39,7 @@ use crate::data::{ClassList, Image, Mask, Normalize};
 use crate::error::{Error, Result};
 use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
+pub mod scale;
 pub mod stream;
 mod tiled;
 
@@ -89,6 +90,11 @@ pub struct PredictConfig {
     /// variance, which a model can take for objects (docs/LARGE-IMAGES.md
     /// measures it).
     pub skip_empty: bool,
+    /// Resample the image by this factor before the network and the
+    /// probabilities back after it (1: as it is; 2: pixels half the size,
+    /// for a model trained at twice the input's resolution), in `[0.05,
+    /// 20]`. See [`scale`].
+    pub scale: f64,
 }
 
 impl Default for PredictConfig {
@@ -99,6 +105,7 @@ impl Default for PredictConfig {
             batch_size: 2,
             tta: Tta::None,
             skip_empty: false,
+            scale: 1.0,
         }
     }
 }
@@ -135,6 +142,12 @@ impl PredictConfig {
             return Err(Error::setting(
                 "batch_size",
                 "batch_size is 0; use at least 1",
+            ));
+        }
+        if !(0.05..=20.0).contains(&self.scale) {
+            return Err(Error::setting(
+                "scale",
+                format!("scale {} is outside [0.05, 20]", self.scale),
             ));
         }
         Ok(())
@@ -233,6 +246,7 @@ pub fn gaussian_weights(height: usize, width: usize) -> Vec<f32> {
 ///     normalize: Normalize::identity(3),
 ///     ignore_index: None,
 ///     crop: Some([64, 64]),
+///     pixel_size: None,
 /// };
 /// let dir = tempfile::tempdir().unwrap();
 /// save_model(&config.init_seeded(&device, 0).unwrap(), &card, &dir.path().join("m.bpk")).unwrap();
@@ -279,6 +293,22 @@ impl Predictor {
     /// The settings in use.
     pub fn config(&self) -> &PredictConfig {
         &self.config
+    }
+
+    /// This predictor with the images resampled by `scale` (see
+    /// [`PredictConfig::scale`]); the model is shared, not copied.
+    pub fn with_scale(&self, scale: f64) -> Result<Predictor> {
+        let config = PredictConfig {
+            scale,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        Ok(Predictor {
+            model: self.model.clone(),
+            normalize: self.normalize.clone(),
+            device: self.device.clone(),
+            config,
+        })
     }
 
     /// Predicts one image (values as read, normalized here). `keep_logits`

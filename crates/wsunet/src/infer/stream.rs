@@ -235,6 +235,15 @@ impl Predictor {
         if h == 0 || w == 0 {
             return Err(Error::EmptyImage);
         }
+        if self.config.scale != 1.0 {
+            // Predicted on the resampled grid, handed out on the original.
+            let stash = super::scale::Stash::default();
+            let mut scaled = super::scale::Rescaled::new(source, self.config.scale, stash.clone());
+            let (_, h2, w2) = scaled.size();
+            let mut back = super::scale::ScaledBack::new(sink, (c, h, w), (h2, w2), stash);
+            let plain = self.with_scale(1.0)?;
+            return plain.predict_rows(&mut scaled, &mut back, keep_logits, progress);
+        }
         let (ph, pw) = (h.max(MIN_INPUT_SIZE), w.max(MIN_INPUT_SIZE));
         self.model.check_input([1, c, ph, pw])?;
         if (ph, pw) != (h, w) {

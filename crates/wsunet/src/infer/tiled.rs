@@ -238,13 +238,15 @@ impl Predictor {
         let nodata = rows.nodata();
         // Level 0 carries the file's placement; a reduced level its own
         // pixel size but no georeferencing (its grid differs).
-        let factor = info.levels[0].width as f64 / w as f64;
         let geo = if level == 0 {
             info.geo.clone()
         } else {
             GeoTags::default()
         };
-        let resolution = info.resolution.map(|(x, y, u)| (x / factor, y / factor, u));
+        let resolution = info.level_pixel_size(level).map(|p| {
+            let [(xn, xd), (yn, yd)] = p.per_centimetre();
+            (xn as f64 / xd as f64, yn as f64 / yd as f64, 3)
+        });
         let declared_nodata = info.geo.nodata.is_some();
         let wide = k > 255;
         let mask_nodata = if wide { u16::MAX } else { u8::MAX as u16 };

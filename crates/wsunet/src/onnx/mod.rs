@@ -133,6 +133,7 @@ impl OnnxModel {
 ///     model: config,
 ///     ignore_index: None,
 ///     crop: None,
+///     pixel_size: None,
 /// };
 /// let options = OnnxOptions { normalize_input: true, argmax: true };
 /// let onnx = to_onnx(&model, &card, &options).unwrap();

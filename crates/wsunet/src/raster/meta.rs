@@ -112,6 +112,22 @@ impl PixelSize {
         })
     }
 
+    /// From an Aperio (SVS) image description, which states the level-0
+    /// size as `MPP = 0.2527` (µm per pixel, square pixels).
+    pub fn from_aperio(description: &str) -> Option<PixelSize> {
+        if !description.starts_with("Aperio") {
+            return None;
+        }
+        let value = description.split('|').find_map(|field| {
+            let (key, value) = field.split_once('=')?;
+            (key.trim() == "MPP").then(|| value.trim().parse::<f64>().ok())?
+        })?;
+        (value > 0.0 && value.is_finite()).then_some(PixelSize {
+            x_um: value,
+            y_um: value,
+        })
+    }
+
     /// The resolution tags that state this size: pixels per centimetre in
     /// x and y, as rationals.
     pub fn per_centimetre(&self) -> [(u32, u32); 2] {
@@ -201,6 +217,23 @@ mod tests {
         );
         assert_eq!(PixelSize::from_ome_xml("<Pixels SizeX=\"3\">"), None);
         assert_eq!(PixelSize::from_ome_xml("ImageJ=1.54"), None);
+    }
+
+    #[test]
+    fn aperio_descriptions_state_micrometres_per_pixel() {
+        let d = "Aperio Image Library v11.2.1 \r\n46000x32914 [0,100 46000x32814] (256x256) JPEG/RGB Q=30|AppMag = 20|MPP = 0.4990|Filename = CMU-1";
+        assert_eq!(
+            PixelSize::from_aperio(d),
+            Some(PixelSize {
+                x_um: 0.499,
+                y_um: 0.499
+            })
+        );
+        assert_eq!(
+            PixelSize::from_aperio("Aperio Image Library|AppMag = 20"),
+            None
+        );
+        assert_eq!(PixelSize::from_aperio("MPP = 0.5"), None);
     }
 
     #[test]

@@ -141,6 +141,17 @@ pub struct TiffInfo {
 }
 
 impl TiffInfo {
+    /// The physical pixel size of level `index` (level 0's, scaled by the
+    /// level's size), when the file states one.
+    pub fn level_pixel_size(&self, index: usize) -> Option<PixelSize> {
+        let (full, level) = (self.levels.first()?, self.levels.get(index)?);
+        let p = self.pixel_size?;
+        Some(PixelSize {
+            x_um: p.x_um * full.width as f64 / level.width as f64,
+            y_um: p.y_um * full.height as f64 / level.height as f64,
+        })
+    }
+
     /// Level `index`, or an error naming the levels there are.
     pub fn level(&self, index: usize) -> Result<&Level> {
         let level = self.levels.get(index).ok_or_else(|| {
@@ -605,8 +616,13 @@ pub fn inspect(path: &Path) -> Result<TiffInfo> {
         .and_then(|v| v.into_string().ok());
     let pixel_size = description
         .as_deref()
-        .filter(|d| d.contains("<OME") || d.contains("<Pixels"))
-        .and_then(PixelSize::from_ome_xml)
+        .and_then(|d| {
+            if d.contains("<OME") || d.contains("<Pixels") {
+                PixelSize::from_ome_xml(d)
+            } else {
+                PixelSize::from_aperio(d)
+            }
+        })
         .or_else(|| resolution.and_then(|(x, y, unit)| PixelSize::from_resolution(x, y, unit)));
     let subifds: Vec<u64> = match dec.find_tag(Tag::SubIfd).map_err(err)? {
         Some(v) => v

@@ -219,6 +219,7 @@ impl Session {
             normalize: self.data.normalize.clone(),
             ignore_index: self.data.ignore_index,
             crop: Some(self.data.crop),
+            pixel_size: self.data.pixel_size,
         }
     }
 
