@@ -187,6 +187,7 @@ fn evaluation_and_tiled_prediction_equal_the_cpus() {
         overlap: 0.25,
         batch_size: 3,
         tta: Tta::Flip,
+        ..PredictConfig::default()
     };
     let predict = |model: wsunet::WsResUNet, device: &Device| {
         Predictor::new(

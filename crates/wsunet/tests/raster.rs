@@ -377,8 +377,8 @@ fn streamed_prediction_of_a_tiled_bigtiff_equals_the_in_memory_one() {
         panic!("f32 probs")
     };
     for (p, chunk) in probs.chunks(3).enumerate() {
-        for k in 0..3 {
-            assert_eq!(chunk[k], whole.probs[k * h * w + p], "pixel {p} class {k}");
+        for (k, &v) in chunk.iter().enumerate() {
+            assert_eq!(v, whole.probs[k * h * w + p], "pixel {p} class {k}");
         }
     }
     let mut dec = Decoder::new(File::open(out("logits.tif")).unwrap()).unwrap();

@@ -358,7 +358,7 @@ struct Predicted {
 /// described (its rows are read while it is predicted).
 enum Decoded {
     Image(Result<Image>),
-    Tiff(Result<TiffInfo>),
+    Tiff(Result<Box<TiffInfo>>),
 }
 
 /// The kind of outputs an input gets: TIFF inputs are streamed into TIFFs.
@@ -389,7 +389,7 @@ fn pipeline(
         let reader = s.spawn(move || {
             for (input, stem) in jobs {
                 let item = if is_tiff(&input) {
-                    Decoded::Tiff(inspect(&input).map_err(anyhow::Error::from))
+                    Decoded::Tiff(inspect(&input).map(Box::new).map_err(anyhow::Error::from))
                 } else {
                     Decoded::Image(read_image(&input).map_err(anyhow::Error::from))
                 };

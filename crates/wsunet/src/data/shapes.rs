@@ -243,63 +243,6 @@ impl Default for ShapesSpec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deterministic_for_a_seed_and_different_across_seeds_and_indices() {
-        let a = generate(42, 3, 64);
-        assert_eq!(generate(42, 3, 64), a);
-        assert_ne!(generate(43, 3, 64).1, a.1);
-        assert_ne!(generate(42, 4, 64).1, a.1);
-    }
-
-    #[test]
-    fn every_class_appears_and_values_are_in_range() {
-        let mut pixels = [0usize; 4];
-        for i in 0..40 {
-            let (image, mask) = generate(1, i, 64);
-            assert!(image.data.iter().all(|v| (0.0..=1.0).contains(v)));
-            for &m in &mask.data {
-                pixels[m as usize] += 1;
-            }
-        }
-        let total: usize = pixels.iter().sum();
-        for (class, n) in pixels.iter().enumerate() {
-            let share = *n as f64 / total as f64;
-            assert!(share > 0.04, "class {class} covers only {share:.3}");
-        }
-        assert!(pixels[0] as f64 / (total as f64) < 0.9);
-    }
-
-    #[test]
-    fn colour_does_not_give_the_class_away() {
-        // Mean colour of each class's pixels across many samples is close to
-        // grey: classes are not separable by colour.
-        let mut sums = [[0f64; 3]; 4];
-        let mut counts = [0f64; 4];
-        for i in 0..60 {
-            let (image, mask) = generate(9, i, 48);
-            for (p, &m) in mask.data.iter().enumerate() {
-                for (c, sum) in sums[m as usize].iter_mut().enumerate() {
-                    *sum += image.channel(c)[p] as f64;
-                }
-                counts[m as usize] += 1.0;
-            }
-        }
-        for class in 1..4 {
-            for (c, sum) in sums[class].iter().enumerate() {
-                let mean = sum / counts[class];
-                assert!(
-                    (0.35..0.65).contains(&mean),
-                    "class {class} channel {c} mean {mean:.3}"
-                );
-            }
-        }
-    }
-}
-
 /// Writes a large `shapes` scene: a `side × side` mosaic of `pool`
 /// generated `cell`-pixel samples (each grid cell picks one by a seeded
 /// hash), as a tiled 8-bit RGB TIFF (BigTIFF when large) and, when
@@ -380,4 +323,61 @@ pub fn write_scene(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_for_a_seed_and_different_across_seeds_and_indices() {
+        let a = generate(42, 3, 64);
+        assert_eq!(generate(42, 3, 64), a);
+        assert_ne!(generate(43, 3, 64).1, a.1);
+        assert_ne!(generate(42, 4, 64).1, a.1);
+    }
+
+    #[test]
+    fn every_class_appears_and_values_are_in_range() {
+        let mut pixels = [0usize; 4];
+        for i in 0..40 {
+            let (image, mask) = generate(1, i, 64);
+            assert!(image.data.iter().all(|v| (0.0..=1.0).contains(v)));
+            for &m in &mask.data {
+                pixels[m as usize] += 1;
+            }
+        }
+        let total: usize = pixels.iter().sum();
+        for (class, n) in pixels.iter().enumerate() {
+            let share = *n as f64 / total as f64;
+            assert!(share > 0.04, "class {class} covers only {share:.3}");
+        }
+        assert!(pixels[0] as f64 / (total as f64) < 0.9);
+    }
+
+    #[test]
+    fn colour_does_not_give_the_class_away() {
+        // Mean colour of each class's pixels across many samples is close to
+        // grey: classes are not separable by colour.
+        let mut sums = [[0f64; 3]; 4];
+        let mut counts = [0f64; 4];
+        for i in 0..60 {
+            let (image, mask) = generate(9, i, 48);
+            for (p, &m) in mask.data.iter().enumerate() {
+                for (c, sum) in sums[m as usize].iter_mut().enumerate() {
+                    *sum += image.channel(c)[p] as f64;
+                }
+                counts[m as usize] += 1.0;
+            }
+        }
+        for class in 1..4 {
+            for (c, sum) in sums[class].iter().enumerate() {
+                let mean = sum / counts[class];
+                assert!(
+                    (0.35..0.65).contains(&mean),
+                    "class {class} channel {c} mean {mean:.3}"
+                );
+            }
+        }
+    }
 }

@@ -39,7 +39,8 @@ use crate::data::{ClassList, Image, Mask, Normalize};
 use crate::error::{Error, Result};
 use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
-pub mod scale;
+mod rows;
+mod scale;
 pub mod stream;
 mod tiled;
 
@@ -93,7 +94,8 @@ pub struct PredictConfig {
     /// Resample the image by this factor before the network and the
     /// probabilities back after it (1: as it is; 2: pixels half the size,
     /// for a model trained at twice the input's resolution), in `[0.05,
-    /// 20]`. See [`scale`].
+    /// 20]`. Both resample bilinearly with half-pixel centres (PyTorch's
+    /// `interpolate(align_corners=False)`), streamed.
     pub scale: f64,
 }
 
@@ -616,6 +618,7 @@ mod tests {
                 batch_size,
                 tta,
                 skip_empty: false,
+                scale: 1.0,
             };
             let predictor =
                 Predictor::new(model.clone(), Normalize::neutral(3), device.clone(), config)

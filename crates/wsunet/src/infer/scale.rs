@@ -1,7 +1,7 @@
 //! Prediction at another resolution than the input's: the rows are
-//! resampled by a factor on their way into the predictor ([`Rescaled`]) and
+//! resampled by a factor on their way into the predictor (`Rescaled`) and
 //! the finished probabilities resampled back onto the input's grid on their
-//! way out ([`ScaledBack`]), both streamed, so a model trained at 0.5 µm a
+//! way out (`ScaledBack`), both streamed, so a model trained at 0.5 µm a
 //! pixel segments a 0.25 µm slide with objects at the size it learned.
 //!
 //! Both resample bilinearly with half-pixel centres (PyTorch's
@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::stream::{Band, RowSink, RowSource};
+use super::rows::{Band, RowSink, RowSource};
 use crate::error::Result;
 
 /// For each output index, the two input indices it lies between and the

@@ -335,51 +335,52 @@ impl Predictor {
         let mut nodata_pixels = 0u64;
         let writer_stopped = std::cell::Cell::new(false);
         let keep_image = outputs.overlay.is_some();
-        let mut sink = |mut band: Band| -> Result<()> {
-            let mut labels = band.labels();
-            if declared_nodata {
-                let n = band.rows * band.width;
-                for (p, label) in labels.iter_mut().enumerate() {
-                    let missing = (0..band.channels).all(|c| {
-                        let v = band.image[c * n + p];
-                        v.is_nan() || Some(v) == nodata
-                    });
-                    if missing {
-                        *label = mask_nodata;
-                        nodata_pixels += 1;
-                    }
-                }
-            }
-            for &label in &labels {
-                if let Some(count) = class_pixels.get_mut(label as usize) {
-                    *count += 1;
-                }
-            }
-            if !keep_image {
-                band.image = Vec::new();
-            }
-            let finished = Arc::new(Finished { band, labels });
-            for output in &writers {
-                if output.tx.send(finished.clone()).is_err() {
-                    writer_stopped.set(true);
-                    return Err(Error::Data {
-                        path: output.name.clone(),
-                        reason: "its writer stopped".into(),
-                    });
-                }
-            }
-            Ok(())
-        };
         // Small blocks: the reader decodes a whole row of chunks once and
         // hands it out in slices, so a block only sets how far it runs ahead.
         let mut source = Prefetch::new(rows, PREFETCH_ROWS);
-        let result = self.predict_rows(
-            &mut source,
-            &mut sink as &mut dyn RowSink,
-            outputs.logits.is_some(),
-            progress,
-        );
-        drop(sink);
+        let result = {
+            let mut sink = |mut band: Band| -> Result<()> {
+                let mut labels = band.labels();
+                if declared_nodata {
+                    let n = band.rows * band.width;
+                    for (p, label) in labels.iter_mut().enumerate() {
+                        let missing = (0..band.channels).all(|c| {
+                            let v = band.image[c * n + p];
+                            v.is_nan() || Some(v) == nodata
+                        });
+                        if missing {
+                            *label = mask_nodata;
+                            nodata_pixels += 1;
+                        }
+                    }
+                }
+                for &label in &labels {
+                    if let Some(count) = class_pixels.get_mut(label as usize) {
+                        *count += 1;
+                    }
+                }
+                if !keep_image {
+                    band.image = Vec::new();
+                }
+                let finished = Arc::new(Finished { band, labels });
+                for output in &writers {
+                    if output.tx.send(finished.clone()).is_err() {
+                        writer_stopped.set(true);
+                        return Err(Error::Data {
+                            path: output.name.clone(),
+                            reason: "its writer stopped".into(),
+                        });
+                    }
+                }
+                Ok(())
+            };
+            self.predict_rows(
+                &mut source,
+                &mut sink as &mut dyn RowSink,
+                outputs.logits.is_some(),
+                progress,
+            )
+        };
         // Every writer ends (its channel is closed); a writer's own error
         // explains a send that failed, so it comes first.
         let mut first_error = None;

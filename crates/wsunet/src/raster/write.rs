@@ -137,12 +137,10 @@ impl RasterSpec {
     /// The sizes of the levels written, full resolution first.
     pub fn level_sizes(&self) -> Vec<(usize, usize)> {
         let mut sizes = vec![(self.width, self.height)];
-        while self.pyramid {
-            let (w, h) = *sizes.last().expect("level 0");
-            if w.max(h) <= PYRAMID_MIN_SIDE {
-                break;
+        if self.pyramid {
+            while let Some(&(w, h)) = sizes.last().filter(|(w, h)| *w.max(h) > PYRAMID_MIN_SIDE) {
+                sizes.push((w.div_ceil(2), h.div_ceil(2)));
             }
-            sizes.push((w.div_ceil(2), h.div_ceil(2)));
         }
         sizes
     }
@@ -491,7 +489,7 @@ pub fn write_tiled<T: Sample>(
     spec: &RasterSpec,
     bands: impl IntoIterator<Item = Result<Vec<T>>>,
 ) -> Result<bool> {
-    if spec.tile == 0 || spec.tile % 16 != 0 {
+    if spec.tile == 0 || !spec.tile.is_multiple_of(16) {
         return Err(Error::setting(
             "tile",
             format!(
