@@ -12,16 +12,19 @@ use wsunet::raster::{
     Compression, GeoTags, Photometric, RasterSpec, Resample, inspect, read_tiff_mask, write_tiled,
 };
 
-/// A tiny trained model (a run directory, crop 48).
-fn model(dir: &Path) -> PathBuf {
-    let train = dir.join("train");
-    synth(&train, 8, 48);
-    let config = tiny_model_config(dir, 4);
-    let run = dir.join("run");
-    let args = tiny_train_args(&train, &config, 1, &run);
-    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", stderr(&o));
-    run
+/// `wsunet predict --model RUN --input INPUT --out OUT EXTRA…`.
+fn predict(run: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    wsunet(&args)
 }
 
 /// A georeferenced, tiled BigTIFF with a pyramid holding `rgb` (`[H, W, 3]`).
@@ -50,7 +53,7 @@ fn geotiff(path: &Path, rgb: &[u8], h: usize, w: usize) {
 #[test]
 fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     let dir = tempfile::tempdir().unwrap();
-    let run = model(dir.path());
+    let run = tiny_trained_run(dir.path());
     // A 1100×150 image (wide enough for a pyramid level), as a PNG and a TIFF.
     let data = dir.path().join("big");
     synth(&data, 1, 1100);
@@ -79,20 +82,12 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     .unwrap();
 
     let out = dir.path().join("out");
-    let run_s = run.to_str().unwrap();
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--probs",
-        "--overlay",
-        "--compression",
-        "zstd",
-    ]);
+    let o = predict(
+        &run,
+        &tif,
+        &out,
+        &["--probs", "--overlay", "--compression", "zstd"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("scene.tif → "), "{text}");
@@ -117,15 +112,7 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     }
     // The same pixels as a PNG, predicted in memory: the same labels.
     let png_out = dir.path().join("png_out");
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        crop_png.to_str().unwrap(),
-        "--out",
-        png_out.to_str().unwrap(),
-    ]);
+    let o = predict(&run, &crop_png, &png_out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (png_mask, _) = wsunet::data::io::read_mask(&png_out.join("scene.png"), None).unwrap();
     let (mh, mw, labels) = read_tiff_mask(&mask).unwrap();
@@ -133,47 +120,20 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     assert_eq!(labels, png_mask.data);
 
     // A rerun skips it; another setting is refused with the difference.
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--probs",
-        "--overlay",
-        "--compression",
-        "zstd",
-    ]);
+    let o = predict(
+        &run,
+        &tif,
+        &out,
+        &["--probs", "--overlay", "--compression", "zstd"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("skipped 1 image(s)"), "{}", stdout(&o));
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--probs",
-        "--overlay",
-    ]);
+    let o = predict(&run, &tif, &out, &["--probs", "--overlay"]);
     fails_with(&o, "compression zstd there, deflate now");
 
     // Level 1 is predicted at its own size, with its own pixel size.
     let out1 = dir.path().join("out1");
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        out1.to_str().unwrap(),
-        "--level",
-        "1",
-    ]);
+    let o = predict(&run, &tif, &out1, &["--level", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let info = inspect(&out1.join("scene.tif")).unwrap();
     assert_eq!((info.levels[0].width, info.levels[0].height), (550, 75));
@@ -196,8 +156,7 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
 #[test]
 fn bad_tiffs_are_one_error_each_and_leave_no_output() {
     let dir = tempfile::tempdir().unwrap();
-    let run = model(dir.path());
-    let run_s = run.to_str().unwrap();
+    let run = tiny_trained_run(dir.path());
     let good = dir.path().join("good.tif");
     let rgb: Vec<u8> = (0..64 * 80 * 3).map(|i| (i * 7 % 256) as u8).collect();
     geotiff(&good, &rgb, 64, 80);
@@ -209,15 +168,7 @@ fn bad_tiffs_are_one_error_each_and_leave_no_output() {
     // Not a TIFF at all.
     std::fs::write(bad.join("garbage.tif"), b"this is not a tiff file at all").unwrap();
     let out = dir.path().join("out");
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        bad.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = predict(&run, &bad, &out, &[]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -234,17 +185,7 @@ fn bad_tiffs_are_one_error_each_and_leave_no_output() {
     assert!(left.is_empty(), "outputs left behind: {left:?}");
 
     // A level that is not there names the levels.
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        good.to_str().unwrap(),
-        "--out",
-        dir.path().join("o2").to_str().unwrap(),
-        "--level",
-        "4",
-    ]);
+    let o = predict(&run, &good, &dir.path().join("o2"), &["--level", "4"]);
     fails_with(
         &o,
         "there is no level 4; the file has 1 level(s) (0: 80×64)",
@@ -255,7 +196,7 @@ fn bad_tiffs_are_one_error_each_and_leave_no_output() {
 #[test]
 fn pixel_size_mismatch_warns_and_scale_auto_resamples() {
     let dir = tempfile::tempdir().unwrap();
-    let run = model(dir.path());
+    let run = tiny_trained_run(dir.path());
     // The model's card says it was trained at 5 µm a pixel; the input is
     // 10 µm a pixel (1,000 pixels a centimetre).
     for card in ["model.json", "best.json"] {
@@ -269,17 +210,8 @@ fn pixel_size_mismatch_warns_and_scale_auto_resamples() {
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| (i * 7 % 251) as u8).collect();
     let tif = dir.path().join("scene.tif");
     geotiff(&tif, &rgb, h, w);
-    let run_s = run.to_str().unwrap();
     let out = dir.path().join("plain");
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = predict(&run, &tif, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -288,17 +220,7 @@ fn pixel_size_mismatch_warns_and_scale_auto_resamples() {
     );
     // --scale auto predicts at twice the size and writes the input's grid.
     let out = dir.path().join("auto");
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--scale",
-        "auto",
-    ]);
+    let o = predict(&run, &tif, &out, &["--scale", "auto"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
     let (mh, mw, _) = read_tiff_mask(&out.join("scene.tif")).unwrap();
@@ -308,30 +230,16 @@ fn pixel_size_mismatch_warns_and_scale_auto_resamples() {
     // A PNG states no pixel size: auto is an error for it.
     let png_dir = dir.path().join("png");
     synth(&png_dir, 1, 40);
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        png_dir.join("images").to_str().unwrap(),
-        "--out",
-        dir.path().join("o3").to_str().unwrap(),
-        "--scale",
-        "auto",
-    ]);
+    let o = predict(
+        &run,
+        &png_dir.join("images"),
+        &dir.path().join("o3"),
+        &["--scale", "auto"],
+    );
     fails_with(
         &o,
         "--scale auto needs the input's pixel size, which only TIFF files state",
     );
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        tif.to_str().unwrap(),
-        "--out",
-        dir.path().join("o4").to_str().unwrap(),
-        "--scale=-1",
-    ]);
+    let o = predict(&run, &tif, &dir.path().join("o4"), &["--scale=-1"]);
     fails_with(&o, "--scale -1 is neither a positive number nor auto");
 }

@@ -13,13 +13,7 @@ use common::*;
 /// A tiny model saved as a file (`NAME.bpk` + card), trained for one epoch
 /// with `seed`, and a folder of 64-px images.
 fn setup(dir: &Path, images: usize) -> (PathBuf, PathBuf) {
-    let train = dir.join("train");
-    synth(&train, 8, 48);
-    let config = tiny_model_config(dir, 4);
-    let run = dir.join("run");
-    let args = tiny_train_args(&train, &config, 1, &run);
-    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", stderr(&o));
+    let run = tiny_trained_run(dir);
     let data = dir.join("data");
     synth(&data, images, 64);
     (run, data.join("images"))

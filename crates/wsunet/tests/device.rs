@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::{StopAfter, test_device, test_device_name};
+use common::{StopAfter, test_device, test_device_name, worst};
 use wsunet::card::load_model;
 use wsunet::data::Image;
 use wsunet::data::shapes::generate;
@@ -98,7 +98,7 @@ fn training_learns_and_resumes_to_the_uninterrupted_metrics() {
                 ]
             })
             .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
-            .fold(0f64, f64::max)
+            .fold(0f64, worst)
     };
     let identical = |x: &[EpochRecord], y: &[EpochRecord]| drift(x, y) == 0.0;
     println!(

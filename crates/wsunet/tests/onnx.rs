@@ -120,9 +120,12 @@ fn burn_forward(model: &WsResUNet, dims: [usize; 4], x: &[f32]) -> Vec<f32> {
     model.forward(x).into_data().try_to_vec::<f32>().unwrap()
 }
 
-/// `max|a − b| / max|b|`.
+/// `max|a − b| / max|b|`; infinite when either holds a non-finite value.
 fn relative(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
+    if a.iter().chain(b).any(|v| !v.is_finite()) {
+        return f32::INFINITY;
+    }
     let diff = a
         .iter()
         .zip(b)

@@ -10,7 +10,7 @@ mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::{Fixture, param_grads, rel_error, running_stats, test_device};
+use common::{Fixture, param_grads, rel_error, running_stats, test_device, worst};
 use std::collections::BTreeMap;
 use wsunet::layers::{
     Norm, Standardization, Up, UpConfig, WsConv2d, WsConv2dConfig, WsGnAct, WsGnActConfig,
@@ -353,7 +353,7 @@ fn batch_norm_running_statistics_match_pytorch() {
         let worst = stats
             .iter()
             .map(|(name, v)| rel_error(v, &f.get(&format!("running.{name}"))))
-            .fold(0.0, f64::max);
+            .fold(0.0, worst);
         let eval = layer
             .valid()
             .forward(f.tensor("input", &test_device()), None);
@@ -442,4 +442,20 @@ fn folded_model_equals_the_training_model() {
         println!("{case:32} folded vs training {e:.2e}");
         assert!(e <= 1e-6, "{case}: {e:e}");
     }
+}
+
+/// The comparison every parity check uses fails on a NaN or an infinity in
+/// either tensor (a maximum taken with `f64::max` would drop a NaN and pass).
+#[test]
+fn the_comparison_rejects_nan_and_infinity() {
+    use burn::tensor::TensorData;
+    let good = TensorData::new(vec![1.0f32, -2.0, 0.5], [3]);
+    assert_eq!(rel_error(&good, &good), 0.0);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let b = TensorData::new(vec![1.0f32, bad, 0.5], [3]);
+        let (x, y) = (rel_error(&b, &good), rel_error(&good, &b));
+        assert!(!(x < 1e-5) && !(y < 1e-5), "{bad}: {x} {y}");
+    }
+    assert!(worst(0.1, f64::NAN).is_nan() && worst(f64::NAN, 0.1).is_nan());
+    assert_eq!(worst(0.1, 0.2), 0.2);
 }

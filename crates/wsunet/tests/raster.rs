@@ -572,6 +572,12 @@ fn scaled_prediction_is_the_prediction_of_the_resampled_image_resampled_back() {
         assert_eq!((got.height, got.width), (h, w), "×{scale}");
         let big = Image::new(c, h2, w2, resample(&image.data, c, (h, w), (h2, w2)));
         let at_scale = plain.predict(&big, true).unwrap();
+        // (A NaN would pass the maxima below: rule it out first.)
+        assert!(got.probs.iter().all(|v| v.is_finite()), "×{scale}");
+        assert!(
+            got.logits.as_ref().unwrap().iter().all(|v| v.is_finite()),
+            "×{scale}"
+        );
         let expected = resample(&at_scale.probs, 3, (h2, w2), (h, w));
         let worst = got
             .probs

@@ -71,3 +71,16 @@ pub fn tiny_train_args(
     args.push(path(run));
     args
 }
+
+/// A tiny model trained one epoch on eight 48-px shapes samples, as the run
+/// directory `dir/run` (the data in `dir/train`, the config `dir/model.json`).
+pub fn tiny_trained_run(dir: &std::path::Path) -> std::path::PathBuf {
+    let train = dir.join("train");
+    synth(&train, 8, 48);
+    let config = tiny_model_config(dir, 4);
+    let run = dir.join("run");
+    let args = tiny_train_args(&train, &config, 1, &run);
+    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    run
+}

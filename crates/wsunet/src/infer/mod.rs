@@ -159,6 +159,19 @@ impl PredictConfig {
     fn stride(&self) -> usize {
         ((self.tile as f32 * (1.0 - self.overlap)).floor() as usize).max(1)
     }
+
+    /// The tiles of an `h × w` image: their size (the tile, or the image's
+    /// side where it is smaller) and their top-left corners, rows of tiles
+    /// from the top, left to right.
+    fn tile_grid(&self, h: usize, w: usize) -> ((usize, usize), Vec<(usize, usize)>) {
+        let (th, tw) = (self.tile.min(h), self.tile.min(w));
+        let xs = tile_starts(w, tw, self.stride());
+        let origins = tile_starts(h, th, self.stride())
+            .into_iter()
+            .flat_map(|y| xs.iter().map(move |&x| (y, x)))
+            .collect();
+        ((th, tw), origins)
+    }
 }
 
 /// A prediction for one image: per-class probabilities (and, when asked,
@@ -512,14 +525,7 @@ mod tests {
         let mut image = image.clone();
         p.normalize.apply(&mut image);
         let (c, h, w) = (image.channels, image.height, image.width);
-        let (th, tw) = (p.config.tile.min(h), p.config.tile.min(w));
-        let stride = p.config.stride();
-        let ys = tile_starts(h, th, stride);
-        let xs = tile_starts(w, tw, stride);
-        let origins: Vec<(usize, usize)> = ys
-            .iter()
-            .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
-            .collect();
+        let ((th, tw), origins) = p.config.tile_grid(h, w);
         if origins.len() == 1 {
             let (probs, logits) = p.run(p.tensor(image.data.clone(), [1, c, h, w]), keep_logits);
             let num_classes = probs.len() / (h * w);
@@ -813,6 +819,7 @@ mod tests {
             .predict(&Image::new(3, h, w, values.clone()), false)
             .unwrap()
             .probs;
+        assert!(got.iter().chain(&expected).all(|v| v.is_finite()));
         let diff = got
             .iter()
             .zip(&expected)

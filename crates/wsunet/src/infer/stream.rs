@@ -18,7 +18,7 @@
 use burn::tensor::{Tensor, TensorData};
 
 pub use super::rows::{Band, ImageRows, RowSink, RowSource};
-use super::{Predictor, crop_prediction, gaussian_weights, pad_to, tile_starts};
+use super::{Predictor, crop_prediction, gaussian_weights, pad_to};
 use crate::data::Image;
 use crate::error::{Error, Result};
 use crate::model::MIN_INPUT_SIZE;
@@ -172,14 +172,7 @@ impl Predictor {
             })?;
             return Ok(report);
         }
-        let (th, tw) = (self.config.tile.min(h), self.config.tile.min(w));
-        let stride = self.config.stride();
-        let ys = tile_starts(h, th, stride);
-        let xs = tile_starts(w, tw, stride);
-        let origins: Vec<(usize, usize)> = ys
-            .iter()
-            .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
-            .collect();
+        let ((th, tw), origins) = self.config.tile_grid(h, w);
         let nodata = source.nodata();
         let mut report = StreamReport {
             tiles: origins.len(),
@@ -418,7 +411,9 @@ pub(super) struct Collect {
 }
 
 impl RowSink for Collect {
-    fn write(&mut self, band: Band) -> Result<()> {
+    fn write(&mut self, mut band: Band) -> Result<()> {
+        // The caller holds the image; only the outputs are kept.
+        band.image = Vec::new();
         self.bands.push(band);
         Ok(())
     }

@@ -4,8 +4,9 @@
 //! request the overlay, probabilities and logits) is compressed and written
 //! on a thread of its own as its rows are finished, with its pyramid.
 //!
-//! Memory is the predictor's band (see [`stream`](super::stream)), one
-//! band read ahead, one finished band in flight per output and a row of
+//! Memory is the predictor's band (see [`stream`](super::stream)), the
+//! input's current row of chunks in its stored sample type with 32 rows
+//! read ahead, the finished band each writer is working on, and a row of
 //! 256-pixel tiles per pyramid level of each output. The outputs carry the
 //! input's georeferencing and pixel size, so they overlay it in QGIS, GDAL
 //! and QuPath. Where the input declares a nodata value (GDAL_NODATA), the
@@ -219,6 +220,86 @@ fn interleave<T: Copy>(planes: &[T], k: usize, n: usize) -> Vec<T> {
     out
 }
 
+/// One writer thread per output file, each turning finished bands into its
+/// samples: the mask (palette, or 16-bit past 255 classes, with `mask_nodata`
+/// as its GDAL_NODATA), then the overlay, probabilities and logits asked for.
+fn start_writers(
+    outputs: &TiffOutputs,
+    base: &RasterSpec,
+    classes: &ClassList,
+    k: usize,
+    mask_nodata: Option<String>,
+) -> Vec<Output> {
+    let spec = |samples, photometric, resample, nodata| RasterSpec {
+        samples,
+        photometric,
+        resample,
+        geo: GeoTags {
+            nodata,
+            ..base.geo.clone()
+        },
+        ..base.clone()
+    };
+    let mut writers = Vec::new();
+    if k > 255 {
+        writers.push(spawn_output::<u16>(
+            &outputs.mask,
+            spec(1, Photometric::Gray, Resample::Nearest, mask_nodata),
+            |f| f.labels.clone(),
+        ));
+    } else {
+        let colors = (0..256).map(|i| classes.color(i)).collect();
+        writers.push(spawn_output::<u8>(
+            &outputs.mask,
+            spec(
+                1,
+                Photometric::Palette(colors),
+                Resample::Nearest,
+                mask_nodata,
+            ),
+            |f| f.labels.iter().map(|&l| l as u8).collect(),
+        ));
+    }
+    if let Some((path, alpha)) = &outputs.overlay {
+        let (classes, alpha) = (classes.clone(), *alpha);
+        writers.push(spawn_output::<u8>(
+            path,
+            spec(3, Photometric::Rgb, Resample::Average, None),
+            move |f| {
+                let b = &f.band;
+                overlay_pixels(&b.image, b.channels, &f.labels, &classes, alpha, (0.0, 1.0))
+            },
+        ));
+    }
+    let bands = spec(k, Photometric::Gray, Resample::Average, None);
+    match &outputs.probs {
+        Some((path, ProbsType::U8)) => {
+            writers.push(spawn_output::<u8>(path, bands.clone(), move |f| {
+                let q: Vec<u8> = f
+                    .band
+                    .probs
+                    .iter()
+                    .map(|p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+                    .collect();
+                interleave(&q, k, f.band.rows * f.band.width)
+            }))
+        }
+        Some((path, ProbsType::F32)) => {
+            writers.push(spawn_output::<f32>(path, bands.clone(), move |f| {
+                interleave(&f.band.probs, k, f.band.rows * f.band.width)
+            }))
+        }
+        None => {}
+    }
+    if let Some(path) = &outputs.logits {
+        writers.push(spawn_output::<f32>(path, bands, move |f| {
+            let logits = f.band.logits.as_ref().expect("logits kept");
+            interleave(logits, k, f.band.rows * f.band.width)
+        }));
+    }
+    writers
+}
+
 impl Predictor {
     /// Predicts level `level` of the TIFF `info` describes into `outputs`,
     /// streamed (see the module docs). `progress` hears after each batch of
@@ -248,89 +329,22 @@ impl Predictor {
             (xn as f64 / xd as f64, yn as f64 / yd as f64, 3)
         });
         let declared_nodata = info.geo.nodata.is_some();
-        let wide = k > 255;
-        let mask_nodata = if wide { u16::MAX } else { u8::MAX as u16 };
-        let spec = |samples, photometric, resample, geo: GeoTags| RasterSpec {
+        let mask_nodata = if k > 255 { u16::MAX } else { u8::MAX as u16 };
+        let base = RasterSpec {
             width: w,
             height: h,
-            samples,
-            photometric,
+            samples: 1,
+            photometric: Photometric::Gray,
             compression: outputs.compression,
             tile: OUTPUT_TILE,
-            resample,
+            resample: Resample::Nearest,
             pyramid: true,
             geo,
             resolution,
             bigtiff: false,
         };
-        let plain_geo = GeoTags {
-            nodata: None,
-            ..geo.clone()
-        };
-        let mask_geo = GeoTags {
-            nodata: declared_nodata.then(|| mask_nodata.to_string()),
-            ..geo.clone()
-        };
-        let mut writers = Vec::new();
-        if wide {
-            writers.push(spawn_output::<u16>(
-                &outputs.mask,
-                spec(1, Photometric::Gray, Resample::Nearest, mask_geo),
-                |f| f.labels.clone(),
-            ));
-        } else {
-            let colors = (0..256).map(|i| classes.color(i)).collect();
-            writers.push(spawn_output::<u8>(
-                &outputs.mask,
-                spec(1, Photometric::Palette(colors), Resample::Nearest, mask_geo),
-                |f| f.labels.iter().map(|&l| l as u8).collect(),
-            ));
-        }
-        if let Some((path, alpha)) = &outputs.overlay {
-            let (classes, alpha) = (classes.clone(), *alpha);
-            writers.push(spawn_output::<u8>(
-                path,
-                spec(3, Photometric::Rgb, Resample::Average, plain_geo.clone()),
-                move |f| {
-                    let b = &f.band;
-                    overlay_pixels(&b.image, b.channels, &f.labels, &classes, alpha, (0.0, 1.0))
-                },
-            ));
-        }
-        if let Some((path, dtype)) = &outputs.probs {
-            let geo = plain_geo.clone();
-            writers.push(match dtype {
-                ProbsType::U8 => spawn_output::<u8>(
-                    path,
-                    spec(k, Photometric::Gray, Resample::Average, geo),
-                    move |f| {
-                        let n = f.band.rows * f.band.width;
-                        let q: Vec<u8> = f
-                            .band
-                            .probs
-                            .iter()
-                            .map(|p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
-                            .collect();
-                        interleave(&q, k, n)
-                    },
-                ),
-                ProbsType::F32 => spawn_output::<f32>(
-                    path,
-                    spec(k, Photometric::Gray, Resample::Average, geo),
-                    move |f| interleave(&f.band.probs, k, f.band.rows * f.band.width),
-                ),
-            });
-        }
-        if let Some(path) = &outputs.logits {
-            writers.push(spawn_output::<f32>(
-                path,
-                spec(k, Photometric::Gray, Resample::Average, plain_geo),
-                move |f| {
-                    let logits = f.band.logits.as_ref().expect("logits kept");
-                    interleave(logits, k, f.band.rows * f.band.width)
-                },
-            ));
-        }
+        let mask_nodata_tag = declared_nodata.then(|| mask_nodata.to_string());
+        let writers = start_writers(outputs, &base, classes, k, mask_nodata_tag);
         let mut class_pixels = vec![0u64; k];
         let mut nodata_pixels = 0u64;
         let writer_stopped = std::cell::Cell::new(false);

@@ -579,7 +579,7 @@ mod tests {
     /// included), and the input gradient's flipped, transposed layout.
     #[test]
     fn both_kernels_equal_the_definition() {
-        if !available() {
+        if super::super::skip_without_simd(available(), "direct convolution") {
             // conv.rs keeps im2col + gemm on such CPUs.
             return;
         }
@@ -661,7 +661,7 @@ mod tests {
     /// both strides' layouts and a split inside a channel block.
     #[test]
     fn two_inputs_equal_their_concatenation() {
-        if !available() {
+        if super::super::skip_without_simd(available(), "direct convolution of two inputs") {
             return;
         }
         for &(n, ca, cb, hw, co, k, s, p) in &[

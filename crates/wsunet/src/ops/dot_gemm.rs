@@ -200,7 +200,7 @@ mod tests {
     /// vectors and chunks, strides wider than the rows, accumulation.
     #[test]
     fn products_equal_the_definition() {
-        if !available() {
+        if super::super::skip_without_simd(available(), "dot-product gemm") {
             // A CPU without AVX2 + FMA never calls the kernel (conv.rs
             // keeps gemm); scripts/cpu-paths.sh runs this test as a Haswell.
             return;

@@ -55,3 +55,56 @@ fn test_values(len: usize, seed: usize) -> Vec<f32> {
         .map(|i| ((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0)
         .collect()
 }
+
+/// What `scripts/cpu-paths.sh` says the (emulated) CPU is:
+/// `WSUNET_EXPECT_CPU=avx2` (AVX2 and FMA, no AVX-512: a Haswell) or
+/// `baseline` (SSE2 only); unset on a real machine.
+#[cfg(test)]
+fn expected_cpu() -> Option<String> {
+    std::env::var("WSUNET_EXPECT_CPU").ok()
+}
+
+/// Whether a kernel test must skip because this CPU lacks the SIMD kernels
+/// (`available` false); on a CPU said to have AVX2 and FMA that is a
+/// failure, so an emulated run cannot pass without testing the kernel.
+#[cfg(test)]
+fn skip_without_simd(available: bool, kernel: &str) -> bool {
+    if !available {
+        assert_ne!(
+            expected_cpu().as_deref(),
+            Some("avx2"),
+            "{kernel}: the AVX2 + FMA kernel is not available on a CPU said to have AVX2 and FMA"
+        );
+    }
+    !available
+}
+
+#[cfg(test)]
+mod tests {
+    /// Under `scripts/cpu-paths.sh`, the emulated CPU reports the features
+    /// of the model it emulates (else the runs would test this machine's
+    /// paths again).
+    #[test]
+    fn the_cpu_has_the_features_it_is_said_to_have() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (avx2, fma, avx512) = (
+                std::is_x86_feature_detected!("avx2"),
+                std::is_x86_feature_detected!("fma"),
+                std::is_x86_feature_detected!("avx512f"),
+            );
+            match super::expected_cpu().as_deref() {
+                None => {}
+                Some("avx2") => assert!(
+                    avx2 && fma && !avx512,
+                    "expected AVX2 + FMA without AVX-512, found avx2 {avx2} fma {fma} avx512f {avx512}"
+                ),
+                Some("baseline") => assert!(
+                    !avx2 && !fma && !avx512,
+                    "expected SSE2 only, found avx2 {avx2} fma {fma} avx512f {avx512}"
+                ),
+                Some(other) => panic!("WSUNET_EXPECT_CPU={other}: expected avx2 or baseline"),
+            }
+        }
+    }
+}

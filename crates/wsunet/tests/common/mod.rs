@@ -114,16 +114,37 @@ impl Fixture {
 
 /// Largest absolute difference divided by the largest absolute reference
 /// value: a scale-free error that does not blow up on near-zero elements.
+/// Any non-finite value in either tensor makes it infinite, so every
+/// tolerance check fails on it (`f64::max` would drop a NaN and score 0).
 pub fn rel_error(actual: &TensorData, expected: &TensorData) -> f64 {
     assert_eq!(actual.shape(), expected.shape(), "shapes differ");
     let a = actual.try_to_vec::<f32>().unwrap();
     let e = expected.try_to_vec::<f32>().unwrap();
+    rel_error_slices(&a, &e)
+}
+
+/// [`rel_error`] of two slices of equal length.
+pub fn rel_error_slices(a: &[f32], e: &[f32]) -> f64 {
+    assert_eq!(a.len(), e.len(), "lengths differ");
+    if a.iter().chain(e).any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
     let scale = e.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
     let diff = a
         .iter()
-        .zip(&e)
+        .zip(e)
         .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
     if scale == 0.0 { diff } else { diff / scale }
+}
+
+/// The larger of two errors, NaN if either is (unlike `f64::max`, which
+/// returns the other one), for folding errors.
+pub fn worst(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// Gradients of every float parameter of a module, keyed by the PyTorch
