@@ -53,6 +53,17 @@ fn from_u8_chunky(bytes: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
+/// Writes `[H, W, 3]` bytes as a stripped RGB TIFF through the `tiff`
+/// crate's own strip encoder.
+fn write_stripped_rgb(path: &Path, bytes: &[u8], (h, w): (usize, usize), rows_per_strip: u32) {
+    let mut enc = TiffEncoder::new(File::create(path).unwrap()).unwrap();
+    let mut image = enc
+        .new_image::<colortype::RGB8>(w as u32, h as u32)
+        .unwrap();
+    image.rows_per_strip(rows_per_strip).unwrap();
+    image.write_data(bytes).unwrap();
+}
+
 fn geo() -> GeoTags {
     GeoTags {
         pixel_scale: Some(vec![30.0, 30.0, 0.0]),
@@ -107,14 +118,7 @@ fn stripped_tiffs_from_the_tiff_crate_read_exactly() {
     let values = pattern(3, h, w);
     let bytes = to_u8_chunky(&values, 3, h, w);
     let path = dir.path().join("rgb.tif");
-    {
-        let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
-        let mut image = enc
-            .new_image::<colortype::RGB8>(w as u32, h as u32)
-            .unwrap();
-        image.rows_per_strip(8).unwrap();
-        image.write_data(&bytes).unwrap();
-    }
+    write_stripped_rgb(&path, &bytes, (h, w), 8);
     let info = inspect(&path).unwrap();
     assert!(!info.bigtiff);
     assert_eq!(info.levels.len(), 1);
@@ -423,14 +427,7 @@ fn a_stripped_tiff_streams_like_the_image_held_whole() {
     let values = pattern(3, h, w);
     let bytes = to_u8_chunky(&values, 3, h, w);
     let path = dir.path().join("strips.tif");
-    {
-        let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
-        let mut image = enc
-            .new_image::<colortype::RGB8>(w as u32, h as u32)
-            .unwrap();
-        image.rows_per_strip(7).unwrap();
-        image.write_data(&bytes).unwrap();
-    }
+    write_stripped_rgb(&path, &bytes, (h, w), 7);
     let predictor = tiny_predictor(48);
     let image = Image::new(3, h, w, from_u8_chunky(&bytes, 3, h, w));
     let whole = predictor.predict(&image, false).unwrap();

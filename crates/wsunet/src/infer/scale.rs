@@ -32,6 +32,16 @@ fn taps(out_len: usize, in_len: usize, factor: f64) -> Vec<(usize, usize, f32)> 
         .collect()
 }
 
+/// The row and column taps from an `input` grid `(h, w)` to an `output`
+/// grid.
+type Taps = Vec<(usize, usize, f32)>;
+fn grid_taps((ho, wo): (usize, usize), (hi, wi): (usize, usize)) -> (Taps, Taps) {
+    (
+        taps(ho, hi, ho as f64 / hi as f64),
+        taps(wo, wi, wo as f64 / wi as f64),
+    )
+}
+
 /// `a` to `b` by `w`, exactly `a` when they are equal (nodata stays nodata).
 fn lerp(a: f32, b: f32, w: f32) -> f32 {
     a + (b - a) * w
@@ -113,8 +123,8 @@ pub(super) struct Rescaled<'a> {
     size: (usize, usize, usize),
     rows: Rows,
     in_h: usize,
-    row_taps: Vec<(usize, usize, f32)>,
-    col_taps: Vec<(usize, usize, f32)>,
+    row_taps: Taps,
+    col_taps: Taps,
     next: usize,
     stash: Stash,
 }
@@ -129,13 +139,14 @@ impl<'a> Rescaled<'a> {
     pub(super) fn new(inner: &'a mut dyn RowSource, factor: f64, stash: Stash) -> Self {
         let (c, h, w) = inner.size();
         let (h2, w2) = scaled_size(h, w, factor);
+        let (row_taps, col_taps) = grid_taps((h2, w2), (h, w));
         Rescaled {
             inner,
             size: (c, h2, w2),
             rows: Rows::new(c, w),
             in_h: h,
-            row_taps: taps(h2, h, h2 as f64 / h as f64),
-            col_taps: taps(w2, w, w2 as f64 / w as f64),
+            row_taps,
+            col_taps,
             next: 0,
             stash,
         }
@@ -193,8 +204,8 @@ pub(super) struct ScaledBack<'a> {
     probs: Option<Rows>,
     logits: Option<Rows>,
     scaled_h: usize,
-    row_taps: Vec<(usize, usize, f32)>,
-    col_taps: Vec<(usize, usize, f32)>,
+    row_taps: Taps,
+    col_taps: Taps,
     next: usize,
     stash: Stash,
 }
@@ -207,15 +218,15 @@ impl<'a> ScaledBack<'a> {
         stash: Stash,
     ) -> Self {
         let (_, h, w) = size;
-        let (h2, w2) = scaled;
+        let (row_taps, col_taps) = grid_taps((h, w), scaled);
         ScaledBack {
             inner,
             size,
             probs: None,
             logits: None,
-            scaled_h: h2,
-            row_taps: taps(h, h2, h as f64 / h2 as f64),
-            col_taps: taps(w, w2, w as f64 / w2 as f64),
+            scaled_h: scaled.0,
+            row_taps,
+            col_taps,
             next: 0,
             stash,
         }
