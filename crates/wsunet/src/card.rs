@@ -90,17 +90,97 @@ pub fn save_model(model: &WsResUNet, card: &ModelCard, path: &Path) -> Result<()
             error,
         })?;
     }
-    write_atomic_with(&bpk, |tmp| {
-        model
-            .clone()
-            .into_record()
-            .save(tmp)
-            .map_err(|e| Error::Weights {
-                path: bpk.clone(),
-                reason: format!("cannot write the model: {e}"),
-            })
-    })?;
+    save_params(model, &bpk)?;
     write_json(&json, card)
+}
+
+/// Writes a module's parameters to a `.bpk` file, atomically, as the same
+/// bytes for the same weights: its tensors in name order, each with an id
+/// derived from its path (Burn's own ids are random, and its writer keeps
+/// the order it is given).
+pub fn save_params<M: Module>(module: &M, bpk: &Path) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Weights {
+        path: bpk.to_path_buf(),
+        reason: format!("cannot write the parameters: {e}"),
+    };
+    let bytes = module
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| fail(&e))?;
+    let bytes = canonical_burnpack(bytes, true).map_err(|e| fail(&e))?;
+    write_atomic_with(bpk, |tmp| {
+        std::fs::write(tmp, &bytes[..]).map_err(|error| Error::Io {
+            path: bpk.to_path_buf(),
+            error,
+        })
+    })
+}
+
+/// A burnpack container rewritten in a fixed form: tensors sorted by name,
+/// and with `ids_from_paths` each tensor's parameter id derived from its
+/// name (as [`WsResUNetConfig::init`] gives them), metadata and scalars as
+/// they were (kept sorted by the container).
+pub(crate) fn canonical_burnpack(
+    bytes: burn::tensor::Bytes,
+    ids_from_paths: bool,
+) -> std::result::Result<burn::tensor::Bytes, burn_pack::Error> {
+    let reader = burn_pack::Reader::from_bytes(bytes)?;
+    let metadata = reader.metadata().clone();
+    let scalars = reader.scalars().clone();
+    let mut tensors = reader.into_tensors()?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    if ids_from_paths {
+        for t in &mut tensors {
+            t.param_id = Some(crate::init::path_id(&t.name));
+        }
+    }
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    for (key, value) in scalars {
+        writer = writer.with_scalar(&key, value);
+    }
+    writer.into_bytes()
+}
+
+/// A digest of a module's weights: SHA-256 over every tensor's name, type,
+/// shape and bytes, in name order. The same weights give the same digest
+/// whatever file they came from (`.bpk` or safetensors, saved again or
+/// retrained to the same values); any changed value changes it.
+pub fn weights_digest<M: Module>(module: &M) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let fail = |e: &dyn std::fmt::Display| Error::Weights {
+        path: PathBuf::new(),
+        reason: format!("cannot read the weights: {e}"),
+    };
+    let bytes = module
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| fail(&e))?;
+    let mut tensors = burn_pack::Reader::from_bytes(bytes)
+        .and_then(|r| r.into_tensors())
+        .map_err(|e| fail(&e))?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut hasher = Sha256::new();
+    for t in tensors {
+        hasher.update((t.name.len() as u64).to_le_bytes());
+        hasher.update(t.name.as_bytes());
+        hasher.update(format!("{:?}", t.dtype).as_bytes());
+        for &d in t.shape.iter() {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        let data = t.into_bytes().map_err(|e| fail(&e))?;
+        hasher.update((data.len() as u64).to_le_bytes());
+        hasher.update(&data[..]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Reads a model saved by [`save_model`] onto `device`: `path` is a run

@@ -14,7 +14,7 @@
 //! uniform with a = √5), bias the same bound. Norm scales, shifts and WS
 //! gains are constants and keep their values.
 
-use burn::module::{ModuleMapper, Param};
+use burn::module::{ModuleMapper, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -82,5 +82,38 @@ impl ModuleMapper for SeededInit {
         // Keeps the parameter's id, device and gradient setting; the lazy
         // initializer is dropped without drawing.
         param.transform_for_load(tensor, id)
+    }
+}
+
+/// FNV-1a, 64-bit: a fixed hash of a parameter's path (the same on every
+/// machine and run, unlike Rust's `DefaultHasher`).
+pub(crate) fn path_id(path: &str) -> u64 {
+    path.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A [`ModuleMapper`] that gives every parameter an id derived from its
+/// path in the module (`stage1.0.conv1.conv.weight`) instead of Burn's
+/// random one, so the files that record ids (models, checkpoints, the
+/// optimizer's state) are the same bytes for the same weights. Values are
+/// untouched and nothing lazy is initialized.
+#[derive(Debug, Default)]
+pub(crate) struct PathIds {
+    path: Vec<String>,
+}
+
+impl ModuleMapper for PathIds {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.id = ParamId::from(path_id(&self.path.join(".")));
+        param
     }
 }

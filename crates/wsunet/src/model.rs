@@ -442,7 +442,8 @@ impl WsResUNetConfig {
     }
 
     /// Builds the network with freshly initialized weights, after
-    /// [`validate`](Self::validate).
+    /// [`validate`](Self::validate). Each parameter's id is derived from its
+    /// path in the network, so saved files do not depend on the run.
     pub fn init(&self, device: &Device) -> Result<WsResUNet> {
         self.validate()?;
         let w = &self.widths;
@@ -493,7 +494,10 @@ impl WsResUNetConfig {
                 .with_padding(PaddingConfig2d::Valid)
                 .init(device),
             in_channels: self.in_channels,
-        })
+        }
+        // Ids from paths, not Burn's random ones: the files that record them
+        // are then the same bytes for the same weights.
+        .map(&mut crate::init::PathIds::default()))
     }
 
     /// The parts of the network with their channels, strides and output sizes

@@ -184,8 +184,56 @@ fn write_safetensors<M: Module + ModuleSnapshot>(
         module.save_into(&mut store).map_err(|e| Error::Weights {
             path: path.to_path_buf(),
             reason: format!("cannot write safetensors: {e}"),
+        })?;
+        canonical_header(tmp).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            reason: format!("cannot write safetensors: {e}"),
         })
     })
+}
+
+/// Rewrites a safetensors file's JSON header with its keys (tensor names,
+/// and the `__metadata__` entries, which the writer keeps in a hash map) in
+/// sorted order, so the file is the same bytes for the same weights. The
+/// data and every offset stay as they are; the header is padded with
+/// spaces to a multiple of 8 bytes, as the format allows.
+fn canonical_header(path: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(path)?;
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let n = u64::from_le_bytes(
+        bytes
+            .get(..8)
+            .ok_or_else(|| invalid("no header"))?
+            .try_into()
+            .expect("8 bytes"),
+    ) as usize;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| invalid("a short header"))?;
+    let data = &bytes[8 + n..];
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| invalid(&e.to_string()))?;
+    let sorted: BTreeMap<String, serde_json::Value> = parsed
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                serde_json::Value::Object(map) => {
+                    let map: BTreeMap<String, serde_json::Value> = map.into_iter().collect();
+                    serde_json::to_value(map).expect("a map of JSON values")
+                }
+                other => other,
+            };
+            (key, value)
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&sorted).map_err(|e| invalid(&e.to_string()))?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + data.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(data);
+    std::fs::write(path, out)
 }
 
 /// Whether a safetensors file is marked as holding folded kernels, read from

@@ -367,3 +367,42 @@ fn a_folded_model_cannot_be_saved_and_load_back_wrong() {
         load_state_dict(&mut fresh, &plain).unwrap();
     }
 }
+
+/// The weights digest follows the values, not the file: the same model
+/// saved as `.bpk` twice (the same bytes) or as safetensors gives the same
+/// digest; one changed value changes it.
+#[test]
+fn the_weights_digest_follows_the_values() {
+    use wsunet::card::{load_model, save_model, weights_digest};
+    let device = Device::flex();
+    let config = fixture_config(Standardization::Seed);
+    let model = config.init_seeded(&device, 11).unwrap();
+    let digest = weights_digest(&model).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.bpk"), dir.path().join("two.bpk"));
+    save_model(&model, &card_of(&config), &one).unwrap();
+    save_model(&model, &card_of(&config), &two).unwrap();
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    let (loaded, _) = load_model(&one, &device).unwrap();
+    assert_eq!(weights_digest(&loaded).unwrap(), digest);
+    // Saved again from the loaded model: still the same bytes.
+    let three = dir.path().join("three.bpk");
+    save_model(&loaded, &card_of(&config), &three).unwrap();
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&three).unwrap());
+    let st = dir.path().join("m.safetensors");
+    save_safetensors(&model, &st).unwrap();
+    let mut fresh = config.init_seeded(&device, 99).unwrap();
+    assert_ne!(weights_digest(&fresh).unwrap(), digest);
+    load_safetensors(&mut fresh, &st).unwrap();
+    assert_eq!(weights_digest(&fresh).unwrap(), digest);
+    // One value of the head's bias moved by 1e-6.
+    let mut changed = model.clone();
+    let first = 0..1;
+    changed.head.bias = changed.head.bias.map(|p| {
+        p.map(|b| {
+            let moved = b.clone().slice(first.clone()).add_scalar(1e-6);
+            b.slice_assign(first.clone(), moved)
+        })
+    });
+    assert_ne!(weights_digest(&changed).unwrap(), digest);
+}

@@ -33,6 +33,13 @@ pub struct InfoArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// A saved model (a run directory, or a model's .bpk/.json) instead of a
+    /// config: prints the digest of its weights (the same for the same
+    /// weights in any file: compare two models with it), its classes, and
+    /// its architecture.
+    #[arg(long = "model", value_name = "PATH", conflicts_with_all = ["model_config", "num_classes", "variant"])]
+    pub trained: Option<std::path::PathBuf>,
+
     /// Describe this TIFF file instead of a model: its resolution levels
     /// (what `predict --level` chooses), tiling, samples, compression,
     /// georeferencing and pixel size.
@@ -143,7 +150,32 @@ pub fn run(args: InfoArgs) -> Result<()> {
     if let Some(path) = &args.image {
         return image_info(path, args.json);
     }
-    let config = args.model.config()?;
+    let config = match &args.trained {
+        Some(path) => {
+            let (model, card) =
+                wsunet::card::load_model(path, &Device::flex()).context("fix --model")?;
+            let digest = wsunet::card::weights_digest(&model).context("fix --model")?;
+            if !args.json {
+                println!("weights digest {digest}");
+                println!(
+                    "classes {}; training crop {}; pixel size {}",
+                    card.classes.names().join(", "),
+                    card.crop
+                        .map_or("not recorded".into(), |[h, w]| format!("{h}×{w}")),
+                    card.pixel_size
+                        .map_or("not recorded".into(), |p| format!("{:.4} µm", p.x_um))
+                );
+            } else {
+                println!(
+                    "{}",
+                    serde_json::json!({"weights_digest": digest, "card": card})
+                );
+                return Ok(());
+            }
+            card.model
+        }
+        None => args.model.config()?,
+    };
     // Parameters are counted on the CPU; the optional device check builds the
     // model again where it will run.
     let model = config.init(&Device::flex())?;

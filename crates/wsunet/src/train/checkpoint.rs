@@ -22,7 +22,7 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use super::state::TrainState;
-use crate::card::load_params;
+use crate::card::{canonical_burnpack, load_params, save_params};
 use crate::error::{Error, Result};
 use crate::fs::{read_json_with, write_json};
 use crate::run_dir::RunDir;
@@ -63,14 +63,17 @@ pub fn save<M: Module>(
     }
     std::fs::create_dir_all(&partial)
         .map_err(|e| fail(&partial, "create the checkpoint folder", e))?;
-    model
-        .clone()
-        .into_record()
-        .save(partial.join("model.bpk"))
-        .map_err(|e| fail(&partial, "write model.bpk", e))?;
-    optim
-        .save(partial.join("optim.bpk"))
-        .map_err(|e| fail(&partial, "write optim.bpk", e))?;
+    save_params(model, &partial.join("model.bpk"))?;
+    // The optimizer's state lists parameters in hash-map order: written in
+    // name order (its names carry the parameters' ids, which come from
+    // their paths), so the file is the same bytes for the same state.
+    let optim_path = partial.join("optim.bpk");
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| fail(&optim_path, "write optim.bpk", e))?;
+    let bytes =
+        canonical_burnpack(bytes, false).map_err(|e| fail(&optim_path, "write optim.bpk", e))?;
+    std::fs::write(&optim_path, &bytes[..]).map_err(|e| fail(&optim_path, "write optim.bpk", e))?;
     write_json(&partial.join("state.json"), state)?;
     std::fs::rename(&partial, &done).map_err(|e| fail(&done, "finish the checkpoint", e))?;
     write_json(
