@@ -150,6 +150,15 @@ where
 #[serde(transparent)]
 pub struct IgnoreIndex(pub Option<u16>);
 
+impl std::fmt::Display for IgnoreIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 /// Parses an ignore index: a mask value, or `none`.
 pub fn parse_ignore(s: &str) -> Result<IgnoreIndex, String> {
     if s.eq_ignore_ascii_case("none") {
@@ -179,7 +188,7 @@ pub struct ModelArgs {
 }
 
 /// The number of classes of the built-in `shapes` data, used when none is given.
-const DEFAULT_CLASSES: usize = 4;
+const DEFAULT_CLASSES: usize = wsunet::data::shapes::SHAPES_CLASSES.len();
 
 impl ModelArgs {
     /// `--model-config` and `--num-classes` as a validated config.

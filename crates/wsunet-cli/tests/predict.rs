@@ -167,7 +167,7 @@ fn a_rerun_skips_finished_images_and_another_model_is_refused() {
     let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     let o = predict(&other, &images, &out, &["--overlay"]);
-    fails_with(&o, "model weights: sha256");
+    fails_with(&o, "model weights: digest");
     assert_eq!(files(&out), first, "a refused run wrote something");
 
     // Outputs with no record of what made them are not taken as finished.

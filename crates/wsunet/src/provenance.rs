@@ -72,6 +72,36 @@ impl Outputs {
     pub fn complete(&self, dir: &Path, stem: &str, kind: OutputKind) -> bool {
         self.files(stem, kind).iter().all(|f| dir.join(f).is_file())
     }
+
+    /// Writes the PNG/`.npy` outputs of one image held in memory into
+    /// `dir` (the names of [`files`](Self::files) with
+    /// [`OutputKind::Png`]), each atomically; returns the mask. `image` is
+    /// the image as read (for the overlay).
+    pub fn write(
+        &self,
+        dir: &Path,
+        stem: &str,
+        image: &crate::data::Image,
+        prediction: &crate::infer::Prediction,
+        classes: &crate::data::ClassList,
+    ) -> Result<crate::data::Mask> {
+        use crate::data::io::{write_mask_png, write_npy, write_rgb8_png};
+        let mask = prediction.mask();
+        let path = |suffix: &str| dir.join(format!("{stem}{suffix}"));
+        write_mask_png(&path(".png"), &mask, classes)?;
+        if let Some(alpha) = self.overlay {
+            let rgb = crate::infer::overlay(image, &mask, classes, alpha);
+            write_rgb8_png(&path("_overlay.png"), mask.width, mask.height, &rgb)?;
+        }
+        let shape = [prediction.num_classes, prediction.height, prediction.width];
+        if self.probs {
+            write_npy(&path("_probs.npy"), &shape, &prediction.probs)?;
+        }
+        if let Some(logits) = prediction.logits.as_ref().filter(|_| self.logits) {
+            write_npy(&path("_logits.npy"), &shape, logits)?;
+        }
+        Ok(mask)
+    }
 }
 
 /// The settings of a prediction run that change its outputs.
@@ -115,8 +145,15 @@ pub struct ModelSource {
     /// Its weights file as the run that created the record named it (for
     /// people; not compared).
     pub path: PathBuf,
-    /// SHA-256 of the weights file, hex.
+    /// SHA-256 of the weights file, hex (for people; compared only with a
+    /// record written before `weights`).
     pub sha256: String,
+    /// The digest of the weights themselves
+    /// ([`weights_digest`](crate::card::weights_digest)): a model saved
+    /// again, converted to safetensors and back, or retrained to the same
+    /// values is the same model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     /// Its card: architecture, classes, normalization.
     pub card: ModelCard,
 }
@@ -170,14 +207,21 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 impl Provenance {
     /// The record of predicting with the model at `model` (a run directory
     /// or a model file, as [`load_model`](crate::card::load_model) takes),
-    /// whose card is `card`, with `settings`.
-    pub fn new(model: &Path, card: &ModelCard, settings: Settings) -> Result<Provenance> {
+    /// whose weights have the digest `weights` and whose card is `card`,
+    /// with `settings`.
+    pub fn new(
+        model: &Path,
+        weights: String,
+        card: &ModelCard,
+        settings: Settings,
+    ) -> Result<Provenance> {
         let (bpk, _) = model_paths(model);
         Ok(Provenance {
             tool: format!("wsunet {}", env!("CARGO_PKG_VERSION")),
             model: ModelSource {
                 sha256: sha256_file(&bpk)?,
                 path: bpk,
+                weights: Some(weights),
                 card: card.clone(),
             },
             settings,
@@ -189,14 +233,25 @@ impl Provenance {
     pub fn differences(&self, other: &Provenance) -> Vec<String> {
         let mut out = Vec::new();
         let (a, b) = (&self.model, &other.model);
-        if a.sha256 != b.sha256 {
-            out.push(format!(
-                "model weights: sha256 {}… ({}) there, {}… ({}) now",
-                &a.sha256[..a.sha256.len().min(12)],
+        let short = |s: &str| s[..s.len().min(12)].to_string();
+        match (&a.weights, &b.weights) {
+            (Some(x), Some(y)) if x != y => out.push(format!(
+                "model weights: digest {}… ({}) there, {}… ({}) now",
+                short(x),
                 a.path.display(),
-                &b.sha256[..b.sha256.len().min(12)],
+                short(y),
                 b.path.display()
-            ));
+            )),
+            (Some(_), Some(_)) => {}
+            // A record from before weight digests: its file's hash.
+            _ if a.sha256 != b.sha256 => out.push(format!(
+                "model weights: sha256 {}… ({}) there, {}… ({}) now",
+                short(&a.sha256),
+                a.path.display(),
+                short(&b.sha256),
+                b.path.display()
+            )),
+            _ => {}
         }
         let card = |field: &str, x: String, y: String| {
             (x != y).then(|| format!("model {field}: {x} there, {y} now"))
@@ -343,6 +398,7 @@ mod tests {
             model: ModelSource {
                 path: PathBuf::from(format!("{sha}.bpk")),
                 sha256: sha.repeat(16),
+                weights: Some(format!("{sha}{sha}{sha}{sha}{sha}{sha}")),
                 card: ModelCard {
                     model: config,
                     classes: ClassList::numbered(2),
@@ -388,7 +444,7 @@ mod tests {
         assert!(matches!(err, Error::PredictedBy { .. }), "{err}");
         assert!(
             text.contains(
-                "model weights: sha256 abababababab… (ab.bpk) there, cdcdcdcdcdcd… (cd.bpk) now"
+                "model weights: digest abababababab… (ab.bpk) there, cdcdcdcdcdcd… (cd.bpk) now"
             ),
             "{text}"
         );
@@ -402,6 +458,33 @@ mod tests {
         assert_eq!(there, other);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "a temporary file was left behind");
+    }
+
+    #[test]
+    fn the_weights_digest_decides_not_the_files_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = record("ab", 64);
+        assert_eq!(mine.claim(dir.path(), &[], false).unwrap(), Claim::New);
+        // The same weights in another file (saved again, or converted).
+        let mut resaved = mine.clone();
+        resaved.model.sha256 = "ef".repeat(32);
+        assert_eq!(resaved.claim(dir.path(), &[], false).unwrap(), Claim::Same);
+        // Other weights: refused, the digests named.
+        let mut other = mine.clone();
+        other.model.weights = Some("9".repeat(64));
+        let err = other.claim(dir.path(), &[], false).unwrap_err().to_string();
+        assert!(err.contains("model weights: digest ababab"), "{err}");
+        // A record from before digests compares files.
+        let old_dir = tempfile::tempdir().unwrap();
+        let mut old = mine.clone();
+        old.model.weights = None;
+        assert_eq!(old.claim(old_dir.path(), &[], false).unwrap(), Claim::New);
+        assert_eq!(mine.claim(old_dir.path(), &[], false).unwrap(), Claim::Same);
+        let err = resaved
+            .claim(old_dir.path(), &[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model weights: sha256"), "{err}");
     }
 
     #[test]

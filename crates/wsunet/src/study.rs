@@ -35,6 +35,10 @@ use crate::train::{Session, Silent, TrainConfig};
 /// Learning-rate factors of a sweep (the middle one is the scaled base).
 pub const LR_SWEEP: [f64; 3] = [0.5, 1.0, 2.0];
 
+/// Epochs of every run of a study when none are given: enough at the
+/// study's batch sizes for the norms to separate on the shapes data.
+pub const DEFAULT_EPOCHS: usize = 10;
+
 /// What to compare and how long to train.
 #[derive(Debug, Clone)]
 pub struct StudyConfig {

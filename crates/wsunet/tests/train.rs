@@ -594,3 +594,65 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
         eval.loss
     );
 }
+
+/// The run's TensorBoard event file holds every epoch of `metrics.csv`
+/// (read back with its CRCs checked), and a resumed run's file has each
+/// epoch once.
+#[test]
+fn the_event_file_holds_the_metrics_of_every_epoch() {
+    use wsunet::train::tensorboard::{EVENTS_FILE, EventKind, ValueKind, read_events};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    Session::new(tiny(2), &run)
+        .unwrap()
+        .run(&mut StopAfter { after: 1, seen: 0 })
+        .unwrap();
+    Session::resume(&run, Some(2), None)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    let events = read_events(&run.join(EVENTS_FILE)).unwrap();
+    assert!(matches!(&events[0].what, Some(EventKind::FileVersion(v)) if v == "brain.Event:2"));
+    let summaries: Vec<_> = events[1..]
+        .iter()
+        .map(|e| match &e.what {
+            Some(EventKind::Summary(s)) => (e.step, s.clone()),
+            other => panic!("a summary, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(summaries.len(), 2, "one event per epoch, none repeated");
+    for ((step, summary), row) in summaries.iter().zip(&rows) {
+        assert_eq!(*step, row[0].parse::<i64>().unwrap());
+        let value = |tag: &str| match summary.value.iter().find(|v| v.tag == tag) {
+            Some(v) => match &v.value {
+                Some(ValueKind::SimpleValue(x)) => *x as f64,
+                _ => panic!("{tag} is not a scalar"),
+            },
+            None => panic!("no {tag} at epoch {step}"),
+        };
+        for (tag, column) in [
+            ("train/loss", 1),
+            ("val/loss", 2),
+            ("val/miou", 3),
+            ("val/dice", 4),
+        ] {
+            let expected: f64 = row[column].parse().unwrap();
+            assert!((value(tag) - expected).abs() < 1e-5, "{tag} at {step}");
+        }
+    }
+    // The last epoch has its validation overlays.
+    let (_, last) = summaries.last().unwrap();
+    assert!(
+        last.value
+            .iter()
+            .any(|v| v.tag.starts_with("val/overlay/")
+                && matches!(v.value, Some(ValueKind::Image(_)))),
+        "no overlay image"
+    );
+}

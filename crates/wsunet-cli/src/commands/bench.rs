@@ -20,19 +20,19 @@ pub struct BenchArgs {
     pub model: ModelArgs,
 
     /// Images per batch.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = BenchConfig::default().batch)]
     pub batch_size: usize,
 
-    /// Input size: HxW, or one number for a square.
-    #[arg(long, value_name = "HxW", default_value = "256", value_parser = parse_size)]
-    pub size: [usize; 2],
+    /// Input size: HxW, or one number for a square [default: 256].
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    pub size: Option<[usize; 2]>,
 
     /// Untimed repetitions before timing each phase.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = BenchConfig::default().warmup)]
     pub warmup: usize,
 
     /// Timed repetitions per phase (the median is reported).
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = BenchConfig::default().reps)]
     pub reps: usize,
 
     /// Run every WsConv2d as a plain convolution: the same network without
@@ -76,7 +76,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let config = BenchConfig {
         model,
         batch: args.batch_size,
-        size: args.size,
+        size: args.size.unwrap_or(BenchConfig::default().size),
         warmup: args.warmup,
         reps: args.reps,
         standardize: !args.no_ws,

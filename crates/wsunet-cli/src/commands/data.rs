@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use wsunet::data::check::{channel_stats, check_dataset};
 use wsunet::data::{DatasetFiles, discover};
+use wsunet::train::TrainConfig;
 
 use std::path::PathBuf;
 
@@ -34,11 +35,11 @@ pub struct DatasetArgs {
     pub dir: Option<PathBuf>,
 
     /// Share of a single-folder dataset held out for validation.
-    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    #[arg(long, value_name = "F", default_value_t = TrainConfig::default().val_fraction)]
     pub val_fraction: f64,
 
     /// Seed of the holdout split.
-    #[arg(long, value_name = "K", default_value_t = 0)]
+    #[arg(long, value_name = "K", default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
 }
 
@@ -52,7 +53,7 @@ pub struct CheckArgs {
     pub num_classes: Option<usize>,
 
     /// Mask value of pixels to ignore, or `none`.
-    #[arg(long, value_name = "I|none", default_value = "255", value_parser = parse_ignore)]
+    #[arg(long, value_name = "I|none", default_value_t = IgnoreIndex(TrainConfig::default().ignore_index), value_parser = parse_ignore)]
     pub ignore_index: IgnoreIndex,
 
     /// Channels the model will take (default: the most common in the data).

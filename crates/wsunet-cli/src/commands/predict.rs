@@ -25,11 +25,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{MultiProgress, ProgressBar};
 use wsunet::card::{ModelCard, load_model};
-use wsunet::data::io::{IMAGE_EXTENSIONS, value_counts, write_mask_png, write_npy, write_rgb8_png};
+use wsunet::data::io::{IMAGE_EXTENSIONS, value_counts};
 use wsunet::data::layout::image_files;
 use wsunet::data::{Image, read_image};
 use wsunet::infer::{
-    PredictConfig, Prediction, Predictor, ProbsType, Progress, TiffOutputs, TiffSummary, overlay,
+    PredictConfig, Prediction, Predictor, ProbsType, Progress, TiffOutputs, TiffSummary,
 };
 use wsunet::provenance::{Claim, OutputKind, Outputs, Provenance, Settings as Recorded};
 use wsunet::raster::{Compression, TiffInfo, inspect, is_tiff};
@@ -122,11 +122,11 @@ pub struct PredictArgs {
     pub tile: Option<usize>,
 
     /// Minimum fraction of a tile shared with its neighbour, in [0, 0.9].
-    #[arg(long, value_name = "F", default_value_t = 0.25)]
+    #[arg(long, value_name = "F", default_value_t = PredictConfig::default().overlap)]
     pub overlap: f32,
 
     /// Tiles per forward pass.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = PredictConfig::default().batch_size)]
     pub batch_size: usize,
 
     /// Test-time augmentation: none, or flip (average of the image and its
@@ -208,8 +208,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
         probs: args.probs,
         logits: args.logits,
     };
+    let digest = wsunet::card::weights_digest(&model).context("fix --model")?;
     let record = Provenance::new(
         &args.model,
+        digest,
         &card,
         Recorded {
             tile,
@@ -635,21 +637,9 @@ fn tiff_line(
 
 /// Writes one image's outputs; returns its summary line.
 fn write_outputs(p: &Predicted, card: &ModelCard, out: &Path, outputs: Outputs) -> Result<String> {
-    let mask = p.prediction.mask();
-    let path = |suffix: &str| out.join(format!("{}{suffix}", p.stem));
-    write_mask_png(&path(".png"), &mask, &card.classes)?;
-    if let Some(alpha) = outputs.overlay {
-        let rgb = overlay(&p.image, &mask, &card.classes, alpha);
-        write_rgb8_png(&path("_overlay.png"), mask.width, mask.height, &rgb)?;
-    }
+    let mask = outputs.write(out, &p.stem, &p.image, &p.prediction, &card.classes)?;
     let prediction = &p.prediction;
-    let shape = [prediction.num_classes, prediction.height, prediction.width];
-    if outputs.probs {
-        write_npy(&path("_probs.npy"), &shape, &prediction.probs)?;
-    }
-    if let Some(logits) = prediction.logits.as_ref().filter(|_| outputs.logits) {
-        write_npy(&path("_logits.npy"), &shape, logits)?;
-    }
+    let path = |suffix: &str| out.join(format!("{}{suffix}", p.stem));
     let total = (mask.height * mask.width) as f64;
     let names = card.classes.names();
     let shares: Vec<String> = value_counts(&mask)

@@ -46,7 +46,7 @@ pub struct StudyArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub seeds: usize,
 
-    /// Epochs of every run (default 10).
+    /// Epochs of every run (default 10, the study's).
     #[arg(long, value_name = "N", conflicts_with = "images")]
     pub epochs: Option<usize>,
 
@@ -127,7 +127,7 @@ fn base_config(args: &StudyArgs) -> Result<TrainConfig> {
     if let Some(device) = &args.device.device {
         c.device = device.clone();
     }
-    c.epochs = args.epochs.unwrap_or(10);
+    c.epochs = args.epochs.unwrap_or(wsunet::study::DEFAULT_EPOCHS);
     // Validation is the final epoch's: nothing is chosen on earlier ones.
     c.val_every = c.epochs;
     Ok(c)

@@ -310,19 +310,24 @@ impl Predictor {
         &self.config
     }
 
-    /// This predictor with the images resampled by `scale` (see
-    /// [`PredictConfig::scale`]); the model is shared, not copied.
-    pub fn with_scale(&self, scale: f64) -> Result<Predictor> {
-        let config = PredictConfig {
-            scale,
-            ..self.config.clone()
-        };
+    /// This predictor with other settings; the folded model is shared, not
+    /// copied or folded again.
+    pub fn with_config(&self, config: PredictConfig) -> Result<Predictor> {
         config.validate()?;
         Ok(Predictor {
             model: self.model.clone(),
             normalize: self.normalize.clone(),
             device: self.device.clone(),
             config,
+        })
+    }
+
+    /// This predictor with the images resampled by `scale` (see
+    /// [`PredictConfig::scale`]).
+    pub fn with_scale(&self, scale: f64) -> Result<Predictor> {
+        self.with_config(PredictConfig {
+            scale,
+            ..self.config.clone()
         })
     }
 
@@ -340,14 +345,25 @@ impl Predictor {
         keep_logits: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Prediction> {
-        let mut whole = Collect::default();
-        let report = self.predict_rows(
+        self.predict_source(
             &mut ImageRows::new(image),
-            &mut whole,
             keep_logits,
             &mut |p: Progress| progress(p.tiles_done, p.tiles),
-        )?;
-        Ok(whole.prediction(report.tiles, image.height, image.width))
+        )
+    }
+
+    /// Predicts an image read from `source` (an array borrowed from
+    /// elsewhere, a file) and returns the whole prediction.
+    pub fn predict_source(
+        &self,
+        source: &mut dyn RowSource,
+        keep_logits: bool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Prediction> {
+        let (_, h, w) = source.size();
+        let mut whole = Collect::default();
+        let report = self.predict_rows(source, &mut whole, keep_logits, progress)?;
+        Ok(whole.prediction(report.tiles, h, w))
     }
 
     /// Classes the model predicts.

@@ -14,6 +14,7 @@ pub mod optim;
 pub mod run_dir;
 pub mod schedule;
 pub mod state;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{

@@ -28,6 +28,7 @@ use super::optim::optimizer;
 use super::run_dir::RunDir;
 use super::schedule::LrSchedule;
 use super::state::{EpochRecord, TrainState};
+use super::tensorboard;
 use crate::card::{ModelCard, save_model};
 use crate::data::prepare::{DataFacts, prepare};
 use crate::data::{Mode, SegDataset};
@@ -468,6 +469,24 @@ impl Session {
         if let Err(e) = super::curves::draw(&self.dir.curves(), &state.history) {
             observer.info(&format!("warning: could not draw curves.png: {e}"));
         }
+        let run_path = self.dir.path();
+        if (epoch.is_multiple_of(tensorboard::OVERLAY_EVERY) || epoch == self.config.epochs)
+            && let Err(e) = tensorboard::save_overlays(
+                run_path,
+                epoch,
+                &eval_model,
+                &self.val,
+                &self.data.normalize,
+                &self.data.classes,
+            )
+        {
+            observer.info(&format!(
+                "warning: could not draw the validation overlays: {e}"
+            ));
+        }
+        tensorboard::write_events(run_path, &state.history, &names, &|e| {
+            tensorboard::saved_overlays(run_path, e)
+        })?;
         observer.epoch_end(&record, &eval.scores, is_best);
         Ok(eval.scores)
     }

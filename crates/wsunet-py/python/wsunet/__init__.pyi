@@ -1,0 +1,73 @@
+"""Type stubs of the wsunet package (the `wsunet._wsunet` extension)."""
+
+from os import PathLike
+from typing import Any, Callable, Literal, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+_Path = Union[str, PathLike[str]]
+
+class WsunetError(Exception):
+    """A failure that is not a bad argument or a missing file."""
+
+class Model:
+    """A trained WSResUNet, ready to predict. Made by :func:`load`."""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The model card: model, classes, normalize, crop, pixel_size,
+        weights_digest, path."""
+    def predict(
+        self,
+        array: npt.NDArray[Union[np.uint8, np.uint16, np.float32]],
+        *,
+        tile: Optional[int] = None,
+        overlap: Optional[float] = None,
+        tta: Literal["none", "flip"] = "none",
+        output: Literal["labels", "probs", "logits"] = "labels",
+        channel_axis: int = -1,
+        batch_size: Optional[int] = None,
+        scale: float = 1.0,
+        skip_empty: bool = False,
+    ) -> npt.NDArray[Any]:
+        """Segments one image (2-D gray, or 3-D with the channels on
+        channel_axis): labels HxW, or probs/logits float32 with the classes
+        on channel_axis."""
+    def predict_file(
+        self,
+        src: _Path,
+        out_dir: _Path,
+        *,
+        tile: Optional[int] = None,
+        overlap: Optional[float] = None,
+        tta: Literal["none", "flip"] = "none",
+        probs: bool = False,
+        logits: bool = False,
+        overlay: Optional[float] = None,
+        level: int = 0,
+        compression: Literal["none", "deflate", "zstd"] = "deflate",
+        probs_type: Literal["u8", "f32"] = "u8",
+        batch_size: Optional[int] = None,
+        scale: float = 1.0,
+        skip_empty: bool = False,
+    ) -> dict[str, str]:
+        """Segments an image file into out_dir (TIFFs streamed into tiled,
+        pyramidal TIFFs); returns the paths written by kind."""
+
+def load(path: _Path, *, device: str = "cpu") -> Model:
+    """Loads a run directory, or a model's .bpk/.json."""
+
+def train(
+    *,
+    out: Optional[_Path] = None,
+    data: Optional[_Path] = None,
+    resume: Optional[_Path] = None,
+    progress: Optional[Callable[[dict[str, Any]], None]] = None,
+    quiet: bool = True,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Trains into the run directory out (settings: the fields of
+    `wsunet train`'s config file) and returns its scores."""

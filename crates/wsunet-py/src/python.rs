@@ -1,0 +1,608 @@
+//! The `wsunet._wsunet` extension module (see the crate docs).
+
+use std::path::PathBuf;
+
+use numpy::ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, Ix2, Ix3};
+use numpy::{
+    IntoPyArray, PyArrayDescrMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use wsunet::Error;
+use wsunet::card::{ModelCard, load_model, weights_digest};
+use wsunet::infer::stream::RowSource;
+use wsunet::infer::{PredictConfig, Prediction, Predictor, ProbsType, TiffOutputs, Tta};
+use wsunet::provenance::Outputs;
+use wsunet::raster::{Compression, inspect, is_tiff};
+use wsunet::train::{EpochRecord, Observer, SegScores, Session, TrainConfig};
+
+create_exception!(
+    wsunet,
+    WsunetError,
+    PyException,
+    "A wsunet failure that is not a bad argument or a missing file: an unreadable image or weight file, a dataset problem, a non-finite loss. The message names the file and the fix."
+);
+
+/// The library's error as the Python exception of its kind.
+fn py_err(e: Error) -> PyErr {
+    let text = e.to_string();
+    match &e {
+        Error::Setting { .. }
+        | Error::Model { .. }
+        | Error::Json { .. }
+        | Error::InputChannels { .. }
+        | Error::InputTooSmall { .. }
+        | Error::EmptyImage => PyValueError::new_err(text),
+        Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(text)
+        }
+        Error::MissingFolder { .. } | Error::NotAFolder { .. } | Error::NotARun { .. } => {
+            PyFileNotFoundError::new_err(text)
+        }
+        _ => WsunetError::new_err(text),
+    }
+}
+
+/// A value as Python data (dicts, lists, numbers), through JSON.
+fn to_python<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<PyObject> {
+    let text = serde_json::to_string(value).map_err(|e| WsunetError::new_err(e.to_string()))?;
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+}
+
+/// Rows of a numpy image, read in place: `[C, rows, W]` `f32` values, 8-bit
+/// samples / 255 and 16-bit / 65535 as for image files, floats as they are.
+struct ArrayRows<'a, T> {
+    /// `[C, H, W]` (a view: channels first whatever the array's order).
+    view: ArrayView3<'a, T>,
+    value: fn(T) -> f32,
+    next: usize,
+}
+
+impl<T: Copy> RowSource for ArrayRows<'_, T> {
+    fn size(&self) -> (usize, usize, usize) {
+        self.view.dim()
+    }
+
+    fn read_rows(&mut self, rows: usize) -> wsunet::Result<Vec<f32>> {
+        let (c, h, w) = self.view.dim();
+        let rows = rows.min(h - self.next);
+        let mut out = Vec::with_capacity(c * rows * w);
+        for plane in self.view.axis_iter(Axis(0)) {
+            for y in self.next..self.next + rows {
+                out.extend(plane.row(y).iter().map(|&v| (self.value)(v)));
+            }
+        }
+        self.next += rows;
+        Ok(out)
+    }
+}
+
+/// An image array as a `[C, H, W]` view: 2-D is one channel; 3-D has its
+/// channels on `channel_axis` (0 or −1/2).
+fn channels_first<'a, T>(
+    view: numpy::ndarray::ArrayViewD<'a, T>,
+    channel_axis: isize,
+) -> PyResult<ArrayView3<'a, T>> {
+    match view.ndim() {
+        2 => {
+            let v: ArrayView2<T> = view.into_dimensionality::<Ix2>().expect("two dimensions");
+            Ok(v.insert_axis(Axis(0)))
+        }
+        3 => {
+            let v = view.into_dimensionality::<Ix3>().expect("three dimensions");
+            match channel_axis {
+                0 | -3 => Ok(v),
+                -1 | 2 => Ok(v.permuted_axes([2, 0, 1])),
+                other => Err(PyValueError::new_err(format!(
+                    "channel_axis {other}: the channels are on axis 0 (CHW) or -1 (HWC)"
+                ))),
+            }
+        }
+        n => Err(PyValueError::new_err(format!(
+            "the image has {n} dimensions; give a 2-D grayscale image or a 3-D HWC/CHW one"
+        ))),
+    }
+}
+
+/// What `predict` returns.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    Labels,
+    Probs,
+    Logits,
+}
+
+fn parse_output(text: &str) -> PyResult<Output> {
+    match text {
+        "labels" => Ok(Output::Labels),
+        "probs" => Ok(Output::Probs),
+        "logits" => Ok(Output::Logits),
+        other => Err(PyValueError::new_err(format!(
+            "output {other:?}: choose \"labels\", \"probs\" or \"logits\""
+        ))),
+    }
+}
+
+fn parse_tta(text: &str) -> PyResult<Tta> {
+    match text {
+        "none" => Ok(Tta::None),
+        "flip" => Ok(Tta::Flip),
+        other => Err(PyValueError::new_err(format!(
+            "tta {other:?}: choose \"none\" or \"flip\""
+        ))),
+    }
+}
+
+/// A trained WSResUNet, ready to predict. Made by `wsunet.load`.
+#[pyclass(module = "wsunet", frozen)]
+struct Model {
+    card: ModelCard,
+    predictor: Predictor,
+    digest: String,
+    path: PathBuf,
+}
+
+impl Model {
+    /// The predictor with this call's settings over the model's defaults.
+    fn predictor(
+        &self,
+        tile: Option<usize>,
+        overlap: Option<f32>,
+        tta: &str,
+        batch_size: Option<usize>,
+        scale: f64,
+        skip_empty: bool,
+    ) -> PyResult<Predictor> {
+        let base = self.predictor.config();
+        let config = PredictConfig {
+            tile: tile.unwrap_or(base.tile),
+            overlap: overlap.unwrap_or(base.overlap),
+            batch_size: batch_size.unwrap_or(base.batch_size),
+            tta: parse_tta(tta)?,
+            skip_empty,
+            scale,
+        };
+        self.predictor.with_config(config).map_err(py_err)
+    }
+}
+
+/// `[K, H, W]` values with the class axis moved to `channel_axis`.
+fn class_array(
+    py: Python<'_>,
+    values: Vec<f32>,
+    (k, h, w): (usize, usize, usize),
+    channel_axis: isize,
+) -> PyResult<PyObject> {
+    let planes = Array3::from_shape_vec((k, h, w), values).expect("K·H·W values");
+    let array = if matches!(channel_axis, 0 | -3) {
+        planes
+    } else {
+        planes
+            .permuted_axes([1, 2, 0])
+            .as_standard_layout()
+            .into_owned()
+    };
+    Ok(array.into_pyarray(py).into_any().unbind())
+}
+
+#[pymethods]
+impl Model {
+    /// The model card as a dict: architecture (`model`), `classes`,
+    /// `normalize`, training `crop`, `pixel_size`, and the
+    /// `weights_digest` (the same for the same weights in any file).
+    #[getter]
+    fn info(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let info = to_python(py, &self.card)?;
+        let dict = info.bind(py).downcast::<PyDict>()?;
+        dict.set_item("weights_digest", &self.digest)?;
+        dict.set_item("path", self.path.display().to_string())?;
+        Ok(info)
+    }
+
+    /// Segments one image.
+    ///
+    /// `array`: uint8, uint16 or float32; 2-D grayscale, or 3-D with the
+    /// channels on `channel_axis` (-1: HWC, the default; 0: CHW). 8-bit
+    /// values are divided by 255 and 16-bit by 65535, as for image files;
+    /// floats are used as they are; then the model's normalization is
+    /// applied. The array is read in place (no copy of the image).
+    ///
+    /// `output`: "labels" (H×W, uint8 or uint16 class indices), "probs" or
+    /// "logits" (float32, the classes on `channel_axis`). `tile` defaults
+    /// to the model's training crop, `overlap` to 0.25; `tta="flip"`
+    /// averages the four flips; `scale` resamples the image for the
+    /// network (2: pixels half the size); `skip_empty` leaves out tiles
+    /// without image. The GIL is released while the network runs.
+    #[pyo3(signature = (array, *, tile=None, overlap=None, tta="none", output="labels", channel_axis=-1, batch_size=None, scale=1.0, skip_empty=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn predict(
+        &self,
+        py: Python<'_>,
+        array: &Bound<'_, PyAny>,
+        tile: Option<usize>,
+        overlap: Option<f32>,
+        tta: &str,
+        output: &str,
+        channel_axis: isize,
+        batch_size: Option<usize>,
+        scale: f64,
+        skip_empty: bool,
+    ) -> PyResult<PyObject> {
+        let output = parse_output(output)?;
+        let predictor = self.predictor(tile, overlap, tta, batch_size, scale, skip_empty)?;
+        let keep_logits = output == Output::Logits;
+        let untyped = array.downcast::<PyUntypedArray>().map_err(|_| {
+            PyValueError::new_err("the image must be a numpy array (uint8, uint16 or float32)")
+        })?;
+        let dtype = untyped.dtype();
+        let run = |source: &mut dyn RowSource| -> wsunet::Result<Prediction> {
+            predictor.predict_source(source, keep_logits, &mut |_| {})
+        };
+        let prediction = if dtype.is_equiv_to(&numpy::dtype::<u8>(py)) {
+            let a: PyReadonlyArrayDyn<u8> = array.extract()?;
+            let view = channels_first(a.as_array(), channel_axis)?;
+            py.allow_threads(|| {
+                run(&mut ArrayRows {
+                    view,
+                    value: |v| v as f32 / 255.0,
+                    next: 0,
+                })
+            })
+        } else if dtype.is_equiv_to(&numpy::dtype::<u16>(py)) {
+            let a: PyReadonlyArrayDyn<u16> = array.extract()?;
+            let view = channels_first(a.as_array(), channel_axis)?;
+            py.allow_threads(|| {
+                run(&mut ArrayRows {
+                    view,
+                    value: |v| v as f32 / 65535.0,
+                    next: 0,
+                })
+            })
+        } else if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+            let a: PyReadonlyArrayDyn<f32> = array.extract()?;
+            let view = channels_first(a.as_array(), channel_axis)?;
+            if let Some(v) = view.iter().find(|v| !v.is_finite()) {
+                return Err(PyValueError::new_err(format!(
+                    "the image holds a non-finite value ({v}); replace NaN and infinities first (e.g. numpy.nan_to_num)"
+                )));
+            }
+            py.allow_threads(|| {
+                run(&mut ArrayRows {
+                    view,
+                    value: |v| v,
+                    next: 0,
+                })
+            })
+        } else {
+            return Err(PyValueError::new_err(format!(
+                "the image's dtype is {dtype}; give uint8, uint16 or float32 (e.g. image.astype(numpy.float32))"
+            )));
+        }
+        .map_err(py_err)?;
+        let (k, h, w) = (prediction.num_classes, prediction.height, prediction.width);
+        match output {
+            Output::Labels => {
+                let mask = prediction.mask();
+                if k <= 256 {
+                    let labels: Vec<u8> = mask.data.iter().map(|&l| l as u8).collect();
+                    let a = Array2::from_shape_vec((h, w), labels).expect("H·W labels");
+                    Ok(a.into_pyarray(py).into_any().unbind())
+                } else {
+                    let a = Array2::from_shape_vec((h, w), mask.data).expect("H·W labels");
+                    Ok(a.into_pyarray(py).into_any().unbind())
+                }
+            }
+            Output::Probs => class_array(py, prediction.probs, (k, h, w), channel_axis),
+            Output::Logits => class_array(
+                py,
+                prediction.logits.expect("logits kept"),
+                (k, h, w),
+                channel_axis,
+            ),
+        }
+    }
+
+    /// Segments an image file into `out_dir`, as `wsunet predict` does:
+    /// `NAME.png` (and `_overlay.png`, `_probs.npy`, `_logits.npy` on
+    /// request) for PNG/JPEG/npy inputs; for TIFF inputs of any size,
+    /// streamed into tiled, pyramidal `NAME.tif` files with the input's
+    /// georeferencing (`level`, `compression`, `probs_type` apply to them).
+    /// Returns the paths written, by kind. The GIL is released meanwhile.
+    #[pyo3(signature = (src, out_dir, *, tile=None, overlap=None, tta="none", probs=false, logits=false, overlay=None, level=0, compression="deflate", probs_type="u8", batch_size=None, scale=1.0, skip_empty=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn predict_file(
+        &self,
+        py: Python<'_>,
+        src: PathBuf,
+        out_dir: PathBuf,
+        tile: Option<usize>,
+        overlap: Option<f32>,
+        tta: &str,
+        probs: bool,
+        logits: bool,
+        overlay: Option<f32>,
+        level: usize,
+        compression: &str,
+        probs_type: &str,
+        batch_size: Option<usize>,
+        scale: f64,
+        skip_empty: bool,
+    ) -> PyResult<PyObject> {
+        let predictor = self.predictor(tile, overlap, tta, batch_size, scale, skip_empty)?;
+        if !src.is_file() {
+            return Err(PyFileNotFoundError::new_err(format!(
+                "{}: no such file",
+                src.display()
+            )));
+        }
+        if let Some(a) = overlay
+            && !(0.0..=1.0).contains(&a)
+        {
+            return Err(PyValueError::new_err(format!(
+                "overlay {a} is outside [0, 1] (the opacity of the class colours)"
+            )));
+        }
+        let compression = match compression {
+            "none" => Compression::None,
+            "deflate" => Compression::Deflate,
+            "zstd" => Compression::Zstd,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "compression {other:?}: choose \"none\", \"deflate\" or \"zstd\""
+                )));
+            }
+        };
+        let probs_type = match probs_type {
+            "u8" => ProbsType::U8,
+            "f32" => ProbsType::F32,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "probs_type {other:?}: choose \"u8\" or \"f32\""
+                )));
+            }
+        };
+        std::fs::create_dir_all(&out_dir).map_err(|error| {
+            py_err(Error::Io {
+                path: out_dir.clone(),
+                error,
+            })
+        })?;
+        let stem = src
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let classes = self.card.classes.clone();
+        let written: Vec<(String, PathBuf)> = py
+            .allow_threads(|| -> wsunet::Result<Vec<(String, PathBuf)>> {
+                let path = |suffix: &str, ext: &str| out_dir.join(format!("{stem}{suffix}.{ext}"));
+                if is_tiff(&src) {
+                    let info = inspect(&src)?;
+                    let outputs = TiffOutputs {
+                        mask: path("", "tif"),
+                        overlay: overlay.map(|a| (path("_overlay", "tif"), a)),
+                        probs: probs.then(|| (path("_probs", "tif"), probs_type)),
+                        logits: logits.then(|| path("_logits", "tif")),
+                        compression,
+                    };
+                    predictor.predict_tiff(&info, level, &classes, &outputs, &mut |_| {})?;
+                    let mut out = vec![("mask".to_string(), outputs.mask)];
+                    out.extend(outputs.overlay.map(|(p, _)| ("overlay".to_string(), p)));
+                    out.extend(outputs.probs.map(|(p, _)| ("probs".to_string(), p)));
+                    out.extend(outputs.logits.map(|p| ("logits".to_string(), p)));
+                    return Ok(out);
+                }
+                let image = wsunet::data::read_image(&src)?;
+                let prediction = predictor.predict(&image, logits)?;
+                let outputs = Outputs {
+                    overlay,
+                    probs,
+                    logits,
+                };
+                outputs.write(&out_dir, &stem, &image, &prediction, &classes)?;
+                let mut out = vec![("mask".to_string(), path("", "png"))];
+                out.extend(overlay.map(|_| ("overlay".to_string(), path("_overlay", "png"))));
+                if probs {
+                    out.push(("probs".to_string(), path("_probs", "npy")));
+                }
+                if logits {
+                    out.push(("logits".to_string(), path("_logits", "npy")));
+                }
+                Ok(out)
+            })
+            .map_err(py_err)?;
+        let dict = PyDict::new(py);
+        for (kind, path) in written {
+            dict.set_item(kind, path)?;
+        }
+        Ok(dict.into_any().unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        let m = &self.card.model;
+        format!(
+            "wsunet.Model({}: {} channels → {} classes, widths {:?}, crop {})",
+            self.path.display(),
+            m.in_channels,
+            m.num_classes,
+            m.widths,
+            self.card
+                .crop
+                .map_or("unknown".into(), |[h, w]| format!("{h}×{w}"))
+        )
+    }
+}
+
+/// Loads a trained model: a run directory (its final `model.bpk`), or a
+/// model's `.bpk` or `.json` card, on `device` ("cpu", or "gpu"/"cuda" in
+/// builds with a GPU backend).
+#[pyfunction]
+#[pyo3(signature = (path, *, device="cpu"))]
+fn load(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Model> {
+    if !path.exists() {
+        return Err(PyFileNotFoundError::new_err(format!(
+            "{}: no such file or run directory",
+            path.display()
+        )));
+    }
+    let device = wsunet::parse_device(device).map_err(py_err)?;
+    py.allow_threads(|| -> wsunet::Result<Model> {
+        let (model, card) = load_model(&path, &device)?;
+        let digest = weights_digest(&model)?;
+        let config = PredictConfig {
+            tile: PredictConfig::tile_for(&card),
+            ..PredictConfig::default()
+        };
+        let predictor = Predictor::new(model, card.normalize.clone(), device, config)?;
+        Ok(Model {
+            card,
+            predictor,
+            digest,
+            path: path.clone(),
+        })
+    })
+    .map_err(py_err)
+}
+
+/// Reports training to Python: `progress(record)` after each validated
+/// epoch, and Ctrl-C (KeyboardInterrupt) stops the run after the epoch under
+/// way, checkpointed.
+struct PyObserver {
+    progress: Option<PyObject>,
+    quiet: bool,
+    /// The Python error that stopped the run (a KeyboardInterrupt, or the
+    /// callback's own exception).
+    error: Option<PyErr>,
+}
+
+impl Observer for PyObserver {
+    fn info(&mut self, line: &str) {
+        if !self.quiet {
+            Python::with_gil(|py| {
+                let _ = py
+                    .import("builtins")
+                    .and_then(|b| b.call_method1("print", (line,)));
+            });
+        }
+    }
+
+    fn epoch_end(&mut self, record: &EpochRecord, _scores: &SegScores, is_best: bool) {
+        let Some(progress) = &self.progress else {
+            return;
+        };
+        Python::with_gil(|py| {
+            let called = to_python(py, record).and_then(|r| {
+                r.bind(py).downcast::<PyDict>()?.set_item("best", is_best)?;
+                progress.call1(py, (r,))
+            });
+            if let Err(e) = called {
+                self.error.get_or_insert(e);
+            }
+        });
+    }
+
+    fn should_stop(&mut self) -> bool {
+        if self.error.is_none()
+            && let Err(e) = Python::with_gil(|py| py.check_signals())
+        {
+            self.error = Some(e);
+        }
+        self.error.is_some()
+    }
+}
+
+/// Trains a model into the run directory `out`, as `wsunet train` does, and
+/// returns its scores (`miou`, `dice`, `accuracy`, the per-class table,
+/// `best_miou` and `best_epoch`, `epochs`, `seconds`, `run`).
+///
+/// `data`: a dataset folder (default: the built-in shapes data).
+/// `settings`: any field of `wsunet train`'s config file (`epochs`,
+/// `batch_size`, `lr`, `size`, `model={"widths": […]}`, …), checked by the
+/// library with its messages. `resume`: continue the run in that directory
+/// instead (with `epochs` to extend it). `progress(record)` is called after
+/// each validated epoch with its losses and scores. Ctrl-C stops after the
+/// epoch under way, which is checkpointed, and raises KeyboardInterrupt.
+#[pyfunction]
+#[pyo3(signature = (*, out=None, data=None, resume=None, progress=None, quiet=true, **settings))]
+fn train(
+    py: Python<'_>,
+    out: Option<PathBuf>,
+    data: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    progress: Option<PyObject>,
+    quiet: bool,
+    settings: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyObject> {
+    let session = match resume {
+        Some(dir) => {
+            let epochs = match settings {
+                Some(s) => s.get_item("epochs")?.map(|e| e.extract()).transpose()?,
+                None => None,
+            };
+            if settings.is_some_and(|s| s.keys().iter().any(|k| k.to_string() != "epochs")) {
+                return Err(PyValueError::new_err(
+                    "a resumed run keeps its own settings; only epochs may be given with resume",
+                ));
+            }
+            py.allow_threads(|| Session::resume(&dir, epochs, None))
+                .map_err(py_err)?
+        }
+        None => {
+            let out = out.ok_or_else(|| {
+                PyValueError::new_err("give out=, the run directory to train into")
+            })?;
+            let mut fields = serde_json::Map::new();
+            if let Some(s) = settings {
+                let text: String = py.import("json")?.call_method1("dumps", (s,))?.extract()?;
+                if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text) {
+                    fields = map;
+                }
+            }
+            if let Some(d) = &data {
+                fields.insert("data".into(), serde_json::json!(d));
+            }
+            let config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields))
+                .map_err(|e| PyValueError::new_err(format!("invalid training settings: {e}")))?;
+            py.allow_threads(|| Session::new(config, &out))
+                .map_err(py_err)?
+        }
+    };
+    let mut observer = PyObserver {
+        progress,
+        quiet,
+        error: None,
+    };
+    let summary = py
+        .allow_threads(|| session.run(&mut observer))
+        .map_err(py_err)?;
+    if let Some(e) = observer.error {
+        return Err(e);
+    }
+    let result = PyDict::new(py);
+    let s = &summary.scores;
+    result.set_item("run", session.dir.path().to_path_buf())?;
+    result.set_item("epochs", summary.state.epoch)?;
+    result.set_item("seconds", summary.seconds)?;
+    result.set_item("miou", s.miou)?;
+    result.set_item("dice", s.mean_dice)?;
+    result.set_item("accuracy", s.pixel_accuracy)?;
+    result.set_item("classes", to_python(py, &s.classes)?)?;
+    if let Some((epoch, miou)) = summary.state.best {
+        result.set_item("best_epoch", epoch)?;
+        result.set_item("best_miou", miou)?;
+    }
+    result.set_item("history", to_python(py, &summary.state.history)?)?;
+    Ok(result.into_any().unbind())
+}
+
+/// The `wsunet._wsunet` module.
+#[pymodule]
+fn _wsunet(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_class::<Model>()?;
+    m.add("WsunetError", m.py().get_type::<WsunetError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
