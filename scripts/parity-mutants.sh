@@ -60,15 +60,15 @@ mutant all "padding k/2 + 1" crates/wsunet/src/layers/ws_conv2d.rs \
   's|padding: self.padding.unwrap_or(k / 2),|padding: self.padding.unwrap_or(k / 2 + 1),|'
 mutant all "align_corners = true" crates/wsunet/src/geometry.rs \
   's|let src = ((o as f64 + 0.5) \* scale - 0.5).max(0.0);|let src = if out_len > 1 { o as f64 * (in_len - 1) as f64 / (out_len - 1) as f64 } else { 0.0 };|'
-mutant all "col2im ignores the stride" crates/wsunet/src/ops/conv.rs \
+mutant all "col2im ignores the stride" crates/wsunet/src/ops/conv/mod.rs \
   's/dst\[ix0 + o \* g.s\] += v;/dst[ix0 + o] += v;/'
-mutant all "weight gradient reads the first image's dY for every image" crates/wsunet/src/ops/conv.rs \
+mutant all "weight gradient reads the first image's dY for every image" crates/wsunet/src/ops/conv/mod.rs \
   '/^pub fn backward_weight/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
 mutant quick "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \
   's/rstd \* (gm \* dz - mg - (x - mean) \* rstd \* mgx)/rstd * (gm * dz - (x - mean) * rstd * mgx)/'
-mutant quick "direct convolution reads the kernel transposed (ky and kx swapped)" crates/wsunet/src/ops/direct_conv.rs \
+mutant quick "direct convolution reads the kernel transposed (ky and kx swapped)" crates/wsunet/src/ops/conv/direct.rs \
   's|((ky % s) \* self.ps + kx % s) \* self.phase() + (ky / s) \* self.wq + kx / s|((kx % s) * self.ps + ky % s) * self.phase() + (kx / s) * self.wq + ky / s|'
-mutant all "conv2d_cat reads the second input's channels rotated by one" crates/wsunet/src/ops/direct_conv.rs \
+mutant all "conv2d_cat reads the second input's channels rotated by one" crates/wsunet/src/ops/conv/direct.rs \
   's|Some(ca) => \&self.b\[(n \* (g.ci - ca) + c - ca) \* hw..\]\[..hw\],|Some(ca) => \&self.b[(n * (g.ci - ca) + (c - ca + 1) % (g.ci - ca)) * hw..][..hw],|'
 mutant quick "resize backward sends the right neighbour's share to the left one" crates/wsunet/src/ops/resize.rs \
   's|plane\[y0 \* g.w + x1\] += lx \* top;|plane[y0 * g.w + x0] += lx * top;|'

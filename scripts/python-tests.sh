@@ -18,6 +18,7 @@ fi
 # the package into the environment.
 VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
   "$venv/bin/maturin" develop --release -q -m crates/wsunet-py/Cargo.toml
+[ -x target/release/wsunet ] || cargo build --release
 "$venv/bin/python" -m pytest -q crates/wsunet-py/tests "$@"
 
 # The wheel, installed into a second, fresh environment, imports.

@@ -1,6 +1,8 @@
-//! The `wsunet` command. Parsing lives in [`cli`], each subcommand in
-//! [`commands`]; errors reach the user as one `error:` line and exit code 1.
+//! The `wsunet` command. The list of commands is [`cli`], each command in
+//! [`commands`], the arguments they share in [`args`]; errors reach the user
+//! as one `error:` line and exit code 1.
 
+mod args;
 mod cli;
 mod commands;
 mod progress;

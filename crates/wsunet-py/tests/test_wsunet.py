@@ -136,6 +136,26 @@ def test_predict_file_writes_what_the_cli_writes(model, tmp_path):
     assert probs.shape == (4, 64, 80)
 
 
+def test_predict_equals_the_command_line_exactly(model, run, tmp_path):
+    """The package and `wsunet predict` give the same mask, pixel for pixel."""
+    import subprocess
+
+    from PIL import Image
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    cli = os.environ.get("WSUNET_BIN", os.path.join(root, "target", "release", "wsunet"))
+    if not os.path.exists(cli):
+        pytest.skip(f"no wsunet binary at {cli} (build it: cargo build --release)")
+    x = image(100, 130, seed=11)
+    src = tmp_path / "in" / "scene.png"
+    src.parent.mkdir()
+    Image.fromarray(x).save(src)
+    out = tmp_path / "cli"
+    subprocess.run([cli, "predict", "--model", str(run), "--input", str(src), "--out", str(out), "--tile", "64"],
+                   check=True, capture_output=True)
+    np.testing.assert_array_equal(np.array(Image.open(out / "scene.png")), model.predict(x, tile=64))
+
+
 def test_the_gil_is_released_while_predicting(model):
     # A thread predicts a large image; meanwhile this thread counts. If the
     # GIL were held during the computation, the count would stall.

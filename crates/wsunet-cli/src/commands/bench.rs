@@ -11,8 +11,11 @@ use wsunet::onnx::{OnnxOptions, to_onnx};
 use clap::Args;
 use clap::builder::PossibleValuesParser;
 
-use crate::cli::{DeviceArg, ModelArgs, parse_size};
-use crate::commands::announce;
+use crate::args::announce;
+use crate::args::{DeviceArg, ModelArgs, parse_size};
+
+/// `wsunet bench`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Measure speed: folded inference, training-mode forward and a full train step (forward, backward, AdamW), median of several repetitions, with images/s and peak memory. Compare with python/bench_torch.py";
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{IgnoreIndex, parse_ignore};
+use crate::args::{IgnoreIndex, parse_ignore};
+
+/// `wsunet data`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str =
+    "Inspect a dataset folder: validate it, or compute normalization statistics";
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {

@@ -19,7 +19,13 @@ use wsunet::train::{SegLoss, Silent, evaluate};
 use super::{Settings, with_fix};
 use clap::Args;
 
-use crate::cli::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore};
+use crate::args::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore};
+
+/// `wsunet eval`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice and pixel accuracy over the whole set, printed and written as JSON";
+
+/// `wsunet eval --help`.
+pub const LONG_ABOUT: &str = "Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice and pixel accuracy over the whole set, printed and written as JSON.\n\nA model from a run is scored on the run's own held-out split (its config.json gives the data, fraction and seed), so training images are never scored by accident. Images are batched only with images of the same size: GroupNorm would otherwise see their zero padding.";
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {

@@ -13,7 +13,10 @@ use wsunet::{WsResUNet, WsResUNetConfig, parse_device};
 
 use clap::Args;
 
-use crate::cli::{ModelArgs, parse_size};
+use crate::args::{ModelArgs, parse_size};
+
+/// `wsunet info`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Print a model's architecture (per part: channels, stride, output size) and its parameter count; with --model, a saved model's classes and weights digest; with --image, what a TIFF file holds (levels, tiles, placement, pixel size)";
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -298,5 +301,5 @@ fn check_device(
         values.iter().all(|v| v.is_finite()),
         "the forward pass on {name} produced non-finite values"
     );
-    Ok((super::announce(&device), ms))
+    Ok((crate::args::announce(&device), ms))
 }

@@ -13,7 +13,13 @@ use std::path::PathBuf;
 use clap::Args;
 use wsunet::layers::Standardization;
 
-use crate::cli::choice;
+use crate::args::choice;
+
+/// `wsunet import`'s one-line help (`wsunet --help`).
+pub const IMPORT_ABOUT: &str = "Import a PyTorch state dict (.safetensors, .pt, .pth) with the spec's keys as a wsunet model; the architecture is read from keys and shapes";
+
+/// `wsunet export`'s one-line help (`wsunet --help`).
+pub const EXPORT_ABOUT: &str = "Export a model: FILE.onnx writes a self-contained ONNX graph of the folded network for deployment (ONNX Runtime, TensorRT, OpenCV, …); any other name writes a safetensors state dict with the spec's keys, loadable by python/wsunet_torch.py with strict=True";
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {

@@ -2,10 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use burn::tensor::Device;
-use wsunet::device::{DeviceInfo, describe_device};
-
 /// Where the settings of a command come from: what an error tells the user
 /// to fix.
 pub enum Settings {
@@ -109,23 +105,6 @@ pub fn with_fix(e: wsunet::Error, settings: &Settings) -> anyhow::Error {
         _ => return e.into(),
     };
     anyhow::Error::new(e).context(fix)
-}
-
-/// Opens `--device NAME` and says what it is (see [`announce`]).
-pub fn open_device(name: &str) -> anyhow::Result<Device> {
-    let device = wsunet::parse_device(name).context("fix --device")?;
-    println!("device {}", announce(&device));
-    Ok(device)
-}
-
-/// What `device` is, for a settings line; a software GPU adapter gets a
-/// warning on stderr.
-pub fn announce(device: &Device) -> DeviceInfo {
-    let info = describe_device(device);
-    if let Some(warning) = info.warning() {
-        eprintln!("warning: {warning}");
-    }
-    info
 }
 
 pub mod bench;

@@ -39,8 +39,11 @@ use super::{Settings, with_fix};
 use clap::Args;
 use wsunet::infer::Tta;
 
-use crate::cli::{DeviceArg, choice};
+use crate::args::{DeviceArg, choice};
 use crate::progress;
+
+/// `wsunet predict`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Segment images: palette PNG masks in the class colours, optional colour overlays, probabilities or logits as .npy; images larger than a tile are predicted tile by tile and blended without seams; TIFFs of any size are streamed into tiled, pyramidal TIFFs with their georeferencing";
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {

@@ -13,7 +13,13 @@ use wsunet::study::{RunResult, RunSpec, StudyConfig, StudyObserver, run_study, t
 use wsunet::train::{PRESETS, TrainConfig};
 
 use super::{Settings, with_fix};
-use crate::cli::{DeviceArg, finite, parse_size};
+use crate::args::{DeviceArg, finite, parse_size};
+
+/// `wsunet study`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Compare norm and standardization variants across batch sizes: the seed's claim (WS + GroupNorm trains with tiny batches, BatchNorm does not), measured on your data or the built-in shapes";
+
+/// `wsunet study --help`.
+pub const LONG_ABOUT: &str = "Compare norm and standardization variants across batch sizes: the seed's claim (WS + GroupNorm trains with tiny batches, BatchNorm does not), measured on your data or the built-in shapes.\n\nFair protocol: every run sees the same training images, crops and data order for a given seed; the learning rate scales linearly with the batch size from one base value (--lr at --lr-batch); optionally three rates per cell, chosen on validation (--lr-sweep); BatchNorm is evaluated with its running statistics; the score is the final epoch's validation mIoU, on the same validation set for all. Each run is an ordinary run directory under OUT/runs; an interrupted study continues where it stopped.";
 
 #[derive(Debug, Args)]
 pub struct StudyArgs {

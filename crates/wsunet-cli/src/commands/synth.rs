@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use crate::progress::bar;
 use clap::Args;
 
+/// `wsunet synth`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Write the built-in synthetic `shapes` dataset (circles, rectangles, triangles on textured backgrounds) as a dataset folder, or one large scene as a TIFF (--scene)";
+
 #[derive(Debug, Args)]
 pub struct SynthArgs {
     /// Output folder; gets images/, masks/ and classes.json. With --scene:

@@ -14,8 +14,14 @@ use wsunet::train::{
 };
 
 use super::{Settings, with_fix};
-use crate::cli::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore, parse_size};
+use crate::args::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore, parse_size};
 use crate::progress::TrainProgress;
+
+/// `wsunet train`'s one-line help (`wsunet --help`).
+pub const ABOUT: &str = "Train a model. With no arguments, trains on the built-in `shapes` data";
+
+/// `wsunet train --help`.
+pub const LONG_ABOUT: &str = "Train a model. With no arguments, trains on the built-in `shapes` data.\n\nSettings come from defaults, then --config, then the flags. The run directory gets config.json, metrics.csv, curves.png, TensorBoard event files (events.out.tfevents.0.wsunet, with validation overlays in overlays/), checkpoints/, best.bpk (+ .json) and the final model.bpk (+ .json).\n\nWithout --device, training runs on the --config's device (default cpu); with --resume, on the run's own unless --device names another.\n\nCtrl-C stops once the current epoch is finished and checkpointed (exit code 130; continue with --resume); a second Ctrl-C quits at once, keeping the last finished epoch's checkpoint.";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -209,7 +215,7 @@ pub fn set_model(
     Ok(())
 }
 
-fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+pub(crate) fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
     let mut c = match &args.config {
         Some(path) => TrainConfig::from_file(path).context("fix --config")?,
         None => TrainConfig::default(),
@@ -321,7 +327,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.optimizer,
         c.lr,
         c.loss,
-        super::announce(&session.device)
+        crate::args::announce(&session.device)
     );
     let mut progress = TrainProgress::new(&INTERRUPTS);
     let summary = session.run(&mut progress).map_err(fix)?;
@@ -349,59 +355,4 @@ pub fn run(args: TrainArgs) -> Result<()> {
         session.dir.final_model().with_extension("json").display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
-    fn resolved(argv: &[&str]) -> TrainConfig {
-        let cli = Cli::try_parse_from([&["wsunet", "train"], argv].concat()).unwrap();
-        let Command::Train(args) = cli.command else {
-            panic!("parsed the wrong command")
-        };
-        resolve(&args).unwrap()
-    }
-
-    #[test]
-    fn flags_replace_their_fields_and_nothing_else() {
-        let defaults = TrainConfig::default();
-        assert_eq!(resolved(&[]), defaults);
-        let c = resolved(&[
-            "--batch-size",
-            "3",
-            "--lr",
-            "0.01",
-            "--optimizer",
-            "sgd",
-            "--size",
-            "64x96",
-            "--ignore-index",
-            "none",
-            "--num-classes",
-            "5",
-            "--skip-bad",
-            "--device",
-            "cpu",
-        ]);
-        assert_eq!(
-            (c.batch_size, c.lr, c.optimizer),
-            (3, 0.01, OptimizerKind::Sgd)
-        );
-        assert_eq!((c.size, c.ignore_index), (Some([64, 96]), None));
-        assert_eq!((c.num_classes, c.model.num_classes), (Some(5), 5));
-        assert!(c.skip_bad);
-        // --batch-size is the training batch only.
-        assert_eq!(c.val_batch_size, defaults.val_batch_size);
-        let c = resolved(&["--val-batch-size", "2"]);
-        assert_eq!((c.batch_size, c.val_batch_size), (defaults.batch_size, 2));
-        // Flags win over --config; its other fields stay.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.json");
-        std::fs::write(&file, r#"{"epochs": 7, "batch_size": 5, "seed": 9}"#).unwrap();
-        let c = resolved(&["--config", file.to_str().unwrap(), "--batch-size", "2"]);
-        assert_eq!((c.epochs, c.batch_size, c.seed), (7, 2, 9));
-    }
 }

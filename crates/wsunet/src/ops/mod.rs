@@ -4,9 +4,9 @@
 //! runs the kernel for `f32` tensors on the CPU (Flex) and Burn's composed
 //! ops on every other device and dtype. Nothing here knows about layers.
 //!
-//! - [`conv2d`]: convolution (groups 1, dilation 1) — in `conv.rs`, whose
+//! - [`conv2d`]: convolution (groups 1, dilation 1) — in `conv/`, whose
 //!   weight gradients of 1×1 and strided layers use the row dot-product
-//!   kernel of `dot_gemm.rs`, and whose direct kernel (`direct_conv.rs`)
+//!   kernel of `conv/dot_gemm.rs`, and whose direct kernel (`conv/direct.rs`)
 //!   also convolves a channel concatenation without writing it
 //!   ([`conv2d_cat`]);
 //! - [`group_norm()`]: GroupNorm fused with the SiLU and the residual sum
@@ -25,8 +25,6 @@
 
 pub(crate) mod adamw;
 pub(crate) mod conv;
-mod direct_conv;
-mod dot_gemm;
 mod flex;
 pub(crate) mod group_norm;
 pub(crate) mod resize;

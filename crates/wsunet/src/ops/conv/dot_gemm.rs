@@ -193,14 +193,14 @@ kernel!(avx2, "avx2,fma", __m256, 8, 2, 4,
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_values as values;
     use super::*;
+    use crate::ops::test_values as values;
 
     /// Every edge: rows and columns past whole blocks, lengths past whole
     /// vectors and chunks, strides wider than the rows, accumulation.
     #[test]
     fn products_equal_the_definition() {
-        if super::super::skip_without_simd(available(), "dot-product gemm") {
+        if crate::ops::skip_without_simd(available(), "dot-product gemm") {
             // A CPU without AVX2 + FMA never calls the kernel (conv.rs
             // keeps gemm); scripts/cpu-paths.sh runs this test as a Haswell.
             return;

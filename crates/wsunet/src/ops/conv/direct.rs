@@ -30,8 +30,8 @@
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeom, SendPtr, output, with_scratch};
 use super::dot_gemm;
+use super::geom::{ConvGeom, SendPtr, output, with_scratch};
 
 /// Input values (all channels) of one unit's window of pixels that should
 /// stay in L2 while its output channels are walked.
@@ -536,8 +536,8 @@ kernel!(avx2, "avx2,fma", __m256, 8, 4, 3,
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_values as values;
     use super::*;
+    use crate::ops::test_values as values;
 
     /// The definition: `y[n][o][oy][ox] = Σ W(o, c, ky, kx) · x[n][c][oy·s+ky−p][ox·s+kx−p]`.
     fn reference(g: &ConvGeom, x: &[f32], w: &[f32], flipped: bool) -> Vec<f64> {
@@ -579,7 +579,7 @@ mod tests {
     /// included), and the input gradient's flipped, transposed layout.
     #[test]
     fn both_kernels_equal_the_definition() {
-        if super::super::skip_without_simd(available(), "direct convolution") {
+        if crate::ops::skip_without_simd(available(), "direct convolution") {
             // conv.rs keeps im2col + gemm on such CPUs.
             return;
         }
@@ -661,7 +661,7 @@ mod tests {
     /// both strides' layouts and a split inside a channel block.
     #[test]
     fn two_inputs_equal_their_concatenation() {
-        if super::super::skip_without_simd(available(), "direct convolution of two inputs") {
+        if crate::ops::skip_without_simd(available(), "direct convolution of two inputs") {
             return;
         }
         for &(n, ca, cb, hw, co, k, s, p) in &[
