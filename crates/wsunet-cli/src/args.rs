@@ -122,7 +122,7 @@ pub struct ModelArgs {
 }
 
 /// The number of classes of the built-in `shapes` data, used when none is given.
-const DEFAULT_CLASSES: usize = wsunet::data::shapes::SHAPES_CLASSES.len();
+const DEFAULT_CLASSES: usize = wsunet::data::SHAPES_CLASSES.len();
 
 impl ModelArgs {
     /// `--model-config` and `--num-classes` as a validated config.

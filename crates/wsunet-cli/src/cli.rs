@@ -135,7 +135,7 @@ mod tests {
             "0.01",
             "--optimizer",
             "sgd",
-            "--size",
+            "--crop",
             "64x96",
             "--ignore-index",
             "none",
@@ -149,7 +149,7 @@ mod tests {
             (c.batch_size, c.lr, c.optimizer),
             (3, 0.01, OptimizerKind::Sgd)
         );
-        assert_eq!((c.size, c.ignore_index), (Some([64, 96]), None));
+        assert_eq!((c.crop, c.ignore_index), (Some([64, 96]), None));
         assert_eq!((c.num_classes, c.model.num_classes), (Some(5), 5));
         assert!(c.skip_bad);
         // --batch-size is the training batch only.

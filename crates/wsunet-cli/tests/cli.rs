@@ -638,7 +638,7 @@ fn an_imported_state_dict_runs_on_raw_arrays_as_pytorch_does() {
     let (_, output) = &io["output"];
     let (c, h, w) = (shape[1], shape[2], shape[3]);
     let npy = dir.path().join("x.npy");
-    wsunet::data::io::write_npy(&npy, &[c, h, w], &input[..c * h * w]).unwrap();
+    wsunet::data::write_npy(&npy, &[c, h, w], &input[..c * h * w]).unwrap();
     let out = dir.path().join("pred");
     let o = wsunet(&[
         "predict",
@@ -737,7 +737,8 @@ fn eval_and_resume_keep_to_the_runs_own_settings() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("may include its training images"),
+        stderr(&o).contains("may include its training images")
+            && stderr(&o).contains("leave out --val-fraction and --seed"),
         "{}",
         stderr(&o)
     );
@@ -763,11 +764,8 @@ fn eval_and_resume_keep_to_the_runs_own_settings() {
     // Without --data, eval reads only the validation files and writes
     // nothing but its scores: a broken training image does not matter.
     let config = wsunet::train::TrainConfig::from_file(&config_path).unwrap();
-    let (train, _) = wsunet::data::prepare::split_samples(
-        &config.data_settings(),
-        wsunet::data::prepare::Split::Train,
-    )
-    .unwrap();
+    let (train, _) =
+        wsunet::data::split_samples(&config.data_settings(), wsunet::data::Split::Train).unwrap();
     let wsunet::data::Sample::Files(first) = &train[0] else {
         panic!("file samples expected")
     };
@@ -856,7 +854,7 @@ fn bad_study_arguments_are_one_clear_error_each() {
         (vec!["--variants", "ws-gn,group"], "unknown variant `group`"),
         (vec!["--batch-sizes", "2,0"], "batch size is 0"),
         (
-            vec!["--variants", "ws-bn", "--batch-sizes", "1", "--size", "32"],
+            vec!["--variants", "ws-bn", "--batch-sizes", "1", "--crop", "32"],
             "single value per channel",
         ),
     ] {

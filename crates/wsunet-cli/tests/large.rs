@@ -68,7 +68,7 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     let crop = dir.path().join("crop");
     std::fs::create_dir_all(&crop).unwrap();
     let crop_png = crop.join("scene.png");
-    wsunet::data::io::write_png(
+    wsunet::data::write_png(
         &crop_png,
         &wsunet::data::Image::new(
             3,
@@ -114,7 +114,7 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     let png_out = dir.path().join("png_out");
     let o = predict(&run, &crop_png, &png_out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let (png_mask, _) = wsunet::data::io::read_mask(&png_out.join("scene.png"), None).unwrap();
+    let (png_mask, _) = wsunet::data::read_mask(&png_out.join("scene.png"), None).unwrap();
     let (mh, mw, labels) = read_tiff_mask(&mask).unwrap();
     assert_eq!((mh, mw), (h, w));
     assert_eq!(labels, png_mask.data);

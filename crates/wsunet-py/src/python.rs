@@ -518,7 +518,7 @@ impl Observer for PyObserver {
 ///
 /// `data`: a dataset folder (default: the built-in shapes data).
 /// `settings`: any field of `wsunet train`'s config file (`epochs`,
-/// `batch_size`, `lr`, `size`, `model={"widths": […]}`, …), checked by the
+/// `batch_size`, `lr`, `crop`, `model={"widths": […]}`, …), checked by the
 /// library with its messages. `resume`: continue the run in that directory
 /// instead (with `epochs` to extend it). `progress(record)` is called after
 /// each validated epoch with its losses and scores. Ctrl-C stops after the

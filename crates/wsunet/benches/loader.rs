@@ -9,10 +9,10 @@ use std::time::Instant;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::tensor::{Device, Distribution, Tensor};
 use wsunet::WsResUNetConfig;
-use wsunet::data::dataset::file_samples;
-use wsunet::data::io::{write_mask_png, write_png};
-use wsunet::data::shapes::{generate, shapes_classes};
+use wsunet::data::file_samples;
 use wsunet::data::{AugmentConfig, Mode, Normalize, SampleSpec, SegBatcher, SegDataset, discover};
+use wsunet::data::{generate_shapes, shapes_classes};
+use wsunet::data::{write_mask_png, write_png};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -30,7 +30,7 @@ fn main() {
     std::fs::create_dir_all(dir.path().join("masks")).unwrap();
     let classes = shapes_classes();
     for i in 0..count {
-        let (image, mask) = generate(0, i as u64, size);
+        let (image, mask) = generate_shapes(0, i as u64, size);
         write_png(&dir.path().join(format!("images/{i:03}.png")), &image).unwrap();
         write_mask_png(
             &dir.path().join(format!("masks/{i:03}.png")),

@@ -83,7 +83,7 @@ mod defaults {
         vec![1, 1, 1, 1]
     }
     pub fn groups() -> usize {
-        32
+        crate::layers::DEFAULT_GROUPS
     }
 }
 
@@ -185,6 +185,7 @@ impl WsResUNetConfig {
 /// assert!("bn-ws".parse::<Variant>().unwrap_err().contains("ws-gn, gn, ws-bn"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Variant {
     /// Whether the convolutions are weight-standardized.
     pub ws: bool,

@@ -151,7 +151,7 @@ impl StudyConfig {
             return fail("seeds", "seeds is 0; use at least 1".into());
         }
         self.base.validate()?;
-        let crop = self.base.size.or_else(|| {
+        let crop = self.base.crop.or_else(|| {
             self.base
                 .data
                 .is_none()
@@ -578,7 +578,7 @@ mod tests {
         });
         assert!(e.contains("batch size is 0"), "{e}");
         let mut tiny = study();
-        tiny.base.size = Some([32, 32]);
+        tiny.base.crop = Some([32, 32]);
         let e = err(tiny);
         assert!(
             e.contains("variant ws-bn") && e.contains("single value per channel"),

@@ -9,13 +9,13 @@ use burn::data::dataset::Dataset;
 use burn::tensor::Device;
 use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba};
 use npyz::WriterBuilder;
-use wsunet::data::check::{channel_stats, check_dataset};
-use wsunet::data::dataset::{file_samples, shapes_samples};
-use wsunet::data::io::write_mask_png;
+use wsunet::data::write_mask_png;
 use wsunet::data::{
     AugmentConfig, ClassList, Mask, MaskKind, Mode, Normalize, SampleSpec, SegBatcher, SegDataset,
     discover, read_image, read_mask,
 };
+use wsunet::data::{channel_stats, check_dataset};
+use wsunet::data::{file_samples, shapes_samples};
 
 fn rgb_image(path: &Path, w: u32, h: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -495,7 +495,7 @@ fn shapes_samples_load_like_files() {
     let ds = SegDataset::new(
         shapes_samples(3, 0, 4, 64),
         SampleSpec {
-            classes: Some(wsunet::data::shapes::shapes_classes()),
+            classes: Some(wsunet::data::shapes_classes()),
             ..spec(4, 3)
         },
         Normalize::neutral(3),
@@ -511,7 +511,7 @@ fn shapes_samples_load_like_files() {
 
 #[test]
 fn preflight_refuses_bad_samples_or_skips_them_when_asked() {
-    use wsunet::data::dataset::usable_samples;
+    use wsunet::data::usable_samples;
     let dir = tempfile::tempdir().unwrap();
     folder_dataset(dir.path(), 5);
     std::fs::write(dir.path().join("images/s1.png"), b"junk").unwrap();
@@ -538,4 +538,65 @@ fn preflight_refuses_bad_samples_or_skips_them_when_asked() {
             && warnings.iter().any(|w| w.contains("s3.png")),
         "{warnings:?}"
     );
+}
+
+/// Training and `data check` agree on the input channel count: the most
+/// common count (the first one seen on a tie), whatever image comes first.
+#[test]
+fn mixed_channel_counts_follow_one_rule_in_check_and_training() {
+    use wsunet::TrainConfig;
+    use wsunet::data::{input_channels, prepare};
+    assert_eq!(input_channels(&[1, 3, 3]), Some(3));
+    assert_eq!(input_channels(&[3, 1, 1, 3]), Some(3));
+    assert_eq!(input_channels(&[1, 3]), Some(1));
+    assert_eq!(input_channels(&[]), None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The gray image sorts first in the training split.
+    let gray = root.join("train/images/a0.png");
+    std::fs::create_dir_all(gray.parent().unwrap()).unwrap();
+    ImageBuffer::from_fn(40, 36, |x, _| Luma([x as u8]))
+        .save(&gray)
+        .unwrap();
+    gray_mask(&root.join("train/masks/a0.png"), 40, 36, |x, _| {
+        (x % 2) as u8
+    });
+    for i in 1..4 {
+        rgb_image(&root.join(format!("train/images/s{i}.png")), 40, 36);
+        gray_mask(
+            &root.join(format!("train/masks/s{i}.png")),
+            40,
+            36,
+            |x, _| (x % 2) as u8,
+        );
+    }
+    rgb_image(&root.join("val/images/v0.png"), 40, 36);
+    gray_mask(&root.join("val/masks/v0.png"), 40, 36, |x, _| (x % 2) as u8);
+
+    let files = discover(root, 0.2, 1).unwrap();
+    let report = check_dataset(&files, None, Some(255), None);
+    assert_eq!(report.train, 3, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("a0.png") && p.contains("has 1 channel(s) but the model takes 3")),
+        "{:?}",
+        report.problems
+    );
+
+    let settings = |skip_bad| {
+        TrainConfig {
+            data: Some(root.to_path_buf()),
+            skip_bad,
+            ..TrainConfig::default()
+        }
+        .data_settings()
+    };
+    let err = prepare(&settings(false)).unwrap_err().to_string();
+    assert!(err.contains("a0.png") && err.contains("channel"), "{err}");
+    let prepared = prepare(&settings(true)).unwrap();
+    assert_eq!(prepared.facts.in_channels, 3);
+    assert_eq!(prepared.train.len(), 3);
 }

@@ -16,7 +16,7 @@ use burn::tensor::Device;
 use common::{StopAfter, test_device, test_device_name, worst};
 use wsunet::card::load_model;
 use wsunet::data::Image;
-use wsunet::data::shapes::generate;
+use wsunet::data::generate_shapes;
 use wsunet::infer::{PredictConfig, Predictor, Tta};
 use wsunet::train::{EpochRecord, SegLoss, Session, ShapesSpec, Silent, TrainConfig, evaluate};
 
@@ -175,7 +175,7 @@ fn evaluation_and_tiled_prediction_equal_the_cpus() {
     assert!(moved as f64 <= 2.0 * FLIP_TOL * total, "{moved} of {total}");
 
     // Tiled prediction: a 100×75 image in 48-px tiles, with flip TTA.
-    let (square, _) = generate(9, 0, 100);
+    let (square, _) = generate_shapes(9, 0, 100);
     let data: Vec<f32> = (0..3)
         .flat_map(|c| square.channel(c).chunks(100))
         .flat_map(|row| &row[..75])

@@ -613,7 +613,7 @@ fn training_images_pixel_size_is_recorded_when_they_agree() {
     let a = write("a.tif", 20_000.0);
     let b = write("b.tif", 20_500.0);
     let c = write("c.tif", 40_000.0);
-    let (size, warning) = wsunet::data::prepare::pixel_size(&[&a, &b]);
+    let (size, warning) = wsunet::data::pixel_size(&[&a, &b]);
     assert_eq!(
         size,
         Some(PixelSize {
@@ -622,11 +622,11 @@ fn training_images_pixel_size_is_recorded_when_they_agree() {
         })
     );
     assert!(warning.is_none());
-    let (size, warning) = wsunet::data::prepare::pixel_size(&[&a, &c]);
+    let (size, warning) = wsunet::data::pixel_size(&[&a, &c]);
     assert_eq!(size, None);
     assert!(warning.unwrap().contains("different pixel sizes"));
     // A PNG among them: nothing is known.
     let png = dir.path().join("d.png");
-    wsunet::data::io::write_png(&png, &Image::new(1, 4, 4, vec![0.5; 16])).unwrap();
-    assert_eq!(wsunet::data::prepare::pixel_size(&[&a, &png]), (None, None));
+    wsunet::data::write_png(&png, &Image::new(1, 4, 4, vec![0.5; 16])).unwrap();
+    assert_eq!(wsunet::data::pixel_size(&[&a, &png]), (None, None));
 }

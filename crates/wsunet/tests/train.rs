@@ -361,14 +361,14 @@ fn a_model_whose_channels_or_classes_differ_from_the_data_is_refused() {
 /// Writes shapes samples as a dataset folder (images/, masks/,
 /// classes.json); sample `i` is `side(i)` pixels square.
 fn shapes_folder(root: &Path, count: u64, side: impl Fn(u64) -> usize) {
-    use wsunet::data::io::{write_mask_png, write_png};
-    use wsunet::data::shapes::{generate, shapes_classes};
+    use wsunet::data::{generate_shapes, shapes_classes};
+    use wsunet::data::{write_mask_png, write_png};
     let classes = shapes_classes();
     std::fs::create_dir_all(root.join("images")).unwrap();
     std::fs::create_dir_all(root.join("masks")).unwrap();
     classes.save(&root.join("classes.json")).unwrap();
     for i in 0..count {
-        let (image, mask) = generate(9, i, side(i));
+        let (image, mask) = generate_shapes(9, i, side(i));
         let name = format!("s{i:03}.png");
         write_png(&root.join("images").join(&name), &image).unwrap();
         write_mask_png(&root.join("masks").join(&name), &mask, &classes).unwrap();
@@ -379,7 +379,7 @@ fn shapes_folder(root: &Path, count: u64, side: impl Fn(u64) -> usize) {
 fn tiny_on(data: &Path, epochs: usize) -> TrainConfig {
     TrainConfig {
         data: Some(data.to_path_buf()),
-        size: None,
+        crop: None,
         val_fraction: 0.25,
         ..tiny(epochs)
     }
@@ -404,10 +404,10 @@ fn the_crop_follows_small_images_and_padding_is_announced() {
         48
     };
     assert_eq!(session.data.crop, [smallest; 2]);
-    assert_eq!(session.resolved_config().size, Some([smallest; 2]));
+    assert_eq!(session.resolved_config().crop, Some([smallest; 2]));
     assert_eq!(session.card().crop, Some([smallest; 2]));
     // The config as given is left as it was.
-    assert_eq!(session.config.size, None);
+    assert_eq!(session.config.crop, None);
     assert!(
         session.data.crop_note.contains("smallest training image"),
         "{}",
@@ -425,7 +425,7 @@ fn the_crop_follows_small_images_and_padding_is_announced() {
     // A crop larger than the images is kept, with a warning naming the fix.
     let session = Session::new(
         TrainConfig {
-            size: Some([64, 64]),
+            crop: Some([64, 64]),
             ..tiny_on(&data, 1)
         },
         &dir,
@@ -443,11 +443,8 @@ fn the_crop_follows_small_images_and_padding_is_announced() {
 
     // Large images keep the 256 default; tiny ones get the model's minimum.
     let sizes = [[300, 400], [512, 280]];
-    assert_eq!(
-        wsunet::data::prepare::resolve_crop(None, &sizes).0,
-        [256, 256]
-    );
-    let (crop, _, warning) = wsunet::data::prepare::resolve_crop(None, &[[20, 90], [64, 64]]);
+    assert_eq!(wsunet::data::resolve_crop(None, &sizes).0, [256, 256]);
+    let (crop, _, warning) = wsunet::data::resolve_crop(None, &[[20, 90], [64, 64]]);
     assert_eq!(crop, [32, 64]);
     assert!(warning.unwrap().contains("1 of 2 training images"));
 }
@@ -460,7 +457,7 @@ fn evaluate_on(
     batch: usize,
 ) -> wsunet::train::Evaluation {
     use std::sync::Arc;
-    use wsunet::data::dataset::file_samples;
+    use wsunet::data::file_samples;
     use wsunet::data::{Mode, SampleSpec, SegDataset, discover};
     use wsunet::train::{SegLoss, evaluate};
     let files = discover(data, 0.0, 0).unwrap();
@@ -549,11 +546,8 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
     let trained = summary.state.history.last().unwrap().train_loss;
     let (model, card) = load_model(&dir, &Device::flex()).unwrap();
     let run = TrainConfig::from_file(&dir.join("config.json")).unwrap();
-    let (train_samples, _) = wsunet::data::prepare::split_samples(
-        &run.data_settings(),
-        wsunet::data::prepare::Split::Train,
-    )
-    .unwrap();
+    let (train_samples, _) =
+        wsunet::data::split_samples(&run.data_settings(), wsunet::data::Split::Train).unwrap();
     let names: Vec<String> = train_samples.iter().map(|s| s.name()).collect();
     let files = wsunet::data::discover(&data, 0.0, 0).unwrap();
     let pairs: Vec<_> = files
@@ -569,7 +563,7 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
         classes: Some(card.classes.clone()),
     };
     let ds = wsunet::data::SegDataset::new(
-        wsunet::data::dataset::file_samples(&pairs),
+        wsunet::data::file_samples(&pairs),
         spec,
         card.normalize.clone(),
         wsunet::data::Mode::Eval,
@@ -600,7 +594,7 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
 /// epoch once.
 #[test]
 fn the_event_file_holds_the_metrics_of_every_epoch() {
-    use wsunet::train::tensorboard::{EVENTS_FILE, EventKind, ValueKind, read_events};
+    use wsunet::train::tensorboard::{EventKind, ValueKind, read_events};
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     Session::new(tiny(2), &run)
@@ -617,7 +611,7 @@ fn the_event_file_holds_the_metrics_of_every_epoch() {
         .skip(1)
         .map(|l| l.split(',').map(String::from).collect())
         .collect();
-    let events = read_events(&run.join(EVENTS_FILE)).unwrap();
+    let events = read_events(&wsunet::RunDir::new(&run).tensorboard_events()).unwrap();
     assert!(matches!(&events[0].what, Some(EventKind::FileVersion(v)) if v == "brain.Event:2"));
     let summaries: Vec<_> = events[1..]
         .iter()

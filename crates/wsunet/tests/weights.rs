@@ -74,6 +74,7 @@ fn export_has_exactly_the_pytorch_state_dict_keys() {
             Norm::Group => "stem.gn.weight",
             Norm::Batch => "stem.bn.running_var",
             Norm::None => "stem.conv.bias",
+            other => panic!("no state-dict key known for {other:?}"),
         };
         assert!(torch_keys.contains(&stem_norm.to_string()), "{name}");
         assert_eq!(

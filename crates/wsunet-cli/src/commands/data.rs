@@ -1,8 +1,8 @@
 //! `wsunet data check` and `wsunet data stats`.
 
 use anyhow::{Context, Result, bail};
-use wsunet::data::check::{channel_stats, check_dataset};
 use wsunet::data::{DatasetFiles, discover};
+use wsunet::data::{channel_stats, check_dataset};
 use wsunet::train::TrainConfig;
 
 use std::path::PathBuf;

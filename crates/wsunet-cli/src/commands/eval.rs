@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use wsunet::card::load_model;
-use wsunet::data::dataset::usable_samples;
-use wsunet::data::prepare::Split;
+use wsunet::data::Split;
+use wsunet::data::usable_samples;
 use wsunet::data::{Mode, SampleSpec, SegDataset};
-use wsunet::train::eval_split::{EvalRequest, eval_samples};
+use wsunet::train::{EvalRequest, eval_samples};
 use wsunet::train::{SegLoss, Silent, evaluate};
 
 use super::{Settings, with_fix};
@@ -93,6 +93,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{line}");
     }
     if let Some(warning) = found.warning() {
+        let warning = settings.speak(&warning, &["val_fraction", "seed"]);
         eprintln!("warning: {warning}");
     }
     let source = found.source();
@@ -129,13 +130,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         dataset.samples().len(),
         eval.scores.table()
     );
-    let out = args.out.clone().unwrap_or_else(|| {
-        if args.model.is_dir() {
-            args.model.join("eval.json")
-        } else {
-            args.model.with_file_name("eval.json")
-        }
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| wsunet::RunDir::eval_report(&args.model));
     let doc = serde_json::json!({ "source": source, "samples": dataset.samples().len(), "loss": eval.loss, "scores": eval.scores, "confusion": eval.matrix });
     wsunet::fs::write_json(&out, &doc)
         .with_context(|| format!("cannot write the scores (fix --out {})", out.display()))?;

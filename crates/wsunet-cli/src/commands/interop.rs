@@ -118,7 +118,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
         crop: None,
         pixel_size: None,
     };
-    let out = args.out.with_extension("bpk");
+    let (out, card_path) = wsunet::card::model_paths(&args.out);
     save_model(&model, &card, &out).context("fix --out")?;
     println!(
         "imported {} ({} tensors): {} → {} classes, widths {:?}, depths {:?}, {}, groups {}",
@@ -141,11 +141,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
             card.normalize.mean, card.normalize.std
         );
     }
-    println!(
-        "wrote {} and {}",
-        out.display(),
-        out.with_extension("json").display()
-    );
+    println!("wrote {} and {}", out.display(), card_path.display());
     Ok(())
 }
 

@@ -33,10 +33,7 @@ impl Settings {
                 return format!("--{field}");
             }
             Settings::Run(dir) => {
-                return format!(
-                    "{field} in {}",
-                    wsunet::run_dir::RunDir::new(dir).config().display()
-                );
+                return format!("{field} in {}", wsunet::RunDir::new(dir).config().display());
             }
             Settings::Flags(command) => command,
         };
@@ -52,6 +49,33 @@ impl Settings {
         } else {
             format!("the {field} setting")
         }
+    }
+
+    /// `text` from the library with each of `fields` (config field names)
+    /// replaced by what sets it here: `leave out val_fraction` becomes
+    /// `leave out --val-fraction`. Only whole words are replaced.
+    pub fn speak(&self, text: &str, fields: &[&str]) -> String {
+        let word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+        let mut out = text.to_string();
+        for field in fields {
+            let fix = self.fix(field);
+            let mut done = String::new();
+            let mut rest = out.as_str();
+            while let Some(at) = rest.find(field) {
+                let before = rest[..at].chars().next_back();
+                let after = rest[at + field.len()..].chars().next();
+                done.push_str(&rest[..at]);
+                if before.is_some_and(word) || after.is_some_and(word) {
+                    done.push_str(field);
+                } else {
+                    done.push_str(&fix);
+                }
+                rest = &rest[at + field.len()..];
+            }
+            done.push_str(rest);
+            out = done;
+        }
+        out
     }
 
     /// How to turn on a boolean `field` (`skip_bad` → `pass --skip-bad`).
@@ -135,6 +159,13 @@ mod tests {
         assert_eq!(Settings::flags::<PredictArgs>().fix("overlap"), "--overlap");
         let eval = Settings::flags::<EvalArgs>();
         assert_eq!(eval.fix("val_fraction"), "--val-fraction");
+        assert_eq!(
+            eval.speak(
+                "leave out val_fraction and seed (not my_seed or seed_x)",
+                &["val_fraction", "seed"]
+            ),
+            "leave out --val-fraction and --seed (not my_seed or seed_x)"
+        );
         assert_eq!(eval.fix("augment.scale"), "the augment.scale setting");
         // A resumed run: its own config.json, but for --epochs and --device.
         let run = Settings::run(Path::new("runs/run-001"));

@@ -25,8 +25,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{MultiProgress, ProgressBar};
 use wsunet::card::{ModelCard, load_model};
-use wsunet::data::io::{IMAGE_EXTENSIONS, value_counts};
-use wsunet::data::layout::image_files;
+use wsunet::data::image_files;
+use wsunet::data::{IMAGE_EXTENSIONS, value_counts};
 use wsunet::data::{Image, read_image};
 use wsunet::infer::{
     PredictConfig, Prediction, Predictor, ProbsType, Progress, TiffOutputs, TiffSummary,

@@ -76,7 +76,7 @@ pub struct StudyArgs {
 
     /// Training crop HxW (default: as `wsunet train`).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
-    pub size: Option<[usize; 2]>,
+    pub crop: Option<[usize; 2]>,
 
     /// Named architecture: small (default) or base.
     #[arg(long, value_name = "NAME", conflicts_with = "model_config", value_parser = PossibleValuesParser::new(PRESETS.map(|(name, _)| name)))]
@@ -115,8 +115,8 @@ fn base_config(args: &StudyArgs) -> Result<TrainConfig> {
     if args.data.is_some() {
         c.data = args.data.clone();
     }
-    if let Some(size) = args.size {
-        c.size = Some(size);
+    if let Some(crop) = args.crop {
+        c.crop = Some(crop);
     }
     if let Some(lr) = args.lr {
         c.lr = lr;

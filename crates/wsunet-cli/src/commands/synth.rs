@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use wsunet::data::io::{write_mask_png, write_png};
-use wsunet::data::shapes::{generate, shapes_classes};
+use wsunet::data::{generate_shapes, shapes_classes};
+use wsunet::data::{write_mask_png, write_png};
 
 use std::path::PathBuf;
 
@@ -76,7 +76,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     }
     let classes = shapes_classes();
     classes
-        .save(&args.out.join(wsunet::data::classes::CLASSES_FILE))
+        .save(&args.out.join(wsunet::data::CLASSES_FILE))
         .with_context(|| format!("cannot write into {}", args.out.display()))?;
 
     let progress = bar(args.count as u64, "writing shapes");
@@ -84,7 +84,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     (0..args.count)
         .into_par_iter()
         .try_for_each(|i| -> Result<()> {
-            let (image, mask) = generate(args.seed, i as u64, args.size);
+            let (image, mask) = generate_shapes(args.seed, i as u64, args.size);
             let name = format!("shape_{i:0digits$}.png");
             write_png(&images.join(&name), &image)?;
             write_mask_png(&masks.join(&name), &mask, &classes)?;
@@ -126,7 +126,7 @@ fn scene(args: &SynthArgs, side: usize) -> Result<()> {
     let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
     let mask = args.out.with_file_name(format!("{stem}_mask.tif"));
     let started = std::time::Instant::now();
-    wsunet::data::shapes::write_scene(
+    wsunet::data::write_scene(
         &args.out,
         Some(&mask),
         side,

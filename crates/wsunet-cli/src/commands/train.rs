@@ -53,7 +53,7 @@ pub struct TrainArgs {
     /// config.json. Only --epochs and --device may be given with it; any
     /// other setting is an error, since the run was trained with its own.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "data", "config", "model_config", "preset", "out", "batch_size", "val_batch_size", "size",
+        "data", "config", "model_config", "preset", "out", "batch_size", "val_batch_size", "crop",
         "lr", "min_lr", "optimizer", "schedule", "warmup_epochs", "weight_decay", "grad_clip",
         "loss", "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad",
         "seed", "val_every",
@@ -111,7 +111,7 @@ pub struct Flags {
     /// a warning.
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<[usize; 2]>,
+    pub crop: Option<[usize; 2]>,
 
     /// Peak learning rate.
     #[arg(long, value_name = "LR", value_parser = finite::<f64>)]
@@ -352,7 +352,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "trained in {:.1} s; model: {} (with {})",
         summary.seconds,
         session.dir.final_model().display(),
-        session.dir.final_model().with_extension("json").display()
+        wsunet::card::model_paths(&session.dir.final_model())
+            .1
+            .display()
     );
     Ok(())
 }

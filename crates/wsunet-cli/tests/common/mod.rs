@@ -67,7 +67,7 @@ pub fn tiny_train_args(
     args.push(path(data));
     args.extend(["--model-config".into(), path(model)]);
     args.extend(["--epochs".into(), epochs.to_string()]);
-    args.extend(["--size", "32", "--batch-size", "2", "--out"].map(String::from));
+    args.extend(["--crop", "32", "--batch-size", "2", "--out"].map(String::from));
     args.push(path(run));
     args
 }

@@ -10,8 +10,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::augment::Normalize;
+use super::classes::ClassList;
 use super::classes::class_count;
-use super::io::{mask_values_problem, read_image, read_mask, size_mismatch, value_counts};
+use super::io::{
+    input_channels, mask_values_problem, read_image, read_mask, size_mismatch, value_counts,
+};
 use super::layout::{DatasetFiles, Layout, SamplePaths};
 use crate::error::{Error, Result};
 
@@ -132,10 +135,8 @@ pub fn check_dataset(
         *channel_counts.entry(f.channels).or_insert(0) += 1;
     }
     let in_channels = in_channels.or_else(|| {
-        channel_counts
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(c, _)| *c)
+        let counts: Vec<usize> = readable.iter().map(|f| f.channels).collect();
+        input_channels(&counts)
     });
 
     let mut bad_samples = std::collections::HashSet::new();
@@ -190,7 +191,7 @@ pub fn check_dataset(
     }
     let classes = match &files.classes {
         Some(list) if list.len() == num_classes => list.names(),
-        _ => (0..num_classes).map(|i| format!("class{i}")).collect(),
+        _ => ClassList::numbered(num_classes).names(),
     };
     if train > 0 {
         for (name, n) in classes.iter().zip(&class_pixels) {

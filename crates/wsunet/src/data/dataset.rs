@@ -90,7 +90,7 @@ impl SampleSpec {
     /// class or the ignore index. Ignored pixels get [`ignore_label`](Self::ignore_label).
     pub fn load(&self, sample: &Sample) -> Result<(Image, Mask)> {
         let (image, mut mask) = match sample {
-            Sample::Shapes { seed, index, size } => shapes::generate(*seed, *index, *size),
+            Sample::Shapes { seed, index, size } => shapes::generate_shapes(*seed, *index, *size),
             Sample::Files(p) => {
                 let image = read_image(&p.image)?;
                 let (mask, _) = read_mask(&p.mask, self.classes.as_ref())?;

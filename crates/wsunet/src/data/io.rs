@@ -167,6 +167,48 @@ pub fn image_size(path: &Path) -> Result<[usize; 2]> {
     Ok([h as usize, w as usize])
 }
 
+/// The channel count [`read_image`] gives an image file (alpha dropped),
+/// from its header (nothing decoded).
+pub fn image_channels(path: &Path) -> Result<usize> {
+    if extension(path) == "npy" {
+        let file =
+            std::fs::File::open(path).map_err(|e| data_error(path, format!("cannot open: {e}")))?;
+        let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+            .map_err(|e| data_error(path, format!("not a valid .npy file: {e}")))?;
+        return Ok(npy_dims(path, npy.shape())?.0);
+    }
+    if crate::raster::is_tiff(path) {
+        return Ok(crate::raster::inspect(path)?.level(0)?.channels);
+    }
+    use image::ImageDecoder;
+    let decoder = image_reader(path)?
+        .into_decoder()
+        .map_err(|e| data_error(path, format!("cannot read the image header: {e}")))?;
+    Ok(match decoder.color_type() {
+        image::ColorType::L8 | image::ColorType::La8 => 1,
+        image::ColorType::L16 | image::ColorType::La16 => 1,
+        // Everything else is read as RGB (see `from_dynamic`).
+        _ => 3,
+    })
+}
+
+/// The input channel count of a model trained on images with `counts`
+/// channels (in file order): the most common count, and on a tie the one
+/// that comes first. Training and `data check` both use this rule; an image
+/// with another count is a bad sample. `None` for no images.
+pub fn input_channels(counts: &[usize]) -> Option<usize> {
+    let mut tally: Vec<(usize, usize)> = Vec::new();
+    for &c in counts {
+        match tally.iter_mut().find(|(count, _)| *count == c) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((c, 1)),
+        }
+    }
+    // `max_by_key` keeps the last of equal maxima: scan from the back so
+    // the first-seen count wins a tie.
+    tally.iter().rev().max_by_key(|(_, n)| *n).map(|(c, _)| *c)
+}
+
 /// Channel-major `f32` from any decoded image, dropping alpha.
 fn from_dynamic(img: DynamicImage) -> Image {
     let (w, h) = (img.width() as usize, img.height() as usize);

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use super::check::channel_stats;
 use super::classes::{CLASSES_FILE, class_count};
 use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
+use super::io::{image_channels, input_channels};
 use super::shapes::{ShapesSpec, shapes_classes};
-use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_image, read_mask};
+use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_mask};
 use crate::error::{Error, Result};
 use crate::geometry::MIN_INPUT_SIZE;
 
@@ -34,7 +35,7 @@ pub struct DataSettings {
     /// Input normalization (`None`: measured on the training images).
     pub normalize: Option<Normalize>,
     /// Training crop (`None`: chosen from the data).
-    pub size: Option<[usize; 2]>,
+    pub crop: Option<[usize; 2]>,
 }
 
 /// The built-in data's training and validation samples: items `0..train`,
@@ -162,7 +163,7 @@ pub fn resolve_crop(
         .count();
     let warning = (smaller > 0).then(|| {
         format!(
-            "{smaller} of {} training images are smaller than the {}×{} crop (the smallest is {min_h}×{min_w}); they are mirror-padded to it. A crop no larger than the images avoids padding: size [{}, {}]",
+            "{smaller} of {} training images are smaller than the {}×{} crop (the smallest is {min_h}×{min_w}); they are mirror-padded to it. A crop no larger than the images avoids padding: crop [{}, {}]",
             sizes.len(),
             crop[0],
             crop[1],
@@ -183,7 +184,7 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
         let s = &config.shapes;
         let classes = shapes_classes();
         let (train, val) = shapes_splits(s);
-        let (crop, crop_note) = match config.size {
+        let (crop, crop_note) = match config.crop {
             Some(size) => (size, "as configured".to_string()),
             None => ([s.size; 2], "the shapes image size".to_string()),
         };
@@ -230,7 +231,15 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             skipped: false,
         });
     }
-    let in_channels = read_image(&files.train[0].image)?.channels;
+    let in_channels = {
+        use rayon::prelude::*;
+        let counts = files
+            .train
+            .par_iter()
+            .map(|p| image_channels(&p.image))
+            .collect::<Result<Vec<usize>>>()?;
+        input_channels(&counts).expect("the training split is not empty")
+    };
     let num_classes = class_count(config.num_classes, files.classes.as_ref(), || {
         let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
         max_mask_value(&all, None, config.ignore_index)
@@ -284,7 +293,7 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             channel_stats(&pairs)?
         }
     };
-    let (crop, crop_note, warning) = resolve_crop(config.size, &sample_sizes(&train)?);
+    let (crop, crop_note, warning) = resolve_crop(config.crop, &sample_sizes(&train)?);
     warnings.extend(warning);
     let images: Vec<&Path> = train
         .iter()

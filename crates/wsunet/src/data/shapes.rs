@@ -165,11 +165,11 @@ impl Shape {
 /// # Example
 ///
 /// ```
-/// let (image, mask) = wsunet::data::shapes::generate(7, 0, 64);
+/// let (image, mask) = wsunet::data::generate_shapes(7, 0, 64);
 /// assert_eq!((image.channels, image.height, mask.width), (3, 64, 64));
-/// assert_eq!(wsunet::data::shapes::generate(7, 0, 64).1, mask);
+/// assert_eq!(wsunet::data::generate_shapes(7, 0, 64).1, mask);
 /// ```
-pub fn generate(seed: u64, index: u64, size: usize) -> (Image, Mask) {
+pub fn generate_shapes(seed: u64, index: u64, size: usize) -> (Image, Mask) {
     let mut rng = item_rng(seed, index);
     let s = size as f32;
     let base = [0, 1, 2].map(|_| rng.random_range(0.2..0.8));
@@ -262,7 +262,7 @@ pub fn write_scene(
     let samples: Vec<(Vec<u8>, Vec<u8>)> = (0..pool as u64)
         .into_par_iter()
         .map(|i| {
-            let (image, mask) = generate(seed, i, cell);
+            let (image, mask) = generate_shapes(seed, i, cell);
             let n = cell * cell;
             let rgb = (0..3 * n)
                 .map(|j| (image.data[(j % 3) * n + j / 3] * 255.0).round() as u8)
@@ -331,17 +331,17 @@ mod tests {
 
     #[test]
     fn deterministic_for_a_seed_and_different_across_seeds_and_indices() {
-        let a = generate(42, 3, 64);
-        assert_eq!(generate(42, 3, 64), a);
-        assert_ne!(generate(43, 3, 64).1, a.1);
-        assert_ne!(generate(42, 4, 64).1, a.1);
+        let a = generate_shapes(42, 3, 64);
+        assert_eq!(generate_shapes(42, 3, 64), a);
+        assert_ne!(generate_shapes(43, 3, 64).1, a.1);
+        assert_ne!(generate_shapes(42, 4, 64).1, a.1);
     }
 
     #[test]
     fn every_class_appears_and_values_are_in_range() {
         let mut pixels = [0usize; 4];
         for i in 0..40 {
-            let (image, mask) = generate(1, i, 64);
+            let (image, mask) = generate_shapes(1, i, 64);
             assert!(image.data.iter().all(|v| (0.0..=1.0).contains(v)));
             for &m in &mask.data {
                 pixels[m as usize] += 1;
@@ -362,7 +362,7 @@ mod tests {
         let mut sums = [[0f64; 3]; 4];
         let mut counts = [0f64; 4];
         for i in 0..60 {
-            let (image, mask) = generate(9, i, 48);
+            let (image, mask) = generate_shapes(9, i, 48);
             for (p, &m) in mask.data.iter().enumerate() {
                 for (c, sum) in sums[m as usize].iter_mut().enumerate() {
                     *sum += image.channel(c)[p] as f64;

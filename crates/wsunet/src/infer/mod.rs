@@ -51,6 +51,7 @@ pub use tiled::{OUTPUT_TILE, ProbsType, TiffOutputs, TiffSummary};
 /// Test-time augmentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Tta {
     /// The image as it is.
     #[default]

@@ -1,5 +1,11 @@
 //! `fit_groups`: the GroupNorm group count the seed uses for a channel count.
 
+/// The group count every layer starts from (the classic 32 of GroupNorm's
+/// paper and of the seed), before [`fit_groups`] lowers it to divide a
+/// width. The one home of this default: layer configs and the model config
+/// take it from here.
+pub const DEFAULT_GROUPS: usize = 32;
+
 /// The largest group count `g ≤ min(groups, channels)` that divides `channels`.
 ///
 /// The seed starts from the classic 32 groups and lowers the count until it

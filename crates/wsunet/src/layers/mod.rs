@@ -13,7 +13,7 @@ mod ws_res_block;
 
 pub use crate::ops::{Standardization, resize_bilinear};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
-pub use groups::fit_groups;
+pub use groups::{DEFAULT_GROUPS, fit_groups};
 pub use norm::Norm;
 pub use up::{Up, UpConfig};
 pub use ws_conv2d::{WsConv2d, WsConv2dConfig};

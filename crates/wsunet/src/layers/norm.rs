@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 /// would otherwise provide), as PyTorch's plain `Conv2d` has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Norm {
     /// GroupNorm: statistics per sample, independent of the batch (the seed's).
     #[default]

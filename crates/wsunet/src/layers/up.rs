@@ -19,13 +19,13 @@ pub struct UpConfig {
     /// Output channels.
     pub out_channels: usize,
     /// The normalization after each convolution.
-    #[config(default = "Norm::Group")]
+    #[config(default = "Norm::default()")]
     pub norm: Norm,
     /// Starting GroupNorm group count.
-    #[config(default = 32)]
+    #[config(default = "super::DEFAULT_GROUPS")]
     pub groups: usize,
     /// The convolutions' standardization.
-    #[config(default = "Standardization::Seed")]
+    #[config(default = "Standardization::default()")]
     pub standardization: Standardization,
     /// Eps of the standardization; `None` means its default.
     #[config(default = "None")]

@@ -56,7 +56,7 @@ pub struct WsConv2dConfig {
     #[config(default = false)]
     pub bias: bool,
     /// The standardization formula.
-    #[config(default = "Standardization::Seed")]
+    #[config(default = "Standardization::default()")]
     pub standardization: Standardization,
     /// Eps of the standardization; `None` means its default.
     #[config(default = "None")]

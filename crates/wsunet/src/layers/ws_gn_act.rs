@@ -34,14 +34,14 @@ pub struct WsGnActConfig {
     #[config(default = true)]
     pub act: bool,
     /// The normalization after the convolution.
-    #[config(default = "Norm::Group")]
+    #[config(default = "Norm::default()")]
     pub norm: Norm,
     /// Starting GroupNorm group count, lowered by [`fit_groups`] until it
     /// divides `out_channels` (`Group` only).
-    #[config(default = 32)]
+    #[config(default = "super::DEFAULT_GROUPS")]
     pub groups: usize,
     /// The convolution's standardization.
-    #[config(default = "Standardization::Seed")]
+    #[config(default = "Standardization::default()")]
     pub standardization: Standardization,
     /// Eps of the standardization; `None` means its default.
     #[config(default = "None")]

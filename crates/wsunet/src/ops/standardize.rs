@@ -52,6 +52,7 @@ pub const MIN_VARIANCE: f64 = 1e-30;
 /// | `None` | `w`: a plain convolution, for comparing against WS | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Standardization {
     /// The seed's formula, as in the WS paper's code and mmcv's `ConvWS2d`.
     #[default]

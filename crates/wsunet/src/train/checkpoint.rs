@@ -2,12 +2,8 @@
 //! written so that a kill at any instant leaves the latest complete
 //! checkpoint loadable.
 //!
-//! Layout under the run directory:
-//!
-//! ```text
-//! checkpoints/epoch-0007/{model.bpk, optim.bpk, state.json}
-//! checkpoints/latest.json      → {"epoch": 7, "dir": "epoch-0007"}
-//! ```
+//! The files are named by [`RunDir`] (`checkpoints/epoch-0007/` …);
+//! `checkpoints/latest.json` says `{"epoch": 7, "dir": "epoch-0007"}`.
 //!
 //! An epoch's files go into a hidden `.epoch-0007.partial/` folder, which is
 //! renamed to `epoch-0007/` when complete; only then is `latest.json`
@@ -25,7 +21,7 @@ use super::state::TrainState;
 use crate::card::{canonical_burnpack, load_params, save_params};
 use crate::error::{Error, Result};
 use crate::fs::{read_json_with, write_json};
-use crate::run_dir::RunDir;
+use crate::run_dir::{Checkpoint, RunDir};
 
 /// Complete checkpoints kept, the latest included (older ones are pruned).
 const KEEP: usize = 2;
@@ -52,9 +48,10 @@ pub fn save<M: Module>(
     state: &TrainState,
 ) -> Result<()> {
     let root = run.checkpoints();
-    let name = format!("epoch-{:04}", state.epoch);
-    let partial = root.join(format!(".{name}.partial"));
-    let done = root.join(&name);
+    let name = Checkpoint::name(state.epoch);
+    let files = run.partial_checkpoint(state.epoch);
+    let partial = files.path().to_path_buf();
+    let done = run.checkpoint(state.epoch).path().to_path_buf();
     for stale in [&partial, &done] {
         if stale.exists() {
             std::fs::remove_dir_all(stale)
@@ -63,18 +60,18 @@ pub fn save<M: Module>(
     }
     std::fs::create_dir_all(&partial)
         .map_err(|e| fail(&partial, "create the checkpoint folder", e))?;
-    save_params(model, &partial.join("model.bpk"))?;
+    save_params(model, &files.model())?;
     // The optimizer's state lists parameters in hash-map order: written in
     // name order (its names carry the parameters' ids, which come from
     // their paths), so the file is the same bytes for the same state.
-    let optim_path = partial.join("optim.bpk");
+    let optim_path = files.optim();
     let bytes = optim
         .into_bytes()
         .map_err(|e| fail(&optim_path, "write optim.bpk", e))?;
     let bytes =
         canonical_burnpack(bytes, false).map_err(|e| fail(&optim_path, "write optim.bpk", e))?;
     std::fs::write(&optim_path, &bytes[..]).map_err(|e| fail(&optim_path, "write optim.bpk", e))?;
-    write_json(&partial.join("state.json"), state)?;
+    write_json(&files.state(), state)?;
     std::fs::rename(&partial, &done).map_err(|e| fail(&done, "finish the checkpoint", e))?;
     write_json(
         &run.latest_checkpoint(),
@@ -95,9 +92,7 @@ fn prune(root: &Path, latest: usize) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(epoch) = name
-            .strip_prefix("epoch-")
-            .and_then(|n| n.parse::<usize>().ok())
+        if let Some(epoch) = Checkpoint::epoch_of(&name)
             && epoch + KEEP <= latest
         {
             let _ = std::fs::remove_dir_all(entry.path());
@@ -130,12 +125,12 @@ pub fn load_latest<M: Module>(
         });
     }
     let latest: Latest = read(&pointer)?;
-    let dir = run.checkpoints().join(&latest.dir);
-    let model = load_params(model, &dir.join("model.bpk"))?;
+    let files = run.checkpoint_named(&latest.dir);
+    let model = load_params(model, &files.model())?;
     let optim = optim
-        .load(dir.join("optim.bpk"))
-        .map_err(|e| fail(&dir.join("optim.bpk"), "read the optimizer state", e))?;
-    let state_path = dir.join("state.json");
+        .load(files.optim())
+        .map_err(|e| fail(&files.optim(), "read the optimizer state", e))?;
+    let state_path = files.state();
     let state: TrainState = read(&state_path)?;
     if state.epoch != latest.epoch {
         return Err(Error::Checkpoint {

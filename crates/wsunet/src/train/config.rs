@@ -14,6 +14,7 @@ pub use crate::data::shapes::ShapesSpec;
 use crate::data::{AugmentConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::model::WsResUNetConfig;
+use crate::run_dir::RunDir;
 
 /// Named architectures for training: name and stage widths; everything else
 /// (depths 1, 1, 1, 1, groups, standardization) is the spec's default. `small`
@@ -82,6 +83,7 @@ pub fn model_from_file(path: &std::path::Path) -> Result<WsResUNetConfig> {
 /// Which optimizer to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OptimizerKind {
     /// AdamW (decoupled weight decay).
     #[default]
@@ -150,8 +152,10 @@ pub struct TrainConfig {
     /// Training crop `[H, W]` (`None`: the `shapes` size, or for a dataset
     /// folder 256 × 256 shrunk to the smallest training image; the resolved
     /// crop is written into the run's config). Images smaller than the crop
-    /// are mirror-padded, with a warning.
-    pub size: Option<[usize; 2]>,
+    /// are mirror-padded, with a warning. Configs written before the field
+    /// had this name call it `size`; they still read.
+    #[serde(alias = "size")]
+    pub crop: Option<[usize; 2]>,
     /// Samples per optimizer step.
     pub batch_size: usize,
     /// Samples per validation batch.
@@ -218,7 +222,7 @@ impl Default for TrainConfig {
             ignore_index: Some(255),
             num_classes: None,
             skip_bad: false,
-            size: None,
+            crop: None,
             batch_size: 8,
             val_batch_size: 8,
             epochs: 5,
@@ -261,7 +265,7 @@ impl TrainConfig {
             num_classes: self.class_count().map(|(_, n)| n),
             skip_bad: self.skip_bad,
             normalize: self.normalize.clone(),
-            size: self.size,
+            crop: self.crop,
         }
     }
 
@@ -399,9 +403,45 @@ impl TrainConfig {
     }
 }
 
+/// The run that `model` belongs to (see [`RunDir::of_model`]) and its
+/// training config; `None` when `model` is not in a run directory or the
+/// run has no `config.json`.
+pub fn run_config_of(model: &std::path::Path) -> Result<Option<(RunDir, TrainConfig)>> {
+    let Some(run) = RunDir::of_model(model).filter(|run| run.config().is_file()) else {
+        return Ok(None);
+    };
+    let config = run.read_config()?;
+    Ok(Some((run, config)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_run_directory_has_a_run_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        // A config.json of some other kind beside a model file: not a run.
+        std::fs::write(run.config(), "{\"num_classes\": 2}").unwrap();
+        assert!(run_config_of(&run.final_model()).unwrap().is_none());
+        // With a checkpoint pointer it is one, and its config is read.
+        run.write_config(&TrainConfig::default()).unwrap();
+        std::fs::create_dir_all(run.checkpoints()).unwrap();
+        std::fs::write(run.latest_checkpoint(), "{}").unwrap();
+        let (found, config) = run_config_of(&run.final_model()).unwrap().unwrap();
+        assert_eq!(found, run);
+        assert_eq!(config, TrainConfig::default());
+    }
+
+    #[test]
+    fn configs_that_call_the_crop_size_still_read() {
+        let old: TrainConfig = serde_json::from_str(r#"{"size": [64, 96]}"#).unwrap();
+        assert_eq!(old.crop, Some([64, 96]));
+        let written = serde_json::to_value(&old).unwrap();
+        assert_eq!(written["crop"], serde_json::json!([64, 96]));
+        assert!(written.get("size").is_none());
+    }
 
     #[test]
     fn partial_json_takes_defaults_and_rejects_typos() {

@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 
 use super::config::TrainConfig;
-use super::run_dir::{RunDir, run_config_of};
+use super::config::run_config_of;
 use crate::data::prepare::{Split, split_samples};
 use crate::data::{Layout, Sample};
 use crate::error::{Error, Result};
+use crate::run_dir::RunDir;
 
 /// What to score a model on.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +109,7 @@ impl EvalSamples {
                 run.config().display()
             )),
             Holdout::Other { run, trained, .. } => Some(format!(
-                "holdout split with {own}, given by --val-fraction/--seed; the run trained with val_fraction {} and seed {} ({})",
+                "holdout split with {own} as given; the run trained with val_fraction {} and seed {} ({})",
                 trained.0,
                 trained.1,
                 run.config().display()
@@ -123,10 +124,10 @@ impl EvalSamples {
             Holdout::Other {
                 same_data: true, ..
             } => Some(
-                "this is the run's own data with another split: these images may include its training images, which inflates the scores; leave out --val-fraction and --seed to use the run's split".into(),
+                "this is the run's own data with another split: these images may include its training images, which inflates the scores; leave out val_fraction and seed to use the run's split".into(),
             ),
             Holdout::Assumed => Some(format!(
-                "no training config beside the model, so the holdout uses val_fraction {} and seed {}; if the model was trained on this folder with other values, pass them with --val-fraction and --seed, or the scores may include training images",
+                "no training config beside the model, so the holdout uses val_fraction {} and seed {}; if the model was trained on this folder with other values, give them as val_fraction and seed, or the scores may include training images",
                 self.val_fraction, self.seed
             )),
             _ => None,
@@ -218,14 +219,14 @@ pub fn eval_samples(request: &EvalRequest) -> Result<EvalSamples> {
 mod tests {
     use super::*;
     use crate::data::io::{write_mask_png, write_png};
-    use crate::data::shapes::{generate, shapes_classes};
+    use crate::data::shapes::{generate_shapes, shapes_classes};
 
     /// A single-folder dataset of `n` shapes images.
     fn folder(root: &Path, n: u64) {
         std::fs::create_dir_all(root.join("images")).unwrap();
         std::fs::create_dir_all(root.join("masks")).unwrap();
         for i in 0..n {
-            let (image, mask) = generate(0, i, 32);
+            let (image, mask) = generate_shapes(0, i, 32);
             write_png(&root.join(format!("images/{i:02}.png")), &image).unwrap();
             write_mask_png(
                 &root.join(format!("masks/{i:02}.png")),

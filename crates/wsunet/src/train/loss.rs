@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Which loss to train with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LossKind {
     /// Cross-entropy (with class weights).
     Ce,

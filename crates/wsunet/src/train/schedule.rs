@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Decay after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ScheduleKind {
     /// Cosine from the base rate to `min_lr`.
     #[default]

@@ -41,6 +41,42 @@ pub struct EpochRecord {
     pub class_iou: Vec<Option<f64>>,
 }
 
+impl EpochRecord {
+    /// The `metrics.csv` table of `history`: a header, then one row per
+    /// epoch with the IoU of each of `classes`.
+    pub fn csv(history: &[EpochRecord], classes: &[String]) -> String {
+        let mut csv = String::from(
+            "epoch,train_loss,val_loss,miou,mean_dice,pixel_accuracy,lr,seconds,images_per_sec",
+        );
+        for c in classes {
+            csv.push_str(&format!(",iou_{}", c.replace([',', '"', '\n'], "_")));
+        }
+        csv.push('\n');
+        for r in history {
+            csv.push_str(&format!(
+                "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3e},{:.2},{:.2}",
+                r.epoch,
+                r.train_loss,
+                r.val_loss,
+                r.miou,
+                r.mean_dice,
+                r.pixel_accuracy,
+                r.lr,
+                r.seconds,
+                r.images_per_sec
+            ));
+            for iou in &r.class_iou {
+                csv.push_str(
+                    &iou.map(|v| format!(",{v:.6}"))
+                        .unwrap_or_else(|| ",".into()),
+                );
+            }
+            csv.push('\n');
+        }
+        csv
+    }
+}
+
 /// Where training stands; saved in every checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {

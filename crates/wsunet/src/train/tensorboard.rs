@@ -1,6 +1,6 @@
 //! TensorBoard event files for a run: per-epoch losses, scores, learning
 //! rate, throughput and per-class IoU as scalars, and validation overlays as
-//! images, in `RUN/events.out.tfevents.0.wsunet`.
+//! images, in the file [`RunDir::tensorboard_events`] names.
 //!
 //! No maintained Rust crate writes them, so this is the format itself:
 //! TFRecord framing (a little-endian `u64` length, its masked CRC-32C, the
@@ -18,10 +18,7 @@ use prost::Message;
 use super::state::EpochRecord;
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
-
-/// The event file's name in a run directory (TensorBoard reads every file
-/// whose name holds `tfevents`).
-pub const EVENTS_FILE: &str = "events.out.tfevents.0.wsunet";
+use crate::run_dir::RunDir;
 
 /// `tensorflow.Event`.
 #[derive(Clone, PartialEq, Message)]
@@ -178,17 +175,12 @@ fn scalar(tag: String, value: f64) -> SummaryValue {
 /// An overlay image for an epoch's event: `(tag, width, height, PNG bytes)`.
 pub type Overlay = (String, u32, u32, Vec<u8>);
 
-/// Where a run keeps its validation overlays for the event file.
-pub fn overlay_dir(run: &Path) -> PathBuf {
-    run.join("overlays")
-}
-
 /// Rewrites the run's event file from its history: one event per epoch
 /// with every scalar of its record (`train/loss`, `val/loss`, `val/miou`,
 /// `val/dice`, `val/accuracy`, `lr`, `images_per_sec`, `val/iou/CLASS`) and
 /// the overlays `overlays(epoch)` gives.
 pub fn write_events(
-    run: &Path,
+    run: &RunDir,
     history: &[EpochRecord],
     classes: &[String],
     overlays: &dyn Fn(usize) -> Vec<Overlay>,
@@ -237,7 +229,7 @@ pub fn write_events(
         };
         frame(&event.encode_to_vec(), &mut bytes);
     }
-    write_atomic(&run.join(EVENTS_FILE), &bytes)
+    write_atomic(&run.tensorboard_events(), &bytes)
 }
 
 /// Validation samples shown as overlays, and how often (every this many
@@ -248,14 +240,14 @@ pub const OVERLAY_EVERY: usize = 5;
 /// The largest side shown (larger images show their top-left corner).
 const OVERLAY_SIDE: usize = 512;
 
-fn overlay_path(run: &Path, epoch: usize, i: usize) -> PathBuf {
-    overlay_dir(run).join(format!("epoch-{epoch:04}-{i}.png"))
+fn overlay_path(run: &RunDir, epoch: usize, i: usize) -> PathBuf {
+    run.overlays().join(format!("epoch-{epoch:04}-{i}.png"))
 }
 
 /// Predicts the first [`OVERLAYS`] validation samples with `model` and
 /// saves their overlays (predicted classes over the image) for `epoch`.
 pub(crate) fn save_overlays(
-    run: &Path,
+    run: &RunDir,
     epoch: usize,
     model: &crate::model::WsResUNet,
     val: &crate::data::SegDataset,
@@ -264,7 +256,7 @@ pub(crate) fn save_overlays(
 ) -> Result<()> {
     use burn::data::dataset::Dataset;
     use burn::tensor::{Tensor, TensorData};
-    let dir = overlay_dir(run);
+    let dir = run.overlays();
     std::fs::create_dir_all(&dir).map_err(|error| Error::Io {
         path: dir.clone(),
         error,
@@ -310,7 +302,7 @@ pub(crate) fn save_overlays(
 }
 
 /// The saved overlays of `epoch`, for [`write_events`].
-pub(crate) fn saved_overlays(run: &Path, epoch: usize) -> Vec<Overlay> {
+pub(crate) fn saved_overlays(run: &RunDir, epoch: usize) -> Vec<Overlay> {
     (0..OVERLAYS)
         .filter_map(|i| {
             let png = std::fs::read(overlay_path(run, epoch, i)).ok()?;
@@ -351,14 +343,15 @@ mod tests {
             class_iou: vec![Some(0.5), None],
         };
         let png = vec![1u8, 2, 3];
+        let run = RunDir::new(dir.path());
         write_events(
-            dir.path(),
+            &run,
             &[record],
             &["background".into(), "cell".into()],
             &|epoch| vec![(format!("val/overlay/{epoch}"), 2, 1, png.clone())],
         )
         .unwrap();
-        let path = dir.path().join(EVENTS_FILE);
+        let path = run.tensorboard_events();
         let events = read_events(&path).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(

@@ -25,7 +25,6 @@ use super::loader::{Batches, epoch_order};
 use super::loss::SegLoss;
 use super::observer::Observer;
 use super::optim::optimizer;
-use super::run_dir::RunDir;
 use super::schedule::LrSchedule;
 use super::state::{EpochRecord, TrainState};
 use super::tensorboard;
@@ -36,6 +35,7 @@ use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::fs::write_json;
 use crate::model::{WsResUNet, WsResUNetConfig};
+use crate::run_dir::RunDir;
 
 /// A prepared training run: the config as given, what preparation found
 /// out about the data, and the datasets. Nothing is written before
@@ -118,7 +118,7 @@ impl Session {
                 dir: dir.to_path_buf(),
             });
         }
-        let stored = run.read_config()?;
+        let stored: TrainConfig = run.read_config()?;
         let config = TrainConfig {
             epochs: epochs.unwrap_or(stored.epochs),
             device: device.map_or(stored.device.clone(), str::to_string),
@@ -233,7 +233,7 @@ impl Session {
             num_classes: None,
             model: self.model_config(),
             normalize: Some(self.data.normalize.clone()),
-            size: Some(self.data.crop),
+            crop: Some(self.data.crop),
             ..self.config.clone()
         }
     }
@@ -465,14 +465,14 @@ impl Session {
         state.epoch = epoch;
         state.history.push(record.clone());
         checkpoint::save(&self.dir, &run.model, &run.optim, state)?;
-        self.dir.write_metrics(&state.history, &names)?;
+        self.dir
+            .write_metrics(&EpochRecord::csv(&state.history, &names))?;
         if let Err(e) = super::curves::draw(&self.dir.curves(), &state.history) {
             observer.info(&format!("warning: could not draw curves.png: {e}"));
         }
-        let run_path = self.dir.path();
         if (epoch.is_multiple_of(tensorboard::OVERLAY_EVERY) || epoch == self.config.epochs)
             && let Err(e) = tensorboard::save_overlays(
-                run_path,
+                &self.dir,
                 epoch,
                 &eval_model,
                 &self.val,
@@ -484,8 +484,8 @@ impl Session {
                 "warning: could not draw the validation overlays: {e}"
             ));
         }
-        tensorboard::write_events(run_path, &state.history, &names, &|e| {
-            tensorboard::saved_overlays(run_path, e)
+        tensorboard::write_events(&self.dir, &state.history, &names, &|e| {
+            tensorboard::saved_overlays(&self.dir, e)
         })?;
         observer.epoch_end(&record, &eval.scores, is_best);
         Ok(eval.scores)

@@ -214,7 +214,7 @@ pub fn tiny(epochs: usize) -> TrainConfig {
         epochs,
         batch_size: 4,
         val_batch_size: 4,
-        size: Some([48, 48]),
+        crop: Some([48, 48]),
         shapes: ShapesSpec {
             train: 12,
             val: 4,
