@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use wsunet::Error;
 use wsunet::card::{ModelCard, load_model, weights_digest};
-use wsunet::infer::stream::RowSource;
+use wsunet::infer::RowSource;
 use wsunet::infer::{PredictConfig, Prediction, Predictor, ProbsType, TiffOutputs, Tta};
 use wsunet::provenance::Outputs;
 use wsunet::raster::{Compression, inspect, is_tiff};

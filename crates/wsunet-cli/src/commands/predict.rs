@@ -182,21 +182,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let device = args.device.open()?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
-    let tile = args.tile.unwrap_or_else(|| {
-        let tile = PredictConfig::tile_for(&card);
-        if let Some([h, w]) = card.crop {
-            println!("tile {tile}: the model's training crop ({h}×{w}); --tile changes it");
-        }
-        tile
-    });
-    let config = PredictConfig {
-        tile,
-        overlap: args.overlap,
-        batch_size: args.batch_size,
-        tta: args.tta,
-        skip_empty: args.skip_empty,
-        scale: scale.unwrap_or(1.0),
-    };
+    let config = predict_config(&args, &card, scale);
     config.validate().map_err(|e| with_fix(e, &settings))?;
     let inputs = list_inputs(&args.input)?;
     let all = plan_outputs(&inputs, &args.out)?;
@@ -217,7 +203,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         digest,
         &card,
         Recorded {
-            tile,
+            tile: config.tile,
             overlap: args.overlap,
             tta: args.tta,
             outputs,
@@ -229,38 +215,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
         },
     )
     .context("fix --model")?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {} (fix --out)", args.out.display()))?;
-    let own: Vec<String> = jobs
-        .iter()
-        .flat_map(|(input, stem)| outputs.files(stem, kind_of(input)))
-        .collect();
-    match record
-        .claim(&args.out, &own, args.overwrite)
-        .map_err(|e| with_fix(e, &settings))?
-    {
-        Claim::Replaced => println!(
-            "{} recorded other predictions; replaced (--overwrite)",
-            args.out.join(wsunet::provenance::PROVENANCE_FILE).display()
-        ),
-        Claim::New | Claim::Same => {}
-    }
+    claim_out(&args, &record, outputs, &jobs, &settings)?;
     let share = if shard.count > 1 {
         format!("shard {shard}: {} of {total} input(s); ", jobs.len())
     } else {
         String::new()
     };
-    let (todo, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(input, stem)| {
-        args.overwrite || !outputs.complete(&args.out, stem, kind_of(input))
-    });
-    if !skipped.is_empty() {
-        println!(
-            "{share}skipped {} image(s) whose outputs are complete (--overwrite predicts them again)",
-            skipped.len()
-        );
-    } else if !share.is_empty() {
-        println!("{}", share.trim_end_matches("; "));
-    }
+    let todo = unfinished(&args, outputs, jobs, &share);
     let predictor = Predictor::new(model, card.normalize.clone(), device, config)
         .context("the model card does not fit its model")?;
 
@@ -279,7 +240,83 @@ pub fn run(args: PredictArgs) -> Result<()> {
         args.out.display(),
         started.elapsed().as_secs_f64()
     );
-    let lost = todo.len() - done - failed.len();
+    outcome(todo.len() - done - failed.len(), &failed)
+}
+
+/// The prediction settings of `args`; the tile defaults to the model's
+/// training crop (said when it does).
+fn predict_config(args: &PredictArgs, card: &ModelCard, scale: Option<f64>) -> PredictConfig {
+    let tile = args.tile.unwrap_or_else(|| {
+        let tile = PredictConfig::tile_for(card);
+        if let Some([h, w]) = card.crop {
+            println!("tile {tile}: the model's training crop ({h}×{w}); --tile changes it");
+        }
+        tile
+    });
+    PredictConfig {
+        tile,
+        overlap: args.overlap,
+        batch_size: args.batch_size,
+        tta: args.tta,
+        skip_empty: args.skip_empty,
+        scale: scale.unwrap_or(1.0),
+    }
+}
+
+/// Creates `--out` and records there what predicts into it, refusing a
+/// folder that another model or other settings predicted into (unless
+/// `--overwrite`).
+fn claim_out(
+    args: &PredictArgs,
+    record: &Provenance,
+    outputs: Outputs,
+    jobs: &[(PathBuf, String)],
+    settings: &Settings,
+) -> Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {} (fix --out)", args.out.display()))?;
+    let own: Vec<String> = jobs
+        .iter()
+        .flat_map(|(input, stem)| outputs.files(stem, kind_of(input)))
+        .collect();
+    match record
+        .claim(&args.out, &own, args.overwrite)
+        .map_err(|e| with_fix(e, settings))?
+    {
+        Claim::Replaced => println!(
+            "{} recorded other predictions; replaced (--overwrite)",
+            args.out.join(wsunet::provenance::PROVENANCE_FILE).display()
+        ),
+        Claim::New | Claim::Same => {}
+    }
+    Ok(())
+}
+
+/// The jobs whose outputs are not all there yet (all of them with
+/// `--overwrite`), saying how many are skipped; `share` prefixes the line
+/// in a sharded run.
+fn unfinished(
+    args: &PredictArgs,
+    outputs: Outputs,
+    jobs: Vec<(PathBuf, String)>,
+    share: &str,
+) -> Vec<(PathBuf, String)> {
+    let (todo, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(input, stem)| {
+        args.overwrite || !outputs.complete(&args.out, stem, kind_of(input))
+    });
+    if !skipped.is_empty() {
+        println!(
+            "{share}skipped {} image(s) whose outputs are complete (--overwrite predicts them again)",
+            skipped.len()
+        );
+    } else if !share.is_empty() {
+        println!("{}", share.trim_end_matches("; "));
+    }
+    todo
+}
+
+/// An error when images were `lost` (a worker stopped) or `failed`.
+fn outcome(lost: usize, failed: &[PathBuf]) -> Result<()> {
     if lost > 0 {
         bail!(
             "{lost} image(s) were not predicted: a worker thread stopped (see above); run again to predict them"

@@ -95,7 +95,7 @@ pub struct CheckReport {
 /// Decodes every sample of `files` and reports counts, class frequencies,
 /// sizes and every problem. `num_classes` defaults to the class list's length,
 /// else to the largest mask value seen (ignore excluded) plus one;
-/// `in_channels` defaults to the most common channel count.
+/// `in_channels` defaults to the rule of [`input_channels`].
 pub fn check_dataset(
     files: &DatasetFiles,
     num_classes: Option<usize>,
@@ -114,10 +114,8 @@ pub fn check_dataset(
         .collect();
 
     let mut problems = files.problems.clone();
-    let mut warnings = Vec::new();
     problems.extend(facts.iter().filter_map(|f| f.error.clone()));
     let readable: Vec<&SampleFacts> = facts.iter().filter(|f| f.error.is_none()).collect();
-
     let num_classes = class_count(num_classes, files.classes.as_ref(), || {
         Ok::<_, std::convert::Infallible>(
             readable
@@ -130,17 +128,64 @@ pub fn check_dataset(
         )
     })
     .unwrap_or_else(|never| match never {});
-    let mut channel_counts = BTreeMap::new();
-    for f in &readable {
-        *channel_counts.entry(f.channels).or_insert(0) += 1;
-    }
     let in_channels = in_channels.or_else(|| {
         let counts: Vec<usize> = readable.iter().map(|f| f.channels).collect();
         input_channels(&counts)
     });
-
-    let mut bad_samples = std::collections::HashSet::new();
+    let (train, val) = usable_counts(&readable, num_classes, ignore, in_channels, &mut problems);
+    if train == 0 {
+        problems.push(format!(
+            "{}: the training split has no usable samples",
+            files.root.display()
+        ));
+    }
+    let (class_pixels, ignored_pixels) = class_pixels(&readable, num_classes, ignore);
+    let classes = match &files.classes {
+        Some(list) if list.len() == num_classes => list.names(),
+        _ => ClassList::numbered(num_classes).names(),
+    };
+    let warnings = warnings(
+        files,
+        &readable,
+        &classes,
+        &class_pixels,
+        ignore,
+        (train, val),
+    );
+    let mut channels = BTreeMap::new();
+    let mut mask_kinds = BTreeMap::new();
     for f in &readable {
+        *channels.entry(f.channels).or_insert(0) += 1;
+        *mask_kinds.entry(f.kind.clone()).or_insert(0) += 1;
+    }
+    CheckReport {
+        layout: format!("{:?}", files.layout),
+        train,
+        val,
+        classes,
+        class_pixels,
+        ignored_pixels,
+        size_range: size_range(&readable),
+        channels,
+        mask_kinds,
+        problems,
+        warnings,
+    }
+}
+
+/// Usable training and validation samples among `readable`: those with the
+/// model's channel count and mask values it can learn; a problem is
+/// added for each of the others.
+fn usable_counts(
+    readable: &[&SampleFacts],
+    num_classes: usize,
+    ignore: Option<u16>,
+    in_channels: Option<usize>,
+    problems: &mut Vec<String>,
+) -> (usize, usize) {
+    let mut usable = [0, 0];
+    for f in readable {
+        let mut good = true;
         if let Some(c) = in_channels
             && f.channels != c
         {
@@ -149,35 +194,25 @@ pub fn check_dataset(
                 f.pair.image.display(),
                 f.channels
             ));
-            bad_samples.insert(f.pair.name.clone() + f.split);
+            good = false;
         }
         if let Some(reason) = mask_values_problem(&f.values, num_classes, ignore) {
             problems.push(format!("{}: {reason}", f.pair.mask.display()));
-            bad_samples.insert(f.pair.name.clone() + f.split);
+            good = false;
+        }
+        if good {
+            usable[usize::from(f.split != "train")] += 1;
         }
     }
+    (usable[0], usable[1])
+}
 
-    let usable = |split: &str| {
-        readable
-            .iter()
-            .filter(|f| f.split == split && !bad_samples.contains(&(f.pair.name.clone() + f.split)))
-            .count()
-    };
-    let (train, val) = (usable("train"), usable("val"));
-    if train == 0 {
-        problems.push(format!(
-            "{}: the training split has no usable samples",
-            files.root.display()
-        ));
-    }
-    if val == 0 {
-        let hint = match files.layout {
-            Layout::Folder => "; set val_fraction above 0",
-            _ => "",
-        };
-        warnings.push(format!("the validation split is empty{hint}"));
-    }
-
+/// Training pixels per class, and training pixels with the ignore index.
+fn class_pixels(
+    readable: &[&SampleFacts],
+    num_classes: usize,
+    ignore: Option<u16>,
+) -> (Vec<u64>, u64) {
     let mut class_pixels = vec![0u64; num_classes];
     let mut ignored_pixels = 0;
     for f in readable.iter().filter(|f| f.split == "train") {
@@ -189,68 +224,67 @@ pub fn check_dataset(
             }
         }
     }
-    let classes = match &files.classes {
-        Some(list) if list.len() == num_classes => list.names(),
-        _ => ClassList::numbered(num_classes).names(),
-    };
+    (class_pixels, ignored_pixels)
+}
+
+/// What is legal but probably wrong: an empty validation split, classes
+/// without training pixels, binary masks saved as 0/255 with 255 the
+/// ignore index, a class list of another length than the classes in use.
+fn warnings(
+    files: &DatasetFiles,
+    readable: &[&SampleFacts],
+    classes: &[String],
+    class_pixels: &[u64],
+    ignore: Option<u16>,
+    (train, val): (usize, usize),
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if val == 0 {
+        let hint = match files.layout {
+            Layout::Folder => "; set val_fraction above 0",
+            _ => "",
+        };
+        warnings.push(format!("the validation split is empty{hint}"));
+    }
     if train > 0 {
-        for (name, n) in classes.iter().zip(&class_pixels) {
+        for (name, n) in classes.iter().zip(class_pixels) {
             if *n == 0 {
                 warnings.push(format!(
                     "class `{name}` has no pixels in the training split"
                 ));
             }
         }
-        let only_background = readable
-            .iter()
-            .filter(|f| f.split == "train")
-            .all(|f| f.values.keys().all(|&v| v == 0 || Some(v) == ignore));
-        if only_background && ignored_pixels > 0 {
+        let training = || readable.iter().filter(|f| f.split == "train");
+        let only_background =
+            training().all(|f| f.values.keys().all(|&v| v == 0 || Some(v) == ignore));
+        let has_ignored = training().any(|f| ignore.is_some_and(|i| f.values.contains_key(&i)));
+        if only_background && has_ignored {
+            let i = ignore.unwrap_or(0);
             warnings.push(format!(
-                "every training mask holds only 0 and the ignore index {}; if {} marks the foreground of 0/{} binary masks, save them as 0/1 instead",
-                ignore.unwrap_or(0),
-                ignore.unwrap_or(0),
-                ignore.unwrap_or(0)
+                "every training mask holds only 0 and the ignore index {i}; if {i} marks the foreground of 0/{i} binary masks, save them as 0/1 instead"
             ));
         }
     }
     if let Some(list) = &files.classes
-        && list.len() != num_classes
+        && list.len() != classes.len()
     {
         warnings.push(format!(
-            "classes.json lists {} classes but {num_classes} are in use",
-            list.len()
+            "classes.json lists {} classes but {} are in use",
+            list.len(),
+            classes.len()
         ));
     }
+    warnings
+}
 
-    let sizes: Vec<[usize; 2]> = readable.iter().map(|f| f.size).collect();
-    let size_range = [
-        [
-            sizes.iter().map(|s| s[0]).min().unwrap_or(0),
-            sizes.iter().map(|s| s[1]).min().unwrap_or(0),
-        ],
-        [
-            sizes.iter().map(|s| s[0]).max().unwrap_or(0),
-            sizes.iter().map(|s| s[1]).max().unwrap_or(0),
-        ],
-    ];
-    let mut mask_kinds = BTreeMap::new();
-    for f in &readable {
-        *mask_kinds.entry(f.kind.clone()).or_insert(0) += 1;
-    }
-    CheckReport {
-        layout: format!("{:?}", files.layout),
-        train,
-        val,
-        classes,
-        class_pixels,
-        ignored_pixels,
-        size_range,
-        channels: channel_counts,
-        mask_kinds,
-        problems,
-        warnings,
-    }
+/// The smallest and the largest `[H, W]` among `readable` (each side on
+/// its own).
+fn size_range(readable: &[&SampleFacts]) -> [[usize; 2]; 2] {
+    let side = |i: usize| readable.iter().map(move |f| f.size[i]);
+    [
+        [side(0).min().unwrap_or(0), side(1).min().unwrap_or(0)],
+        [side(0).max().unwrap_or(0), side(1).max().unwrap_or(0)],
+    ]
 }
 
 /// One image's channel count, per-channel sums and sums of squares, and

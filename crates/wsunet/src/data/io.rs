@@ -306,6 +306,12 @@ pub fn read_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, Mask
             .collect();
         return Ok((Mask::new(img.height, img.width, data), MaskKind::Gray8));
     }
+    read_png_mask(path, classes)
+}
+
+/// A PNG mask's values as they are stored (no gamma, no palette
+/// expansion): gray or palette indices, or RGB colours mapped to classes.
+fn read_png_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, MaskKind)> {
     let file = File::open(path).map_err(|e| data_error(path, format!("cannot open: {e}")))?;
     let mut decoder = png::Decoder::new(BufReader::new(file));
     decoder.set_transformations(png::Transformations::IDENTITY);
@@ -323,18 +329,17 @@ pub fn read_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, Mask
     let bits = info.bit_depth as usize;
     let rows = buf.chunks(info.line_size).take(h);
     use png::ColorType::*;
+    let samples = match info.color_type {
+        GrayscaleAlpha => 2,
+        Rgb => 3,
+        Rgba => 4,
+        _ => 1,
+    };
     match info.color_type {
         Grayscale | Indexed | GrayscaleAlpha if bits <= 8 => {
-            let samples = if info.color_type == GrayscaleAlpha {
-                2
-            } else {
-                1
-            };
             let mut data = Vec::with_capacity(h * w);
             for row in rows {
-                for x in 0..w {
-                    data.push(unpack(row, x * samples, bits));
-                }
+                data.extend((0..w).map(|x| unpack(row, x * samples, bits)));
             }
             let kind = if info.color_type == Indexed {
                 MaskKind::Palette
@@ -344,62 +349,17 @@ pub fn read_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, Mask
             Ok((Mask::new(h, w, data), kind))
         }
         Grayscale | GrayscaleAlpha => {
-            let samples = if info.color_type == GrayscaleAlpha {
-                2
-            } else {
-                1
-            };
             let mut data = Vec::with_capacity(h * w);
             for row in rows {
-                for x in 0..w {
+                data.extend((0..w).map(|x| {
                     let i = 2 * x * samples;
-                    data.push(u16::from_be_bytes([row[i], row[i + 1]]));
-                }
+                    u16::from_be_bytes([row[i], row[i + 1]])
+                }));
             }
             Ok((Mask::new(h, w, data), MaskKind::Gray16))
         }
         Rgb | Rgba if bits == 8 => {
-            let classes = classes.filter(|c| c.has_colors()).ok_or_else(|| {
-                data_error(
-                    path,
-                    "is an RGB colour mask, but the dataset has no classes.json with a colour per class; add one (e.g. [{\"name\": \"background\", \"color\": [0, 0, 0]}, …])",
-                )
-            })?;
-            let samples = if info.color_type == Rgba { 4 } else { 3 };
-            let mut data = Vec::with_capacity(h * w);
-            let mut unknown: Vec<([u8; 3], usize)> = Vec::new();
-            for row in rows {
-                for px in row[..w * samples].chunks(samples) {
-                    let rgb = [px[0], px[1], px[2]];
-                    match classes.index_of_color(rgb) {
-                        Some(i) => data.push(i as u16),
-                        None => {
-                            match unknown.iter_mut().find(|(c, _)| *c == rgb) {
-                                Some((_, n)) => *n += 1,
-                                None => unknown.push((rgb, 1)),
-                            }
-                            data.push(0);
-                        }
-                    }
-                }
-            }
-            if !unknown.is_empty() {
-                unknown.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-                let listed: Vec<String> = unknown
-                    .iter()
-                    .take(8)
-                    .map(|(c, n)| format!("{c:?} ({n} px)"))
-                    .collect();
-                return Err(data_error(
-                    path,
-                    format!(
-                        "has {} colour(s) not in classes.json: {}{}; add them to classes.json (antialiased edges need an annotation export without smoothing)",
-                        unknown.len(),
-                        listed.join(", "),
-                        if unknown.len() > 8 { ", …" } else { "" }
-                    ),
-                ));
-            }
+            let data = colour_classes(path, classes, rows, w, samples)?;
             Ok((Mask::new(h, w, data), MaskKind::Rgb))
         }
         other => Err(data_error(
@@ -409,6 +369,58 @@ pub fn read_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, Mask
             ),
         )),
     }
+}
+
+/// The class index of every pixel of an 8-bit RGB(A) mask's `rows`, by the
+/// colours of `classes`; an error listing the colours that no class has.
+fn colour_classes<'a>(
+    path: &Path,
+    classes: Option<&ClassList>,
+    rows: impl Iterator<Item = &'a [u8]>,
+    w: usize,
+    samples: usize,
+) -> Result<Vec<u16>> {
+    let classes = classes.filter(|c| c.has_colors()).ok_or_else(|| {
+        data_error(
+            path,
+            "is an RGB colour mask, but the dataset has no classes.json with a colour per class; add one (e.g. [{\"name\": \"background\", \"color\": [0, 0, 0]}, …])",
+        )
+    })?;
+    let mut data = Vec::new();
+    let mut unknown: Vec<([u8; 3], usize)> = Vec::new();
+    for row in rows {
+        for px in row[..w * samples].chunks(samples) {
+            let rgb = [px[0], px[1], px[2]];
+            match classes.index_of_color(rgb) {
+                Some(i) => data.push(i as u16),
+                None => {
+                    match unknown.iter_mut().find(|(c, _)| *c == rgb) {
+                        Some((_, n)) => *n += 1,
+                        None => unknown.push((rgb, 1)),
+                    }
+                    data.push(0);
+                }
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(data);
+    }
+    unknown.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    let listed: Vec<String> = unknown
+        .iter()
+        .take(8)
+        .map(|(c, n)| format!("{c:?} ({n} px)"))
+        .collect();
+    Err(data_error(
+        path,
+        format!(
+            "has {} colour(s) not in classes.json: {}{}; add them to classes.json (antialiased edges need an annotation export without smoothing)",
+            unknown.len(),
+            listed.join(", "),
+            if unknown.len() > 8 { ", …" } else { "" }
+        ),
+    ))
 }
 
 /// The `index`-th sample of a packed row of `bits`-bit samples (bits ≤ 8).

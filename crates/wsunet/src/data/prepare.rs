@@ -10,7 +10,10 @@ use super::classes::{CLASSES_FILE, class_count};
 use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
 use super::io::{image_channels, input_channels};
 use super::shapes::{ShapesSpec, shapes_classes};
-use super::{ClassList, Layout, Normalize, Sample, SampleSpec, discover, read_mask};
+use super::{
+    ClassList, DatasetFiles, Layout, Normalize, Sample, SamplePaths, SampleSpec, discover,
+    read_mask,
+};
 use crate::error::{Error, Result};
 use crate::geometry::MIN_INPUT_SIZE;
 
@@ -181,56 +184,9 @@ pub fn resolve_crop(
 /// is chosen (see [`resolve_crop`]).
 pub fn prepare(config: &DataSettings) -> Result<Prepared> {
     let Some(root) = &config.data else {
-        let s = &config.shapes;
-        let classes = shapes_classes();
-        let (train, val) = shapes_splits(s);
-        let (crop, crop_note) = match config.crop {
-            Some(size) => (size, "as configured".to_string()),
-            None => ([s.size; 2], "the shapes image size".to_string()),
-        };
-        return Ok(Prepared {
-            train,
-            val,
-            facts: DataFacts {
-                classes,
-                in_channels: 3,
-                ignore_index: config.ignore_index,
-                normalize: config
-                    .normalize
-                    .clone()
-                    .unwrap_or_else(|| Normalize::neutral(3)),
-                crop,
-                crop_note,
-                pixel_size: None,
-            },
-            warnings: Vec::new(),
-        });
+        return Ok(prepare_shapes(config));
     };
-    let files = discover(root, config.val_fraction, config.seed)?;
-    let mut warnings = Vec::new();
-    if !files.problems.is_empty() {
-        if !config.skip_bad {
-            return Err(Error::BadSamples {
-                summary: format!("{} problem(s) in {}", files.problems.len(), root.display()),
-                problems: files.problems.clone(),
-            });
-        }
-        warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
-    }
-    if files.train.is_empty() {
-        return Err(Error::EmptySplit {
-            root: root.clone(),
-            validation: false,
-            skipped: false,
-        });
-    }
-    if files.val.is_empty() {
-        return Err(Error::EmptySplit {
-            root: root.clone(),
-            validation: true,
-            skipped: false,
-        });
-    }
+    let (files, mut warnings) = listed_files(root, config)?;
     let in_channels = {
         use rayon::prelude::*;
         let counts = files
@@ -244,25 +200,7 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
         let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
         max_mask_value(&all, None, config.ignore_index)
     })?;
-    let classes = match &files.classes {
-        Some(list) if list.len() == num_classes => list.clone(),
-        Some(list) => {
-            return Err(Error::setting(
-                "num_classes",
-                format!(
-                    "{}: {} lists {} classes but {num_classes} were asked for",
-                    root.display(),
-                    if root.join(CLASSES_FILE).is_file() {
-                        CLASSES_FILE
-                    } else {
-                        "Pascal VOC's class list"
-                    },
-                    list.len()
-                ),
-            ));
-        }
-        None => ClassList::numbered(num_classes),
-    };
+    let classes = class_list(root, &files, num_classes)?;
     let spec = SampleSpec {
         num_classes,
         ignore_index: config.ignore_index,
@@ -280,28 +218,20 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             skipped: true,
         });
     }
-    let normalize = match &config.normalize {
-        Some(n) => n.clone(),
-        None => {
-            let pairs: Vec<_> = train
-                .iter()
-                .filter_map(|s| match s {
-                    Sample::Files(p) => Some(p.clone()),
-                    Sample::Shapes { .. } => None,
-                })
-                .collect();
-            channel_stats(&pairs)?
-        }
-    };
-    let (crop, crop_note, warning) = resolve_crop(config.crop, &sample_sizes(&train)?);
-    warnings.extend(warning);
-    let images: Vec<&Path> = train
+    let train_files: Vec<SamplePaths> = train
         .iter()
         .filter_map(|s| match s {
-            Sample::Files(p) => Some(p.image.as_path()),
+            Sample::Files(p) => Some(p.clone()),
             Sample::Shapes { .. } => None,
         })
         .collect();
+    let normalize = match &config.normalize {
+        Some(n) => n.clone(),
+        None => channel_stats(&train_files)?,
+    };
+    let (crop, crop_note, warning) = resolve_crop(config.crop, &sample_sizes(&train)?);
+    warnings.extend(warning);
+    let images: Vec<&Path> = train_files.iter().map(|p| p.image.as_path()).collect();
     let (pixel_size, warning) = pixel_size(&images);
     warnings.extend(warning);
     Ok(Prepared {
@@ -318,6 +248,81 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
         },
         warnings,
     })
+}
+
+/// The built-in shapes data: its splits and facts, nothing read.
+fn prepare_shapes(config: &DataSettings) -> Prepared {
+    let s = &config.shapes;
+    let (train, val) = shapes_splits(s);
+    let (crop, crop_note) = match config.crop {
+        Some(size) => (size, "as configured".to_string()),
+        None => ([s.size; 2], "the shapes image size".to_string()),
+    };
+    Prepared {
+        train,
+        val,
+        facts: DataFacts {
+            classes: shapes_classes(),
+            in_channels: 3,
+            ignore_index: config.ignore_index,
+            normalize: config
+                .normalize
+                .clone()
+                .unwrap_or_else(|| Normalize::neutral(3)),
+            crop,
+            crop_note,
+            pixel_size: None,
+        },
+        warnings: Vec::new(),
+    }
+}
+
+/// The samples of the folder `root`, split: an error when files have
+/// problems (unless `skip_bad`: then warnings) or a split is empty.
+fn listed_files(root: &Path, config: &DataSettings) -> Result<(DatasetFiles, Vec<String>)> {
+    let files = discover(root, config.val_fraction, config.seed)?;
+    let mut warnings = Vec::new();
+    if !files.problems.is_empty() {
+        if !config.skip_bad {
+            return Err(Error::BadSamples {
+                summary: format!("{} problem(s) in {}", files.problems.len(), root.display()),
+                problems: files.problems.clone(),
+            });
+        }
+        warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
+    }
+    for (split, validation) in [(&files.train, false), (&files.val, true)] {
+        if split.is_empty() {
+            return Err(Error::EmptySplit {
+                root: root.to_path_buf(),
+                validation,
+                skipped: false,
+            });
+        }
+    }
+    Ok((files, warnings))
+}
+
+/// The classes of the folder's list when it has `num_classes` of them (an
+/// error when it has another count), else numbered classes.
+fn class_list(root: &Path, files: &DatasetFiles, num_classes: usize) -> Result<ClassList> {
+    match &files.classes {
+        Some(list) if list.len() == num_classes => Ok(list.clone()),
+        Some(list) => Err(Error::setting(
+            "num_classes",
+            format!(
+                "{}: {} lists {} classes but {num_classes} were asked for",
+                root.display(),
+                if root.join(CLASSES_FILE).is_file() {
+                    CLASSES_FILE
+                } else {
+                    "Pascal VOC's class list"
+                },
+                list.len()
+            ),
+        )),
+        None => Ok(ClassList::numbered(num_classes)),
+    }
 }
 
 /// The physical pixel size of training images: the first image's when

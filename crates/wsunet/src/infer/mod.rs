@@ -41,7 +41,7 @@ use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
 mod rows;
 mod scale;
-pub mod stream;
+mod stream;
 mod tiled;
 
 pub use stream::{Band, EMPTY_STD_FRACTION, Progress, RowSink, RowSource, StreamReport};

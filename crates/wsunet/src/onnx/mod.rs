@@ -158,39 +158,10 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
         INPUT.to_string()
     };
     let logits = g.network(&folded, &x)?;
-    let mut outputs = vec![value_info(
-        LOGITS,
-        proto::FLOAT,
-        &[Dim::Batch, Dim::Fixed(classes), Dim::Height, Dim::Width],
-        "class logits, float32 [batch, classes, height, width]",
-    )];
     debug_assert_eq!(logits, LOGITS);
-    if options.argmax {
-        g.op(
-            "ArgMax",
-            LABELS,
-            &[LOGITS],
-            vec![int("axis", 1), int("keepdims", 0)],
-        );
-        outputs.push(value_info(
-            LABELS,
-            proto::INT64,
-            &[Dim::Batch, Dim::Height, Dim::Width],
-            "class index of each pixel (arg-max of the logits), int64 [batch, height, width]",
-        ));
-    }
-
-    let input_doc = if options.normalize_input {
-        format!(
-            "float32 [batch, {}, height, width] image scaled to [0, 1]; the graph applies (x - mean) / std with wsunet.normalize",
-            model.in_channels
-        )
-    } else {
-        format!(
-            "float32 [batch, {}, height, width] image already normalized as (x - mean) / std with wsunet.normalize (from [0, 1] pixel values)",
-            model.in_channels
-        )
-    };
+    let outputs = outputs(&mut g, classes, options.argmax);
+    let output_names: Vec<&'static str> = outputs.iter().map(|(name, _)| *name).collect();
+    let input_doc = input_doc(model.in_channels, options.normalize_input);
     let input = value_info(
         INPUT,
         proto::FLOAT,
@@ -202,11 +173,6 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
         ],
         &input_doc,
     );
-    let output_names: Vec<&'static str> = if options.argmax {
-        vec![LOGITS, LABELS]
-    } else {
-        vec![LOGITS]
-    };
 
     let op_counts = g.nodes.iter().fold(BTreeMap::new(), |mut counts, node| {
         *counts
@@ -216,18 +182,7 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
     });
     let initializers = g.initializers.len();
     let parameters = g.parameters;
-    let mut metadata = vec![
-        ("wsunet.version", env!("CARGO_PKG_VERSION").to_string()),
-        ("wsunet.model", to_json(&card.model)?),
-        ("wsunet.classes", to_json(&card.classes)?),
-        ("wsunet.normalize", to_json(&card.normalize)?),
-        ("wsunet.input", input_doc),
-        ("wsunet.outputs", output_names.join(",")),
-    ];
-    // The training crop: the tile size a runtime should predict with.
-    if let Some(crop) = card.crop {
-        metadata.push(("wsunet.crop", to_json(&crop)?));
-    }
+    let metadata = metadata(card, input_doc, &output_names)?;
     let graph = GraphProto {
         node: g.nodes,
         name: Some("wsresunet".into()),
@@ -236,7 +191,7 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
             "WSResUNet with folded weight standardization (plain Conv kernels)".into(),
         ),
         input: vec![input],
-        output: outputs,
+        output: outputs.into_iter().map(|(_, info)| info).collect(),
     };
     let file = ModelProto {
         ir_version: Some(IR_VERSION),
@@ -268,6 +223,73 @@ pub fn to_onnx(model: &WsResUNet, card: &ModelCard, options: &OnnxOptions) -> Re
         parameters,
         outputs: output_names,
     })
+}
+
+/// The graph's outputs, named: the logits, and with `argmax` the labels
+/// (an `ArgMax` node added to `g`).
+fn outputs(g: &mut Graph, classes: usize, argmax: bool) -> Vec<(&'static str, ValueInfoProto)> {
+    let mut outputs = vec![(
+        LOGITS,
+        value_info(
+            LOGITS,
+            proto::FLOAT,
+            &[Dim::Batch, Dim::Fixed(classes), Dim::Height, Dim::Width],
+            "class logits, float32 [batch, classes, height, width]",
+        ),
+    )];
+    if argmax {
+        g.op(
+            "ArgMax",
+            LABELS,
+            &[LOGITS],
+            vec![int("axis", 1), int("keepdims", 0)],
+        );
+        outputs.push((
+            LABELS,
+            value_info(
+                LABELS,
+                proto::INT64,
+                &[Dim::Batch, Dim::Height, Dim::Width],
+                "class index of each pixel (arg-max of the logits), int64 [batch, height, width]",
+            ),
+        ));
+    }
+    outputs
+}
+
+/// What the input holds, for its doc string and `wsunet.input`.
+fn input_doc(channels: usize, normalize_input: bool) -> String {
+    if normalize_input {
+        format!(
+            "float32 [batch, {channels}, height, width] image scaled to [0, 1]; the graph applies (x - mean) / std with wsunet.normalize"
+        )
+    } else {
+        format!(
+            "float32 [batch, {channels}, height, width] image already normalized as (x - mean) / std with wsunet.normalize (from [0, 1] pixel values)"
+        )
+    }
+}
+
+/// The `wsunet.*` metadata: version, model, classes, normalization, input
+/// and outputs, and the training crop (the tile a runtime should predict
+/// with) when known.
+fn metadata(
+    card: &ModelCard,
+    input_doc: String,
+    outputs: &[&str],
+) -> Result<Vec<(&'static str, String)>> {
+    let mut metadata = vec![
+        ("wsunet.version", env!("CARGO_PKG_VERSION").to_string()),
+        ("wsunet.model", to_json(&card.model)?),
+        ("wsunet.classes", to_json(&card.classes)?),
+        ("wsunet.normalize", to_json(&card.normalize)?),
+        ("wsunet.input", input_doc),
+        ("wsunet.outputs", outputs.join(",")),
+    ];
+    if let Some(crop) = card.crop {
+        metadata.push(("wsunet.crop", to_json(&crop)?));
+    }
+    Ok(metadata)
 }
 
 fn unsupported(reason: String) -> Error {

@@ -294,6 +294,29 @@ impl TrainConfig {
 
     /// Checks every number, naming the setting to fix.
     pub fn validate(&self) -> Result<()> {
+        self.validate_lengths()?;
+        self.validate_optimizer()?;
+        self.validate_classes()?;
+        self.augmentation().validate()?;
+        // The network itself (widths, depths, …), with what the data decides
+        // standing in as 1.
+        WsResUNetConfig {
+            in_channels: self.model.in_channels.max(1),
+            num_classes: self.model.num_classes.max(1),
+            ..self.model.clone()
+        }
+        .validate()
+        .map_err(|e| match e {
+            Error::Model { field, reason } => Error::Model {
+                field: format!("model.{field}"),
+                reason,
+            },
+            e => e,
+        })
+    }
+
+    /// Batch sizes, epochs, the validation cadence and the shapes counts.
+    fn validate_lengths(&self) -> Result<()> {
         let fail = |field: &str, msg: String| Err(Error::setting(field, msg));
         for (field, value) in [
             ("batch_size", self.batch_size),
@@ -312,6 +335,18 @@ impl TrainConfig {
                 "val_every is 0; validate at least every 1 epoch".into(),
             );
         }
+        if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {
+            return fail(
+                "shapes",
+                "shapes.train and shapes.val must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning rates, weight decay, warmup, momentum and clipping.
+    fn validate_optimizer(&self) -> Result<()> {
+        let fail = |field: &str, msg: String| Err(Error::setting(field, msg));
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return fail(
                 "lr",
@@ -362,18 +397,18 @@ impl TrainConfig {
                 format!("grad_clip is {c}; it must be positive"),
             );
         }
+        Ok(())
+    }
+
+    /// Class weights, and `num_classes` against `model.num_classes`.
+    fn validate_classes(&self) -> Result<()> {
+        let fail = |field: &str, msg: String| Err(Error::setting(field, msg));
         if let Some(w) = &self.class_weights
             && w.iter().any(|v| !(v.is_finite() && *v >= 0.0))
         {
             return fail(
                 "class_weights",
                 format!("class_weights {w:?} must all be 0 or more"),
-            );
-        }
-        if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {
-            return fail(
-                "shapes",
-                "shapes.train and shapes.val must be at least 1".into(),
             );
         }
         if let (Some(n), Some(m)) = (self.num_classes, self.model_classes())
@@ -384,22 +419,7 @@ impl TrainConfig {
                 format!("num_classes is {n} but model.num_classes is {m}; set one of them"),
             );
         }
-        self.augmentation().validate()?;
-        // The network itself (widths, depths, …), with what the data decides
-        // standing in as 1.
-        WsResUNetConfig {
-            in_channels: self.model.in_channels.max(1),
-            num_classes: self.model.num_classes.max(1),
-            ..self.model.clone()
-        }
-        .validate()
-        .map_err(|e| match e {
-            Error::Model { field, reason } => Error::Model {
-                field: format!("model.{field}"),
-                reason,
-            },
-            e => e,
-        })
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Evaluation {
 /// Evaluates `model` (without autodiff) on every sample of `dataset`: the
 /// confusion matrix over all pixels, and the mean loss over batches.
 ///
-/// Batches hold images of one size only (see [`same_size_batches`]), so an
+/// Batches hold images of one size only (grouped by size), so an
 /// image's prediction and scores do not depend on its batch-mates.
 pub fn evaluate(
     model: &WsResUNet,
