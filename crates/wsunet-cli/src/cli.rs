@@ -33,6 +33,9 @@ pub enum Command {
     #[command(about = train::ABOUT, long_about = train::LONG_ABOUT)]
     Train(Box<train::TrainArgs>),
 
+    #[command(about = train::PLAN_ABOUT, long_about = train::PLAN_LONG_ABOUT)]
+    Plan(Box<train::TrainArgs>),
+
     #[command(about = eval::ABOUT, long_about = eval::LONG_ABOUT)]
     Eval(eval::EvalArgs),
 

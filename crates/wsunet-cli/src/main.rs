@@ -85,7 +85,23 @@ fn message(e: &anyhow::Error) -> String {
     line
 }
 
+/// Ends the process quietly when stdout's reader goes away
+/// (`wsunet plan | head`), as Unix tools do: Rust ignores SIGPIPE, so every
+/// `println!` after it would panic instead.
+#[cfg(unix)]
+fn die_on_closed_pipe() {
+    // SAFETY: sets one signal's disposition to the default, before any
+    // other thread exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn die_on_closed_pipe() {}
+
 fn main() -> std::process::ExitCode {
+    die_on_closed_pipe();
     quiet_window_system_probe();
     keep_freed_pages();
     let cli = cli::Cli::parse();
@@ -98,6 +114,10 @@ fn main() -> std::process::ExitCode {
         cli::Command::Synth(args) => commands::synth::run(args),
         cli::Command::Data(command) => commands::data::run(command),
         cli::Command::Train(args) => commands::train::run(*args),
+        cli::Command::Plan(args) => commands::train::run(commands::train::TrainArgs {
+            plan_only: true,
+            ..*args
+        }),
         cli::Command::Study(args) => commands::study::run(*args),
         cli::Command::Eval(args) => commands::eval::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),

@@ -869,3 +869,64 @@ fn bad_study_arguments_are_one_clear_error_each() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `wsunet plan` prints each planned setting with its reason, keeps what is
+/// given, and a training run prints its plan and expected time first; bad
+/// `--time` values name the flag.
+#[test]
+fn plan_prints_the_settings_and_train_says_how_long_it_will_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth(&data, 10, 40);
+    let d = data.to_str().unwrap();
+    let o = wsunet(&["plan", "--data", d, "--batch-size", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("plan for 8 training images (40×40, 3 channel(s))"),
+        "{out}"
+    );
+    assert!(out.contains("  batch_size 2: given"), "{out}");
+    assert!(
+        out.contains("  epochs 375: a budget of 1500 optimizer steps (4 per epoch)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  val_every 18: about 20 validations"),
+        "{out}"
+    );
+    assert!(out.contains("  crop 40×40: "), "{out}");
+    let o = wsunet(&["train", "--plan-only", "--data", d, "--batch-size", "2"]);
+    assert_eq!(stdout(&o), out);
+
+    let model = tiny_model_config(dir.path(), 4);
+    let run = dir.path().join("run");
+    let mut args = tiny_train_args(&data, &model, 1, &run);
+    args.retain(|a| a != "--epochs" && a != "1");
+    args.extend(["--time".into(), "3s".into()]);
+    let o = wsunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("  epochs ") && out.contains(": fits the time budget of 3 s"),
+        "{out}"
+    );
+    assert!(out.contains("expected time: about "), "{out}");
+
+    for (time, says) in [
+        ("0", "is no time to train"),
+        ("abc", "`abc` is not a duration"),
+    ] {
+        // clap's usage errors exit with 2.
+        let o = wsunet(&["train", "--data", d, "--time", time]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--time") && stderr(&o).contains(says),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = wsunet(&["train", "--data", d, "--time", "1m", "--epochs", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--epochs"), "{}", stderr(&o));
+}

@@ -514,12 +514,14 @@ impl Observer for PyObserver {
 
 /// Trains a model into the run directory `out`, as `wsunet train` does, and
 /// returns its scores (`miou`, `dice`, `accuracy`, the per-class table,
-/// `best_miou` and `best_epoch`, `epochs`, `seconds`, `run`).
+/// `best_miou` and `best_epoch`, `epochs`, `seconds`, `run`, and `plan`:
+/// each planned setting with its reason).
 ///
 /// `data`: a dataset folder (default: the built-in shapes data).
 /// `settings`: any field of `wsunet train`'s config file (`epochs`,
-/// `batch_size`, `lr`, `crop`, `model={"widths": […]}`, …), checked by the
-/// library with its messages. `resume`: continue the run in that directory
+/// `batch_size`, `lr`, `crop`, `time="10m"`, `model={"widths": […]}`, …),
+/// checked by the library with its messages. The settings not given are
+/// planned from the data as `wsunet train` plans them. `resume`: continue the run in that directory
 /// instead (with `epochs` to extend it). `progress(record)` is called after
 /// each validated epoch with its losses and scores. Ctrl-C stops after the
 /// epoch under way, which is checkpointed, and raises KeyboardInterrupt.
@@ -562,9 +564,17 @@ fn train(
             if let Some(d) = &data {
                 fields.insert("data".into(), serde_json::json!(d));
             }
+            // time="10m" as on the command line; a number is seconds.
+            if let Some(serde_json::Value::String(text)) = fields.get("time") {
+                let seconds = wsunet::train::parse_duration(text)
+                    .map_err(|e| PyValueError::new_err(format!("time: {e}")))?;
+                fields.insert("time".into(), serde_json::json!(seconds));
+            }
+            // The settings given stay; the plan sets the rest from the data.
+            let given: wsunet::train::Given = fields.keys().cloned().collect();
             let config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields))
                 .map_err(|e| PyValueError::new_err(format!("invalid training settings: {e}")))?;
-            py.allow_threads(|| Session::new(config, &out))
+            py.allow_threads(|| Session::planned(config, &given, &out))
                 .map_err(py_err)?
         }
     };
@@ -593,6 +603,7 @@ fn train(
         result.set_item("best_miou", miou)?;
     }
     result.set_item("history", to_python(py, &summary.state.history)?)?;
+    result.set_item("plan", to_python(py, &session.config.plan)?)?;
     Ok(result.into_any().unbind())
 }
 

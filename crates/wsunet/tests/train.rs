@@ -650,3 +650,173 @@ fn the_event_file_holds_the_metrics_of_every_epoch() {
         "no overlay image"
     );
 }
+
+/// On the built-in data the plan gives the defaults, so the main job is
+/// unchanged.
+#[test]
+fn the_plan_for_the_built_in_data_is_the_defaults() {
+    use wsunet::train::Given;
+    let defaults = TrainConfig::default();
+    let plan = Session::plan_only(&defaults, &Given::new()).unwrap();
+    let c = &plan.config;
+    assert_eq!(
+        (c.batch_size, c.epochs, c.val_every, c.warmup_epochs),
+        (
+            defaults.batch_size,
+            defaults.epochs,
+            defaults.val_every,
+            defaults.warmup_epochs
+        )
+    );
+    assert_eq!(c.augmentation(), defaults.augmentation());
+    assert_eq!(c.class_weights, None);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let lines = plan.lines().join("\n");
+    assert!(
+        lines.starts_with("plan for 8192 training images (96×96, 3 channel(s))"),
+        "{lines}"
+    );
+    assert!(lines.contains("  epochs 5: at least 5 epochs"), "{lines}");
+}
+
+/// On a small folder the run's length comes from the step budget; what
+/// the user gives stays, and the cadence and warmup follow it.
+#[test]
+fn a_small_folder_gets_a_step_budget_and_given_settings_stay() {
+    use wsunet::train::{Given, STEP_BUDGET, VALIDATIONS};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    shapes_folder(&data, 10, |_| 48);
+    let config = TrainConfig {
+        data: Some(data.clone()),
+        ..TrainConfig::default()
+    };
+    let plan = Session::plan_only(&config, &Given::new()).unwrap();
+    let c = &plan.config;
+    let train = plan.fingerprint.train;
+    assert_eq!(train, 8);
+    assert_eq!(c.batch_size, 4);
+    let per_epoch = train.div_ceil(4);
+    assert_eq!(c.epochs, STEP_BUDGET.div_ceil(per_epoch));
+    assert_eq!(c.val_every, c.epochs / VALIDATIONS);
+    assert!((c.warmup_epochs - 0.1 * c.epochs as f64).abs() < 1e-9);
+    assert!(c.augmentation().hflip);
+    let fractions = plan.fingerprint.class_fractions.clone().unwrap();
+    assert_eq!(fractions.len(), 4);
+    assert!((fractions.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    let lines = plan.lines().join("\n");
+    assert!(
+        lines.contains("  batch_size 4: fewer than 64 training images"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("  class_weights none: the loss's Dice term"),
+        "{lines}"
+    );
+
+    let given: Given = ["epochs".to_string(), "batch_size".to_string()].into();
+    let mine = TrainConfig {
+        epochs: 3,
+        batch_size: 2,
+        ..config.clone()
+    };
+    let plan = Session::plan_only(&mine, &given).unwrap();
+    assert_eq!((plan.config.epochs, plan.config.batch_size), (3, 2));
+    assert_eq!(plan.config.val_every, 1);
+    let lines = plan.lines().join("\n");
+    assert!(
+        lines.contains("  epochs 3: given") && lines.contains("  batch_size 2: given"),
+        "{lines}"
+    );
+}
+
+/// A class that no training mask has is said before training.
+#[test]
+fn the_plan_warns_of_a_class_without_training_pixels() {
+    use wsunet::data::{ClassList, Mask, generate_shapes, write_mask_png, write_png};
+    use wsunet::train::Given;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::create_dir_all(data.join("masks")).unwrap();
+    let classes = ClassList::numbered(3);
+    classes.save(&data.join("classes.json")).unwrap();
+    for i in 0..5 {
+        let (image, _) = generate_shapes(1, i, 40);
+        // Classes 0 and 1 only.
+        let mask = Mask::new(40, 40, (0..1600).map(|p| (p % 40 < 20) as u16).collect());
+        let name = format!("m{i}.png");
+        write_png(&data.join("images").join(&name), &image).unwrap();
+        write_mask_png(&data.join("masks").join(&name), &mask, &classes).unwrap();
+    }
+    let config = TrainConfig {
+        data: Some(data),
+        ..TrainConfig::default()
+    };
+    let plan = Session::plan_only(&config, &Given::new()).unwrap();
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("class `class2` has no pixels") && w.contains("cannot learn it")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+/// A planned run measures its pace, fits a time budget with it and keeps
+/// its plan in config.json; a budget and a number of epochs together are
+/// refused.
+#[test]
+fn a_planned_run_fits_its_time_budget_and_records_the_plan() {
+    use wsunet::train::Given;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    shapes_folder(&data, 8, |_| 48);
+    let config = TrainConfig {
+        time: Some(2.0),
+        ..tiny_on(&data, 1)
+    };
+    let given: Given = ["model", "crop", "val_fraction", "shapes"]
+        .map(String::from)
+        .into();
+    let dir = root.path().join("run");
+    let session = Session::planned(config.clone(), &given, &dir).unwrap();
+    let pace = session.pace.unwrap();
+    assert!(
+        pace.step_seconds > 0.0 && pace.val_image_seconds > 0.0,
+        "{pace:?}"
+    );
+    let c = &session.config;
+    let (train, val) = (session.train.samples().len(), session.val.samples().len());
+    assert!(c.epochs >= 1);
+    // As many epochs as fit, and not one more (unless one alone does not).
+    assert!(c.epochs == 1 || pace.expected_seconds(c, train, val) <= 2.0);
+    let longer = TrainConfig {
+        epochs: c.epochs + 1,
+        val_every: (c.epochs + 1) / wsunet::train::VALIDATIONS,
+        ..c.clone()
+    };
+    let longer = TrainConfig {
+        val_every: longer.val_every.max(1),
+        ..longer
+    };
+    assert!(pace.expected_seconds(&longer, train, val) > 2.0);
+    let epochs = c.plan.iter().find(|p| p.field == "epochs").unwrap();
+    assert!(
+        epochs.reason.starts_with("fits the time budget of 2 s"),
+        "{epochs:?}"
+    );
+    session.run(&mut StopAfter { after: 1, seen: 0 }).unwrap();
+    let written: TrainConfig = wsunet::RunDir::new(&dir).read_config().unwrap();
+    assert_eq!(written.epochs, c.epochs);
+    assert!(written.plan.iter().any(|p| p.field == "batch_size"));
+
+    let given: Given = ["epochs".to_string()].into();
+    let err = Session::planned(config, &given, &root.path().join("other"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, wsunet::Error::Setting { field, .. } if field == "time"),
+        "{err}"
+    );
+}

@@ -10,7 +10,8 @@ use clap::builder::PossibleValuesParser;
 use serde::Serialize;
 use wsunet::WsResUNetConfig;
 use wsunet::train::{
-    LossKind, OptimizerKind, PRESETS, ScheduleKind, Session, TrainConfig, model_from_file, preset,
+    Given, LossKind, OptimizerKind, PRESETS, ScheduleKind, Session, TrainConfig, model_from_file,
+    preset,
 };
 
 use super::{Settings, with_fix};
@@ -20,8 +21,14 @@ use crate::progress::TrainProgress;
 /// `wsunet train`'s one-line help (`wsunet --help`).
 pub const ABOUT: &str = "Train a model. With no arguments, trains on the built-in `shapes` data";
 
+/// `wsunet plan`'s one-line help.
+pub const PLAN_ABOUT: &str = "Print the settings `wsunet train` would plan from the data, each with its reason, without training";
+
+/// `wsunet plan --help`.
+pub const PLAN_LONG_ABOUT: &str = "Print the settings `wsunet train` would plan from the data, each with its reason, without training (as `wsunet train --plan-only`). Takes train's flags: the ones given stay as given.\n\nThe plan reads the training set's fingerprint (image count and sizes, channels, intensity statistics, class pixel shares) and sets the run's length as a budget of 1,500 optimizer steps (at least 5 epochs), the batch size (4 under 64 images, else 8), about 20 validations, a warmup of 10 % of the run, the crop, the augmentation and whether rare classes get loss weights.";
+
 /// `wsunet train --help`.
-pub const LONG_ABOUT: &str = "Train a model. With no arguments, trains on the built-in `shapes` data.\n\nSettings come from defaults, then --config, then the flags. The run directory gets config.json, metrics.csv, curves.png, TensorBoard event files (events.out.tfevents.0.wsunet, with validation overlays in overlays/), checkpoints/, best.bpk (+ .json) and the final model.bpk (+ .json).\n\nWithout --device, training runs on the --config's device (default cpu); with --resume, on the run's own unless --device names another.\n\nCtrl-C stops once the current epoch is finished and checkpointed (exit code 130; continue with --resume); a second Ctrl-C quits at once, keeping the last finished epoch's checkpoint.";
+pub const LONG_ABOUT: &str = "Train a model. With no arguments, trains on the built-in `shapes` data.\n\nSettings the flags and --config leave open are planned from the data (see `wsunet plan`): the run's length as a budget of optimizer steps that does not shrink with the dataset, the batch size, the validation cadence, the warmup, the crop, the augmentation and class weights; each choice is printed with its reason and recorded in config.json. Before the first epoch a few steps are timed and the expected duration printed; --time 10m trains for a wall-clock budget instead of a number of epochs.\n\nSettings come from defaults and the plan, then --config, then the flags. The run directory gets config.json, metrics.csv, curves.png, TensorBoard event files (events.out.tfevents.0.wsunet, with validation overlays in overlays/), checkpoints/, best.bpk (+ .json) and the final model.bpk (+ .json).\n\nWithout --device, training runs on the --config's device (default cpu); with --resume, on the run's own unless --device names another.\n\nCtrl-C stops once the current epoch is finished and checkpointed (exit code 130; continue with --resume); a second Ctrl-C quits at once, keeping the last finished epoch's checkpoint.";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -49,6 +56,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
+    /// Print the plan (the settings chosen from the data, each with its
+    /// reason) and stop; as `wsunet plan`.
+    #[arg(long, conflicts_with = "resume")]
+    pub plan_only: bool,
+
     /// Continue the run in DIR from its latest checkpoint with its own
     /// config.json. Only --epochs and --device may be given with it; any
     /// other setting is an error, since the run was trained with its own.
@@ -56,7 +68,7 @@ pub struct TrainArgs {
         "data", "config", "model_config", "preset", "out", "batch_size", "val_batch_size", "crop",
         "lr", "min_lr", "optimizer", "schedule", "warmup_epochs", "weight_decay", "grad_clip",
         "loss", "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad",
-        "seed", "val_every",
+        "seed", "val_every", "time",
     ])]
     pub resume: Option<PathBuf>,
 
@@ -79,21 +91,30 @@ pub struct Flags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
 
-    /// Total number of epochs.
+    /// Total number of epochs. Default: planned from the data (a budget of
+    /// 1,500 optimizer steps, at least 5 epochs).
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
 
+    /// Train for a wall-clock budget instead of a number of epochs: 600
+    /// (seconds), 90s, 10m, 1.5h or 1h30m. The epochs that fit it are set
+    /// from the pace measured before training; warmup and decay are laid
+    /// over them.
+    #[arg(long, value_name = "DURATION", value_parser = parse_time, conflicts_with = "epochs")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
+
     /// Validate, checkpoint and print metrics every N epochs (and after the
-    /// last). Default 1. On a tiny dataset, where an epoch is a few steps,
-    /// a larger N saves the validation and checkpoint writes of the epochs
-    /// between.
+    /// last). Default: planned, about 20 validations a run (every epoch on
+    /// the built-in data).
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_every: Option<usize>,
 
     /// Samples per optimizer step (1 works: GroupNorm needs no batch
-    /// statistics). Validation batches are --val-batch-size.
+    /// statistics). Default: planned, 4 for datasets under 64 images, else
+    /// 8. Validation batches are --val-batch-size.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
@@ -133,7 +154,8 @@ pub struct Flags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleKind>,
 
-    /// Epochs of linear warmup (fractions allowed).
+    /// Epochs of linear warmup (fractions allowed). Default: planned, 10 %
+    /// of the run.
     #[arg(long, value_name = "E", value_parser = finite::<f64>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_epochs: Option<f64>,
@@ -192,6 +214,49 @@ fn next_run_dir() -> PathBuf {
         .map(|i| Path::new("runs").join(format!("run-{i:03}")))
         .find(|p| !p.exists())
         .expect("a free run number")
+}
+
+/// Prints the plan for `config` on its data, and its warnings.
+fn print_plan(config: &TrainConfig, given: &Given, settings: &Settings) -> Result<()> {
+    let plan = Session::plan_only(config, given).map_err(|e| with_fix(e, settings))?;
+    for line in plan.lines() {
+        println!("{line}");
+    }
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+/// Parses `--time`: a positive duration.
+fn parse_time(text: &str) -> Result<f64, String> {
+    let seconds = wsunet::train::parse_duration(text)?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!(
+            "`{text}` is no time to train; give a positive duration such as 10m"
+        ));
+    }
+    Ok(seconds)
+}
+
+/// The config fields the user gave, which the plan keeps: the keys of
+/// `--config`, the flags given, `model` for --preset/--model-config.
+pub(crate) fn given(args: &TrainArgs) -> Result<Given> {
+    let mut given = Given::new();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {} (fix --config)", path.display()))?;
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&text) {
+            given.extend(fields.keys().cloned());
+        }
+    }
+    if let serde_json::Value::Object(flags) = serde_json::to_value(&args.settings)? {
+        given.extend(flags.keys().cloned());
+    }
+    if args.preset.is_some() || args.model_config.is_some() {
+        given.insert("model".into());
+    }
+    Ok(given)
 }
 
 /// Defaults, then the config file, then every flag given.
@@ -290,8 +355,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .context("cannot resume (fix --resume, --epochs or --device)")?,
         None => {
             let config = resolve(&args)?;
+            let given = given(&args)?;
+            if args.plan_only {
+                return print_plan(&config, &given, &settings);
+            }
             let dir = args.out.clone().unwrap_or_else(next_run_dir);
-            Session::new(config, &dir).map_err(fix)?
+            Session::planned(config, &given, &dir).map_err(fix)?
         }
     };
     // Before anything is printed: a Ctrl-C once the run is announced stops
@@ -329,6 +398,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         c.loss,
         crate::args::announce(&session.device)
     );
+    if let Some(plan) = &session.plan {
+        for line in plan.lines() {
+            println!("{line}");
+        }
+    }
+    if let Some(pace) = &session.pace {
+        let (train, val) = (session.train.samples().len(), session.val.samples().len());
+        println!(
+            "expected time: about {} ({:.3} s a step, {:.3} s a validation image, measured on this machine)",
+            wsunet::train::duration_words(pace.expected_seconds(c, train, val)),
+            pace.step_seconds,
+            pace.val_image_seconds
+        );
+    }
     let mut progress = TrainProgress::new(&INTERRUPTS);
     let summary = session.run(&mut progress).map_err(fix)?;
     if summary.stopped {

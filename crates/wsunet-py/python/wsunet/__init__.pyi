@@ -70,4 +70,6 @@ def train(
     **settings: Any,
 ) -> dict[str, Any]:
     """Trains into the run directory out (settings: the fields of
-    `wsunet train`'s config file) and returns its scores."""
+    `wsunet train`'s config file; those not given are planned from the data,
+    as `wsunet train` plans them; time="10m" trains for a wall-clock budget)
+    and returns its scores, with "plan": each planned setting and its reason."""

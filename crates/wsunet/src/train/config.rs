@@ -107,6 +107,18 @@ impl std::fmt::Display for OptimizerKind {
     }
 }
 
+/// One setting of a training plan (see [`Plan`](super::Plan)), recorded
+/// in the run's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The config field (`batch_size`, `epochs`, …).
+    pub field: String,
+    /// Its value, as printed.
+    pub value: String,
+    /// Why: the rule, or `given` when the user set it.
+    pub reason: String,
+}
+
 /// Everything a training run needs.
 ///
 /// # Example
@@ -211,6 +223,15 @@ pub struct TrainConfig {
     /// Compute device: `cpu`, `gpu[:N]`, `vulkan[:N]`, `cuda[:N]` (see
     /// [`parse_device`](crate::parse_device)).
     pub device: String,
+    /// A wall-clock budget in seconds for a planned run
+    /// ([`Session::planned`](super::Session::planned)): the number of epochs
+    /// is set to fit it from the pace measured before training, and the
+    /// warmup and decay are laid over that length.
+    pub time: Option<f64>,
+    /// What the plan chose and why, one entry a setting: written by a
+    /// planned run into its `config.json` as a record; not read back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<Choice>,
 }
 
 impl Default for TrainConfig {
@@ -244,6 +265,8 @@ impl Default for TrainConfig {
             normalize: None,
             seed: 0,
             device: "cpu".into(),
+            time: None,
+            plan: Vec::new(),
         }
     }
 }
@@ -333,6 +356,14 @@ impl TrainConfig {
             return fail(
                 "val_every",
                 "val_every is 0; validate at least every 1 epoch".into(),
+            );
+        }
+        if let Some(t) = self.time
+            && !(t.is_finite() && t > 0.0)
+        {
+            return fail(
+                "time",
+                format!("time is {t} s; give a positive duration such as 10m"),
             );
         }
         if self.data.is_none() && (self.shapes.train == 0 || self.shapes.val == 0) {

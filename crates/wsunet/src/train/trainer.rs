@@ -25,6 +25,8 @@ use super::loader::{Batches, epoch_order};
 use super::loss::SegLoss;
 use super::observer::Observer;
 use super::optim::optimizer;
+use super::pace::{Pace, duration_words, timed};
+use super::plan::{Given, Plan, VALIDATIONS};
 use super::schedule::LrSchedule;
 use super::state::{EpochRecord, TrainState};
 use super::tensorboard;
@@ -61,6 +63,11 @@ pub struct Session {
     pub warnings: Vec<String>,
     /// The compute device (without autodiff).
     pub device: Device,
+    /// The plan the config came from ([`Session::planned`]); `None` for a
+    /// config taken as it is.
+    pub plan: Option<Plan>,
+    /// The pace measured before training (a planned run).
+    pub pace: Option<Pace>,
 }
 
 /// The result of a finished (or stopped) run.
@@ -105,7 +112,116 @@ impl Session {
                 dir: dir.to_path_buf(),
             });
         }
-        Self::open(config, run)
+        Self::open(config, run, None)
+    }
+
+    /// Prepares a new run in `dir` with the settings that `config` leaves
+    /// to the data planned from it ([`Plan`]): every field in `given` stays
+    /// as `config` has it. Then measures the pace of a few steps (on a
+    /// throwaway copy of the model: the run is not changed) for the expected
+    /// duration, and with `config.time` sets the epochs that fit that budget.
+    pub fn planned(config: TrainConfig, given: &Given, dir: &Path) -> Result<Session> {
+        if config.time.is_some() && given.contains("epochs") {
+            return Err(Error::setting(
+                "time",
+                "time and epochs both set the run's length; give one of them",
+            ));
+        }
+        let run = RunDir::new(dir);
+        if run.has_checkpoint() {
+            return Err(Error::RunExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let mut session = Self::open(config, run, Some(given))?;
+        let pace = session.measure_pace()?;
+        session.pace = Some(pace);
+        if let Some(seconds) = session.config.time {
+            session.fit_time(seconds, &pace, given);
+        }
+        Ok(session)
+    }
+
+    /// The plan for `config` on its data without a run: what
+    /// [`Session::planned`] would train with (before a time budget).
+    pub fn plan_only(config: &TrainConfig, given: &Given) -> Result<Plan> {
+        config.validate()?;
+        let p = prepare(&config.data_settings())?;
+        Plan::new(config, &p, given)
+    }
+
+    /// Sets the epochs (and, unless given, the validation cadence and
+    /// warmup that follow from them) to fit `seconds` at `pace`.
+    fn fit_time(&mut self, seconds: f64, pace: &Pace, given: &Given) {
+        let per_epoch = self.steps_per_epoch();
+        let val = self.val.samples().len();
+        let fixed_every = given.contains("val_every").then_some(self.config.val_every);
+        let every = |e: usize| fixed_every.unwrap_or((e / VALIDATIONS).max(1));
+        let epochs = pace.epochs_within(seconds, per_epoch, val, every);
+        let reason = format!(
+            "fits the time budget of {} at the measured pace ({:.3} s a step, {:.3} s a validation image)",
+            duration_words(seconds),
+            pace.step_seconds,
+            pace.val_image_seconds
+        );
+        if let Some(plan) = &mut self.plan {
+            plan.config = self.config.clone();
+            plan.plan_length(given, per_epoch, Some((epochs, reason)));
+            self.config = TrainConfig {
+                plan: plan.choices.clone(),
+                ..plan.config.clone()
+            };
+        }
+    }
+
+    /// Times three training steps on the first images at the run's batch
+    /// size and crop, with a throwaway copy of the model and optimizer,
+    /// and the validation of the first validation image.
+    pub fn measure_pace(&self) -> Result<Pace> {
+        let ad = self.device.clone().autodiff();
+        let mut model = self.model_config().init_seeded(&ad, self.config.seed)?;
+        let mut optim = optimizer(&self.config);
+        let loss_fn = self.loss();
+        let n = self.train.samples().len();
+        let first: Vec<usize> = (0..self.config.batch_size.min(n)).collect();
+        let mut times = Vec::new();
+        for batch in Batches::new(self.train.clone(), vec![first; 3], 1, ad) {
+            let batch = batch?;
+            let (next, time) = timed(|| {
+                let logits = model.clone().forward(batch.images);
+                let loss = loss_fn.forward(logits, batch.masks);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                optim.step(0.0, model.clone(), grads)
+            });
+            model = next;
+            times.push(time);
+        }
+        let step_seconds = Pace::steady(&times);
+        let val_image_seconds = match self.val.samples().len() {
+            0 => 0.0,
+            _ => {
+                use burn::tensor::{Tensor, TensorData};
+                let valid = model.valid();
+                let image = self.val.item_at(0, 0)?.image;
+                let shape = [1, image.channels, image.height, image.width];
+                let mut times = Vec::new();
+                for _ in 0..2 {
+                    let x = Tensor::<4>::from_data(
+                        TensorData::new(image.data.clone(), shape),
+                        &self.device,
+                    );
+                    let ((), time) = timed(|| {
+                        let _ = valid.forward(x).argmax(1).into_data();
+                    });
+                    times.push(time);
+                }
+                Pace::steady(&times)
+            }
+        };
+        Ok(Pace {
+            step_seconds,
+            val_image_seconds,
+        })
     }
 
     /// Reopens the run in `dir` from its `config.json`, optionally with a new
@@ -124,10 +240,12 @@ impl Session {
             device: device.map_or(stored.device.clone(), str::to_string),
             ..stored
         };
-        Self::open(config, run)
+        Self::open(config, run, None)
     }
 
-    fn open(config: TrainConfig, dir: RunDir) -> Result<Session> {
+    /// Prepares the data and the datasets; with `given`, applies the plan
+    /// for the fields not in it first.
+    fn open(config: TrainConfig, dir: RunDir, given: Option<&Given>) -> Result<Session> {
         config.validate()?;
         let device = parse_device(&config.device)?;
         // The setting the class count came from: the one to fix.
@@ -139,6 +257,20 @@ impl Session {
             }
             e => e,
         })?;
+        let (config, plan) = match given {
+            Some(given) => {
+                let plan = Plan::new(&config, &p, given)?;
+                let config = TrainConfig {
+                    plan: plan.choices.clone(),
+                    ..plan.config.clone()
+                };
+                config.validate()?;
+                (config, Some(plan))
+            }
+            None => (config, None),
+        };
+        let mut warnings = p.warnings;
+        warnings.extend(plan.iter().flat_map(|p| p.warnings.clone()));
         let found = p.facts.num_classes();
         if let Some((field, n)) = classes
             && n != found
@@ -195,8 +327,10 @@ impl Session {
             data: p.facts,
             train: Arc::new(train),
             val: Arc::new(val),
-            warnings: p.warnings,
+            warnings,
             device,
+            plan,
+            pace: None,
         };
         session.card().validate()?;
         Ok(session)
