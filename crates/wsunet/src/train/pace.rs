@@ -9,19 +9,28 @@ use super::config::TrainConfig;
 /// The measured cost of a run's parts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pace {
-    /// Seconds per optimizer step (forward, backward, update) at the run's
-    /// batch size and crop.
+    /// Seconds per optimizer step (loading and augmenting the batch,
+    /// forward, backward, update) at the run's batch size and crop.
     pub step_seconds: f64,
+    /// The extra wait for an epoch's first batch (its loader starts cold).
+    pub epoch_start_seconds: f64,
     /// Seconds to validate one validation image (forward and scoring).
     pub val_image_seconds: f64,
 }
 
 impl Pace {
-    /// The mean of `times` after the first (which pays for allocations and
-    /// kernel choice).
+    /// The median of `times`, taken after a warm-up pass: the first steps
+    /// pay for allocations and kernel choice (measured: the main job's
+    /// first two steps take 3.5× and 2.8× a steady one, the third 1.2×).
     pub(crate) fn steady(times: &[Duration]) -> f64 {
-        let rest = if times.len() > 1 { &times[1..] } else { times };
-        rest.iter().map(Duration::as_secs_f64).sum::<f64>() / rest.len().max(1) as f64
+        let mut sorted: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// Seconds of one epoch of `per_epoch` steps, validation left out.
+    pub fn epoch_seconds(&self, per_epoch: usize) -> f64 {
+        per_epoch as f64 * self.step_seconds + self.epoch_start_seconds
     }
 
     /// Seconds of one validation pass over `val` images.
@@ -32,9 +41,10 @@ impl Pace {
     /// The expected duration of `config`'s run on `train` training and
     /// `val` validation images, in seconds.
     pub fn expected_seconds(&self, config: &TrainConfig, train: usize, val: usize) -> f64 {
-        let steps = config.epochs * train.div_ceil(config.batch_size.max(1));
+        let per_epoch = train.div_ceil(config.batch_size.max(1));
         let validations = validations(config.epochs, config.val_every);
-        steps as f64 * self.step_seconds + validations as f64 * self.validation_seconds(val)
+        config.epochs as f64 * self.epoch_seconds(per_epoch)
+            + validations as f64 * self.validation_seconds(val)
     }
 
     /// The most epochs of `per_epoch` steps that fit `seconds`, validating
@@ -47,7 +57,7 @@ impl Pace {
         val_every: impl Fn(usize) -> usize,
     ) -> usize {
         let cost = |epochs: usize| {
-            (epochs * per_epoch) as f64 * self.step_seconds
+            epochs as f64 * self.epoch_seconds(per_epoch)
                 + validations(epochs, val_every(epochs)) as f64 * self.validation_seconds(val)
         };
         // The cost grows with the epochs: the largest count within budget
@@ -153,6 +163,7 @@ mod tests {
     fn the_epochs_within_a_budget_fit_it_and_one_more_would_not() {
         let pace = Pace {
             step_seconds: 0.2,
+            epoch_start_seconds: 0.1,
             val_image_seconds: 0.05,
         };
         let every = |e: usize| (e / 20).max(1);

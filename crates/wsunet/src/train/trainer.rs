@@ -174,7 +174,8 @@ impl Session {
         }
     }
 
-    /// Times three training steps on the first images at the run's batch
+    /// Times training steps (each with the loading of its batch) on
+    /// the first images at the run's batch
     /// size and crop, with a throwaway copy of the model and optimizer,
     /// and the validation of the first validation image.
     pub fn measure_pace(&self) -> Result<Pace> {
@@ -184,19 +185,29 @@ impl Session {
         let loss_fn = self.loss();
         let n = self.train.samples().len();
         let first: Vec<usize> = (0..self.config.batch_size.min(n)).collect();
+        // From one step's end to the next: loading and augmenting the batch
+        // count, as they do in an epoch (on large images they can cost as
+        // much as the step). Two passes of three batches, each with a new
+        // loader as every epoch has: the first warms up, the second gives
+        // the steady step and the extra wait for an epoch's first batch.
         let mut times = Vec::new();
-        for batch in Batches::new(self.train.clone(), vec![first; 3], 1, ad) {
-            let batch = batch?;
-            let (next, time) = timed(|| {
+        for pass in 0..2 {
+            let mut last = std::time::Instant::now();
+            let batches = Batches::new(self.train.clone(), vec![first.clone(); 3], 1, ad.clone());
+            for batch in batches {
+                let batch = batch?;
                 let logits = model.clone().forward(batch.images);
                 let loss = loss_fn.forward(logits, batch.masks);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                optim.step(0.0, model.clone(), grads)
-            });
-            model = next;
-            times.push(time);
+                model = optim.step(0.0, model.clone(), grads);
+                if pass == 1 {
+                    times.push(last.elapsed());
+                }
+                last = std::time::Instant::now();
+            }
         }
-        let step_seconds = Pace::steady(&times);
+        let step_seconds = Pace::steady(&times[1..]);
+        let epoch_start_seconds = (times[0].as_secs_f64() - step_seconds).max(0.0);
         let val_image_seconds = match self.val.samples().len() {
             0 => 0.0,
             _ => {
@@ -220,6 +231,7 @@ impl Session {
         };
         Ok(Pace {
             step_seconds,
+            epoch_start_seconds,
             val_image_seconds,
         })
     }
