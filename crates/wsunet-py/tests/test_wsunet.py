@@ -31,6 +31,10 @@ def run(tmp_path_factory):
     assert 0.0 <= scores["miou"] <= 1.0
     assert [c["name"] for c in scores["classes"]] == ["background", "circle", "rectangle", "triangle"]
     assert len(seen) == 1 and seen[0]["epoch"] == 1 and "miou" in seen[0]
+    # The keywords given stay; the rest is planned, each with its reason.
+    plan = {c["field"]: c for c in scores["plan"]}
+    assert plan["epochs"]["reason"] == "given"
+    assert plan["val_every"]["value"] == "1" and plan["val_every"]["reason"] != "given"
     return out
 
 
@@ -98,6 +102,8 @@ def test_bad_arguments_are_value_errors_with_the_fix(model):
             model.predict(np.zeros((40, 40, 3), dtype=dtype))
     with pytest.raises(ValueError, match="epochs is 0"):
         wsunet.train(out="never", **{**TINY, "epochs": 0})
+    with pytest.raises(ValueError, match="not a duration"):
+        wsunet.train(out="never", time="abc")
     with pytest.raises(ValueError, match="unknown field `epochz`"):
         wsunet.train(out="never", epochz=3)
     with pytest.raises(FileNotFoundError):

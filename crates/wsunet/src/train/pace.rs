@@ -12,14 +12,15 @@ pub struct Pace {
     /// Seconds per optimizer step (loading and augmenting the batch,
     /// forward, backward, update) at the run's batch size and crop.
     pub step_seconds: f64,
-    /// The extra wait for an epoch's first batch (its loader starts cold).
+    /// The wait for an epoch's first batch (its loader starts cold, and no
+    /// step overlaps it).
     pub epoch_start_seconds: f64,
     /// Seconds to validate one validation image (forward and scoring).
     pub val_image_seconds: f64,
 }
 
 impl Pace {
-    /// The median of `times`, taken after a warm-up pass: the first steps
+    /// The median of `times`, taken after warm-up steps: the first steps
     /// pay for allocations and kernel choice (measured: the main job's
     /// first two steps take 3.5× and 2.8× a steady one, the third 1.2×).
     pub(crate) fn steady(times: &[Duration]) -> f64 {

@@ -187,27 +187,27 @@ impl Session {
         let first: Vec<usize> = (0..self.config.batch_size.min(n)).collect();
         // From one step's end to the next: loading and augmenting the batch
         // count, as they do in an epoch (on large images they can cost as
-        // much as the step). Two passes of three batches, each with a new
-        // loader as every epoch has: the first warms up, the second gives
-        // the steady step and the extra wait for an epoch's first batch.
+        // much as the step). The first three steps warm up.
         let mut times = Vec::new();
-        for pass in 0..2 {
-            let mut last = std::time::Instant::now();
-            let batches = Batches::new(self.train.clone(), vec![first.clone(); 3], 1, ad.clone());
-            for batch in batches {
-                let batch = batch?;
-                let logits = model.clone().forward(batch.images);
-                let loss = loss_fn.forward(logits, batch.masks);
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(0.0, model.clone(), grads);
-                if pass == 1 {
-                    times.push(last.elapsed());
-                }
-                last = std::time::Instant::now();
-            }
+        let mut last = std::time::Instant::now();
+        for batch in Batches::new(self.train.clone(), vec![first.clone(); 6], 1, ad.clone()) {
+            let batch = batch?;
+            let logits = model.clone().forward(batch.images);
+            let loss = loss_fn.forward(logits, batch.masks);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.0, model.clone(), grads);
+            times.push(last.elapsed());
+            last = std::time::Instant::now();
         }
-        let step_seconds = Pace::steady(&times[1..]);
-        let epoch_start_seconds = (times[0].as_secs_f64() - step_seconds).max(0.0);
+        let step_seconds = Pace::steady(&times[3..]);
+        // Each epoch starts a loader whose first batch nothing overlaps.
+        let (first_batch, epoch_start) = timed(|| {
+            Batches::new(self.train.clone(), vec![first], 1, ad)
+                .next()
+                .transpose()
+        });
+        first_batch?;
+        let epoch_start_seconds = epoch_start.as_secs_f64();
         let val_image_seconds = match self.val.samples().len() {
             0 => 0.0,
             _ => {
