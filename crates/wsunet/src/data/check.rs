@@ -165,7 +165,7 @@ pub fn check_dataset(
         classes,
         class_pixels,
         ignored_pixels,
-        size_range: size_range(&readable),
+        size_range: size_range(&readable.iter().map(|f| f.size).collect::<Vec<_>>()),
         channels,
         mask_kinds,
         problems,
@@ -277,10 +277,10 @@ fn warnings(
     warnings
 }
 
-/// The smallest and the largest `[H, W]` among `readable` (each side on
-/// its own).
-fn size_range(readable: &[&SampleFacts]) -> [[usize; 2]; 2] {
-    let side = |i: usize| readable.iter().map(move |f| f.size[i]);
+/// The smallest and the largest `[H, W]` among `sizes` (each side on its
+/// own; zeros for none).
+pub(crate) fn size_range(sizes: &[[usize; 2]]) -> [[usize; 2]; 2] {
+    let side = |i: usize| sizes.iter().map(move |s| s[i]);
     [
         [side(0).min().unwrap_or(0), side(1).min().unwrap_or(0)],
         [side(0).max().unwrap_or(0), side(1).max().unwrap_or(0)],

@@ -101,7 +101,7 @@ impl Plan {
         } else {
             TrainConfig::default().batch_size
         };
-        plan.set(given, "batch_size", batch, |c, v| c.batch_size = v, || {
+        plan.set(given, "batch_size", batch, |c| &mut c.batch_size, || {
             if n < SMALL_DATASET {
                 format!(
                     "fewer than {SMALL_DATASET} training images: small batches give more steps from the same images, and GroupNorm does not depend on the batch"
@@ -151,14 +151,14 @@ impl Plan {
             };
             (epochs, why)
         });
-        self.set(given, "epochs", epochs, |c, v| c.epochs = v, || why);
+        self.set(given, "epochs", epochs, |c| &mut c.epochs, || why);
         let epochs = self.config.epochs;
         let every = (epochs / VALIDATIONS).max(1);
         self.set(
             given,
             "val_every",
             every,
-            |c, v| c.val_every = v,
+            |c| &mut c.val_every,
             || format!("about {VALIDATIONS} validations over {epochs} epochs, or every epoch"),
         );
         let warmup = 0.1 * epochs as f64;
@@ -166,7 +166,7 @@ impl Plan {
             given,
             "warmup_epochs",
             warmup,
-            |c, v| c.warmup_epochs = v,
+            |c| &mut c.warmup_epochs,
             || "10 % of the run".into(),
         );
     }
@@ -305,22 +305,24 @@ impl Plan {
         }
     }
 
-    /// Sets `field` to `value` with `apply` unless it is in `given`, and
-    /// records the choice.
+    /// Sets `field` (the config's `slot`) to `value` unless it is in
+    /// `given`, and records the choice.
     fn set<T: std::fmt::Display + Copy>(
         &mut self,
         given: &Given,
         field: &str,
         value: T,
-        apply: impl Fn(&mut TrainConfig, T),
+        slot: impl Fn(&mut TrainConfig) -> &mut T,
         reason: impl FnOnce() -> String,
     ) {
-        let (value, reason) = if given.contains(field) {
-            (self.current(field), "given".to_string())
+        let slot = slot(&mut self.config);
+        let reason = if given.contains(field) {
+            "given".to_string()
         } else {
-            apply(&mut self.config, value);
-            (value.to_string(), reason())
+            *slot = value;
+            reason()
         };
+        let value = slot.to_string();
         match self.choices.iter_mut().find(|c| c.field == field) {
             Some(c) => {
                 c.value = value;
@@ -334,15 +336,12 @@ impl Plan {
         }
     }
 
-    /// The config's value of a planned `field`, as printed.
-    fn current(&self, field: &str) -> String {
-        let c = &self.config;
-        match field {
-            "batch_size" => c.batch_size.to_string(),
-            "epochs" => c.epochs.to_string(),
-            "val_every" => c.val_every.to_string(),
-            "warmup_epochs" => c.warmup_epochs.to_string(),
-            _ => String::new(),
+    /// The config to train with: the plan applied, and its choices
+    /// recorded (`config.json`'s `plan`).
+    pub fn recorded_config(&self) -> TrainConfig {
+        TrainConfig {
+            plan: self.choices.clone(),
+            ..self.config.clone()
         }
     }
 
@@ -370,12 +369,7 @@ impl Plan {
 
 /// The fingerprint of `prepared`'s training data.
 fn fingerprint(config: &TrainConfig, prepared: &Prepared) -> Result<Fingerprint> {
-    let sizes = crate::data::sample_sizes(&prepared.train)?;
-    let side = |i: usize| sizes.iter().map(move |s| s[i]);
-    let size_range = [
-        [side(0).min().unwrap_or(0), side(1).min().unwrap_or(0)],
-        [side(0).max().unwrap_or(0), side(1).max().unwrap_or(0)],
-    ];
+    let size_range = crate::data::check::size_range(&crate::data::sample_sizes(&prepared.train)?);
     let class_fractions = match config.data {
         None => None,
         Some(_) => Some(class_fractions(prepared)?),

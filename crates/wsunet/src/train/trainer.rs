@@ -167,10 +167,7 @@ impl Session {
         if let Some(plan) = &mut self.plan {
             plan.config = self.config.clone();
             plan.plan_length(given, per_epoch, Some((epochs, reason)));
-            self.config = TrainConfig {
-                plan: plan.choices.clone(),
-                ..plan.config.clone()
-            };
+            self.config = plan.recorded_config();
         }
     }
 
@@ -272,10 +269,7 @@ impl Session {
         let (config, plan) = match given {
             Some(given) => {
                 let plan = Plan::new(&config, &p, given)?;
-                let config = TrainConfig {
-                    plan: plan.choices.clone(),
-                    ..plan.config.clone()
-                };
+                let config = plan.recorded_config();
                 config.validate()?;
                 (config, Some(plan))
             }
