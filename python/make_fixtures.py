@@ -130,8 +130,9 @@ def running_statistics(module, io, gen) -> None:
 
 
 # The study's variants beyond the seed's ws-gn: plain GroupNorm, WS+BN, plain
-# BN and WS without a norm (biased convolutions).
-VARIANTS = {"gn": ("none", "group"), "ws_bn": ("seed", "batch"), "bn": ("none", "batch"), "ws_none": ("seed", "none")}
+# BN, WS without a norm (biased convolutions) and WS+InstanceNorm (against
+# PyTorch's own InstanceNorm2d, not a GroupNorm).
+VARIANTS = {"gn": ("none", "group"), "ws_bn": ("seed", "batch"), "bn": ("none", "batch"), "ws_none": ("seed", "none"), "ws_in": ("seed", "instance")}
 
 
 def variant_cases() -> None:

@@ -15,6 +15,8 @@ Norms after each convolution (``norm``):
   group  nn.GroupNorm(fit_groups(out, groups), out, eps=1e-5)   keys gn.*   (the seed)
   batch  nn.BatchNorm2d(out, eps=1e-5, momentum=0.1)            keys bn.*
   none   nothing; the convolution gets a bias                   conv.bias
+  instance nn.InstanceNorm2d(out, eps=1e-5, affine=True)      keys gn.*   (nnU-Net's norm;
+         wsunet runs it as a GroupNorm with one channel per group)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 DEFAULT_EPS = {"seed": 1e-5, "biased": 1e-6, "scaled": 1e-6, "none": 0.0}
-NORMS = ("group", "batch", "none")
+NORMS = ("group", "batch", "none", "instance")
 
 
 def fit_groups(channels: int, groups: int) -> int:
@@ -82,6 +84,8 @@ class WSGNAct(nn.Module):
             self.gn = nn.GroupNorm(fit_groups(out_ch, groups), out_ch, eps=1e-5, affine=True)
         elif norm == "batch":
             self.bn = nn.BatchNorm2d(out_ch, eps=1e-5, momentum=0.1)
+        elif norm == "instance":
+            self.gn = nn.InstanceNorm2d(out_ch, eps=1e-5, affine=True)
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x):

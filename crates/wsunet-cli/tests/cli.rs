@@ -231,14 +231,26 @@ fn train_then_eval_on_a_generated_folder() {
     assert_eq!(doc["samples"], 10);
     assert_eq!(doc["scores"]["classes"].as_array().unwrap().len(), 4);
 
-    // Without --data: the run's own validation split.
+    // Without --data: the run's own validation split, scored as the run
+    // validated it: the 40-px images tiled at the 32-px crop as predict
+    // does, so the final epoch's mIoU comes back exactly.
     let o = wsunet(&["eval", "--model", run.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
     assert!(
-        stdout(&o).contains("2 samples of the run's validation split"),
-        "{}",
-        stdout(&o)
+        out.contains("2 samples of the run's validation split"),
+        "{out}"
     );
+    assert!(
+        out.contains("2 image(s) larger than the tile (32 px) are scored tile by tile"),
+        "{out}"
+    );
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join(name)).unwrap()).unwrap()
+    };
+    let (evaluated, validated) = (read("eval.json"), read("scores.json"));
+    assert_eq!(evaluated["scores"]["miou"], validated["miou"], "{out}");
+    assert_eq!(evaluated["scores"]["classes"], validated["classes"]);
 
     // Resuming a finished run says how to extend it.
     let o = wsunet(&["train", "--resume", run.to_str().unwrap()]);
@@ -471,6 +483,7 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
         "48",
         "--tta",
         "flip",
+        "--uncertainty",
     ]);
     // The broken file fails the run but not the other images.
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -494,8 +507,24 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
             assert!(header.contains("'shape': (3, 80, 80"), "{header}");
             assert!(header.contains("'descr': '<f4'"), "{header}");
         }
+        let npy = std::fs::read(out.join(format!("{stem}_uncertainty.npy"))).unwrap();
+        let header = String::from_utf8_lossy(&npy[..128]);
+        assert!(header.contains("'shape': (2, 80, 80"), "{header}");
+        let png = std::fs::read(out.join(format!("{stem}_uncertainty.png"))).unwrap();
+        assert_eq!(png[25], 2, "an RGB picture");
     }
     assert!(!out.join("broken.png").exists());
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        images.join("shape_00000.png").to_str().unwrap(),
+        "--out",
+        dir.path().join("pred2").to_str().unwrap(),
+        "--uncertainty",
+    ]);
+    fails_with(&o, "--uncertainty needs --tta flip");
 
     // Writing into the input folder would overwrite the inputs.
     let o = wsunet(&[

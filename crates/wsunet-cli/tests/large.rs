@@ -110,6 +110,14 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
         let px = info.pixel_size.unwrap();
         assert!((px.x_um - 10.0).abs() < 1e-9, "{name}: {px:?}");
     }
+    // The uncertainty maps as a two-band float TIFF beside the mask.
+    let flips = dir.path().join("flips");
+    let o = predict(&run, &tif, &flips, &["--tta", "flip", "--uncertainty"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = inspect(&flips.join("scene_uncertainty.tif")).unwrap();
+    assert_eq!((info.levels[0].width, info.levels[0].height), (1100, 150));
+    assert_eq!(info.levels[0].channels, 2);
+
     // The same pixels as a PNG, predicted in memory: the same labels.
     let png_out = dir.path().join("png_out");
     let o = predict(&run, &crop_png, &png_out, &[]);

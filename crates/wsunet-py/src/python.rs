@@ -163,6 +163,7 @@ impl Model {
             tta: parse_tta(tta)?,
             skip_empty,
             scale,
+            uncertainty: false,
         };
         self.predictor.with_config(config).map_err(py_err)
     }
@@ -384,6 +385,7 @@ impl Model {
                         overlay: overlay.map(|a| (path("_overlay", "tif"), a)),
                         probs: probs.then(|| (path("_probs", "tif"), probs_type)),
                         logits: logits.then(|| path("_logits", "tif")),
+                        uncertainty: None,
                         compression,
                     };
                     predictor.predict_tiff(&info, level, &classes, &outputs, &mut |_| {})?;
@@ -399,6 +401,7 @@ impl Model {
                     overlay,
                     probs,
                     logits,
+                    uncertainty: false,
                 };
                 outputs.write(&out_dir, &stem, &image, &prediction, &classes)?;
                 let mut out = vec![("mask".to_string(), path("", "png"))];

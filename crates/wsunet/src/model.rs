@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::layers::{
     Norm, Standardization, Up, UpConfig, WsGnAct, WsGnActConfig, WsResBlock, WsResBlockConfig,
-    fit_groups, resize_bilinear,
+    resize_bilinear,
 };
 use crate::ops::conv2d;
 
@@ -55,7 +55,7 @@ pub struct WsResUNetConfig {
     #[serde(default = "defaults::depths")]
     pub depths: Vec<usize>,
     /// The normalization after every convolution: `group` (the seed's),
-    /// `batch` or `none`. Default `group`.
+    /// `batch`, `instance` or `none`. Default `group`.
     #[serde(default)]
     pub norm: Norm,
     /// Starting GroupNorm group count, lowered per layer to divide its width.
@@ -174,6 +174,8 @@ impl WsResUNetConfig {
 /// | `bn` | none | batch |
 /// | `ws-none` | seed | none |
 /// | `plain` | none | none |
+/// | `ws-in` | seed | instance (nnU-Net's norm) |
+/// | `in` | none | instance |
 ///
 /// # Example
 ///
@@ -195,13 +197,15 @@ pub struct Variant {
 
 impl Variant {
     /// Every variant, in the table's order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 8] = [
         Variant::new(true, Norm::Group),
         Variant::new(false, Norm::Group),
         Variant::new(true, Norm::Batch),
         Variant::new(false, Norm::Batch),
         Variant::new(true, Norm::None),
         Variant::new(false, Norm::None),
+        Variant::new(true, Norm::Instance),
+        Variant::new(false, Norm::Instance),
     ];
 
     /// A variant.
@@ -209,12 +213,14 @@ impl Variant {
         Variant { ws, norm }
     }
 
-    /// Its name: `ws-gn`, `gn`, `ws-bn`, `bn`, `ws-none` or `plain`.
+    /// Its name: `ws-gn`, `gn`, `ws-bn`, `bn`, `ws-none`, `plain`, `ws-in`
+    /// or `in`.
     pub fn name(self) -> String {
         let norm = match self.norm {
             Norm::Group => "gn",
             Norm::Batch => "bn",
             Norm::None => "none",
+            Norm::Instance => "in",
         };
         match (self.ws, self.norm) {
             (true, _) => format!("ws-{norm}"),
@@ -543,14 +549,15 @@ impl WsResUNetConfig {
         parts
     }
 
-    /// GroupNorm group counts actually used, one per distinct width.
+    /// GroupNorm group counts actually used, one per distinct width (each
+    /// width its own count under `instance`; none without GroupNorm).
     pub fn group_counts(&self) -> Vec<(usize, usize)> {
         let mut widths = self.widths.clone();
         widths.sort_unstable();
         widths.dedup();
         widths
             .into_iter()
-            .map(|c| (c, fit_groups(c, self.groups)))
+            .filter_map(|c| Some((c, self.norm.group_count(c, self.groups)?)))
             .collect()
     }
 }

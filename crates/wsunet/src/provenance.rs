@@ -35,6 +35,11 @@ pub struct Outputs {
     pub probs: bool,
     /// `NAME_logits.npy` (`.tif` for TIFF inputs): logits.
     pub logits: bool,
+    /// `NAME_uncertainty.png` and `NAME_uncertainty.npy` (one
+    /// `NAME_uncertainty.tif` for TIFF inputs): entropy and the flips'
+    /// disagreement ([`Prediction::uncertainty`](crate::infer::Prediction::uncertainty)).
+    #[serde(default)]
+    pub uncertainty: bool,
 }
 
 /// What kind of files an input's outputs are.
@@ -63,6 +68,12 @@ impl Outputs {
         }
         if self.logits {
             files.push(format!("{stem}_logits.{array}"));
+        }
+        if self.uncertainty {
+            files.push(format!("{stem}_uncertainty.{image}"));
+            if kind == OutputKind::Png {
+                files.push(format!("{stem}_uncertainty.npy"));
+            }
         }
         files
     }
@@ -100,8 +111,30 @@ impl Outputs {
         if let Some(logits) = prediction.logits.as_ref().filter(|_| self.logits) {
             write_npy(&path("_logits.npy"), &shape, logits)?;
         }
+        if let Some(maps) = prediction.uncertainty().filter(|_| self.uncertainty) {
+            let n = mask.height * mask.width;
+            write_npy(
+                &path("_uncertainty.npy"),
+                &[2, mask.height, mask.width],
+                &maps,
+            )?;
+            let rgb = uncertainty_rgb(&maps[..n], &maps[n..]);
+            write_rgb8_png(&path("_uncertainty.png"), mask.width, mask.height, &rgb)?;
+        }
         Ok(mask)
     }
+}
+
+/// The uncertainty maps as one 8-bit RGB picture: red the entropy, green
+/// the flips' disagreement (yellow where both are high, black where the
+/// model is sure), each from 0 to 1 as 0 to 255.
+pub fn uncertainty_rgb(entropy: &[f32], disagreement: &[f32]) -> Vec<u8> {
+    let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    entropy
+        .iter()
+        .zip(disagreement)
+        .flat_map(|(&e, &d)| [byte(e), byte(d), 0])
+        .collect()
 }
 
 /// The settings of a prediction run that change its outputs.
@@ -416,6 +449,7 @@ mod tests {
                     overlay: None,
                     probs: true,
                     logits: false,
+                    uncertainty: false,
                 },
                 level: 0,
                 skip_empty: false,

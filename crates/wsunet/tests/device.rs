@@ -18,7 +18,7 @@ use wsunet::card::load_model;
 use wsunet::data::Image;
 use wsunet::data::generate_shapes;
 use wsunet::infer::{PredictConfig, Predictor, Tta};
-use wsunet::train::{EpochRecord, SegLoss, Session, ShapesSpec, Silent, TrainConfig, evaluate};
+use wsunet::train::{EpochRecord, Scorer, SegLoss, Session, ShapesSpec, Silent, TrainConfig};
 
 /// Relative tolerance of losses and metrics between two runs of the same
 /// training on a GPU (resumed vs uninterrupted): the models diverge by
@@ -146,16 +146,10 @@ fn evaluation_and_tiled_prediction_equal_the_cpus() {
     let loss = SegLoss::new(session.config.loss, 255);
     let names: Vec<String> = card.classes.names();
     let eval = |model: &wsunet::WsResUNet, device: &Device| {
-        evaluate(
-            &model.clone().fold(),
-            &session.val,
-            4,
-            device,
-            &loss,
-            &mut Silent,
-            &names,
-        )
-        .unwrap()
+        Scorer::new(model, PredictConfig::default(), device)
+            .unwrap()
+            .evaluate(&session.val, 4, &loss, &mut Silent, &names)
+            .unwrap()
     };
     let (a, b) = (eval(&on_device, &device), eval(&on_cpu_model, &cpu));
     let total = b.matrix.total() as f64;

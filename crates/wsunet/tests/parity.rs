@@ -311,14 +311,16 @@ fn model_matches_pytorch() {
     check_all(&["model_seed", "model_biased", "model_scaled"]);
 }
 
-/// The variants the study compares: plain GroupNorm, WS+BN, plain BN and
-/// WS without a norm. BatchNorm in training mode (batch statistics).
+/// The variants the study compares: plain GroupNorm, WS+BN, plain BN,
+/// WS without a norm and WS+InstanceNorm (against PyTorch's InstanceNorm2d).
+/// BatchNorm in training mode (batch statistics).
 #[test]
 fn norm_variants_match_pytorch() {
     check_all(&[
         "model_gn",
         "model_ws_bn",
         "model_bn",
+        "model_ws_in",
         "ws_gn_act_batch_tiny",
     ]);
     // Without a norm, unit-variance WS kernels grow activations by about

@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use common::{StopAfter, tiny};
 use wsunet::card::load_model;
 use wsunet::data::Normalize;
+use wsunet::infer::PredictConfig;
 use wsunet::layers::Norm;
 use wsunet::train::{EpochRecord, Observer, SegScores, Session, Silent, TrainConfig};
 
@@ -459,7 +460,7 @@ fn evaluate_on(
     use std::sync::Arc;
     use wsunet::data::file_samples;
     use wsunet::data::{Mode, SampleSpec, SegDataset, discover};
-    use wsunet::train::{SegLoss, evaluate};
+    use wsunet::train::{Scorer, SegLoss};
     let files = discover(data, 0.0, 0).unwrap();
     let pairs: Vec<_> = files.train.into_iter().filter(|p| keep(&p.name)).collect();
     let spec = SampleSpec {
@@ -477,16 +478,10 @@ fn evaluate_on(
     )
     .unwrap();
     let loss = SegLoss::new(Default::default(), 255);
-    evaluate(
-        model,
-        &Arc::new(ds),
-        batch,
-        &Device::flex(),
-        &loss,
-        &mut Silent,
-        &[],
-    )
-    .unwrap()
+    Scorer::new(model, PredictConfig::default(), &Device::flex())
+        .unwrap()
+        .evaluate(&Arc::new(ds), batch, &loss, &mut Silent, &[])
+        .unwrap()
 }
 
 #[test]
@@ -571,16 +566,10 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
     )
     .unwrap();
     let loss = wsunet::train::SegLoss::new(Default::default(), 255);
-    let eval = wsunet::train::evaluate(
-        &model.fold(),
-        &std::sync::Arc::new(ds),
-        4,
-        &Device::flex(),
-        &loss,
-        &mut Silent,
-        &[],
-    )
-    .unwrap();
+    let eval = wsunet::train::Scorer::new(&model, PredictConfig::default(), &Device::flex())
+        .unwrap()
+        .evaluate(&std::sync::Arc::new(ds), 4, &loss, &mut Silent, &[])
+        .unwrap();
     let ratio = eval.loss / trained;
     assert!(
         (0.8..1.25).contains(&ratio),
@@ -818,5 +807,70 @@ fn a_planned_run_fits_its_time_budget_and_records_the_plan() {
     assert!(
         matches!(&err, wsunet::Error::Setting { field, .. } if field == "time"),
         "{err}"
+    );
+}
+
+#[test]
+fn validation_scores_the_masks_that_predict_writes() {
+    // 64-px images and a 32-px crop: predict cuts them into tiles of the
+    // crop and blends them. The run's validation mIoU must be the mIoU of
+    // those masks, not of a whole-image pass (which differs).
+    use wsunet::data::{Sample, Split, read_image, read_mask, split_samples};
+    use wsunet::infer::Predictor;
+    use wsunet::train::ConfusionMatrix;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    shapes_folder(&data, 8, |_| 64);
+    let dir = root.path().join("run");
+    let config = TrainConfig {
+        crop: Some([32, 32]),
+        ..tiny_on(&data, 2)
+    };
+    let summary = Session::new(config, &dir)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    let validated = summary.state.history.last().unwrap().miou;
+
+    let device = Device::flex();
+    let (model, card) = load_model(&dir, &device).unwrap();
+    let predictor = |tile| {
+        let config = PredictConfig {
+            tile,
+            ..PredictConfig::default()
+        };
+        Predictor::new(
+            model.clone(),
+            card.normalize.clone(),
+            device.clone(),
+            config,
+        )
+        .unwrap()
+    };
+    assert_eq!(PredictConfig::tile_for(&card), 32);
+    let (tiled, whole) = (predictor(32), predictor(64));
+    let run = TrainConfig::from_file(&dir.join("config.json")).unwrap();
+    let (val, _) = split_samples(&run.data_settings(), Split::Val).unwrap();
+    assert_eq!(val.len(), 2);
+    let mut matrices = [ConfusionMatrix::new(4), ConfusionMatrix::new(4)];
+    for sample in val {
+        let Sample::Files(paths) = sample else {
+            panic!("a folder's samples are files")
+        };
+        let image = read_image(&paths.image).unwrap();
+        let (mask, _) = read_mask(&paths.mask, Some(&card.classes)).unwrap();
+        let truth: Vec<i64> = mask.data.iter().map(|&l| l as i64).collect();
+        for (matrix, predictor) in matrices.iter_mut().zip([&tiled, &whole]) {
+            let labels = predictor.predict(&image, false).unwrap().mask().data;
+            let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+            matrix.add(&labels, &truth);
+        }
+    }
+    let names = card.classes.names();
+    let [tiled, whole] = matrices.map(|m| m.scores(&names).miou);
+    assert_eq!(validated, tiled, "whole-image mIoU {whole}");
+    assert_ne!(
+        tiled, whole,
+        "the two paths must differ for this test to mean anything"
     );
 }

@@ -13,8 +13,9 @@ use wsunet::card::load_model;
 use wsunet::data::Split;
 use wsunet::data::usable_samples;
 use wsunet::data::{Mode, SampleSpec, SegDataset};
+use wsunet::infer::PredictConfig;
 use wsunet::train::{EvalRequest, eval_samples};
-use wsunet::train::{SegLoss, Silent, evaluate};
+use wsunet::train::{Scorer, SegLoss, Silent};
 
 use super::{Settings, with_fix};
 use clap::Args;
@@ -25,7 +26,7 @@ use crate::args::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore};
 pub const ABOUT: &str = "Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice and pixel accuracy over the whole set, printed and written as JSON";
 
 /// `wsunet eval --help`.
-pub const LONG_ABOUT: &str = "Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice and pixel accuracy over the whole set, printed and written as JSON.\n\nA model from a run is scored on the run's own held-out split (its config.json gives the data, fraction and seed), so training images are never scored by accident. Images are batched only with images of the same size: GroupNorm would otherwise see their zero padding.";
+pub const LONG_ABOUT: &str = "Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice and pixel accuracy over the whole set, printed and written as JSON.\n\nA model from a run is scored on the run's own held-out split (its config.json gives the data, fraction and seed), so training images are never scored by accident. Images are batched only with images of the same size: GroupNorm would otherwise see their zero padding. Images larger than the tile are scored as predict segments them (tiles blended), so eval, predict and the validation score printed during training agree.";
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -61,9 +62,21 @@ pub struct EvalArgs {
     #[arg(long)]
     pub skip_bad: bool,
 
-    /// Images per batch.
+    /// Images (of one size) per batch; tiles per forward for images larger
+    /// than a tile.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub batch_size: usize,
+
+    /// Tile side: images larger than it are scored as `wsunet predict`
+    /// segments them, tile by tile and blended, so the scores are those of
+    /// predict's masks. Default: as predict's (the model's training crop,
+    /// else 512), which is also what validation during training uses.
+    #[arg(long, value_name = "N")]
+    pub tile: Option<usize>,
+
+    /// Minimum fraction of a tile shared with its neighbour, in [0, 0.9].
+    #[arg(long, value_name = "F", default_value_t = PredictConfig::default().overlap)]
+    pub overlap: f32,
 
     /// Where to write the scores as JSON; default: eval.json in the run
     /// directory, or beside the model file.
@@ -77,8 +90,6 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
-    // Folded: the same outputs without standardizing every kernel per batch.
-    let model = model.fold();
     let ignore = args.ignore_index.map(|i| i.0).unwrap_or(card.ignore_index);
     let settings = Settings::flags::<EvalArgs>();
     let found = eval_samples(&EvalRequest {
@@ -116,11 +127,27 @@ pub fn run(args: EvalArgs) -> Result<()> {
         0,
     )?);
     let loss = SegLoss::new(Default::default(), dataset.spec().ignore_label() as i64);
-    let eval = evaluate(
-        &model,
+    let config = PredictConfig {
+        tile: args.tile.unwrap_or_else(|| PredictConfig::tile_for(&card)),
+        overlap: args.overlap,
+        batch_size: args.batch_size.max(1),
+        ..PredictConfig::default()
+    };
+    let tile = config.tile;
+    let scorer = Scorer::new(&model, config, &device).map_err(|e| with_fix(e, &settings))?;
+    let tiled = dataset
+        .item_sizes()?
+        .iter()
+        .filter(|s| s[0].max(s[1]) > tile)
+        .count();
+    if tiled > 0 {
+        println!(
+            "{tiled} image(s) larger than the tile ({tile} px) are scored tile by tile, as predict segments them; --tile changes it"
+        );
+    }
+    let eval = scorer.evaluate(
         &dataset,
         args.batch_size.max(1),
-        &device,
         &loss,
         &mut Silent,
         &card.classes.names(),

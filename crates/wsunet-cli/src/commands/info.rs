@@ -230,6 +230,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         Norm::Group => format!("GroupNorm groups per width {}", groups.join(" ")),
         Norm::Batch => "BatchNorm (momentum 0.1, eps 1e-5; running statistics in inference)".into(),
         Norm::None => "no norm (the convolutions have biases)".into(),
+        Norm::Instance => "InstanceNorm (GroupNorm with one channel per group)".into(),
         other => format!("norm {other}"),
     };
     let standardization = match config.standardization {

@@ -11,7 +11,7 @@ use wsunet::weights::{infer_config, load_state_dict, read_shapes, save_state_dic
 use std::path::PathBuf;
 
 use clap::Args;
-use wsunet::layers::Standardization;
+use wsunet::layers::{Norm, Standardization};
 
 use crate::args::choice;
 
@@ -35,6 +35,12 @@ pub struct ImportArgs {
     /// GroupNorm starting group count (a state dict does not record it).
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub groups: usize,
+
+    /// The `gn.*` layers are InstanceNorms (PyTorch's
+    /// `InstanceNorm2d(affine=True)`, the twin's `norm="instance"`): one
+    /// channel per group. A state dict does not record it either.
+    #[arg(long, conflicts_with = "groups")]
+    pub instance: bool,
 
     /// Weight standardization (default: scaled when the file has gains,
     /// else seed; a plain Conv2d network's kernels look the same, give
@@ -96,8 +102,18 @@ pub struct ExportArgs {
 pub fn import(args: ImportArgs) -> Result<()> {
     let standardization = args.standardization;
     let shapes = read_shapes(&args.file).context("fix the input file")?;
-    let config = infer_config(&shapes, args.groups, standardization, args.eps)
+    let mut config = infer_config(&shapes, args.groups, standardization, args.eps)
         .context("cannot infer the architecture")?;
+    if args.instance {
+        if config.norm != Norm::Group {
+            bail!(
+                "--instance: {} has no `gn.*` keys (its norm is {}); drop --instance",
+                args.file.display(),
+                config.norm
+            );
+        }
+        config.norm = Norm::Instance;
+    }
     let device = Device::flex();
     let mut model = config.init(&device)?;
     load_state_dict(&mut model, &args.file)?;

@@ -89,6 +89,16 @@ pub struct PredictArgs {
     #[arg(long)]
     pub logits: bool,
 
+    /// Also write where to proofread (needs --tta flip): NAME_uncertainty.npy,
+    /// float32 [2, H, W], the entropy of the averaged probabilities over
+    /// ln(classes) (0: sure, 1: every class equally likely) and the share
+    /// of the four flips whose class differs from the prediction (0, 0.25,
+    /// …, blended across tiles); NAME_uncertainty.png shows the entropy in
+    /// red and the disagreement in green (yellow: both; black: sure). TIFF
+    /// inputs: a float32 TIFF with the two bands.
+    #[arg(long)]
+    pub uncertainty: bool,
+
     /// The resolution level of TIFF inputs to predict: 0 is full
     /// resolution, 1… the file's reduced levels (OME-TIFF SubIFDs or
     /// reduced pages; `wsunet info --image FILE` lists them).
@@ -182,6 +192,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let device = args.device.open()?;
     let (model, card) = load_model(&args.model, &device).context("fix --model")?;
+    if args.uncertainty && args.tta != Tta::Flip {
+        bail!(
+            "--uncertainty needs --tta flip: the disagreement it maps is between the flips (fix: add --tta flip)"
+        );
+    }
     let config = predict_config(&args, &card, scale);
     config.validate().map_err(|e| with_fix(e, &settings))?;
     let inputs = list_inputs(&args.input)?;
@@ -196,6 +211,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         overlay: args.overlay.then_some(args.alpha),
         probs: args.probs,
         logits: args.logits,
+        uncertainty: args.uncertainty,
     };
     let digest = wsunet::card::weights_digest(&model).context("fix --model")?;
     let record = Provenance::new(
@@ -260,6 +276,7 @@ fn predict_config(args: &PredictArgs, card: &ModelCard, scale: Option<f64>) -> P
         tta: args.tta,
         skip_empty: args.skip_empty,
         scale: scale.unwrap_or(1.0),
+        uncertainty: args.uncertainty,
     }
 }
 
@@ -528,6 +545,7 @@ fn stream_tiff(
         overlay: args.overlay.then(|| (path("_overlay"), args.alpha)),
         probs: args.probs.then(|| (path("_probs"), args.probs_type)),
         logits: args.logits.then(|| path("_logits")),
+        uncertainty: args.uncertainty.then(|| path("_uncertainty")),
         compression: args.compression,
     };
     let level = info.level(args.level).context("fix --level")?;

@@ -98,6 +98,9 @@ pub struct PredictConfig {
     /// 20]`. Both resample bilinearly with half-pixel centres (PyTorch's
     /// `interpolate(align_corners=False)`), streamed.
     pub scale: f64,
+    /// Also blend the flips' disagreement for the uncertainty maps
+    /// ([`Prediction::uncertainty`]); needs [`Tta::Flip`].
+    pub uncertainty: bool,
 }
 
 impl Default for PredictConfig {
@@ -109,6 +112,7 @@ impl Default for PredictConfig {
             tta: Tta::None,
             skip_empty: false,
             scale: 1.0,
+            uncertainty: false,
         }
     }
 }
@@ -145,6 +149,12 @@ impl PredictConfig {
             return Err(Error::setting(
                 "batch_size",
                 "batch_size is 0; use at least 1",
+            ));
+        }
+        if self.uncertainty && self.tta != Tta::Flip {
+            return Err(Error::setting(
+                "uncertainty",
+                "the uncertainty maps need test-time augmentation (the disagreement is between the flips); use tta flip",
             ));
         }
         if !(0.05..=20.0).contains(&self.scale) {
@@ -189,11 +199,29 @@ pub struct Prediction {
     pub probs: Vec<f32>,
     /// Logits, when asked for.
     pub logits: Option<Vec<f32>>,
+    /// The flips' disagreement, `height · width`, when asked for
+    /// ([`PredictConfig::uncertainty`]): the share of the TTA passes whose
+    /// class is not the averaged prediction's, blended across tiles.
+    pub disagreement: Option<Vec<f32>>,
     /// Tiles the image was cut into (1: one pass).
     pub tiles: usize,
 }
 
 impl Prediction {
+    /// The uncertainty maps, `[2, height, width]`, when the disagreement was
+    /// asked for: the entropy of the averaged probabilities over `ln K`
+    /// (0: one class certain, 1: all equally likely), then the flips'
+    /// disagreement (0: every flip chose the predicted class; 0.5: two of
+    /// the four did not).
+    pub fn uncertainty(&self) -> Option<Vec<f32>> {
+        let disagreement = self.disagreement.as_ref()?;
+        Some(uncertainty_planes(
+            &self.probs,
+            self.num_classes,
+            disagreement,
+        ))
+    }
+
     /// The most probable class of every pixel (ties: the lower index).
     pub fn mask(&self) -> Mask {
         let n = self.height * self.width;
@@ -210,6 +238,26 @@ impl Prediction {
             .collect();
         Mask::new(self.height, self.width, labels)
     }
+}
+
+/// `[entropy, disagreement]` planes from `K` planes of probabilities and
+/// a plane of disagreement (see [`Prediction::uncertainty`]).
+pub(crate) fn uncertainty_planes(probs: &[f32], k: usize, disagreement: &[f32]) -> Vec<f32> {
+    let n = disagreement.len();
+    let scale = if k > 1 { 1.0 / (k as f32).ln() } else { 0.0 };
+    let mut out = vec![0f32; 2 * n];
+    for c in 0..k {
+        for (e, &p) in out[..n].iter_mut().zip(&probs[c * n..(c + 1) * n]) {
+            if p > 0.0 {
+                *e -= p * p.ln();
+            }
+        }
+    }
+    for e in &mut out[..n] {
+        *e = (*e * scale).clamp(0.0, 1.0);
+    }
+    out[n..].copy_from_slice(disagreement);
+    out
 }
 
 /// Starts of tiles of length `tile` covering `len` with neighbours at most
@@ -367,20 +415,34 @@ impl Predictor {
         Ok(whole.prediction(report.tiles, h, w))
     }
 
+    /// The folded model.
+    pub(crate) fn model(&self) -> &WsResUNet {
+        &self.model
+    }
+
+    /// The device it runs on.
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Classes the model predicts.
     pub fn num_classes(&self) -> usize {
         self.model.head.weight.dims()[0]
     }
 
-    /// Probabilities (and logits) of a batch, averaged over the TTA flips,
-    /// as `[B, C, H, W]` values.
-    fn run(&self, input: Tensor<4>, keep_logits: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    /// Probabilities (and logits, and the flips' disagreement) of a batch,
+    /// averaged over the TTA flips, as `[B, C, H, W]` values.
+    fn run(&self, input: Tensor<4>, keep_logits: bool) -> RunOut {
         let flips = self.config.tta.flips();
         let mut probs: Option<Tensor<4>> = None;
         let mut logits: Option<Tensor<4>> = None;
+        let mut votes = Vec::new();
         for &(v, h) in flips {
             let x = flip(input.clone(), v, h);
             let out = flip(self.model.forward(x), v, h);
+            if self.config.uncertainty {
+                votes.push(out.clone().argmax(1));
+            }
             let p = softmax(out.clone(), 1);
             probs = Some(match probs {
                 Some(sum) => sum + p,
@@ -394,12 +456,31 @@ impl Predictor {
             }
         }
         let n = flips.len() as f32;
-        let to_vec = |t: Tensor<4>| values_f32(if n > 1.0 { t / n } else { t });
-        (
-            to_vec(probs.expect("at least one flip")),
-            logits.map(to_vec),
-        )
+        let mean = |t: Tensor<4>| if n > 1.0 { t / n } else { t };
+        let probs = mean(probs.expect("at least one flip"));
+        let disagreement = (!votes.is_empty()).then(|| {
+            let chosen = probs.clone().argmax(1);
+            let differ = votes
+                .into_iter()
+                .map(|v| v.not_equal(chosen.clone()).float())
+                .reduce(|a, b| a + b)
+                .expect("at least one flip");
+            values_f32(differ / n)
+        });
+        RunOut {
+            probs: values_f32(probs),
+            logits: logits.map(|l| values_f32(mean(l))),
+            disagreement,
+        }
     }
+}
+
+/// What [`Predictor::run`] gives for a batch, `[B, K, H, W]` values
+/// (`[B, 1, H, W]` for the disagreement).
+struct RunOut {
+    probs: Vec<f32>,
+    logits: Option<Vec<f32>>,
+    disagreement: Option<Vec<f32>>,
 }
 
 /// A tensor's values as `f32`, whatever float type the backend computes in
@@ -513,6 +594,7 @@ fn crop_prediction(p: Prediction, height: usize, width: usize) -> Prediction {
         width,
         probs: crop(&p.probs),
         logits: p.logits.as_deref().map(crop),
+        disagreement: p.disagreement.as_deref().map(crop),
         tiles: p.tiles,
     }
 }
@@ -544,14 +626,15 @@ mod tests {
         let (c, h, w) = (image.channels, image.height, image.width);
         let ((th, tw), origins) = p.config.tile_grid(h, w);
         if origins.len() == 1 {
-            let (probs, logits) = p.run(p.tensor(image.data.clone(), [1, c, h, w]), keep_logits);
-            let num_classes = probs.len() / (h * w);
+            let out = p.run(p.tensor(image.data.clone(), [1, c, h, w]), keep_logits);
+            let num_classes = out.probs.len() / (h * w);
             return Prediction {
                 num_classes,
                 height: h,
                 width: w,
-                probs,
-                logits,
+                probs: out.probs,
+                logits: out.logits,
+                disagreement: out.disagreement,
                 tiles: 1,
             };
         }
@@ -568,7 +651,8 @@ mod tests {
                     }
                 }
             }
-            let (bp, bl) = p.run(p.tensor(data, [batch.len(), c, th, tw]), keep_logits);
+            let out = p.run(p.tensor(data, [batch.len(), c, th, tw]), keep_logits);
+            let (bp, bl) = (out.probs, out.logits);
             let per_tile = bp.len() / batch.len();
             let classes = per_tile / (th * tw);
             if probs.is_empty() {
@@ -612,6 +696,7 @@ mod tests {
             width: w,
             probs,
             logits: keep_logits.then_some(logits),
+            disagreement: None,
             tiles: origins.len(),
         }
     }
@@ -642,6 +727,7 @@ mod tests {
                 tta,
                 skip_empty: false,
                 scale: 1.0,
+                uncertainty: false,
             };
             let predictor =
                 Predictor::new(model.clone(), Normalize::neutral(3), device.clone(), config)
@@ -964,5 +1050,111 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("1 channels but the model expects 3"), "{err}");
+    }
+
+    /// `image` flipped vertically and/or horizontally.
+    fn flipped(image: &Image, vertical: bool, horizontal: bool) -> Image {
+        let (c, h, w) = (image.channels, image.height, image.width);
+        let mut data = Vec::with_capacity(c * h * w);
+        for ch in 0..c {
+            let plane = image.channel(ch);
+            for y in 0..h {
+                let sy = if vertical { h - 1 - y } else { y };
+                for x in 0..w {
+                    let sx = if horizontal { w - 1 - x } else { x };
+                    data.push(plane[sy * w + sx]);
+                }
+            }
+        }
+        Image::new(c, h, w, data)
+    }
+
+    #[test]
+    fn uncertainty_counts_the_flips_that_disagree() {
+        let device = Device::flex();
+        let model = seeded_tiny_model(&device, 3);
+        let (h, w) = (40, 52);
+        let values: Vec<f32> = (0..3 * h * w)
+            .map(|i| ((i * 37) % 101) as f32 / 100.0)
+            .collect();
+        let image = Image::new(3, h, w, values);
+        let config = |tile, tta, uncertainty| PredictConfig {
+            tile,
+            tta,
+            uncertainty,
+            ..PredictConfig::default()
+        };
+        let new =
+            |config| Predictor::new(model.clone(), Normalize::neutral(3), device.clone(), config);
+        let err = new(config(64, Tta::None, true)).unwrap_err().to_string();
+        assert!(err.contains("use tta flip"), "{err}");
+
+        let predictor = new(config(64, Tta::Flip, true)).unwrap();
+        let got = predictor.predict(&image, false).unwrap();
+        let plain = new(config(64, Tta::Flip, false))
+            .unwrap()
+            .predict(&image, false)
+            .unwrap();
+        assert_eq!(got.probs, plain.probs, "the maps change no probability");
+        assert!(plain.disagreement.is_none() && plain.uncertainty().is_none());
+
+        // Each flip predicted on its own and its labels flipped back.
+        let single = new(config(64, Tta::None, false)).unwrap();
+        let chosen = got.mask().data;
+        let mut expected = vec![0f32; h * w];
+        for (v, hz) in [(false, false), (false, true), (true, false), (true, true)] {
+            let labels = single
+                .predict(&flipped(&image, v, hz), false)
+                .unwrap()
+                .mask();
+            let back: Vec<u16> = (0..h * w)
+                .map(|i| {
+                    let (y, x) = (i / w, i % w);
+                    let sy = if v { h - 1 - y } else { y };
+                    let sx = if hz { w - 1 - x } else { x };
+                    labels.data[sy * w + sx]
+                })
+                .collect();
+            for ((e, a), b) in expected.iter_mut().zip(&back).zip(&chosen) {
+                if a != b {
+                    *e += 0.25;
+                }
+            }
+        }
+        let disagreement = got.disagreement.clone().unwrap();
+        assert_eq!(disagreement, expected);
+        assert!(
+            disagreement.iter().any(|&d| d > 0.0),
+            "an untrained model's flips disagree somewhere"
+        );
+
+        // Entropy over ln K, then the disagreement.
+        let maps = got.uncertainty().unwrap();
+        let n = h * w;
+        assert_eq!(maps.len(), 2 * n);
+        for p in [0, n / 2, n - 1] {
+            let e: f32 = (0..3)
+                .map(|c| got.probs[c * n + p])
+                .map(|q| -q * q.ln())
+                .sum();
+            assert!((maps[p] - e / 3f32.ln()).abs() < 1e-6);
+        }
+        assert_eq!(&maps[n..], &disagreement[..]);
+
+        // Tiled: blended, still a share in [0, 1], and the probabilities
+        // unchanged by the maps.
+        let tiled = new(config(32, Tta::Flip, true))
+            .unwrap()
+            .predict(&image, false)
+            .unwrap();
+        let tiled_plain = new(config(32, Tta::Flip, false))
+            .unwrap()
+            .predict(&image, false)
+            .unwrap();
+        assert!(tiled.tiles > 1);
+        assert_eq!(tiled.probs, tiled_plain.probs);
+        let d = tiled.disagreement.unwrap();
+        assert!(d.iter().all(|v| (0.0..=1.0 + 1e-6).contains(v)));
+        assert!(d.iter().any(|&v| v > 0.0));
     }
 }

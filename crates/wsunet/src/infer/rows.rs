@@ -68,6 +68,9 @@ pub struct Band {
     pub probs: Vec<f32>,
     /// Logits, `[classes, rows, width]`, when asked for.
     pub logits: Option<Vec<f32>>,
+    /// The flips' disagreement, `[rows, width]`, when asked for
+    /// ([`Prediction::disagreement`](super::Prediction::disagreement)).
+    pub disagreement: Option<Vec<f32>>,
     /// The input's channels.
     pub channels: usize,
     /// The input rows as read, `[channels, rows, width]`.
@@ -75,6 +78,13 @@ pub struct Band {
 }
 
 impl Band {
+    /// The uncertainty maps, `[2, rows, width]`, when the disagreement was
+    /// asked for (see [`Prediction::uncertainty`](super::Prediction::uncertainty)).
+    pub fn uncertainty(&self) -> Option<Vec<f32>> {
+        let d = self.disagreement.as_ref()?;
+        Some(super::uncertainty_planes(&self.probs, self.num_classes, d))
+    }
+
     /// The most probable class of every pixel, row-major (ties: the lower
     /// index).
     pub fn labels(&self) -> Vec<u16> {

@@ -203,6 +203,7 @@ pub(super) struct ScaledBack<'a> {
     size: (usize, usize, usize),
     probs: Option<Rows>,
     logits: Option<Rows>,
+    disagreement: Option<Rows>,
     scaled_h: usize,
     row_taps: Taps,
     col_taps: Taps,
@@ -224,6 +225,7 @@ impl<'a> ScaledBack<'a> {
             size,
             probs: None,
             logits: None,
+            disagreement: None,
             scaled_h: scaled.0,
             row_taps,
             col_taps,
@@ -243,10 +245,16 @@ impl RowSink for ScaledBack<'_> {
                 .get_or_insert_with(|| Rows::new(k, band.width))
                 .push_planar(l, band.rows);
         }
+        if let Some(d) = &band.disagreement {
+            self.disagreement
+                .get_or_insert_with(|| Rows::new(1, band.width))
+                .push_planar(d, band.rows);
+        }
         let (c, h, w) = self.size;
         let complete = band.y + band.rows == self.scaled_h;
         let mut out_probs = vec![Vec::new(); k];
         let mut out_logits = vec![Vec::new(); k];
+        let mut out_disagreement = vec![Vec::new(); 1];
         let first = self.next;
         while self.next < h {
             let t = self.row_taps[self.next];
@@ -258,6 +266,9 @@ impl RowSink for ScaledBack<'_> {
             if let Some(l) = &self.logits {
                 l.sample_into(t, &self.col_taps, &mut out_logits);
             }
+            if let Some(d) = &self.disagreement {
+                d.sample_into(t, &self.col_taps, &mut out_disagreement);
+            }
             self.next += 1;
         }
         let rows = self.next - first;
@@ -266,8 +277,11 @@ impl RowSink for ScaledBack<'_> {
         }
         if let Some(&(lo, _, _)) = self.row_taps.get(self.next) {
             self.probs.as_mut().expect("set above").drop_before(lo);
-            if let Some(l) = &mut self.logits {
-                l.drop_before(lo);
+            for rows in [&mut self.logits, &mut self.disagreement]
+                .into_iter()
+                .flatten()
+            {
+                rows.drop_before(lo);
             }
         }
         let mut image = vec![Vec::with_capacity(rows * w); c];
@@ -289,6 +303,10 @@ impl RowSink for ScaledBack<'_> {
             num_classes: k,
             probs: out_probs.concat(),
             logits: band.logits.is_some().then(|| out_logits.concat()),
+            disagreement: band
+                .disagreement
+                .is_some()
+                .then(|| out_disagreement.concat()),
             channels: c,
             image: image.concat(),
         })

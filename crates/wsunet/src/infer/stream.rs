@@ -167,6 +167,7 @@ impl Predictor {
                 num_classes: p.num_classes,
                 probs: p.probs,
                 logits: p.logits,
+                disagreement: p.disagreement,
                 channels: c,
                 image: image.data,
             })?;
@@ -183,7 +184,7 @@ impl Predictor {
             // One pass: the plain forward, no blending.
             input.push_planar(&read_exact(source, h)?, h);
             let data = self.tile_values(&input, (0, 0), (h, w));
-            let (probs, logits) = self.run(self.tensor(data, [1, c, h, w]), keep_logits);
+            let out = self.run(self.tensor(data, [1, c, h, w]), keep_logits);
             progress(Progress {
                 tiles_done: 1,
                 tiles: 1,
@@ -194,9 +195,10 @@ impl Predictor {
                 y: 0,
                 rows: h,
                 width: w,
-                num_classes: probs.len() / (h * w),
-                probs,
-                logits,
+                num_classes: out.probs.len() / (h * w),
+                probs: out.probs,
+                logits: out.logits,
+                disagreement: out.disagreement,
                 channels: c,
                 image: input.take_front(h),
             })?;
@@ -206,6 +208,7 @@ impl Predictor {
         let weights = gaussian_weights(th, tw);
         let mut acc = RowBand::new(classes, w);
         let mut acc_logits = keep_logits.then(|| RowBand::new(classes, w));
+        let mut acc_disagreement = self.config.uncertainty.then(|| RowBand::new(1, w));
         let mut weight = RowBand::new(1, w);
         let tn = th * tw;
         let background: Vec<f32> = (0..classes * tn)
@@ -230,8 +233,12 @@ impl Predictor {
                 .filter(|(_, e)| !**e)
                 .map(|(o, _)| *o)
                 .collect();
-            let (probs, logits) = if run.is_empty() {
-                (Vec::new(), None)
+            let out = if run.is_empty() {
+                super::RunOut {
+                    probs: Vec::new(),
+                    logits: None,
+                    disagreement: None,
+                }
             } else {
                 let mut data = Vec::with_capacity(run.len() * c * tn);
                 for &origin in &run {
@@ -241,28 +248,35 @@ impl Predictor {
             };
             acc.grow_to(need);
             weight.grow_to(need);
-            if let Some(l) = &mut acc_logits {
-                l.grow_to(need);
+            for band in [&mut acc_logits, &mut acc_disagreement]
+                .into_iter()
+                .flatten()
+            {
+                band.grow_to(need);
             }
             let per_tile = classes * tn;
             let mut next_run = 0;
             for (&(y, x), &skip) in batch.iter().zip(&empty) {
-                let (p, l) = if skip {
+                let (p, l, d) = if skip {
                     report.skipped += 1;
-                    (&background[..], Some(&zeros[..]))
+                    (&background[..], Some(&zeros[..]), Some(&zeros[..tn]))
                 } else {
                     let i = next_run;
                     next_run += 1;
                     (
-                        &probs[i * per_tile..(i + 1) * per_tile],
-                        logits
+                        &out.probs[i * per_tile..(i + 1) * per_tile],
+                        out.logits
                             .as_ref()
                             .map(|l| &l[i * per_tile..(i + 1) * per_tile]),
+                        out.disagreement.as_ref().map(|d| &d[i * tn..(i + 1) * tn]),
                     )
                 };
                 add_tile(&mut acc, (y, x), (th, tw), &weights, p);
                 if let (Some(acc), Some(l)) = (&mut acc_logits, l) {
                     add_tile(acc, (y, x), (th, tw), &weights, l);
+                }
+                if let (Some(acc), Some(d)) = (&mut acc_disagreement, d) {
+                    add_tile(acc, (y, x), (th, tw), &weights, d);
                 }
                 for row in 0..th {
                     let dst = &mut weight.row_mut(y + row, 0)[x..x + tw];
@@ -289,6 +303,7 @@ impl Predictor {
                 };
                 let probs = divide(&mut acc);
                 let logits = acc_logits.as_mut().map(divide);
+                let disagreement = acc_disagreement.as_mut().map(divide);
                 sink.write(Band {
                     y,
                     rows,
@@ -296,6 +311,7 @@ impl Predictor {
                     num_classes: classes,
                     probs,
                     logits,
+                    disagreement,
                     channels: c,
                     image: input.take_front(finished),
                 })?;
@@ -427,8 +443,13 @@ impl Collect {
         let keep_logits = self.bands.first().is_some_and(|b| b.logits.is_some());
         let mut probs = vec![0f32; classes * n];
         let mut logits = keep_logits.then(|| vec![0f32; classes * n]);
+        let keep_disagreement = self.bands.first().is_some_and(|b| b.disagreement.is_some());
+        let mut disagreement = keep_disagreement.then(|| vec![0f32; n]);
         for band in &self.bands {
             let bn = band.rows * width;
+            if let (Some(all), Some(d)) = (&mut disagreement, &band.disagreement) {
+                all[band.y * width..][..bn].copy_from_slice(d);
+            }
             for c in 0..classes {
                 probs[c * n + band.y * width..][..bn].copy_from_slice(&band.probs[c * bn..][..bn]);
                 if let (Some(all), Some(l)) = (&mut logits, &band.logits) {
@@ -442,6 +463,7 @@ impl Collect {
             width,
             probs,
             logits,
+            disagreement,
             tiles,
         }
     }

@@ -71,6 +71,9 @@ pub struct TiffOutputs {
     pub probs: Option<(PathBuf, ProbsType)>,
     /// Per-class logits (32-bit floats), one band per class.
     pub logits: Option<PathBuf>,
+    /// The uncertainty maps (32-bit floats): entropy, then the flips'
+    /// disagreement (needs [`PredictConfig::uncertainty`](super::PredictConfig::uncertainty)).
+    pub uncertainty: Option<PathBuf>,
     /// Tile compression.
     pub compression: Compression,
 }
@@ -297,6 +300,13 @@ fn start_writers(
             interleave(logits, k, f.band.rows * f.band.width)
         }));
     }
+    if let Some(path) = &outputs.uncertainty {
+        let maps = spec(2, Photometric::Gray, Resample::Average, None);
+        writers.push(spawn_output::<f32>(path, maps, move |f| {
+            let maps = f.band.uncertainty().expect("disagreement kept");
+            interleave(&maps, 2, f.band.rows * f.band.width)
+        }));
+    }
     writers
 }
 
@@ -312,6 +322,12 @@ impl Predictor {
         outputs: &TiffOutputs,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<TiffSummary> {
+        if outputs.uncertainty.is_some() && !self.config.uncertainty {
+            return Err(Error::setting(
+                "uncertainty",
+                "an uncertainty output needs a predictor with the uncertainty setting on",
+            ));
+        }
         let rows = TiffRows::open_level(info, level)?;
         let l = rows.level().clone();
         let (w, h) = (l.width, l.height);

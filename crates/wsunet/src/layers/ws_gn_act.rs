@@ -12,7 +12,7 @@ use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::{
-    BatchNorm2d, BatchNorm2dConfig, Norm, Standardization, WsConv2d, WsConv2dConfig, fit_groups,
+    BatchNorm2d, BatchNorm2dConfig, Norm, Standardization, WsConv2d, WsConv2dConfig,
     resize_bilinear,
 };
 use crate::ops::{Tail, group_norm};
@@ -36,8 +36,9 @@ pub struct WsGnActConfig {
     /// The normalization after the convolution.
     #[config(default = "Norm::default()")]
     pub norm: Norm,
-    /// Starting GroupNorm group count, lowered by [`fit_groups`] until it
-    /// divides `out_channels` (`Group` only).
+    /// Starting GroupNorm group count, lowered by
+    /// [`fit_groups`](super::fit_groups) until it divides `out_channels`
+    /// (`Group` only).
     #[config(default = "super::DEFAULT_GROUPS")]
     pub groups: usize,
     /// The convolution's standardization.
@@ -57,13 +58,10 @@ impl WsGnActConfig {
             .with_eps(self.eps)
             .with_bias(self.norm == Norm::None)
             .init(device);
-        let gn = (self.norm == Norm::Group).then(|| {
-            GroupNormConfig::new(
-                fit_groups(self.out_channels, self.groups),
-                self.out_channels,
-            )
-            .init(device)
-        });
+        let gn = self
+            .norm
+            .group_count(self.out_channels, self.groups)
+            .map(|groups| GroupNormConfig::new(groups, self.out_channels).init(device));
         let bn = (self.norm == Norm::Batch)
             .then(|| BatchNorm2dConfig::new(self.out_channels).init(device));
         WsGnAct {
@@ -71,6 +69,7 @@ impl WsGnActConfig {
             gn,
             bn,
             act: self.act,
+            instance: self.norm == Norm::Instance,
         }
     }
 }
@@ -100,6 +99,10 @@ pub struct WsGnAct {
     /// Whether SiLU is applied.
     #[module(skip)]
     pub act: bool,
+    /// Whether `gn` is an InstanceNorm (one channel per group), which a
+    /// GroupNorm over few channels can also be: the config's word for it.
+    #[module(skip)]
+    pub instance: bool,
 }
 
 impl ModuleDisplay for WsGnAct {
@@ -168,6 +171,7 @@ impl WsGnAct {
     /// Which normalization follows the convolution.
     pub fn norm(&self) -> Norm {
         match (&self.gn, &self.bn) {
+            (Some(_), _) if self.instance => Norm::Instance,
             (Some(_), _) => Norm::Group,
             (None, Some(_)) => Norm::Batch,
             (None, None) => Norm::None,
@@ -213,6 +217,7 @@ impl WsGnAct {
             gn: None,
             bn: None,
             act: self.act,
+            instance: false,
         }
     }
 }

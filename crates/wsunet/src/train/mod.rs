@@ -24,7 +24,7 @@ pub use config::{
 };
 pub use confusion::{ClassScore, ConfusionMatrix, SegScores};
 pub use eval_split::{EvalRequest, EvalSamples, Holdout, eval_samples};
-pub use evaluate::{Evaluation, evaluate};
+pub use evaluate::{Evaluation, Scorer};
 pub use loss::{LossKind, SegLoss};
 pub use observer::{Observer, Silent};
 pub use optim::{FusedAdamW, default_optimizer};

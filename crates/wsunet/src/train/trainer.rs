@@ -20,7 +20,7 @@ use burn::tensor::Device;
 use super::checkpoint;
 use super::config::{FROM_DATA, TrainConfig};
 use super::confusion::SegScores;
-use super::evaluate::evaluate;
+use super::evaluate::Scorer;
 use super::loader::{Batches, epoch_order};
 use super::loss::SegLoss;
 use super::observer::Observer;
@@ -36,6 +36,7 @@ use crate::data::{Mode, SegDataset};
 use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::fs::write_json;
+use crate::infer::PredictConfig;
 use crate::model::{WsResUNet, WsResUNetConfig};
 use crate::run_dir::RunDir;
 
@@ -208,19 +209,12 @@ impl Session {
         let val_image_seconds = match self.val.samples().len() {
             0 => 0.0,
             _ => {
-                use burn::tensor::{Tensor, TensorData};
-                let valid = model.valid();
+                let scorer = self.scorer(&model.valid())?;
                 let image = self.val.item_at(0, 0)?.image;
-                let shape = [1, image.channels, image.height, image.width];
                 let mut times = Vec::new();
                 for _ in 0..2 {
-                    let x = Tensor::<4>::from_data(
-                        TensorData::new(image.data.clone(), shape),
-                        &self.device,
-                    );
-                    let ((), time) = timed(|| {
-                        let _ = valid.forward(x).argmax(1).into_data();
-                    });
+                    let (ran, time) = timed(|| scorer.run_image(&image, &self.device));
+                    ran?;
                     times.push(time);
                 }
                 Pace::steady(&times)
@@ -350,6 +344,18 @@ impl Session {
             num_classes: self.data.num_classes(),
             ..self.config.model.clone()
         }
+    }
+
+    /// Validation's scorer for `model`: images as `predict` runs them with
+    /// the model's card (tiles at the training crop), the validation batch
+    /// size as tiles per forward.
+    fn scorer(&self, model: &WsResUNet) -> Result<Scorer> {
+        let config = PredictConfig {
+            tile: PredictConfig::tile_for(&self.card()),
+            batch_size: self.config.val_batch_size,
+            ..PredictConfig::default()
+        };
+        Scorer::new(model, config, &self.device)
     }
 
     /// The card saved with every model of this run.
@@ -574,11 +580,9 @@ impl Session {
         // One copy without autodiff serves validation and the best-model save.
         let eval_model = run.model.valid();
         let names = self.data.classes.names();
-        let eval = evaluate(
-            &eval_model,
+        let eval = self.scorer(&eval_model)?.evaluate(
             &self.val,
             self.config.val_batch_size,
-            &self.device,
             &self.loss(),
             observer,
             &names,
