@@ -84,7 +84,7 @@ impl Scorer {
         let device = images.device();
         let (mut logits, mut labels) = (Vec::new(), Vec::with_capacity(b * h * w));
         for i in 0..b {
-            let one = images.clone().slice([i..i + 1]);
+            let one = images.clone().narrow(0, i, 1);
             let values = one.into_data().iter::<f32>().collect();
             let prediction = self.predictor.predict(&Image::new(c, h, w, values), true)?;
             labels.extend(prediction.mask().data.iter().map(|&l| l as i64));
