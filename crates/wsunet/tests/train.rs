@@ -874,3 +874,37 @@ fn validation_scores_the_masks_that_predict_writes() {
         "the two paths must differ for this test to mean anything"
     );
 }
+
+#[test]
+fn images_below_the_network_minimum_train_and_validate_padded() {
+    // 20-px images: the crop is the network's 32-px minimum, training
+    // mirror-pads them (with a warning saying so) and validation pads them
+    // as predict does, instead of refusing the forward.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    shapes_folder(&data, 6, |_| 20);
+    let session = Session::new(tiny_on(&data, 1), &root.path().join("run")).unwrap();
+    assert_eq!(session.card().crop, Some([32, 32]));
+    assert!(
+        session
+            .warnings
+            .iter()
+            .any(|w| w.contains("smaller than 32 px on a side (the smallest is 20×20)")),
+        "{:?}",
+        session.warnings
+    );
+    let summary = session.run(&mut Silent).unwrap();
+    assert!(summary.state.history[0].miou.is_finite());
+
+    // One image cannot be split into training and validation.
+    let one = root.path().join("one");
+    shapes_folder(&one, 1, |_| 48);
+    let err = Session::new(tiny_on(&one, 1), &root.path().join("run1"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("holds one image with a mask; a run needs at least two"),
+        "{err}"
+    );
+}

@@ -152,6 +152,10 @@ pub fn resolve_crop(
                 format!(
                     "the default; every training image is at least {DEFAULT_CROP}×{DEFAULT_CROP}"
                 )
+            } else if min_h.min(min_w) < MIN_INPUT_SIZE {
+                format!(
+                    "the smallest training image, {min_h}×{min_w}, raised to the network's minimum of {MIN_INPUT_SIZE} px"
+                )
             } else {
                 format!(
                     "the {DEFAULT_CROP}×{DEFAULT_CROP} default shrunk to the smallest training image, {min_h}×{min_w}"
@@ -164,7 +168,16 @@ pub fn resolve_crop(
         .iter()
         .filter(|s| s[0] < crop[0] || s[1] < crop[1])
         .count();
+    let below_minimum = min_h.min(min_w) < MIN_INPUT_SIZE;
     let warning = (smaller > 0).then(|| {
+        if below_minimum {
+            return format!(
+                "{smaller} of {} training images are smaller than {MIN_INPUT_SIZE} px on a side (the smallest is {min_h}×{min_w}), the least the network takes (five stride-2 stages); they are mirror-padded to the {}×{} crop, and predict pads them to {MIN_INPUT_SIZE} px too. Images of at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE} avoid the padding",
+                sizes.len(),
+                crop[0],
+                crop[1],
+            );
+        }
         format!(
             "{smaller} of {} training images are smaller than the {}×{} crop (the smallest is {min_h}×{min_w}); they are mirror-padded to it. A crop no larger than the images avoids padding: crop [{}, {}]",
             sizes.len(),
@@ -290,6 +303,15 @@ fn listed_files(root: &Path, config: &DataSettings) -> Result<(DatasetFiles, Vec
             });
         }
         warnings.extend(files.problems.iter().map(|p| format!("skipped: {p}")));
+    }
+    if files.train.len() + files.val.len() == 1 && files.layout != Layout::Split {
+        return Err(Error::setting(
+            "data",
+            format!(
+                "{} holds one image with a mask; a run needs at least two, one to train on and one to validate on; add images",
+                root.display()
+            ),
+        ));
     }
     for (split, validation) in [(&files.train, false), (&files.val, true)] {
         if split.is_empty() {

@@ -20,7 +20,7 @@ use super::observer::Observer;
 use crate::data::{Image, Normalize, SegDataset};
 use crate::error::Result;
 use crate::infer::{PredictConfig, Predictor, Tta};
-use crate::model::WsResUNet;
+use crate::model::{MIN_INPUT_SIZE, WsResUNet};
 
 /// Validation of a model on a dataset.
 #[derive(Debug, Clone)]
@@ -61,10 +61,12 @@ impl Scorer {
         self.predictor.config()
     }
 
-    /// Whether images of `h × w` run in one pass.
+    /// Whether images of `h × w` run in one plain pass (no tiles, no
+    /// padding up to the network's minimum, no TTA or resampling).
     fn one_pass(&self, h: usize, w: usize) -> bool {
         let c = self.config();
-        h <= c.tile && w <= c.tile && c.tta == Tta::None && c.scale == 1.0
+        let fits = (MIN_INPUT_SIZE..=c.tile).contains(&h) && (MIN_INPUT_SIZE..=c.tile).contains(&w);
+        fits && c.tta == Tta::None && c.scale == 1.0
     }
 
     /// The outputs for a batch of same-size, normalized images.
