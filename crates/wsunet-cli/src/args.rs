@@ -116,7 +116,8 @@ pub struct ModelArgs {
     pub num_classes: Option<usize>,
 
     /// Norm and standardization variant; overrides the config file's:
-    /// ws-gn (the seed's), gn, ws-bn, bn, ws-none or plain.
+    /// ws-gn (the seed's), gn, ws-bn, bn, ws-in, in (InstanceNorm), ws-none
+    /// or plain.
     #[arg(long, value_name = "NAME")]
     pub variant: Option<wsunet::Variant>,
 }

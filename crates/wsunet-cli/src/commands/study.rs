@@ -29,7 +29,7 @@ pub struct StudyArgs {
     pub data: Option<PathBuf>,
 
     /// Variants, comma-separated: ws-gn (the seed's WS + GroupNorm), gn,
-    /// ws-bn, bn, ws-none, plain.
+    /// ws-bn, bn, ws-in, in (InstanceNorm, nnU-Net's norm), ws-none, plain.
     #[arg(
         long,
         value_name = "LIST",
