@@ -112,6 +112,7 @@ enum Output {
     Labels,
     Probs,
     Logits,
+    Uncertainty,
 }
 
 fn parse_output(text: &str) -> PyResult<Output> {
@@ -119,8 +120,9 @@ fn parse_output(text: &str) -> PyResult<Output> {
         "labels" => Ok(Output::Labels),
         "probs" => Ok(Output::Probs),
         "logits" => Ok(Output::Logits),
+        "uncertainty" => Ok(Output::Uncertainty),
         other => Err(PyValueError::new_err(format!(
-            "output {other:?}: choose \"labels\", \"probs\" or \"logits\""
+            "output {other:?}: choose \"labels\", \"probs\", \"logits\" or \"uncertainty\""
         ))),
     }
 }
@@ -146,6 +148,7 @@ struct Model {
 
 impl Model {
     /// The predictor with this call's settings over the model's defaults.
+    #[allow(clippy::too_many_arguments)]
     fn predictor(
         &self,
         tile: Option<usize>,
@@ -154,6 +157,7 @@ impl Model {
         batch_size: Option<usize>,
         scale: f64,
         skip_empty: bool,
+        uncertainty: bool,
     ) -> PyResult<Predictor> {
         let base = self.predictor.config();
         let config = PredictConfig {
@@ -163,7 +167,7 @@ impl Model {
             tta: parse_tta(tta)?,
             skip_empty,
             scale,
-            uncertainty: false,
+            uncertainty,
         };
         self.predictor.with_config(config).map_err(py_err)
     }
@@ -211,7 +215,10 @@ impl Model {
     /// applied. The array is read in place (no copy of the image).
     ///
     /// `output`: "labels" (H×W, uint8 or uint16 class indices), "probs" or
-    /// "logits" (float32, the classes on `channel_axis`). `tile` defaults
+    /// "logits" (float32, the classes on `channel_axis`), or "uncertainty"
+    /// (with `tta="flip"`: float32, on `channel_axis` the entropy of the
+    /// averaged probabilities over ln(classes) and the share of the flips
+    /// that disagree with the prediction, both in [0, 1]). `tile` defaults
     /// to the model's training crop, `overlap` to 0.25; `tta="flip"`
     /// averages the four flips; `scale` resamples the image for the
     /// network (2: pixels half the size); `skip_empty` leaves out tiles
@@ -232,7 +239,9 @@ impl Model {
         skip_empty: bool,
     ) -> PyResult<PyObject> {
         let output = parse_output(output)?;
-        let predictor = self.predictor(tile, overlap, tta, batch_size, scale, skip_empty)?;
+        let uncertainty = output == Output::Uncertainty;
+        let predictor =
+            self.predictor(tile, overlap, tta, batch_size, scale, skip_empty, uncertainty)?;
         let keep_logits = output == Output::Logits;
         let untyped = array.downcast::<PyUntypedArray>().map_err(|_| {
             PyValueError::new_err("the image must be a numpy array (uint8, uint16 or float32)")
@@ -302,6 +311,12 @@ impl Model {
                 (k, h, w),
                 channel_axis,
             ),
+            Output::Uncertainty => class_array(
+                py,
+                prediction.uncertainty().expect("disagreement kept"),
+                (2, h, w),
+                channel_axis,
+            ),
         }
     }
 
@@ -331,7 +346,8 @@ impl Model {
         scale: f64,
         skip_empty: bool,
     ) -> PyResult<PyObject> {
-        let predictor = self.predictor(tile, overlap, tta, batch_size, scale, skip_empty)?;
+        let predictor =
+            self.predictor(tile, overlap, tta, batch_size, scale, skip_empty, false)?;
         if !src.is_file() {
             return Err(PyFileNotFoundError::new_err(format!(
                 "{}: no such file",

@@ -75,6 +75,12 @@ def test_predict_labels_probs_logits_in_both_layouts(model):
     np.testing.assert_allclose(model.predict(x16, output="probs"), probs, atol=1e-6)
     logits = model.predict(x, output="logits", tta="flip", tile=48, overlap=0.5)
     assert logits.shape == (70, 90, 4) and np.isfinite(logits).all()
+    maps = model.predict(x, output="uncertainty", tta="flip", tile=48)
+    assert maps.shape == (70, 90, 2) and maps.dtype == np.float32
+    assert (maps >= 0).all() and (maps <= 1).all()
+    flips = model.predict(x, output="probs", tta="flip", tile=48)
+    entropy = -(flips * np.log(np.maximum(flips, 1e-30))).sum(axis=-1) / np.log(4)
+    np.testing.assert_allclose(maps[..., 0], entropy, atol=1e-5)
     # A non-contiguous view is read in place, the same as its copy.
     view = x[::-1, :, :]
     np.testing.assert_array_equal(model.predict(view), model.predict(np.ascontiguousarray(view)))
@@ -87,6 +93,8 @@ def test_bad_arguments_are_value_errors_with_the_fix(model):
         model.predict(np.zeros((40, 40, 3)))
     with pytest.raises(ValueError, match='output "masks"'):
         model.predict(image(), output="masks")
+    with pytest.raises(ValueError, match="use tta flip"):
+        model.predict(image(), output="uncertainty")
     with pytest.raises(ValueError, match="tile size 8 is below the model's minimum 32"):
         model.predict(image(), tile=8)
     with pytest.raises(ValueError, match="4 dimensions"):

@@ -27,7 +27,7 @@ class Model:
         tile: Optional[int] = None,
         overlap: Optional[float] = None,
         tta: Literal["none", "flip"] = "none",
-        output: Literal["labels", "probs", "logits"] = "labels",
+        output: Literal["labels", "probs", "logits", "uncertainty"] = "labels",
         channel_axis: int = -1,
         batch_size: Optional[int] = None,
         scale: float = 1.0,
@@ -35,7 +35,8 @@ class Model:
     ) -> npt.NDArray[Any]:
         """Segments one image (2-D gray, or 3-D with the channels on
         channel_axis): labels HxW, or probs/logits float32 with the classes
-        on channel_axis."""
+        on channel_axis; "uncertainty" (needs tta="flip"): the entropy and
+        the flips' disagreement, float32, the two maps on channel_axis."""
     def predict_file(
         self,
         src: _Path,
