@@ -240,8 +240,15 @@ impl Model {
     ) -> PyResult<PyObject> {
         let output = parse_output(output)?;
         let uncertainty = output == Output::Uncertainty;
-        let predictor =
-            self.predictor(tile, overlap, tta, batch_size, scale, skip_empty, uncertainty)?;
+        let predictor = self.predictor(
+            tile,
+            overlap,
+            tta,
+            batch_size,
+            scale,
+            skip_empty,
+            uncertainty,
+        )?;
         let keep_logits = output == Output::Logits;
         let untyped = array.downcast::<PyUntypedArray>().map_err(|_| {
             PyValueError::new_err("the image must be a numpy array (uint8, uint16 or float32)")
@@ -346,8 +353,7 @@ impl Model {
         scale: f64,
         skip_empty: bool,
     ) -> PyResult<PyObject> {
-        let predictor =
-            self.predictor(tile, overlap, tta, batch_size, scale, skip_empty, false)?;
+        let predictor = self.predictor(tile, overlap, tta, batch_size, scale, skip_empty, false)?;
         if !src.is_file() {
             return Err(PyFileNotFoundError::new_err(format!(
                 "{}: no such file",

@@ -95,7 +95,7 @@ impl Up {
     /// the pixels, and the resize moves `out_channels` planes instead of
     /// `in_channels`. Equal up to rounding (the test below); training keeps
     /// the seed's order, the one its gradients are checked in.
-    fn reduce_first(&self) -> bool {
+    pub(crate) fn reduce_first(&self) -> bool {
         let conv = &self.reduce.conv;
         let [_, _, kh, kw] = conv.weight.dims();
         conv.folded && [kh, kw] == [1, 1] && conv.stride == 1 && conv.padding == 0

@@ -17,7 +17,11 @@
 //! - the bilinear resize is `Resize` with mode `linear` and coordinate
 //!   transformation `half_pixel`, PyTorch's `align_corners = False`; its
 //!   `sizes` are `Shape(x)[0:2] ++ Shape(target)[2:4]`, computed in the graph,
-//!   so batch, height and width are all dynamic.
+//!   so batch, height and width are all dynamic;
+//! - a decoder step's pointwise reduction and the 1×1 head run before their
+//!   bilinear resize, in the order the folded model runs them: the two
+//!   commute (the resize's weights sum to 1), and the convolution then sees
+//!   a quarter of the pixels.
 //!
 //! The file uses **opset 17** (IR version 8): the newest opset before
 //! `GroupNormalization`, long supported by the runtimes above, and it has
@@ -536,10 +540,21 @@ impl Graph {
         Ok(self.silu(&format!("{name}.act"), &sum))
     }
 
-    /// `refine(cat[reduce(resize(x, skip's size)), skip])`, as [`Up::forward`].
+    /// `refine(cat[reduce(resize(x, skip's size)), skip])`, as [`Up::forward`];
+    /// a pointwise reduction's convolution runs before the resize, as the
+    /// folded model runs it (they commute; a quarter of the pixels, and
+    /// fewer planes to resize).
     fn up(&mut self, up: &Up, name: &str, x: &str, skip: &str) -> Result<String> {
-        let x = self.resize(&format!("{name}.resize"), x, skip);
-        let x = self.ws_gn_act(&up.reduce, &format!("{name}.reduce"), &x)?;
+        let resize = format!("{name}.resize");
+        let reduce = format!("{name}.reduce");
+        let x = if up.reduce_first() {
+            let y = self.ws_conv(&up.reduce.conv, &format!("{reduce}.conv"), x)?;
+            let y = self.resize(&resize, &y, skip);
+            self.norm_act(&up.reduce, &reduce, &y)?
+        } else {
+            let x = self.resize(&resize, x, skip);
+            self.ws_gn_act(&up.reduce, &reduce, &x)?
+        };
         let cat = self.op(
             "Concat",
             &format!("{name}.concat"),
@@ -552,8 +567,15 @@ impl Graph {
     /// Conv → GroupNorm (when the model has one; a BatchNorm is folded into
     /// the Conv) → SiLU (when `act`), as [`WsGnAct::forward`].
     fn ws_gn_act(&mut self, block: &WsGnAct, name: &str, x: &str) -> Result<String> {
-        debug_assert!(block.bn.is_none(), "to_onnx folds BatchNorm into the Conv");
         let y = self.ws_conv(&block.conv, &format!("{name}.conv"), x)?;
+        self.norm_act(block, name, &y)
+    }
+
+    /// The GroupNorm (when the block has one) and SiLU (when `act`) of a
+    /// block, on its convolution's output `y`.
+    fn norm_act(&mut self, block: &WsGnAct, name: &str, y: &str) -> Result<String> {
+        debug_assert!(block.bn.is_none(), "to_onnx folds BatchNorm into the Conv");
+        let y = y.to_string();
         let y = match &block.gn {
             Some(gn) => self.group_norm(gn, &format!("{name}.gn"), &y)?,
             None => y,
