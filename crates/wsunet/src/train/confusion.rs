@@ -84,11 +84,18 @@ impl ConfusionMatrix {
             .reshape([b * h * w])
             .into_data()
             .convert::<i64>();
-        let truth = target.reshape([b * h * w]).into_data().convert::<i64>();
-        self.add(
+        self.add_labels(
             predictions.as_slice::<i64>().expect("i64 predictions"),
-            truth.as_slice::<i64>().expect("i64 targets"),
+            target,
         );
+    }
+
+    /// Adds a batch of predicted labels (`B · H · W`, row-major) against
+    /// `target` `[B, H, W]`.
+    pub fn add_labels(&mut self, predictions: &[i64], target: Tensor<3, Int>) {
+        let [b, h, w] = target.dims();
+        let truth = target.reshape([b * h * w]).into_data().convert::<i64>();
+        self.add(predictions, truth.as_slice::<i64>().expect("i64 targets"));
     }
 
     /// Adds another matrix's counts.

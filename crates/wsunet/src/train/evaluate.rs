@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::confusion::{ConfusionMatrix, SegScores};
 use super::loader::{Batches, epoch_order, same_size_batches};
@@ -40,11 +40,12 @@ pub struct Scorer {
     predictor: Predictor,
 }
 
-/// One batch's outputs: the logits (blended, for tiled images) and each
-/// pixel's predicted class.
+/// One batch's outputs: the logits (blended, for tiled images) and, for
+/// tiled images, each pixel's class from the blended probabilities (in one
+/// pass it is the logits' arg-max).
 struct Scored {
     logits: Tensor<4>,
-    labels: Vec<i64>,
+    labels: Option<Vec<i64>>,
 }
 
 impl Scorer {
@@ -79,9 +80,10 @@ impl Scorer {
         let [b, c, h, w] = images.dims();
         if self.one_pass(h, w) {
             let logits = self.predictor.model().forward(images);
-            let labels = logits.clone().argmax(1).into_data().convert::<i64>();
-            let labels = labels.try_into_vec::<i64>().expect("i64 labels");
-            return Ok(Scored { logits, labels });
+            return Ok(Scored {
+                logits,
+                labels: None,
+            });
         }
         let device = images.device();
         let (mut logits, mut labels) = (Vec::new(), Vec::with_capacity(b * h * w));
@@ -96,7 +98,7 @@ impl Scorer {
         }
         Ok(Scored {
             logits: Tensor::cat(logits, 0),
-            labels,
+            labels: Some(labels),
         })
     }
 
@@ -132,11 +134,13 @@ impl Scorer {
             let batch = batch?;
             let scored = self.run(batch.images)?;
             loss_sum += loss_fn
-                .forward(scored.logits, batch.masks.clone())
+                .forward(scored.logits.clone(), batch.masks.clone())
                 .into_scalar::<f32>() as f64;
             count += 1;
-            let truth = truth_labels(batch.masks);
-            matrix.add(&scored.labels, &truth);
+            match scored.labels {
+                Some(labels) => matrix.add_labels(&labels, batch.masks),
+                None => matrix.add_batch(scored.logits, batch.masks),
+            }
             observer.validation_batch(i + 1);
         }
         Ok(Evaluation {
@@ -145,12 +149,4 @@ impl Scorer {
             loss: loss_sum / count.max(1) as f64,
         })
     }
-}
-
-fn truth_labels(masks: Tensor<3, Int>) -> Vec<i64> {
-    masks
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .expect("i64 targets")
 }
