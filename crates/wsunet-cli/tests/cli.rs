@@ -597,6 +597,35 @@ fn bench_reports_json_and_rejects_bad_phases() {
         .collect();
     assert_eq!(phases, ["inference", "train_forward", "train_step"]);
     assert!(doc["results"][2]["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        doc["results"][2].get("kernels").is_none(),
+        "only with --layers"
+    );
+    // --layers: the per-kernel table after the phases.
+    let o = wsunet(&[
+        "bench",
+        "--config",
+        c,
+        "--size",
+        "32",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--phases",
+        "train_step",
+        "--layers",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "conv weight gradient",
+        "% peak",
+        "outside these kernels",
+        "GFLOP per repetition",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
 
     // clap refuses an unknown phase and lists the phases.
     let o = wsunet(&["bench", "--config", c, "--size", "32", "--phases", "warp"]);

@@ -92,6 +92,9 @@ fn main() {
         ("b1 dec1 refine", 1, 64, 128, 32, 3, 1, 1),
         ("b1 dec3 refine", 1, 256, 32, 128, 3, 1, 1),
         ("b1 dec4 refine", 1, 512, 16, 256, 3, 1, 1),
+        ("b1 bridge", 1, 512, 8, 512, 3, 1, 1),
+        ("b1 128² bridge", 1, 512, 4, 512, 3, 1, 1),
+        ("128² bridge", 2, 512, 4, 512, 3, 1, 1),
     ];
     for (name, n, ci, hw, co, k, s, p) in shapes {
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {

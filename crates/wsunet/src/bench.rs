@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{WsResUNet, WsResUNetConfig};
+use crate::ops::profile::{self, KernelTime};
 use crate::train::loss::{LossKind, SegLoss};
 
 /// What to measure.
@@ -43,6 +44,11 @@ pub struct BenchConfig {
     pub standardize: bool,
     /// Phases to run: any of `inference`, `train_forward`, `train_step`.
     pub phases: Vec<String>,
+    /// Also time every CPU kernel call of the timed repetitions (the
+    /// per-layer roofline, [`PhaseResult::kernels`]) and this machine's FMA
+    /// peak ([`BenchReport::fma_peak_gflops`]).
+    #[serde(default)]
+    pub layers: bool,
 }
 
 impl Default for BenchConfig {
@@ -55,6 +61,7 @@ impl Default for BenchConfig {
             reps: 5,
             standardize: true,
             phases: PHASES.iter().map(|s| s.to_string()).collect(),
+            layers: false,
         }
     }
 }
@@ -83,6 +90,22 @@ pub struct PhaseResult {
     /// add up to a little more than the phase's median.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartTime>,
+    /// With [`BenchConfig::layers`]: the CPU kernels' calls, time,
+    /// operations and bytes per repetition (each the mean over the timed
+    /// repetitions), in the order they first ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Kernels>,
+}
+
+/// The CPU kernels of a phase's repetition ([`crate::ops::profile`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kernels {
+    /// Mean time of a timed repetition, milliseconds: what the kernels'
+    /// shares are of.
+    pub mean_ms: f64,
+    /// One row per op and shape; `calls`, `ms`, `flops` and `bytes` per
+    /// repetition.
+    pub rows: Vec<KernelTime>,
 }
 
 /// One part of a phase's repetition.
@@ -109,6 +132,10 @@ pub struct BenchReport {
     pub config: BenchConfig,
     /// One entry per phase.
     pub results: Vec<PhaseResult>,
+    /// With [`BenchConfig::layers`]: this machine's measured peak of `f32`
+    /// fused multiply-adds on all threads ([`fma_peak_gflops`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fma_peak_gflops: Option<f64>,
 }
 
 /// Runs the phases of `config` on `device` (named `device_name` in the
@@ -213,7 +240,100 @@ pub fn run_bench(
         parameters,
         config: config.clone(),
         results,
+        fma_peak_gflops: if config.layers {
+            fma_peak_gflops()
+        } else {
+            None
+        },
     })
+}
+
+/// Independent chains of fused multiply-adds per thread in
+/// [`fma_peak_gflops`]: enough to cover the FMA latency (4 cycles) on two
+/// FMA ports, and few enough to stay in registers.
+#[cfg(target_arch = "x86_64")]
+const CHAINS: usize = 12;
+
+/// This machine's peak rate of `f32` fused multiply-adds on all rayon
+/// threads, GFLOP/s (a multiply-add counts two): [`CHAINS`] independent
+/// chains of FMAs on the widest vectors the CPU has (AVX-512 or AVX2),
+/// every thread at once, the best of five rounds of about 0.1 s. The
+/// ceiling of any `f32` convolution here. `None` without FMA (or off
+/// x86-64).
+pub fn fma_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        if !std::is_x86_feature_detected!("fma")
+            || !(avx512 || std::is_x86_feature_detected!("avx2"))
+        {
+            return None;
+        }
+        let iters = 4_000_000;
+        let lanes = if avx512 { 16 } else { 8 };
+        let flops = (2 * lanes * CHAINS * iters * rayon::current_num_threads()) as f64;
+        let best = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let sums = rayon::broadcast(|_| {
+                    if avx512 {
+                        // SAFETY: needs AVX-512F only, which the CPU has
+                        // (checked above).
+                        unsafe { fma_chains_avx512(iters) }
+                    } else {
+                        // SAFETY: needs AVX and FMA only, which the CPU has
+                        // (AVX2 implies AVX; both checked above).
+                        unsafe { fma_chains_avx2(iters) }
+                    }
+                });
+                let seconds = start.elapsed().as_secs_f64();
+                std::hint::black_box(sums);
+                flops / seconds / 1e9
+            })
+            .fold(0.0, f64::max);
+        Some(best)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// `iters` rounds of one FMA on each of [`CHAINS`] 16-lane accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_avx512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-6));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+}
+
+/// `iters` rounds of one FMA on each of [`CHAINS`] 8-lane accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,fma")]
+fn fma_chains_avx2(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-6));
+    let mut acc = [_mm256_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut lanes = [0.0f32; 8];
+    let mut total = 0.0;
+    for &v in &acc {
+        // SAFETY: `lanes` holds exactly the 8 f32 an __m256 stores.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        total += lanes.iter().sum::<f32>();
+    }
+    total
 }
 
 /// The model the `inference` phase times, before folding: the seeded
@@ -267,17 +387,40 @@ fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untim
             cleanup();
         }
     }
+    if config.layers {
+        profile::start();
+    }
     let mut times: Vec<f64> = (0..config.reps)
         .map(|_| {
             let start = Instant::now();
             let cleanup = step();
             let elapsed = start.elapsed().as_secs_f64() * 1e3;
             if let Some(cleanup) = cleanup {
+                // Outside the timing, and outside the profile.
+                profile::pause(true);
                 cleanup();
+                profile::pause(false);
             }
             elapsed
         })
         .collect();
+    let kernels = config.layers.then(|| {
+        let reps = config.reps as f64;
+        let rows = profile::stop()
+            .into_iter()
+            .map(|k| KernelTime {
+                calls: k.calls / config.reps,
+                ms: k.ms / reps,
+                flops: k.flops / reps,
+                bytes: k.bytes / reps,
+                ..k
+            })
+            .collect();
+        Kernels {
+            mean_ms: times.iter().sum::<f64>() / reps,
+            rows,
+        }
+    });
     let median = median(&mut times);
     PhaseResult {
         phase: phase.into(),
@@ -287,6 +430,7 @@ fn time_phase(phase: &str, config: &BenchConfig, mut step: impl FnMut() -> Untim
         images_per_s: config.batch as f64 / (median / 1e3),
         peak_rss_mib: peak_rss_mib(),
         parts: Vec::new(),
+        kernels,
     }
 }
 
@@ -362,10 +506,14 @@ impl BenchReport {
     /// A plain-text table of the results.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} on {} ({} threads): {} parameters, batch {}, {}×{}×{}, variant {}, median of {} after {} warm-up\n",
+            "{} on {}: {} parameters, batch {}, {}×{}×{}, variant {}, median of {} after {} warm-up\n",
             self.tool,
-            self.device,
-            self.threads,
+            // The device line names the threads when it knows them.
+            if self.device.contains("threads") {
+                self.device.clone()
+            } else {
+                format!("{} ({} threads)", self.device, self.threads)
+            },
             self.parameters,
             self.config.batch,
             self.config.model.in_channels,
@@ -408,6 +556,102 @@ impl BenchReport {
                 parts.join(", ")
             ));
         }
+        for r in &self.results {
+            if let Some(k) = &r.kernels {
+                out.push_str(&k.table(&r.phase, self.fma_peak_gflops));
+            }
+        }
+        out
+    }
+}
+
+impl Kernels {
+    /// The per-layer roofline of `phase`: one line per kernel and shape
+    /// (time, share of the repetition, GFLOP/s and its share of `peak`,
+    /// GB/s), then the same summed per op, the time outside the kernels,
+    /// and the whole repetition's arithmetic rate.
+    pub fn table(&self, phase: &str, peak: Option<f64>) -> String {
+        let share = |ms: f64| 100.0 * ms / self.mean_ms;
+        let rate = |flops: f64, ms: f64| flops / (ms * 1e6);
+        let of_peak = |gflops: f64| match peak {
+            Some(p) if gflops > 0.0 => format!("{:.0} %", 100.0 * gflops / p),
+            _ => "-".into(),
+        };
+        let line = |op: &str, shape: &str, calls: String, k: &KernelTime| {
+            let gflops = rate(k.flops, k.ms);
+            format!(
+                "{op:<32} {shape:<40} {calls:>5} {:>8.2} {:>6.1} % {:>8} {:>7} {:>7.1}\n",
+                k.ms,
+                share(k.ms),
+                if k.flops > 0.0 {
+                    format!("{gflops:.0}")
+                } else {
+                    "-".into()
+                },
+                of_peak(gflops),
+                k.bytes / (k.ms * 1e6),
+            )
+        };
+        let mut out = format!(
+            "\n{phase}: CPU kernels per repetition (mean of the timed repetitions, {:.1} ms){}\n",
+            self.mean_ms,
+            match peak {
+                Some(p) => format!("; this machine's FMA peak {p:.0} GFLOP/s"),
+                None => String::new(),
+            }
+        );
+        let header = format!(
+            "{:<32} {:<40} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7}\n",
+            "kernel", "shape", "calls", "ms", "share", "GFLOP/s", "% peak", "GB/s"
+        );
+        out.push_str(&header);
+        for k in &self.rows {
+            out.push_str(&line(&k.op, &k.shape, k.calls.to_string(), k));
+        }
+        out.push_str(&format!("\n{phase}: the same, summed per kernel\n"));
+        out.push_str(&header);
+        let mut ops: Vec<KernelTime> = Vec::new();
+        for k in &self.rows {
+            match ops.iter_mut().find(|o| o.op == k.op) {
+                Some(o) => {
+                    o.calls += k.calls;
+                    o.ms += k.ms;
+                    o.flops += k.flops;
+                    o.bytes += k.bytes;
+                }
+                None => ops.push(KernelTime {
+                    shape: String::new(),
+                    ..k.clone()
+                }),
+            }
+        }
+        for o in &ops {
+            out.push_str(&line(&o.op, "", o.calls.to_string(), o));
+        }
+        let kernels_ms: f64 = ops.iter().map(|o| o.ms).sum();
+        let flops: f64 = ops.iter().map(|o| o.flops).sum();
+        out.push_str(&format!(
+            "{:<32} {:<40} {:>5} {:>8.2} {:>6.1} %\n",
+            "outside these kernels",
+            "Burn's ops, copies, the graph",
+            "",
+            self.mean_ms - kernels_ms,
+            share(self.mean_ms - kernels_ms)
+        ));
+        let whole = rate(flops, self.mean_ms);
+        out.push_str(&format!(
+            "{phase}: {:.2} GFLOP per repetition in {:.1} ms: {whole:.0} GFLOP/s{}\n",
+            flops / 1e9,
+            self.mean_ms,
+            match peak {
+                Some(p) => format!(
+                    ", {:.0} % of the FMA peak (it would take {:.1} ms at the peak)",
+                    100.0 * whole / p,
+                    flops / (p * 1e6)
+                ),
+                None => String::new(),
+            }
+        ));
         out
     }
 }
@@ -449,6 +693,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown phase `bogus`"), "{err}");
+    }
+
+    /// `layers` lists every kernel of the timed repetitions, per
+    /// repetition: the train step's weight gradients do every convolution's
+    /// multiply-adds once, its input gradients all but the stem's, and the
+    /// inference phase has no backward.
+    #[test]
+    fn the_roofline_lists_every_kernel_of_a_repetition() {
+        let _only = profile::EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let config = BenchConfig {
+            model: WsResUNetConfig::new(2)
+                .with_widths(vec![4, 8, 8, 8, 8])
+                .with_groups(2),
+            batch: 2,
+            size: [32, 32],
+            warmup: 1,
+            reps: 2,
+            phases: vec!["inference".into(), "train_step".into()],
+            layers: true,
+            ..BenchConfig::default()
+        };
+        let report = run_bench(&config, &Device::flex(), "cpu", &mut |_| {}).unwrap();
+        let kernels = |phase: &str| {
+            let r = report.results.iter().find(|r| r.phase == phase).unwrap();
+            r.kernels.clone().expect("kernels with `layers`")
+        };
+        let sum = |k: &Kernels, op: &str, f: fn(&KernelTime) -> f64| -> f64 {
+            k.rows.iter().filter(|r| r.op == op).map(f).sum()
+        };
+        let step = kernels("train_step");
+        let forward = sum(&step, "conv forward", |k| k.flops);
+        assert!(forward > 0.0);
+        assert_eq!(sum(&step, "conv weight gradient", |k| k.flops), forward);
+        // The stem, the first convolution, has an input without gradient.
+        let stem = step.rows.iter().find(|k| k.op == "conv forward").unwrap();
+        assert!(stem.shape.starts_with("2×3×32×32"), "{stem:?}");
+        let input = sum(&step, "conv input gradient", |k| k.flops);
+        assert_eq!(input, forward - stem.flops);
+        for op in [
+            "group norm forward",
+            "group norm backward",
+            "weight standardization forward",
+            "resize backward",
+            "loss forward",
+            "AdamW update",
+        ] {
+            assert!(sum(&step, op, |k| k.calls as f64) >= 1.0, "{op} missing");
+        }
+        let kernels_ms: f64 = step.rows.iter().map(|k| k.ms).sum();
+        assert!(kernels_ms > 0.0 && kernels_ms <= step.mean_ms * 1.01);
+        let inference = kernels("inference");
+        // The folded decoder reduces channels before it resizes: no more
+        // arithmetic than the training forward.
+        let folded = sum(&inference, "conv forward", |k| k.flops);
+        assert!(folded > 0.0 && folded <= forward, "{folded} vs {forward}");
+        assert_eq!(
+            sum(&inference, "conv input gradient", |k| k.calls as f64),
+            0.0
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
+            assert!(report.fma_peak_gflops.unwrap() > 1.0);
+        }
+        let text = report.table();
+        assert!(
+            text.contains("conv weight gradient") && text.contains("% peak"),
+            "{text}"
+        );
     }
 
     /// A BatchNorm model's calibration moves its running statistics, and

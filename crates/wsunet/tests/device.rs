@@ -229,6 +229,7 @@ fn the_benchmark_runs_every_phase() {
         reps: 2,
         standardize: true,
         phases: PHASES.iter().map(|p| p.to_string()).collect(),
+        layers: false,
     };
     let report = run_bench(&config, &test_device(), &test_device_name(), &mut |_| {}).unwrap();
     assert_eq!(report.results.len(), PHASES.len());

@@ -60,6 +60,12 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub device: DeviceArg,
 
+    /// Also time every CPU kernel call, per layer (its shape), pass and
+    /// repetition: time, share of the repetition, GFLOP/s against this
+    /// machine's measured FMA peak, and GB/s — the per-layer roofline.
+    #[arg(long)]
+    pub layers: bool,
+
     /// Print the report as JSON (the format python/bench_torch.py writes).
     #[arg(long)]
     pub json: bool,
@@ -84,6 +90,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         reps: args.reps,
         standardize: !args.no_ws,
         phases: args.phases.clone(),
+        layers: args.layers,
     };
     if let Some(path) = &args.onnx {
         write_onnx(&config, &device, path)?;

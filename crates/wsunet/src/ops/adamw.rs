@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::profile;
 use super::simd::wide;
 
 /// Values per parallel task.
@@ -74,19 +75,23 @@ pub fn step(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: 
         grad.len() == n && m1.len() == n && m2.len() == n,
         "adamw: parameter, gradient and moments differ in size"
     );
-    param
-        .par_chunks_mut(CHUNK)
-        .zip(grad.par_chunks(CHUNK))
-        .zip(m1.par_chunks_mut(CHUNK))
-        .zip(m2.par_chunks_mut(CHUNK))
-        .for_each(|(((param, grad), m1), m2)| {
-            let chunk = Chunk {
-                param,
-                grad,
-                m1,
-                m2,
-                step: s,
-            };
-            wide!(update(chunk: Chunk<'_>) -> ())
-        });
+    // Reads the parameter, its gradient and both moments, writes three.
+    let work = || ("all parameters".into(), 0.0, profile::f32_bytes(7 * n));
+    profile::timed("AdamW update", work, || {
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(m1.par_chunks_mut(CHUNK))
+            .zip(m2.par_chunks_mut(CHUNK))
+            .for_each(|(((param, grad), m1), m2)| {
+                let chunk = Chunk {
+                    param,
+                    grad,
+                    m1,
+                    m2,
+                    step: s,
+                };
+                wide!(update(chunk: Chunk<'_>) -> ())
+            })
+    });
 }

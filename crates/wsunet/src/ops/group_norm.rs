@@ -25,9 +25,12 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::profile::{self, Work};
 use super::simd::{sum, sum2, wide};
 
 /// What follows the normalization. `R` is the residual: a tensor for
@@ -226,7 +229,8 @@ struct ForwardBlock<'a> {
     group: usize,
     /// The block's values of the inputs (`gamma`, `beta` whole).
     inputs: GnInputs<'a>,
-    y: &'a mut [f32],
+    /// The block's output, every value written.
+    y: &'a mut [MaybeUninit<f32>],
     per_group: usize,
     hw: usize,
     eps: f64,
@@ -249,10 +253,12 @@ fn forward_block(b: ForwardBlock<'_>) -> (f32, f32) {
         let range = j * b.hw..(j + 1) * b.hw;
         let (xs, ys) = (&x[range.clone()], &mut b.y[range.clone()]);
         match tail {
-            Tail::None => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x * a + shift),
+            Tail::None => ys.iter_mut().zip(xs).for_each(|(y, x)| {
+                y.write(x * a + shift);
+            }),
             Tail::Silu => ys.iter_mut().zip(xs).for_each(|(y, x)| {
                 let z = x * a + shift;
-                *y = z * sigmoid(z);
+                y.write(z * sigmoid(z));
             }),
             Tail::AddSilu(r) => ys
                 .iter_mut()
@@ -260,7 +266,7 @@ fn forward_block(b: ForwardBlock<'_>) -> (f32, f32) {
                 .zip(&r[range])
                 .for_each(|((y, x), r)| {
                     let z = x * a + shift + r;
-                    *y = z * sigmoid(z);
+                    y.write(z * sigmoid(z));
                 }),
         }
     }
@@ -271,9 +277,11 @@ fn forward_block(b: ForwardBlock<'_>) -> (f32, f32) {
 pub fn forward(g: &GnGeom, inputs: GnInputs<'_>, eps: f64) -> (Vec<f32>, Vec<f32>) {
     check(g, &inputs);
     let b = g.block();
-    let mut y = vec![0.0; inputs.x.len()];
+    // Every value is written below: no zeroing pass over the output.
+    let mut y = Vec::with_capacity(inputs.x.len());
     let mut stats = vec![0.0; g.n * g.groups * 2];
-    y.par_chunks_mut(b)
+    y.spare_capacity_mut()[..inputs.x.len()]
+        .par_chunks_mut(b)
         .zip(stats.par_chunks_mut(2))
         .enumerate()
         .for_each(|(i, (y, s))| {
@@ -293,6 +301,10 @@ pub fn forward(g: &GnGeom, inputs: GnInputs<'_>, eps: f64) -> (Vec<f32>, Vec<f32
             s[0] = m;
             s[1] = rs;
         });
+    // SAFETY: `check` asserted x.len() = n·c·hw, that is n·groups blocks
+    // of b = per_group·hw values; `forward_block` writes every value of
+    // its block (each of its per_group channels' hw values).
+    unsafe { y.set_len(inputs.x.len()) };
     (y, stats)
 }
 
@@ -532,6 +544,26 @@ impl GnState {
     }
 }
 
+/// A pass's row in the profile: `maps` maps of x's size read or written
+/// (the forward reads x and writes y, the backward reads x and dy and
+/// writes dx), plus the residual's read (and its gradient's write).
+fn work(s: &GnState, maps: usize) -> Work {
+    let g = s.geom();
+    let tail = match s.tail {
+        Tail::None => "",
+        Tail::Silu => " + SiLU",
+        Tail::AddSilu(_) => " + residual + SiLU",
+    };
+    let maps = maps
+        + if matches!(s.tail, Tail::AddSilu(_)) {
+            maps - 1
+        } else {
+            0
+        };
+    let shape = format!("{}, {} groups{tail}", profile::dims(dims4(&s.x)), g.groups);
+    (shape, 0.0, profile::f32_bytes(maps * g.n * g.c * g.hw))
+}
+
 fn geom(x: &FlexTensor, groups: usize) -> GnGeom {
     let [n, c, h, w] = dims4(x);
     GnGeom {
@@ -555,7 +587,11 @@ fn run(
         stats: Vec::new(),
         groups: p.groups,
     };
-    let (y, stats) = forward(&state.geom(), state.inputs(), p.eps);
+    let (y, stats) = profile::timed(
+        "group norm forward",
+        || work(&state, 2),
+        || forward(&state.geom(), state.inputs(), p.eps),
+    );
     state.stats = stats;
     (tensor(y, dims4(&state.x)), state)
 }
@@ -618,7 +654,11 @@ fn gn_backward<const N: usize>(ops: Ops<GnState, N>, grads: &mut Gradients) {
     let dy = contiguous(grads.consume::<Flex>(&ops.node));
     let s = &ops.state;
     let g = s.geom();
-    let d = backward(&g, s.inputs(), &s.stats, slice(&dy));
+    let d = profile::timed(
+        "group norm backward",
+        || work(s, 3),
+        || backward(&g, s.inputs(), &s.stats, slice(&dy)),
+    );
     let dims = dims4(&s.x);
     let mut parts = [
         Some(tensor(d.dx, dims)),

@@ -20,6 +20,8 @@
 //! - `adamw.rs`: one AdamW update in a single pass (used by the trainer's
 //!   optimizer; no autodiff).
 //!
+//! [`profile`] times every kernel call when asked (`wsunet bench --layers`).
+//!
 //! The API is these functions; the kernels on raw slices, the backend
 //! extension traits and their impls stay inside the crate.
 
@@ -27,6 +29,7 @@ pub(crate) mod adamw;
 pub(crate) mod conv;
 mod flex;
 pub(crate) mod group_norm;
+pub mod profile;
 pub(crate) mod resize;
 pub(crate) mod seg_loss;
 mod simd;

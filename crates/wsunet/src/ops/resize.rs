@@ -22,6 +22,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::profile::{self, Work};
 use crate::geometry::{Tap, bilinear_taps};
 
 /// Resizes `x` to `size = [H_out, W_out]` with bilinear interpolation, exactly
@@ -125,8 +126,18 @@ fn run([x]: [FlexTensor; 1], ho: usize, wo: usize) -> (FlexTensor, ResizeGeom) {
         ho,
         wo,
     };
-    let y = tensor(forward(&g, slice(&x)), [n, c, ho, wo]);
-    (y, g)
+    let y = profile::timed("resize forward", || work(&g), || forward(&g, slice(&x)));
+    (tensor(y, [n, c, ho, wo]), g)
+}
+
+/// A pass's row in the profile: the small map and the large one.
+fn work(g: &ResizeGeom) -> Work {
+    let shape = format!("{} planes {}×{} → {}×{}", g.planes, g.h, g.w, g.ho, g.wo);
+    (
+        shape,
+        0.0,
+        profile::f32_bytes(g.planes * (g.h * g.w + g.ho * g.wo)),
+    )
 }
 
 impl ResizeOp for Flex {
@@ -153,7 +164,7 @@ impl Backward<Flex, 1> for ResizeBackward {
         if let Some(node) = node_x {
             let [n, c, _, _] = dims4(&dy);
             let g = ops.state;
-            let dx = backward(&g, slice(&dy));
+            let dx = profile::timed("resize backward", || work(&g), || backward(&g, slice(&dy)));
             grads.register::<Flex>(node.id, tensor(dx, [n, c, g.h, g.w]));
         }
     }

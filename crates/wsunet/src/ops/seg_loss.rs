@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use super::conv::SendPtr;
 use super::flex::{contiguous, dims4, inputs, record, slice, tensor};
+use super::profile::{self, Work};
 
 /// Which terms the loss sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +245,19 @@ fn run([x]: [FlexTensor; 1], p: LossParams) -> (FlexTensor, State) {
     (y, state)
 }
 
+/// [`run`], in the profile.
+fn timed_run(x: [FlexTensor; 1], p: LossParams) -> (FlexTensor, State) {
+    let shape = dims4(&x[0]);
+    profile::timed("loss forward", || work(shape), || run(x, p))
+}
+
+/// A pass's row in the profile: the logits and their probabilities (or
+/// gradient), and one target per pixel.
+fn work([b, c, h, w]: [usize; 4]) -> Work {
+    let shape = profile::dims([b, c, h, w]);
+    (shape, 0.0, profile::f32_bytes(b * h * w * (2 * c + 1)))
+}
+
 /// The gradient of the logits, times the upstream gradient `dy`.
 fn backward(s: &State, dy: f32) -> Vec<f32> {
     let (g, c, hw) = (&s.g, s.g.c, s.g.hw());
@@ -297,13 +311,13 @@ pub trait SegLossOp: Backend {
 
 impl SegLossOp for Flex {
     fn seg_loss_cpu(logits: FloatTensor<Self>, p: LossParams) -> FloatTensor<Self> {
-        run(inputs([logits]), p).0
+        timed_run(inputs([logits]), p).0
     }
 }
 
 impl<C: CheckpointStrategy> SegLossOp for Autodiff<Flex, C> {
     fn seg_loss_cpu(logits: FloatTensor<Self>, p: LossParams) -> FloatTensor<Self> {
-        record::<_, C, _>(SegLossBackward, [logits], |x| run(x, p))
+        record::<_, C, _>(SegLossBackward, [logits], |x| timed_run(x, p))
     }
 }
 
@@ -319,7 +333,12 @@ impl Backward<Flex, 1> for SegLossBackward {
         if let Some(node) = node {
             let s = ops.state;
             let dy = contiguous(dy);
-            let dx = backward(&s, slice(&dy)[0]);
+            let [b, c, h, w] = [s.g.b, s.g.c, s.g.h, s.g.w];
+            let dx = profile::timed(
+                "loss backward",
+                || work([b, c, h, w]),
+                || backward(&s, slice(&dy)[0]),
+            );
             grads.register::<Flex>(node.id, tensor(dx, [s.g.b, s.g.c, s.g.h, s.g.w]));
         }
     }

@@ -28,10 +28,13 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::profile::{self, Work};
 use super::simd::{sum, sum2, wide};
 
 /// Smallest variance fed to `sqrt` in the `Seed` formula (its derivative is
@@ -226,7 +229,7 @@ fn mean_and_q(row: &[f32]) -> (f32, f64) {
 
 /// One row of the forward: `y = standardize(w)`.
 struct Row<'a> {
-    y: &'a mut [f32],
+    y: &'a mut [MaybeUninit<f32>],
     w: &'a [f32],
     gain: f32,
     s: Standardization,
@@ -238,13 +241,13 @@ fn forward_row(r: Row<'_>) {
     let (mean, q) = mean_and_q(r.w);
     let s = scale(r.s, q, r.w.len(), r.eps, r.gain as f64).0 as f32;
     for (y, &v) in r.y.iter_mut().zip(r.w) {
-        *y = (v - mean) * s;
+        y.write((v - mean) * s);
     }
 }
 
 /// One row of the backward: writes `dw`, returns `dgain`.
 struct RowGrad<'a> {
-    dw: &'a mut [f32],
+    dw: &'a mut [MaybeUninit<f32>],
     w: &'a [f32],
     dy: &'a [f32],
     gain: f32,
@@ -261,7 +264,7 @@ fn backward_row(r: RowGrad<'_>) -> f32 {
     let gc = sum2(r.dy, r.w, |g, v| g * (v - mean));
     let (s, k) = (s as f32, (2.0 * ds * gc) as f32);
     for ((d, &g), &v) in r.dw.iter_mut().zip(r.dy).zip(r.w) {
-        *d = s * (g - gmean) + k * (v - mean);
+        d.write(s * (g - gmean) + k * (v - mean));
     }
     (gc * dsdgain) as f32
 }
@@ -275,14 +278,20 @@ pub fn forward(w: &[f32], n: usize, gain: &[f32], s: Standardization, eps: f64) 
         w.len()
     );
     assert_eq!(gain.len(), w.len() / n, "standardize: one gain per row");
-    let mut y = vec![0.0; w.len()];
-    y.par_chunks_mut(n)
+    // Every value is written below: no zeroing pass over the output.
+    let mut y = Vec::with_capacity(w.len());
+    y.spare_capacity_mut()[..w.len()]
+        .par_chunks_mut(n)
         .zip(w.par_chunks(n))
         .zip(gain.par_iter())
         .for_each(|((y, w), &gain)| {
             let row = Row { y, w, gain, s, eps };
             wide!(forward_row(row: Row<'_>) -> ())
         });
+    // SAFETY: the rows of n values cover all w.len() values (w.len() is a
+    // multiple of n, asserted above), and `forward_row` writes each value
+    // of its row.
+    unsafe { y.set_len(w.len()) };
     y
 }
 
@@ -296,9 +305,12 @@ pub fn backward(
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(dy.len(), w.len(), "standardize: output-gradient size");
-    let mut dw = vec![0.0; w.len()];
+    assert_eq!(w.len(), gain.len() * n, "standardize: one gain per row");
+    // Every value of dw is written below: no zeroing pass.
+    let mut dw = Vec::with_capacity(w.len());
     let mut dgain = vec![0.0; gain.len()];
-    dw.par_chunks_mut(n)
+    dw.spare_capacity_mut()[..w.len()]
+        .par_chunks_mut(n)
         .zip(dgain.par_iter_mut())
         .enumerate()
         .for_each(|(i, (dw, dgain))| {
@@ -312,6 +324,9 @@ pub fn backward(
             };
             *dgain = wide!(backward_row(row: RowGrad<'_>) -> f32);
         });
+    // SAFETY: the rows of n values, one per gain, cover all w.len() values
+    // (asserted above), and `backward_row` writes each value of its row.
+    unsafe { dw.set_len(w.len()) };
     (dw, dgain)
 }
 
@@ -334,8 +349,19 @@ type State = (FlexTensor, FlexTensor, Standardization, f64);
 fn run([w, gain]: [FlexTensor; 2], s: Standardization, eps: f64) -> (FlexTensor, State) {
     let shape = dims4(&w);
     let n = shape[1] * shape[2] * shape[3];
-    let y = tensor(forward(slice(&w), n, slice(&gain), s, eps), shape);
-    (y, (w, gain, s, eps))
+    let y = profile::timed(
+        "weight standardization forward",
+        || work(shape, 2),
+        || forward(slice(&w), n, slice(&gain), s, eps),
+    );
+    (tensor(y, shape), (w, gain, s, eps))
+}
+
+/// A pass's row in the profile: every kernel in one row (they are small);
+/// `maps` kernel-sized arrays read or written.
+fn work(shape: [usize; 4], maps: usize) -> Work {
+    let values = shape.iter().product::<usize>() * maps;
+    ("all kernels".into(), 0.0, profile::f32_bytes(values))
 }
 
 impl StandardizeOp for Flex {
@@ -372,7 +398,11 @@ impl Backward<Flex, 2> for StandardizeBackward {
         let (w, gain, s, eps) = ops.state;
         let shape = dims4(&w);
         let n = shape[1] * shape[2] * shape[3];
-        let (dw, dgain) = backward(slice(&w), n, slice(&gain), s, eps, slice(&dy));
+        let (dw, dgain) = profile::timed(
+            "weight standardization backward",
+            || work(shape, 3),
+            || backward(slice(&w), n, slice(&gain), s, eps, slice(&dy)),
+        );
         if let Some(node) = node_w {
             grads.register::<Flex>(node.id, tensor(dw, shape));
         }

@@ -42,6 +42,7 @@ mod dot_gemm;
 mod geom;
 
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::profile::{self, Work};
 use direct::{Input, Weights};
 use dot_gemm::{Rows, dot_gemm};
 pub use geom::ConvGeom;
@@ -673,7 +674,11 @@ impl Conv2dCatOp for Flex {
                 )
             },
         );
-        let y = forward_cat(&g, slice(&a), ca, slice(&b), slice(&w));
+        let y = profile::timed(
+            "conv forward",
+            || work(&g),
+            || forward_cat(&g, slice(&a), ca, slice(&b), slice(&w)),
+        );
         tensor(y, [g.n, g.co, g.ho, g.wo])
     }
 }
@@ -702,8 +707,26 @@ fn run([x, w]: [FlexTensor; 2], p: ConvParams) -> (FlexTensor, State) {
             dims4(&w)
         )
     });
-    let y = tensor(forward(&g, slice(&x), slice(&w)), [g.n, g.co, g.ho, g.wo]);
-    (y, (x, w, g))
+    let y = profile::timed(
+        "conv forward",
+        || work(&g),
+        || forward(&g, slice(&x), slice(&w)),
+    );
+    (tensor(y, [g.n, g.co, g.ho, g.wo]), (x, w, g))
+}
+
+/// A convolution pass's row in the profile: every pass does the same
+/// multiply-adds and touches an input, the kernel and an output.
+fn work(g: &ConvGeom) -> Work {
+    let shape = format!(
+        "{} → {}, {k}×{k} /{s}",
+        profile::dims([g.n, g.ci, g.h, g.w]),
+        g.co,
+        k = g.k,
+        s = g.s
+    );
+    let values = g.n * g.ci * g.h * g.w + g.co * g.ci * g.k * g.k + g.n * g.co * g.ho * g.wo;
+    (shape, 2.0 * g.macs() as f64, profile::f32_bytes(values))
 }
 
 impl Conv2dOp for Flex {
@@ -737,11 +760,19 @@ impl Backward<Flex, 2> for Conv2dBackward {
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
         let (x, w, g) = ops.state;
         if let Some(node) = node_x {
-            let dx = backward_input(&g, slice(&dy), slice(&w));
+            let dx = profile::timed(
+                "conv input gradient",
+                || work(&g),
+                || backward_input(&g, slice(&dy), slice(&w)),
+            );
             grads.register::<Flex>(node.id, tensor(dx, [g.n, g.ci, g.h, g.w]));
         }
         if let Some(node) = node_w {
-            let dw = backward_weight(&g, slice(&x), slice(&dy));
+            let dw = profile::timed(
+                "conv weight gradient",
+                || work(&g),
+                || backward_weight(&g, slice(&x), slice(&dy)),
+            );
             grads.register::<Flex>(node.id, tensor(dw, [g.co, g.ci, g.k, g.k]));
         }
     }
