@@ -217,6 +217,17 @@ impl WsConv2d {
         conv2d_cat(a, b, self.kernel(), self.bias_value(), self.options())
     }
 
+    /// [`forward`](Self::forward) without the bias, for a caller that adds
+    /// it in its own pass ([`bias_value`](Self::bias_value)).
+    pub(crate) fn forward_unbiased(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(x, self.kernel(), None, self.options())
+    }
+
+    /// [`forward_cat`](Self::forward_cat) without the bias.
+    pub(crate) fn forward_cat_unbiased(&self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+        conv2d_cat(a, b, self.kernel(), None, self.options())
+    }
+
     /// The kernel convolved with: the standardized weight, or the folded one.
     fn kernel(&self) -> Tensor<4> {
         if self.folded {
@@ -226,7 +237,8 @@ impl WsConv2d {
         }
     }
 
-    fn bias_value(&self) -> Option<Tensor<1>> {
+    /// The bias, if any.
+    pub(crate) fn bias_value(&self) -> Option<Tensor<1>> {
         self.bias.as_ref().map(|b| b.val())
     }
 

@@ -15,7 +15,7 @@ use super::{
     BatchNorm2d, BatchNorm2dConfig, Norm, Standardization, WsConv2d, WsConv2dConfig,
     resize_bilinear,
 };
-use crate::ops::{Tail, group_norm};
+use crate::ops::{Tail, bias_act, group_norm};
 
 /// Configuration of a [`WsGnAct`].
 #[derive(Config, Debug)]
@@ -131,7 +131,8 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.normalize(self.conv.forward(x), Tail::silu_if(self.act))
+        let y = self.conv.forward_unbiased(x);
+        self.normalize(y, self.conv.bias_value(), Tail::silu_if(self.act))
     }
 
     /// conv → norm → activation over the channel concatenation
@@ -143,7 +144,8 @@ impl WsGnAct {
     /// - a: `[batch, ca, H, W]`, b: `[batch, in_channels − ca, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward_cat(&self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-        self.normalize(self.conv.forward_cat(a, b), Tail::silu_if(self.act))
+        let y = self.conv.forward_cat_unbiased(a, b);
+        self.normalize(y, self.conv.bias_value(), Tail::silu_if(self.act))
     }
 
     /// conv → bilinear resize to `size` → norm → activation: the folded
@@ -156,15 +158,23 @@ impl WsGnAct {
     /// - output: `[batch, out_channels, size[0], size[1]]`
     pub(super) fn forward_resized(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
         let y = resize_bilinear(self.conv.forward(x), size);
-        self.normalize(y, Tail::silu_if(self.act))
+        self.normalize(y, None, Tail::silu_if(self.act))
     }
 
-    /// The norm, then `tail`: GroupNorm's fused kernel where it applies.
-    fn normalize(&self, y: Tensor<4>, tail: Tail) -> Tensor<4> {
+    /// The convolution's `bias` (when the caller left it out of `y`), the
+    /// norm, then `tail`: one fused pass on the CPU after GroupNorm
+    /// ([`group_norm`]) and where no norm follows the bias ([`bias_act`]:
+    /// a folded BatchNorm model), bias and tail each one pass around
+    /// BatchNorm.
+    fn normalize(&self, y: Tensor<4>, bias: Option<Tensor<1>>, tail: Tail) -> Tensor<4> {
+        let biased = |y: Tensor<4>| match bias.clone() {
+            Some(b) => bias_act(y, Some(b), Tail::None),
+            None => y,
+        };
         match (&self.gn, &self.bn) {
-            (Some(gn), _) => group_norm(y, gn, tail),
-            (None, Some(bn)) => tail.apply(bn.forward(y)),
-            (None, None) => tail.apply(y),
+            (Some(gn), _) => group_norm(biased(y), gn, tail),
+            (None, Some(bn)) => bias_act(bn.forward(biased(y)), None, tail),
+            (None, None) => bias_act(y, bias, tail),
         }
     }
 
@@ -188,7 +198,8 @@ impl WsGnAct {
     /// - input: `[batch, in_channels, H, W]`
     /// - residual, output: `[batch, out_channels, H', W']`
     pub fn forward_add_silu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
-        self.normalize(self.conv.forward(x), Tail::AddSilu(residual))
+        let y = self.conv.forward_unbiased(x);
+        self.normalize(y, self.conv.bias_value(), Tail::AddSilu(residual))
     }
 
     /// The block prepared for inference: its convolution folded (see

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 
 use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
 use super::profile::{self, Work};
-use super::simd::{sum, sum2, wide};
+use super::simd::{sigmoid, sum, sum2, wide};
 
 /// What follows the normalization. `R` is the residual: a tensor for
 /// [`group_norm`], a slice for the kernels.
@@ -181,37 +181,6 @@ pub struct GnInputs<'a> {
     pub beta: &'a [f32],
     /// What follows, with its residual.
     pub tail: Tail<&'a [f32]>,
-}
-
-/// `exp(x)` for `f32` without a library call, so loops over it vectorize
-/// (Cephes `expf`: range reduction by ln 2 and a degree-6 polynomial; within
-/// 2 ulp on [−87, 88]).
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
-    let x = x.clamp(-87.0, 88.0);
-    // Round to nearest through the float mantissa (no SSE4.1 `round` needed):
-    // `t`'s low mantissa bits then hold n in two's complement.
-    let t = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    // 2ⁿ scaling from t's bits, not `n as i32`: Rust's saturating cast
-    // (NaN → 0) does not vectorize, and took most of GroupNorm's time
-    // (a scalar convert and two compares per value in a profile).
-    let n_bits = t.to_bits().wrapping_sub(MAGIC.to_bits());
-    f32::from_bits(e.to_bits().wrapping_add(n_bits << 23))
-}
-
-#[inline(always)]
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + exp(-z))
 }
 
 /// Mean and reciprocal standard deviation of one block (two passes, blocked
@@ -749,20 +718,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_the_library() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (a, b) = (exp(x), x.exp());
-            worst = worst.max(((a - b) / b).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 2.5e-7, "worst relative error {worst}");
-        assert!((0.0..1e-37).contains(&exp(-1000.0)));
-        assert!(exp(1000.0).is_finite());
     }
 
     fn values(len: usize, seed: u32) -> Vec<f32> {

@@ -1,5 +1,5 @@
-//! Vectorizable reductions and the AVX2 dispatch shared by the element-wise
-//! kernels.
+//! Vectorizable reductions, `exp` and the sigmoid, and the AVX2 dispatch
+//! shared by the element-wise kernels.
 //!
 //! Rust keeps the order of floating-point additions, so `iter().sum()` is a
 //! serial chain the compiler cannot vectorize. These helpers sum in 16
@@ -35,6 +35,38 @@ pub fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
 #[inline(always)]
 pub fn sum(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     sum2(a, a, |x, _| f(x))
+}
+
+/// `exp(x)` for `f32` without a library call, so loops over it vectorize
+/// (Cephes `expf`: range reduction by ln 2 and a degree-6 polynomial; within
+/// 2 ulp on [−87, 88]).
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest through the float mantissa (no SSE4.1 `round` needed):
+    // `t`'s low mantissa bits then hold n in two's complement.
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    // 2ⁿ scaling from t's bits, not `n as i32`: Rust's saturating cast
+    // (NaN → 0) does not vectorize, and took most of GroupNorm's time
+    // (a scalar convert and two compares per value in a profile).
+    let n_bits = t.to_bits().wrapping_sub(MAGIC.to_bits());
+    f32::from_bits(e.to_bits().wrapping_add(n_bits << 23))
+}
+
+/// `1 / (1 + e^−z)` with [`exp`].
+#[inline(always)]
+pub(super) fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + exp(-z))
 }
 
 /// Calls `$kernel($arg)` compiled for AVX-512 or AVX2 when the CPU has it
@@ -97,5 +129,19 @@ mod tests {
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_library() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert!((0.0..1e-37).contains(&exp(-1000.0)));
+        assert!(exp(1000.0).is_finite());
     }
 }
