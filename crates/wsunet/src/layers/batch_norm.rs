@@ -14,6 +14,8 @@ use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, Runni
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use crate::ops::{self, Tail, bias_act};
+
 /// Configuration of a [`BatchNorm2d`].
 #[derive(Config, Debug)]
 pub struct BatchNorm2dConfig {
@@ -118,10 +120,17 @@ impl BatchNorm2d {
     /// value (`batch × H × W = 1`), as PyTorch refuses it; the trainer checks
     /// this before a step ([`WsResUNetConfig::check_batch`](crate::WsResUNetConfig::check_batch)).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, Tail::None)
+    }
+
+    /// [`forward`](Self::forward), then `tail`: on the CPU one fused pass
+    /// in training ([`ops::batch_norm_train`]) and one after the affine map
+    /// in evaluation ([`bias_act`]).
+    pub(crate) fn forward_then(&self, x: Tensor<4>, tail: Tail) -> Tensor<4> {
         if x.device().is_autodiff() {
-            self.forward_train(x)
+            self.forward_train(x, tail)
         } else {
-            self.forward_eval(x)
+            bias_act(self.forward_eval(x), None, tail)
         }
     }
 
@@ -137,7 +146,7 @@ impl BatchNorm2d {
         )
     }
 
-    fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward_train(&self, x: Tensor<4>, tail: Tail) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let count = n * h * w;
         assert!(
@@ -145,20 +154,23 @@ impl BatchNorm2d {
             "BatchNorm2d: expected more than 1 value per channel when training, got input [{n}, {c}, {h}, {w}]"
         );
         let device = x.device();
-        let out =
-            burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+        let (weight, bias) = (self.weight.val(), self.bias.val());
+        let ops::BnTrainOutput {
+            output,
+            mean: batch_mean,
+            variance,
+        } = ops::batch_norm_train(x, weight, bias, self.eps, tail);
         let m = self.momentum;
         // PyTorch normalizes with the biased variance but averages the
         // unbiased one into running_var.
-        let unbiased = out
-            .variance
+        let unbiased = variance
             .detach()
             .mul_scalar(count as f64 / (count - 1) as f64);
         let mean = self.running_mean.value_sync().to_device(&device);
         let var = self.running_var.value_sync().to_device(&device);
         self.running_mean.update(
             mean.mul_scalar(1.0 - m)
-                .add(out.mean.detach().mul_scalar(m))
+                .add(batch_mean.detach().mul_scalar(m))
                 .detach(),
         );
         self.running_var
@@ -169,7 +181,7 @@ impl BatchNorm2d {
         // checkpoint or `valid()` sees at once.
         self.running_mean.value_sync();
         self.running_var.value_sync();
-        out.output
+        output
     }
 
     /// The per-channel `(scale, shift)` that evaluation applies:

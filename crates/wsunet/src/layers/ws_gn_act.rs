@@ -162,10 +162,10 @@ impl WsGnAct {
     }
 
     /// The convolution's `bias` (when the caller left it out of `y`), the
-    /// norm, then `tail`: one fused pass on the CPU after GroupNorm
-    /// ([`group_norm`]) and where no norm follows the bias ([`bias_act`]:
-    /// a folded BatchNorm model), bias and tail each one pass around
-    /// BatchNorm.
+    /// norm, then `tail`: on the CPU the tail is fused into GroupNorm
+    /// ([`group_norm`]), into BatchNorm
+    /// ([`BatchNorm2d::forward_then`](super::BatchNorm2d)), or into the
+    /// bias where no norm follows ([`bias_act`]: a folded BatchNorm model).
     fn normalize(&self, y: Tensor<4>, bias: Option<Tensor<1>>, tail: Tail) -> Tensor<4> {
         let biased = |y: Tensor<4>| match bias.clone() {
             Some(b) => bias_act(y, Some(b), Tail::None),
@@ -173,7 +173,7 @@ impl WsGnAct {
         };
         match (&self.gn, &self.bn) {
             (Some(gn), _) => group_norm(biased(y), gn, tail),
-            (None, Some(bn)) => bias_act(bn.forward(biased(y)), None, tail),
+            (None, Some(bn)) => bn.forward_then(biased(y), tail),
             (None, None) => bias_act(y, bias, tail),
         }
     }

@@ -11,9 +11,11 @@
 //!   ([`conv2d_cat`]);
 //! - [`group_norm()`]: GroupNorm fused with the SiLU and the residual sum
 //!   that follow it ([`Tail`]) — in `group_norm.rs`;
-//! - [`bias_act()`]: the same tail after a convolution's bias where no
-//!   GroupNorm follows (a folded BatchNorm model, no norm) or after
-//!   BatchNorm — in `bias_act.rs`;
+//! - [`batch_norm_train()`]: BatchNorm in training fused with the same
+//!   tail — in `batch_norm.rs`;
+//! - [`bias_act()`]: the same tail after a convolution's bias where no norm
+//!   follows (a folded BatchNorm model, no norm) or after BatchNorm in
+//!   evaluation — in `bias_act.rs`;
 //! - [`standardize()`]: weight standardization of a kernel
 //!   ([`Standardization`]) — in `standardize.rs`;
 //! - [`resize_bilinear`]: bilinear resizing — in `resize.rs`;
@@ -29,6 +31,7 @@
 //! extension traits and their impls stay inside the crate.
 
 pub(crate) mod adamw;
+pub(crate) mod batch_norm;
 pub(crate) mod bias_act;
 pub(crate) mod conv;
 mod flex;
@@ -46,6 +49,7 @@ pub mod kernels {
     pub use super::conv::{ConvGeom, backward_input, backward_weight, forward};
 }
 
+pub use batch_norm::{BnTrainOutput, batch_norm_train};
 pub use bias_act::bias_act;
 pub use conv::{conv2d, conv2d_cat};
 pub use flex::runs_here;
