@@ -66,6 +66,10 @@ mutant all "weight gradient reads the first image's dY for every image" crates/w
   '/^pub fn backward_weight/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
 mutant quick "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \
   's/rstd \* (gm \* dz - mg - (x - mean) \* rstd \* mgx)/rstd * (gm * dz - (x - mean) * rstd * mgx)/'
+mutant all "BatchNorm training kernel's backward drops the mean of the gradient" crates/wsunet/src/ops/batch_norm.rs \
+  's/rstd \* (gm \* dz - mg - (x - mean) \* rstd \* mgx)/rstd * (gm * dz - (x - mean) * rstd * mgx)/'
+mutant all "bias + SiLU backward without SiLU's second term" crates/wsunet/src/ops/bias_act.rs \
+  's/d \* s \* (1.0 + z \* (1.0 - s))/d * s/'
 mutant quick "direct convolution reads the kernel transposed (ky and kx swapped)" crates/wsunet/src/ops/conv/direct.rs \
   's|((ky % s) \* self.ps + kx % s) \* self.phase() + (ky / s) \* self.wq + kx / s|((kx % s) * self.ps + ky % s) * self.phase() + (kx / s) * self.wq + ky / s|'
 mutant all "conv2d_cat reads the second input's channels rotated by one" crates/wsunet/src/ops/conv/direct.rs \
