@@ -255,7 +255,7 @@ pub fn run_bench(
 const CHAINS: usize = 12;
 
 /// This machine's peak rate of `f32` fused multiply-adds on all rayon
-/// threads, GFLOP/s (a multiply-add counts two): [`CHAINS`] independent
+/// threads, GFLOP/s (a multiply-add counts two): 12 independent
 /// chains of FMAs on the widest vectors the CPU has (AVX-512 or AVX2),
 /// every thread at once, the best of five rounds of about 0.1 s. The
 /// ceiling of any `f32` convolution here. `None` without FMA (or off
