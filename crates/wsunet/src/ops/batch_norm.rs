@@ -112,7 +112,7 @@ fn batch_stats(x: &Tensor<4>) -> (Vec<f32>, Vec<f32>) {
         unreachable!("batch_stats: the caller checked that x is on Flex")
     };
     let x = contiguous(x);
-    let g = BnGeom { n, c, hw: h * w };
+    let g = BnGeom::new([n, c, h, w]);
     profile::timed(
         "batch norm statistics",
         || g.work(1),
@@ -126,9 +126,21 @@ struct BnGeom {
     n: usize,
     c: usize,
     hw: usize,
+    /// `[n, c, h, w]`, for the profile.
+    dims: [usize; 4],
 }
 
 impl BnGeom {
+    fn new(dims: [usize; 4]) -> Self {
+        let [n, c, h, w] = dims;
+        BnGeom {
+            n,
+            c,
+            hw: h * w,
+            dims,
+        }
+    }
+
     /// Channel `c`'s plane in image `n`.
     fn plane<'a>(&self, v: &'a [f32], n: usize, c: usize) -> &'a [f32] {
         &v[(n * self.c + c) * self.hw..][..self.hw]
@@ -136,7 +148,7 @@ impl BnGeom {
 
     /// A pass's row in the profile: `maps` maps of x's size read or written.
     fn work(&self, maps: usize) -> Work {
-        let shape = profile::dims([self.n, self.c, 1, self.hw]).replace("×1×", "×");
+        let shape = profile::dims(self.dims);
         (
             shape,
             0.0,
@@ -444,7 +456,7 @@ struct BnState {
 impl BnState {
     fn geom(&self) -> BnGeom {
         let [n, c, h, w] = dims4(&self.x);
-        BnGeom { n, c, hw: h * w }
+        BnGeom::new([n, c, h, w])
     }
 
     fn inputs(&self) -> BnInputs<'_> {
