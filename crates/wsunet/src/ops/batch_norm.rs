@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::flex::{contiguous, dims4, inputs, record, register_grads, runs_here, slice, tensor};
 use super::group_norm::Tail;
 use super::profile::{self, Work};
 use super::simd::{sigmoid, sum, sum2, wide};
@@ -472,12 +472,7 @@ impl BnState {
     /// A pass's row in the profile: `maps` maps of x's size, and the
     /// residual's read (and its gradient's write) on top.
     fn work(&self, maps: usize) -> Work {
-        let residual = if matches!(self.tail, Tail::AddSilu(_)) {
-            maps - 1
-        } else {
-            0
-        };
-        self.geom().work(maps + residual)
+        self.geom().work(self.tail.profile_maps(maps))
     }
 }
 
@@ -575,17 +570,13 @@ impl<const N: usize> Backward<Flex, N> for BatchNormBackward<N> {
             || backward(&g, s.inputs(), slice(&dy)),
         );
         let dims = dims4(&s.x);
-        let mut parts = [
+        let parts = [
             Some(tensor(d.dx, dims)),
             Some(tensor(d.dgamma, [g.c])),
             Some(tensor(d.dbeta, [g.c])),
             d.dr.map(|dr| tensor(dr, dims)),
         ];
-        for (parent, part) in ops.parents.into_iter().zip(parts.iter_mut()) {
-            if let (Some(node), Some(grad)) = (parent, part.take()) {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        register_grads(&ops, grads, parts);
     }
 }
 

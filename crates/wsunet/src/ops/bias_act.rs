@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::flex::{contiguous, dims4, inputs, record, register_grads, runs_here, slice, tensor};
 use super::group_norm::Tail;
 use super::profile::{self, Work};
 use super::simd::{sigmoid, sum, wide};
@@ -228,17 +228,7 @@ impl State {
     /// without the residual (whose read, and in the backward its
     /// gradient's write, come on top).
     fn work(&self, maps: usize) -> Work {
-        let tail = match self.tail {
-            Tail::None => "",
-            Tail::Silu => " + SiLU",
-            Tail::AddSilu(_) => " + residual + SiLU",
-        };
-        let maps = maps
-            + if matches!(self.tail, Tail::AddSilu(_)) {
-                maps - 1
-            } else {
-                0
-            };
+        let (tail, maps) = (self.tail.profile_label(), self.tail.profile_maps(maps));
         let shape = format!("{}, bias{tail}", profile::dims(dims4(&self.y)));
         (shape, 0.0, profile::f32_bytes(maps * slice(&self.y).len()))
     }
@@ -326,16 +316,12 @@ impl<const N: usize> Backward<Flex, N> for BiasActBackward<N> {
         );
         let dims = dims4(&s.y);
         let dy = tensor(dy, dims);
-        let mut parts = [
+        let parts = [
             Some(dy.clone()),
             Some(tensor(dbias, [dims[1]])),
             matches!(s.tail, Tail::AddSilu(_)).then_some(dy),
         ];
-        for (parent, part) in ops.parents.into_iter().zip(parts.iter_mut()) {
-            if let (Some(node), Some(grad)) = (parent, part.take()) {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        register_grads(&ops, grads, parts);
     }
 }
 

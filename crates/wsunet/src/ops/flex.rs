@@ -2,7 +2,8 @@
 //! and recording an op with its backward on the autodiff graph.
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex, TensorMetadata};
@@ -62,6 +63,21 @@ where
     match backward.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(state, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// Registers `parts[i]` as the gradient of `ops`' parent `i`, for each
+/// parent that is tracked and each part that is there (the fused ops'
+/// backward: x, the affine or bias parameters, the residual).
+pub(super) fn register_grads<S, const N: usize>(
+    ops: &Ops<S, N>,
+    grads: &mut Gradients,
+    parts: impl IntoIterator<Item = Option<FlexTensor>>,
+) {
+    for (parent, part) in ops.parents.iter().zip(parts) {
+        if let (Some(node), Some(grad)) = (parent, part) {
+            grads.register::<Flex>(node.id, grad);
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::flex::{contiguous, dims4, inputs, record, runs_here, slice, tensor};
+use super::flex::{contiguous, dims4, inputs, record, register_grads, runs_here, slice, tensor};
 use super::profile::{self, Work};
 use super::simd::{sigmoid, sum, sum2, wide};
 
@@ -62,6 +62,26 @@ impl<R> Tail<R> {
     /// residual.
     pub fn silu_if(silu: bool) -> Tail<R> {
         if silu { Tail::Silu } else { Tail::None }
+    }
+
+    /// The tail as a profile row names it: nothing, ` + SiLU` or
+    /// ` + residual + SiLU`.
+    pub(super) fn profile_label(&self) -> &'static str {
+        match self {
+            Tail::None => "",
+            Tail::Silu => " + SiLU",
+            Tail::AddSilu(_) => " + residual + SiLU",
+        }
+    }
+
+    /// The maps a pass reads and writes, `maps` of its own plus the
+    /// residual's: one map fewer (its read, and in a backward its
+    /// gradient's write).
+    pub(super) fn profile_maps(&self, maps: usize) -> usize {
+        match self {
+            Tail::AddSilu(_) => 2 * maps - 1,
+            _ => maps,
+        }
     }
 
     /// The same tail with its residual borrowed.
@@ -518,17 +538,7 @@ impl GnState {
 /// writes dx), plus the residual's read (and its gradient's write).
 fn work(s: &GnState, maps: usize) -> Work {
     let g = s.geom();
-    let tail = match s.tail {
-        Tail::None => "",
-        Tail::Silu => " + SiLU",
-        Tail::AddSilu(_) => " + residual + SiLU",
-    };
-    let maps = maps
-        + if matches!(s.tail, Tail::AddSilu(_)) {
-            maps - 1
-        } else {
-            0
-        };
+    let (tail, maps) = (s.tail.profile_label(), s.tail.profile_maps(maps));
     let shape = format!("{}, {} groups{tail}", profile::dims(dims4(&s.x)), g.groups);
     (shape, 0.0, profile::f32_bytes(maps * g.n * g.c * g.hw))
 }
@@ -629,17 +639,13 @@ fn gn_backward<const N: usize>(ops: Ops<GnState, N>, grads: &mut Gradients) {
         || backward(&g, s.inputs(), &s.stats, slice(&dy)),
     );
     let dims = dims4(&s.x);
-    let mut parts = [
+    let parts = [
         Some(tensor(d.dx, dims)),
         Some(tensor(d.dgamma, [g.c])),
         Some(tensor(d.dbeta, [g.c])),
         d.dr.map(|dr| tensor(dr, dims)),
     ];
-    for (parent, part) in ops.parents.into_iter().zip(parts.iter_mut()) {
-        if let (Some(node), Some(grad)) = (parent, part.take()) {
-            grads.register::<Flex>(node.id, grad);
-        }
-    }
+    register_grads(&ops, grads, parts);
 }
 
 /// The backward of GroupNorm over `N` inputs: x, gamma, beta, and the
