@@ -137,8 +137,14 @@ fn a_rerun_skips_finished_images_and_another_model_is_refused() {
     let first = files(&out);
     assert!(first.iter().any(|(name, _)| name == "predict.json"));
 
-    // A killed run left one image without its overlay: only that one is redone.
+    // A killed run left one image without its overlay, and the overlay's
+    // temporary file: only that image is redone and the file is removed; a
+    // finished image's name is not touched (another shard may be writing it).
     std::fs::remove_file(out.join("shape_00002_overlay.png")).unwrap();
+    let stale = out.join(".shape_00002_overlay.png.tmp-4242-0");
+    let foreign = out.join(".shape_00001.png.tmp-4242-1");
+    std::fs::write(&stale, b"half").unwrap();
+    std::fs::write(&foreign, b"half").unwrap();
     let o = predict(&model, &images, &out, &["--overlay"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -146,6 +152,13 @@ fn a_rerun_skips_finished_images_and_another_model_is_refused() {
         "{}",
         stdout(&o)
     );
+    assert!(
+        stdout(&o).contains("removed 1 temporary file(s) an interrupted run left"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stale.exists() && foreign.exists());
+    std::fs::remove_file(&foreign).unwrap();
     assert_eq!(written(&o), ["shape_00002.png"]);
     assert_eq!(files(&out), first);
 

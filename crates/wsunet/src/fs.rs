@@ -3,7 +3,9 @@
 //! Every output wsunet writes (models, checkpoints, configs, metrics, masks,
 //! arrays) is replaced atomically: written to a temporary sibling, then
 //! renamed over the target, so a crash, a kill or a failed encoder never
-//! leaves a half-written file, and the temporary file never stays behind.
+//! leaves a half-written file. A failed write removes its temporary file; a
+//! process killed mid-write cannot, and [`remove_stale_temps`] lets the next
+//! run that owns those targets clear what it left.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,6 +97,48 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Removes the temporary files (`.NAME.tmp-PID-N`, from
+/// [`write_atomic_with`]) that a killed process left in `dir`, for the
+/// targets `NAME` that `owned` accepts; returns how many it removed. Only
+/// the caller that alone writes those targets may call it (a live writer's
+/// temporary file looks the same). A missing `dir` has none.
+pub fn remove_stale_temps(dir: &Path, owned: impl Fn(&str) -> bool) -> Result<usize> {
+    let io = |error| Error::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(target) = name.to_str().and_then(temp_target) else {
+            continue;
+        };
+        if owned(target) && entry.file_type().map_err(io)?.is_file() {
+            std::fs::remove_file(entry.path()).map_err(|error| Error::Io {
+                path: entry.path(),
+                error,
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The target's file name of a [`temp_path`] name, `None` for other names.
+fn temp_target(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(".tmp-")?;
+    let (pid, n) = rest[at + 5..].split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (at > 0 && digits(pid) && digits(n)).then(|| &rest[..at])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +163,39 @@ mod tests {
         write_json(&path, &serde_json::json!({"a": 1})).unwrap();
         let back: serde_json::Value = read_json(&path).unwrap();
         assert_eq!(back["a"], 1);
+    }
+
+    #[test]
+    fn stale_temporary_files_of_owned_targets_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = temp_path(&dir.path().join("a.png"));
+        assert_eq!(
+            temp_target(&left.file_name().unwrap().to_string_lossy()),
+            Some("a.png")
+        );
+        for name in [
+            left.file_name().unwrap().to_str().unwrap(),
+            ".b.png.tmp-12-0",
+            ".a.png.tmp-x-0",
+            ".tmp-1-2",
+            "a.png",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = remove_stale_temps(dir.path(), |t| t == "a.png").unwrap();
+        assert_eq!(removed, 1);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".a.png.tmp-x-0", ".b.png.tmp-12-0", ".tmp-1-2", "a.png"]
+        );
+        assert_eq!(
+            remove_stale_temps(&dir.path().join("missing"), |_| true).unwrap(),
+            0
+        );
     }
 }

@@ -15,7 +15,7 @@
 //! georeferencing and pixel size while they are predicted, in memory
 //! bounded by the tile and the width (`wsunet::infer::Predictor::predict_tiff`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -237,7 +237,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     } else {
         String::new()
     };
-    let todo = unfinished(&args, outputs, jobs, &share);
+    let todo = unfinished(&args, outputs, jobs, &share)?;
     let predictor = Predictor::new(model, card.normalize.clone(), device, config)
         .context("the model card does not fit its model")?;
 
@@ -311,16 +311,30 @@ fn claim_out(
 
 /// The jobs whose outputs are not all there yet (all of them with
 /// `--overwrite`), saying how many are skipped; `share` prefixes the line
-/// in a sharded run.
+/// in a sharded run. Temporary files that a killed run left for these
+/// jobs' outputs are removed (each image belongs to one shard, so no live
+/// writer owns them).
 fn unfinished(
     args: &PredictArgs,
     outputs: Outputs,
     jobs: Vec<(PathBuf, String)>,
     share: &str,
-) -> Vec<(PathBuf, String)> {
+) -> Result<Vec<(PathBuf, String)>> {
     let (todo, skipped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(input, stem)| {
         args.overwrite || !outputs.complete(&args.out, stem, kind_of(input))
     });
+    let targets: HashSet<String> = todo
+        .iter()
+        .flat_map(|(input, stem)| outputs.files(stem, kind_of(input)))
+        .collect();
+    let stale =
+        wsunet::fs::remove_stale_temps(&args.out, |t| targets.contains(t)).context("fix --out")?;
+    if stale > 0 {
+        println!(
+            "{share}removed {stale} temporary file(s) an interrupted run left in {}",
+            args.out.display()
+        );
+    }
     if !skipped.is_empty() {
         println!(
             "{share}skipped {} image(s) whose outputs are complete (--overwrite predicts them again)",
@@ -329,7 +343,7 @@ fn unfinished(
     } else if !share.is_empty() {
         println!("{}", share.trim_end_matches("; "));
     }
-    todo
+    Ok(todo)
 }
 
 /// An error when images were `lost` (a worker stopped) or `failed`.
