@@ -115,7 +115,7 @@ impl ConvGeom {
     /// (forward, input and weight gradients of the three 512-channel layers,
     /// 2×256²).
     pub(super) fn bands(&self) -> Vec<(usize, usize, usize)> {
-        let floats = BAND_FLOATS.max(self.co * self.kk());
+        let floats = self.band_floats();
         let rows = (floats / (self.kk() * self.wo).max(1)).clamp(1, self.ho);
         // The same number of bands, of heights that differ by at most one
         // (8 rows in bands of 7 gave a band of 1).
@@ -127,6 +127,21 @@ impl ConvGeom {
                     .map(move |r0| (n, r0, rows.min(self.ho - r0)))
             })
             .collect()
+    }
+
+    /// Unfolded values per band: [`BAND_FLOATS`], or the kernel's size
+    /// when that is larger (see [`bands`](Self::bands)).
+    fn band_floats(&self) -> usize {
+        BAND_FLOATS.max(self.co * self.kk())
+    }
+
+    /// Whether the whole batch unfolds into one band: several images, each
+    /// small enough that all of them together fit one band (deep layers'
+    /// maps of 8×8 and less). One `gemm` over all of them then streams the
+    /// kernel once instead of once per image (im2col + `gemm` paths only;
+    /// 1×1 stride-1 convolutions read the images in place and never do).
+    pub(super) fn whole_batch(&self) -> bool {
+        self.n > 1 && !self.pointwise() && self.kk() * self.n * self.hw_out() <= self.band_floats()
     }
 
     /// Multiply-adds of the forward pass.

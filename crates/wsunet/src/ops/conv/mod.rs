@@ -18,6 +18,8 @@
 //! One level of parallelism: with enough bands, rayon runs bands in parallel and
 //! each `gemm` is single-threaded; with few (deep layers, batch 1), bands run in
 //! order and `gemm` splits its own work. 1×1 stride-1 convolutions skip im2col.
+//! Where all images of the batch fit one band (small maps), they are one band:
+//! `batch.rs`.
 //!
 //! Convolutions other than 1×1 stride-1 on rows of 16 pixels or more (the
 //! forward of any stride, and the stride-1 input gradient's correlation) skip
@@ -37,6 +39,7 @@ use burn::tensor::{DType, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+mod batch;
 mod direct;
 mod dot_gemm;
 mod geom;
@@ -233,8 +236,16 @@ fn transposed<P>(ptr: P, stride: usize) -> Operand<P> {
     }
 }
 
-/// Unfolds output rows `r0..r0+rows` of one image into `cols [ci·k·k, rows·wo]`.
-fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], par: bool) {
+/// Unfolds output rows `r0..r0+rows` of one image into `cols [ci·k·k, rows·wo]`
+/// whose rows are `rs` values apart (`rs` ≥ `rows·wo`; more when several
+/// images share the matrix, each in its own columns).
+fn im2col(
+    g: &ConvGeom,
+    img: &[f32],
+    (r0, rows): (usize, usize),
+    (cols, rs): (&mut [f32], usize),
+    par: bool,
+) {
     let t = rows * g.wo;
     let kk2 = g.k * g.k;
     let same = g.s == 1 && g.wo == g.w && g.ho == g.h;
@@ -242,7 +253,7 @@ fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], p
         let plane = &img[c * g.hw_in()..][..g.hw_in()];
         for ky in 0..g.k {
             for kx in 0..g.k {
-                let dst = &mut chunk[(ky * g.k + kx) * t..][..t];
+                let dst = &mut chunk[(ky * g.k + kx) * rs..][..t];
                 if same {
                     shifted_copy(g, plane, r0, rows, ky, kx, dst);
                     continue;
@@ -269,11 +280,11 @@ fn im2col(g: &ConvGeom, img: &[f32], r0: usize, rows: usize, cols: &mut [f32], p
             }
         }
     };
-    let cols = &mut cols[..g.ci * kk2 * t];
+    let cols = &mut cols[..(g.ci * kk2 - 1) * rs + t];
     if par {
-        cols.par_chunks_mut(kk2 * t).enumerate().for_each(channel);
+        cols.par_chunks_mut(kk2 * rs).enumerate().for_each(channel);
     } else {
-        cols.chunks_mut(kk2 * t).enumerate().for_each(channel);
+        cols.chunks_mut(kk2 * rs).enumerate().for_each(channel);
     }
 }
 
@@ -314,16 +325,17 @@ fn shifted_copy(
     }
 }
 
-/// Adds `cols [ci·k·k, rows·wo]` back onto the input rows they came from.
-fn col2im(g: &ConvGeom, cols: &[f32], r0: usize, rows: usize, img: &mut [f32]) {
+/// Adds `cols [ci·k·k, rows·wo]` (rows `rs` values apart, as in
+/// [`im2col`]) back onto the input rows they came from.
+fn col2im(g: &ConvGeom, (cols, rs): (&[f32], usize), (r0, rows): (usize, usize), img: &mut [f32]) {
     let t = rows * g.wo;
     let kk2 = g.k * g.k;
     img.par_chunks_mut(g.hw_in())
-        .zip(cols[..g.ci * kk2 * t].par_chunks(kk2 * t))
+        .zip(cols[..(g.ci * kk2 - 1) * rs + t].par_chunks(kk2 * rs))
         .for_each(|(plane, chunk)| {
             for ky in 0..g.k {
                 for kx in 0..g.k {
-                    let src = &chunk[(ky * g.k + kx) * t..][..t];
+                    let src = &chunk[(ky * g.k + kx) * rs..][..t];
                     let (lo, hi) = g.inside_cols(kx);
                     for r in 0..rows {
                         let Some(iy) = g.input_row(r0 + r, ky) else {
@@ -358,7 +370,7 @@ fn with_cols<R>(
     }
     let t = rows * g.wo;
     with_scratch(g.kk() * t, |cols| {
-        im2col(g, img, r0, rows, cols, par);
+        im2col(g, img, (r0, rows), (cols, t), par);
         f(cols, t)
     })
 }
@@ -369,6 +381,9 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(w.len(), g.co * g.kk(), "conv kernel size");
     if direct::suits(g) {
         return direct::conv(g, Input::one(x), forward_weights(g, w));
+    }
+    if g.whole_batch() {
+        return batch::forward(g, x, w);
     }
     let units = g.bands();
     let outer = outer_parallel(units.len());
@@ -504,6 +519,9 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
             return forward(&t, dy, &flip_transpose(g, w));
         }
     }
+    if g.whole_batch() {
+        return batch::backward_input(g, dy, w);
+    }
     let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
     let par = inner(false);
     for (n, r0, rows) in g.bands() {
@@ -526,7 +544,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
                     par,
                 )
             }
-            col2im(g, cols, r0, rows, img);
+            col2im(g, (cols, t), (r0, rows), img);
         });
     }
     dx
@@ -574,6 +592,9 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         g.n * g.co * g.hw_out(),
         "conv output-gradient size"
     );
+    if g.whole_batch() && !dot_product_weight_gradient(g, g.hw_out()) {
+        return batch::backward_weight(g, x, dy);
+    }
     let units = g.bands();
     let outer = outer_parallel(units.len());
     let par = inner(outer);
@@ -877,9 +898,16 @@ mod tests {
             (1, 2, 1, 7, 3, 3, 2, 1),
             // One input and one output channel.
             (1, 1, 6, 5, 1, 3, 1, 1),
+            // The whole batch as one band (batch.rs; so are the small
+            // batched cases above): col2im after Wᵀ·dY with more output
+            // channels than pixels, and strided.
+            (3, 6, 3, 3, 40, 3, 1, 1),
+            (2, 8, 6, 6, 12, 3, 2, 1),
         ];
         for (i, &(n, ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
             let g = ConvGeom::new([n, ci, h, w], [co, ci, k, k], s, p).unwrap();
+            let pointwise = k == 1 && s == 1 && p == 0;
+            assert_eq!(g.whole_batch(), n > 1 && !pointwise, "{g:?}");
             let x = values(n * ci * h * w, 1 + i as u32);
             let wt = values(co * ci * k * k, 50 + i as u32);
             let dy = values(n * co * g.ho * g.wo, 100 + i as u32);

@@ -1,0 +1,131 @@
+//! The three products of im2col + `gemm` with the whole batch as one band
+//! ([`ConvGeom::whole_batch`]): the deep layers' small maps (512 channels at
+//! 8×8 for a 256² input), where a band per image made every `gemm` stream
+//! the whole kernel (9.4 MB at 512×512×3×3) for 64 pixels. Here the images
+//! sit side by side in one unfolded matrix `[ci·k·k, n·ho·wo]` (image `i`
+//! in columns `i·ho·wo..`), and each product is one `gemm` over all of
+//! them; output gradients and outputs are gathered to and scattered from
+//! the matching `[co, n·ho·wo]` layout (small: `co × n·ho·wo` values).
+
+use super::geom::{ConvGeom, output, with_scratch};
+use super::{col2im, im2col, inner, matmul, row_major, transposed};
+
+/// `[n, c, hw]` → `[c, n·hw]`.
+fn gather(a: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; a.len()];
+    for (i, image) in a.chunks_exact(c * hw).enumerate().take(n) {
+        for (ch, plane) in image.chunks_exact(hw).enumerate() {
+            out[(ch * n + i) * hw..][..hw].copy_from_slice(plane);
+        }
+    }
+    out
+}
+
+/// Unfolds every image of `x` into `cols`, side by side (row stride n·ho·wo).
+fn unfold(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    let rs = g.n * g.hw_out();
+    for i in 0..g.n {
+        let img = &x[i * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
+        im2col(g, img, (0, g.ho), (&mut cols[i * g.hw_out()..], rs), true);
+    }
+}
+
+/// Forward: `y = W · cols(x)`, as [`super::forward`].
+pub(super) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (hw, rs) = (g.hw_out(), g.n * g.hw_out());
+    let mut ycat = vec![0.0; g.co * rs];
+    with_scratch(g.kk() * rs, |cols| {
+        unfold(g, x, cols);
+        // SAFETY: `ycat` is co×rs, `w` co×kk and `cols` kk×rs, all row-major
+        // and this call's own (`cols` is this thread's scratch buffer).
+        unsafe {
+            matmul(
+                [g.co, rs, g.kk()],
+                row_major(ycat.as_mut_ptr(), rs),
+                false,
+                row_major(w.as_ptr(), g.kk()),
+                row_major(cols.as_ptr(), rs),
+                inner(false),
+            )
+        }
+    });
+    let fill = |y: *mut f32| {
+        for i in 0..g.n {
+            for o in 0..g.co {
+                let src = &ycat[(o * g.n + i) * hw..][..hw];
+                // SAFETY: plane (i, o) of `y [n, co, hw]` is inside the
+                // n·co·hw values `output` allocated, and `src` is a separate
+                // vector.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), y.add((i * g.co + o) * hw), hw)
+                }
+            }
+        }
+    };
+    // SAFETY: the loops copy every (image, channel) plane of hw values.
+    unsafe { output(g.n * g.co * hw, fill) }
+}
+
+/// Input gradient: `dx = col2im(Wᵀ · dY)`, as [`super::backward_input`].
+pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let rs = g.n * g.hw_out();
+    let dycat = gather(dy, g.n, g.co, g.hw_out());
+    let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
+    with_scratch(g.kk() * rs, |cols| {
+        // SAFETY: `cols` is kk×rs (this thread's buffer); `w` (co×kk) is read
+        // transposed; `dycat` is co×rs, row-major.
+        unsafe {
+            matmul(
+                [g.kk(), rs, g.co],
+                row_major(cols.as_mut_ptr(), rs),
+                false,
+                transposed(w.as_ptr(), g.kk()),
+                row_major(dycat.as_ptr(), rs),
+                inner(false),
+            )
+        }
+        for (i, img) in dx.chunks_exact_mut(g.ci * g.hw_in()).enumerate() {
+            col2im(g, (&cols[i * g.hw_out()..], rs), (0, g.ho), img);
+        }
+    });
+    dx
+}
+
+/// Weight gradient: `dW = dY · cols(x)ᵀ`, as [`super::backward_weight`]
+/// (one sum over every pixel of every image: the same bits on every run).
+pub(super) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let rs = g.n * g.hw_out();
+    let dycat = gather(dy, g.n, g.co, g.hw_out());
+    let mut dw = vec![0.0; g.co * g.kk()];
+    with_scratch(g.kk() * rs, |cols| {
+        unfold(g, x, cols);
+        // SAFETY: `dw` is co×kk and this call's own; `dycat` is co×rs;
+        // `cols` (kk×rs, this thread's buffer) is read transposed.
+        unsafe {
+            matmul(
+                [g.co, g.kk(), rs],
+                row_major(dw.as_mut_ptr(), g.kk()),
+                false,
+                row_major(dycat.as_ptr(), rs),
+                transposed(cols.as_ptr(), rs),
+                inner(false),
+            )
+        }
+    });
+    dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_puts_images_side_by_side() {
+        // 2 images × 2 channels × 3 pixels.
+        let a: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(
+            gather(&a, 2, 2, 3),
+            [0., 1., 2., 6., 7., 8., 3., 4., 5., 9., 10., 11.]
+        );
+    }
+}
