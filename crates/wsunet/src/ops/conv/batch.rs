@@ -8,7 +8,7 @@
 //! the matching `[co, n·ho·wo]` layout (small: `co × n·ho·wo` values).
 
 use super::geom::{ConvGeom, output, with_scratch};
-use super::{col2im, im2col, inner, matmul, row_major, transposed};
+use super::{col2im, im2col, inner, input_columns, matmul, row_major, transposed};
 
 /// `[n, c, hw]` → `[c, n·hw]`.
 fn gather(a: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
@@ -75,11 +75,11 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         // SAFETY: `cols` is kk×rs (this thread's buffer); `w` (co×kk) is read
         // transposed; `dycat` is co×rs, row-major.
         unsafe {
-            matmul(
-                [g.kk(), rs, g.co],
+            input_columns(
+                g,
                 row_major(cols.as_mut_ptr(), rs),
-                false,
-                transposed(w.as_ptr(), g.kk()),
+                rs,
+                w,
                 row_major(dycat.as_ptr(), rs),
                 inner(false),
             )
