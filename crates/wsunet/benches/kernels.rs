@@ -95,6 +95,9 @@ fn main() {
         ("b1 bridge", 1, 512, 8, 512, 3, 1, 1),
         ("b1 128² bridge", 1, 512, 4, 512, 3, 1, 1),
         ("128² bridge", 2, 512, 4, 512, 3, 1, 1),
+        // The main command's model (small preset), batch 8, 96².
+        ("main dec1 reduce", 8, 32, 48, 16, 1, 1, 0),
+        ("main bridge", 8, 256, 3, 256, 3, 1, 1),
     ];
     for (name, n, ci, hw, co, k, s, p) in shapes {
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {

@@ -96,23 +96,26 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 pub(super) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let rs = g.n * g.hw_out();
     let dycat = gather(dy, g.n, g.co, g.hw_out());
-    let mut dw = vec![0.0; g.co * g.kk()];
-    with_scratch(g.kk() * rs, |cols| {
-        unfold(g, x, cols);
-        // SAFETY: `dw` is co×kk and this call's own; `dycat` is co×rs;
-        // `cols` (kk×rs, this thread's buffer) is read transposed.
-        unsafe {
-            matmul(
-                [g.co, g.kk(), rs],
-                row_major(dw.as_mut_ptr(), g.kk()),
-                false,
-                row_major(dycat.as_ptr(), rs),
-                transposed(cols.as_ptr(), rs),
-                inner(false),
-            )
-        }
-    });
-    dw
+    let fill = |dw: *mut f32| {
+        with_scratch(g.kk() * rs, |cols| {
+            unfold(g, x, cols);
+            // SAFETY: `dw` is co×kk and this call's own; `dycat` is co×rs;
+            // `cols` (kk×rs, this thread's buffer) is read transposed.
+            unsafe {
+                matmul(
+                    [g.co, g.kk(), rs],
+                    row_major(dw, g.kk()),
+                    false,
+                    row_major(dycat.as_ptr(), rs),
+                    transposed(cols.as_ptr(), rs),
+                    inner(false),
+                )
+            }
+        })
+    };
+    // SAFETY: the `gemm` (k = n·ho·wo ≥ 1, not accumulating) writes all
+    // co×kk values.
+    unsafe { output(g.co * g.kk(), fill) }
 }
 
 #[cfg(test)]

@@ -645,29 +645,36 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let units = g.bands();
     let outer = outer_parallel(units.len());
     let par = inner(outer);
-    let accumulate = |acc: &mut [f32], &(n, r0, rows): &(usize, usize, usize)| {
+    let len = g.co * g.kk();
+    let dot = |&(_, _, rows): &(usize, usize, usize)| dot_product_weight_gradient(g, rows * g.wo);
+    // dW (+)= dY_band · colsᵀ into the co×kk values at `acc`; `add` false
+    // overwrites them (a `gemm` band only: the dot-product path adds).
+    let accumulate = |acc: SendPtr, &(n, r0, rows): &(usize, usize, usize), add: bool| {
         let img = &x[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
         let t = rows * g.wo;
         let dy_band = &dy[n * g.co * g.hw_out() + r0 * g.wo..];
-        // dW += dY_band · colsᵀ: dot products of rows of t pixels.
         with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| {
-            let b = Rows {
-                data: cols,
-                stride: cols_rs,
-                count: g.kk(),
-            };
             if dot_product_weight_gradient(g, t) {
+                debug_assert!(add, "the dot-product path adds to initialized values");
+                let b = Rows {
+                    data: cols,
+                    stride: cols_rs,
+                    count: g.kk(),
+                };
+                // SAFETY: `acc` points at this task's own co×kk values,
+                // initialized (`add` is true on this path).
+                let acc = unsafe { std::slice::from_raw_parts_mut(acc.get(), len) };
                 dot_rows(g, dy_band, b, t, acc, outer);
                 return;
             }
-            // SAFETY: `acc` holds co×kk values and is this task's own;
+            // SAFETY: `acc` points at this task's own co×kk values;
             // `dy_band` reaches co rows of t values at stride ho·wo inside
             // `dy`; `cols` is kk×t with row stride `cols_rs` (see `with_cols`).
             unsafe {
                 matmul(
                     [g.co, g.kk(), t],
-                    row_major(acc.as_mut_ptr(), g.kk()),
-                    true,
+                    row_major(acc.get(), g.kk()),
+                    add,
                     row_major(dy_band.as_ptr(), g.hw_out()),
                     transposed(cols.as_ptr(), cols_rs),
                     par,
@@ -675,21 +682,31 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
         });
     };
-    let len = g.co * g.kk();
+    // One task's sum over its bands: a first `gemm` band writes the sum
+    // without a zeroing pass first (up to 9 MB for a 512-channel kernel).
+    let sum = |units: &[(usize, usize, usize)]| -> Vec<f32> {
+        let Some((first, rest)) = units.split_first().filter(|(u, _)| !dot(u)) else {
+            let mut acc = vec![0.0; len];
+            let ptr = SendPtr(acc.as_mut_ptr());
+            units.iter().for_each(|u| accumulate(ptr, u, true));
+            return acc;
+        };
+        let fill = |p: *mut f32| {
+            accumulate(SendPtr(p), first, false);
+            rest.iter().for_each(|u| accumulate(SendPtr(p), u, true));
+        };
+        // SAFETY: the first band's `gemm` (k = t ≥ 1) overwrites all co×kk
+        // values before the others add to them.
+        unsafe { output(len, fill) }
+    };
     if !outer {
-        let mut acc = vec![0.0; len];
-        units.iter().for_each(|u| accumulate(&mut acc, u));
-        return acc;
+        return sum(&units);
     }
     // Fixed chunks summed in order: the same bits on every run.
     let threads = rayon::current_num_threads();
     let partials: Vec<Vec<f32>> = units
         .par_chunks(units.len().div_ceil(threads))
-        .map(|chunk| {
-            let mut acc = vec![0.0; len];
-            chunk.iter().for_each(|u| accumulate(&mut acc, u));
-            acc
-        })
+        .map(sum)
         .collect();
     let mut parts = partials.into_iter();
     let mut acc = parts.next().unwrap_or_else(|| vec![0.0; len]);
