@@ -4,18 +4,19 @@
 //! the whole kernel (9.4 MB at 512×512×3×3) for 64 pixels. Here the images
 //! sit side by side in one unfolded matrix `[ci·k·k, n·ho·wo]` (image `i`
 //! in columns `i·ho·wo..`), and each product is one `gemm` over all of
-//! them; output gradients and outputs are gathered to and scattered from
-//! the matching `[co, n·ho·wo]` layout (small: `co × n·ho·wo` values).
+//! them; output gradients and outputs go to and from the matching
+//! `[co, n·ho·wo]` layout by [`swap_outer`] (small: `co × n·ho·wo` values).
 
 use super::geom::{ConvGeom, output, with_scratch};
 use super::{col2im, im2col, inner, input_columns, matmul, row_major, transposed};
 
-/// `[n, c, hw]` → `[c, n·hw]`.
-fn gather(a: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    for (i, image) in a.chunks_exact(c * hw).enumerate().take(n) {
-        for (ch, plane) in image.chunks_exact(hw).enumerate() {
-            out[(ch * n + i) * hw..][..hw].copy_from_slice(plane);
+/// `[a, b, hw]` → `[b, a, hw]`: `[n, co, hw]` images to the side-by-side
+/// `[co, n·hw]`, and back with the two counts swapped.
+fn swap_outer(v: &[f32], a: usize, b: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for (i, block) in v.chunks_exact(b * hw).enumerate().take(a) {
+        for (j, plane) in block.chunks_exact(hw).enumerate() {
+            out[(j * a + i) * hw..][..hw].copy_from_slice(plane);
         }
     }
     out
@@ -32,7 +33,7 @@ fn unfold(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
 
 /// Forward: `y = W · cols(x)`, as [`super::forward`].
 pub(super) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (hw, rs) = (g.hw_out(), g.n * g.hw_out());
+    let rs = g.n * g.hw_out();
     let mut ycat = vec![0.0; g.co * rs];
     with_scratch(g.kk() * rs, |cols| {
         unfold(g, x, cols);
@@ -49,27 +50,13 @@ pub(super) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
             )
         }
     });
-    let fill = |y: *mut f32| {
-        for i in 0..g.n {
-            for o in 0..g.co {
-                let src = &ycat[(o * g.n + i) * hw..][..hw];
-                // SAFETY: plane (i, o) of `y [n, co, hw]` is inside the
-                // n·co·hw values `output` allocated, and `src` is a separate
-                // vector.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src.as_ptr(), y.add((i * g.co + o) * hw), hw)
-                }
-            }
-        }
-    };
-    // SAFETY: the loops copy every (image, channel) plane of hw values.
-    unsafe { output(g.n * g.co * hw, fill) }
+    swap_outer(&ycat, g.co, g.n, g.hw_out())
 }
 
 /// Input gradient: `dx = col2im(Wᵀ · dY)`, as [`super::backward_input`].
 pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let rs = g.n * g.hw_out();
-    let dycat = gather(dy, g.n, g.co, g.hw_out());
+    let dycat = swap_outer(dy, g.n, g.co, g.hw_out());
     let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
     with_scratch(g.kk() * rs, |cols| {
         // SAFETY: `cols` is kk×rs (this thread's buffer); `w` (co×kk) is read
@@ -95,7 +82,7 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// (one sum over every pixel of every image: the same bits on every run).
 pub(super) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let rs = g.n * g.hw_out();
-    let dycat = gather(dy, g.n, g.co, g.hw_out());
+    let dycat = swap_outer(dy, g.n, g.co, g.hw_out());
     let fill = |dw: *mut f32| {
         with_scratch(g.kk() * rs, |cols| {
             unfold(g, x, cols);
@@ -123,12 +110,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gather_puts_images_side_by_side() {
+    fn swap_outer_puts_images_side_by_side_and_back() {
         // 2 images × 2 channels × 3 pixels.
         let a: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let side_by_side = swap_outer(&a, 2, 2, 3);
         assert_eq!(
-            gather(&a, 2, 2, 3),
+            side_by_side,
             [0., 1., 2., 6., 7., 8., 3., 4., 5., 9., 10., 11.]
         );
+        // 3 images × 2 channels × 2 pixels and back.
+        let b: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(swap_outer(&swap_outer(&b, 3, 2, 2), 2, 3, 2), b);
     }
 }
