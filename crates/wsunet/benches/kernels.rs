@@ -96,7 +96,11 @@ fn main() {
         ("b1 128² bridge", 1, 512, 4, 512, 3, 1, 1),
         ("128² bridge", 2, 512, 4, 512, 3, 1, 1),
         // The main command's model (small preset), batch 8, 96².
+        ("main stem", 8, 3, 96, 16, 7, 2, 3),
+        ("main stage1 conv1", 8, 16, 48, 32, 3, 2, 1),
+        ("main stage1 proj", 8, 16, 48, 32, 1, 2, 0),
         ("main dec1 reduce", 8, 32, 48, 16, 1, 1, 0),
+        ("main dec1 refine", 8, 32, 48, 16, 3, 1, 1),
         ("main bridge", 8, 256, 3, 256, 3, 1, 1),
     ];
     for (name, n, ci, hw, co, k, s, p) in shapes {

@@ -8,7 +8,11 @@
 //! `[co, n·ho·wo]` layout by [`swap_outer`] (small: `co × n·ho·wo` values).
 
 use super::geom::{ConvGeom, output, with_scratch};
-use super::{col2im, im2col, inner, input_columns, matmul, row_major, transposed};
+use rayon::prelude::*;
+
+use super::{
+    col2im, im2col, images_in_parallel, inner, input_columns, matmul, row_major, transposed,
+};
 
 /// `[a, b, hw]` → `[b, a, hw]`: `[n, co, hw]` images to the side-by-side
 /// `[co, n·hw]`, and back with the two counts swapped.
@@ -58,6 +62,7 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let rs = g.n * g.hw_out();
     let dycat = swap_outer(dy, g.n, g.co, g.hw_out());
     let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
+    let outer = images_in_parallel(g.n);
     with_scratch(g.kk() * rs, |cols| {
         // SAFETY: `cols` is kk×rs (this thread's buffer); `w` (co×kk) is read
         // transposed; `dycat` is co×rs, row-major.
@@ -71,8 +76,18 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
                 inner(false),
             )
         }
-        for (i, img) in dx.chunks_exact_mut(g.ci * g.hw_in()).enumerate() {
-            col2im(g, (&cols[i * g.hw_out()..], rs), (0, g.ho), img);
+        let cols = &*cols;
+        let image = |(i, img): (usize, &mut [f32])| {
+            col2im(g, (&cols[i * g.hw_out()..], rs), (0, g.ho), img, !outer);
+        };
+        if outer {
+            dx.par_chunks_exact_mut(g.ci * g.hw_in())
+                .enumerate()
+                .for_each(image);
+        } else {
+            dx.chunks_exact_mut(g.ci * g.hw_in())
+                .enumerate()
+                .for_each(image);
         }
     });
     dx

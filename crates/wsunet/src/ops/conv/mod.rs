@@ -159,6 +159,18 @@ fn outer_parallel(units: usize) -> bool {
     threads > 1 && units >= 2 * threads
 }
 
+/// Whether an input gradient's images run in parallel, one thread each
+/// (`gemm` and col2im single-threaded), rather than one after another with
+/// both split across the threads: each image's col2im adds into its own
+/// planes only. From as many images as threads on: the strided layers'
+/// input gradients (`cargo bench --bench kernels`, 2×32×128² → 64, 3×3 /2
+/// 3.5–3.8 → 2.1–2.3 ms; 8×16×48² → 32, 1.4 → 0.5 ms), where each band's
+/// small `gemm` and col2im split in two cost more in hand-offs than they save.
+fn images_in_parallel(n: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1 && n >= threads
+}
+
 fn inner(outer: bool) -> Parallelism {
     let threads = rayon::current_num_threads();
     if outer || threads == 1 {
@@ -374,30 +386,45 @@ fn shifted_copy(
 
 /// Adds `cols [ci·k·k, rows·wo]` (rows `rs` values apart, as in
 /// [`im2col`]) back onto the input rows they came from.
-fn col2im(g: &ConvGeom, (cols, rs): (&[f32], usize), (r0, rows): (usize, usize), img: &mut [f32]) {
+/// `par`: parallel over channels (each channel's rows add to its own plane).
+fn col2im(
+    g: &ConvGeom,
+    (cols, rs): (&[f32], usize),
+    (r0, rows): (usize, usize),
+    img: &mut [f32],
+    par: bool,
+) {
     let t = rows * g.wo;
     let kk2 = g.k * g.k;
-    img.par_chunks_mut(g.hw_in())
-        .zip(cols[..(g.ci * kk2 - 1) * rs + t].par_chunks(kk2 * rs))
-        .for_each(|(plane, chunk)| {
-            for ky in 0..g.k {
-                for kx in 0..g.k {
-                    let src = &chunk[(ky * g.k + kx) * rs..][..t];
-                    let (lo, hi) = g.inside_cols(kx);
-                    for r in 0..rows {
-                        let Some(iy) = g.input_row(r0 + r, ky) else {
-                            continue;
-                        };
-                        let dst = &mut plane[iy * g.w..][..g.w];
-                        let row = &src[r * g.wo..][..g.wo];
-                        let ix0 = lo * g.s + kx - g.p;
-                        for (o, v) in row[lo..hi].iter().enumerate() {
-                            dst[ix0 + o * g.s] += v;
-                        }
+    let channel = |(plane, chunk): (&mut [f32], &[f32])| {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let src = &chunk[(ky * g.k + kx) * rs..][..t];
+                let (lo, hi) = g.inside_cols(kx);
+                for r in 0..rows {
+                    let Some(iy) = g.input_row(r0 + r, ky) else {
+                        continue;
+                    };
+                    let dst = &mut plane[iy * g.w..][..g.w];
+                    let row = &src[r * g.wo..][..g.wo];
+                    let ix0 = lo * g.s + kx - g.p;
+                    for (o, v) in row[lo..hi].iter().enumerate() {
+                        dst[ix0 + o * g.s] += v;
                     }
                 }
             }
-        });
+        }
+    };
+    let cols = &cols[..(g.ci * kk2 - 1) * rs + t];
+    if par {
+        img.par_chunks_mut(g.hw_in())
+            .zip(cols.par_chunks(kk2 * rs))
+            .for_each(channel);
+    } else {
+        img.chunks_mut(g.hw_in())
+            .zip(cols.chunks(kk2 * rs))
+            .for_each(channel);
+    }
 }
 
 /// Calls `f` with the unfolded band (output rows `r0..r0+rows` of image
@@ -570,29 +597,40 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         return batch::backward_input(g, dy, w);
     }
     let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
-    let par = inner(false);
-    for (n, r0, rows) in g.bands() {
-        let t = rows * g.wo;
-        let img = &mut dx[n * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
-        let dy_band = &dy[n * g.co * g.hw_out() + r0 * g.wo..];
-        with_scratch(g.kk() * t, |cols| {
-            // cols = Wᵀ · dY[n][:, band]
-            // SAFETY: `cols` holds kk×t values; `w` (co×kk) is read
-            // transposed; `dy_band` reaches co rows of t values at stride
-            // ho·wo from output row r0 of image n, inside `dy`; `cols` is this
-            // thread's own buffer.
-            unsafe {
-                input_columns(
-                    g,
-                    row_major(cols.as_mut_ptr(), t),
-                    t,
-                    w,
-                    row_major(dy_band.as_ptr(), g.hw_out()),
-                    par,
-                )
-            }
-            col2im(g, (cols, t), (r0, rows), img);
-        });
+    // Bands of one image add into overlapping input rows, so they run in
+    // order; images run in parallel where there are enough of them.
+    let bands = g.bands();
+    let outer = images_in_parallel(g.n);
+    let par = inner(outer);
+    let image = |(n, img): (usize, &mut [f32])| {
+        for &(_, r0, rows) in bands.iter().filter(|b| b.0 == n) {
+            let t = rows * g.wo;
+            let dy_band = &dy[n * g.co * g.hw_out() + r0 * g.wo..];
+            with_scratch(g.kk() * t, |cols| {
+                // cols = Wᵀ · dY[n][:, band]
+                // SAFETY: `cols` holds kk×t values; `w` (co×kk) is read
+                // transposed; `dy_band` reaches co rows of t values at stride
+                // ho·wo from output row r0 of image n, inside `dy`; `cols` is this
+                // thread's own buffer.
+                unsafe {
+                    input_columns(
+                        g,
+                        row_major(cols.as_mut_ptr(), t),
+                        t,
+                        w,
+                        row_major(dy_band.as_ptr(), g.hw_out()),
+                        par,
+                    )
+                }
+                col2im(g, (cols, t), (r0, rows), img, !outer);
+            });
+        }
+    };
+    let len = g.ci * g.hw_in();
+    if outer {
+        dx.par_chunks_mut(len).enumerate().for_each(image);
+    } else {
+        dx.chunks_mut(len).enumerate().for_each(image);
     }
     dx
 }
@@ -606,11 +644,18 @@ const DOT_MIN_PIXELS: usize = 256;
 /// row dot products: for 1×1 and strided convolutions, where `gemm` spends
 /// more time packing (transposing) its operands than multiplying — 2–3×
 /// faster there (`cargo bench --bench kernels`: 1×1 at 128², 20–33 →
-/// 70–120 GFLOP/s). On stride-1 3×3 layers `gemm` is as fast or faster
-/// (100–190 against 90–125 GFLOP/s), so they keep it.
+/// 70–120 GFLOP/s) — and for layers of at most [`SKINNY_CO`] output
+/// channels, whose `gemm` has too few rows to pay for packing the unfolded
+/// input. Other stride-1 3×3 layers keep `gemm`, as fast or faster (100–190
+/// against 90–125 GFLOP/s; at 32 output channels 8.7–9.1 against 10.4–10.5 ms).
 fn dot_product_weight_gradient(g: &ConvGeom, t: usize) -> bool {
-    (g.k == 1 || g.s > 1) && t >= DOT_MIN_PIXELS && dot_gemm::available()
+    (g.k == 1 || g.s > 1 || g.co <= SKINNY_CO) && t >= DOT_MIN_PIXELS && dot_gemm::available()
 }
+
+/// Output channels up to which every weight gradient takes the dot-product
+/// path: 8×32×48² → 16, 3×3 (the main command's last decoder step) 2.1–2.2
+/// → 1.5–1.6 ms.
+const SKINNY_CO: usize = 16;
 
 /// `acc [co, kk] += dY_band · colsᵀ` for a band of `t` pixels; the output
 /// channels are split across threads unless bands already run in parallel.
@@ -979,6 +1024,34 @@ mod tests {
             let wt = values(co * ci * k * k, 50 + i as u32);
             let dy = values(n * co * g.ho * g.wo, 100 + i as u32);
             close(&forward(&g, &x, &wt), &reference(&g, &x, &wt), "y");
+            let (dx, dw) = reference_grads(&g, &x, &wt, &dy);
+            close(&backward_input(&g, &dy, &wt), &dx, "dx");
+            close(&backward_weight(&g, &x, &dy), &dw, "dw");
+        }
+    }
+
+    /// Paths the small cases above do not reach: a strided input gradient
+    /// of several images too large for one band, each image's bands (whose
+    /// col2im rows overlap) in order on its own thread; and a stride-1 3×3
+    /// weight gradient of at most `SKINNY_CO` output channels as row dot
+    /// products.
+    #[test]
+    fn images_in_parallel_and_skinny_weight_gradients_match_the_definition() {
+        for (i, &(n, ci, h, w, co, k, s, p)) in [
+            (3, 16, 130, 127, 5, 3, 2, 1),
+            (1, 4, 20, 21, 6, 3, 1, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeom::new([n, ci, h, w], [co, ci, k, k], s, p).unwrap();
+            assert!(!g.whole_batch(), "{g:?}");
+            if n > 1 {
+                assert!(g.bands().len() >= 2 * n, "{:?}", g.bands());
+            }
+            let x = values(n * ci * h * w, 7 + i as u32);
+            let wt = values(co * ci * k * k, 70 + i as u32);
+            let dy = values(n * co * g.ho * g.wo, 170 + i as u32);
             let (dx, dw) = reference_grads(&g, &x, &wt, &dy);
             close(&backward_input(&g, &dy, &wt), &dx, "dx");
             close(&backward_weight(&g, &x, &dy), &dw, "dw");
