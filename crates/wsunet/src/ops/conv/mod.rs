@@ -1037,12 +1037,10 @@ mod tests {
     /// products.
     #[test]
     fn images_in_parallel_and_skinny_weight_gradients_match_the_definition() {
-        for (i, &(n, ci, h, w, co, k, s, p)) in [
-            (3, 16, 130, 127, 5, 3, 2, 1),
-            (1, 4, 20, 21, 6, 3, 1, 1),
-        ]
-        .iter()
-        .enumerate()
+        for (i, &(n, ci, h, w, co, k, s, p)) in
+            [(3, 16, 130, 127, 5, 3, 2, 1), (1, 4, 20, 21, 6, 3, 1, 1)]
+                .iter()
+                .enumerate()
         {
             let g = ConvGeom::new([n, ci, h, w], [co, ci, k, k], s, p).unwrap();
             assert!(!g.whole_batch(), "{g:?}");
