@@ -66,6 +66,8 @@ mutant all "weight gradient reads the first image's dY for every image" crates/w
   '/^pub fn backward_weight/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
 mutant all "strided input gradient, images in parallel: every image reads the first image's dY" crates/wsunet/src/ops/conv/mod.rs \
   '/^pub fn backward_input/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
+mutant all "strided im2col reads every tap from the first column phase" crates/wsunet/src/ops/conv/mod.rs \
+  's/phase_start\[ix0 % g.s\]/phase_start[0]/'
 mutant all "the whole batch as one band: every image unfolded into the first image's columns" crates/wsunet/src/ops/conv/batch.rs \
   's/im2col(g, img, (0, g.ho), (\&mut cols\[i \* g.hw_out()..\], rs), true);/im2col(g, img, (0, g.ho), (\&mut cols[..], rs), true);/'
 mutant quick "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \

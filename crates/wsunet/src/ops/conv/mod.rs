@@ -308,8 +308,27 @@ fn im2col(
     let t = rows * g.wo;
     let kk2 = g.k * g.k;
     let same = g.s == 1 && g.wo == g.w && g.ho == g.h;
+    // Strided taps that overlap (3×3 /2, 7×7 /2) read each input value
+    // several times: split the band's input rows by column phase once, and
+    // every tap's row is one contiguous copy instead of a strided gather.
+    let split = g.s > 1 && g.k > g.s && rows > 0;
+    let phase_start: Vec<usize> = (0..g.s)
+        .scan(0, |at, q| {
+            let start = *at;
+            *at += g.w.saturating_sub(q).div_ceil(g.s);
+            Some(start)
+        })
+        .collect();
+    let split_rows = {
+        let y0 = (r0 * g.s).saturating_sub(g.p).min(g.h);
+        let y1 = ((r0 + rows).saturating_sub(1) * g.s + g.k)
+            .saturating_sub(g.p)
+            .clamp(y0, g.h);
+        (y0, y1)
+    };
     let channel = |(c, chunk): (usize, &mut [f32])| {
         let plane = &img[c * g.hw_in()..][..g.hw_in()];
+        let phases = split.then(|| phase_split(plane, g.w, g.s, split_rows));
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let dst = &mut chunk[(ky * g.k + kx) * rs..][..t];
@@ -327,9 +346,16 @@ fn im2col(
                     let src = &plane[iy * g.w..][..g.w];
                     row[..lo].fill(0.0);
                     row[hi..].fill(0.0);
+                    if hi == lo {
+                        continue;
+                    }
                     let ix0 = lo * g.s + kx - g.p;
                     if g.s == 1 {
                         row[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
+                    } else if let Some(phases) = &phases {
+                        // src[ix0 + o·s] is phase ix0 % s's value ix0 / s + o.
+                        let at = (iy - split_rows.0) * g.w + phase_start[ix0 % g.s] + ix0 / g.s;
+                        row[lo..hi].copy_from_slice(&phases[at..][..hi - lo]);
                     } else {
                         for (o, v) in row[lo..hi].iter_mut().enumerate() {
                             *v = src[ix0 + o * g.s];
@@ -345,6 +371,19 @@ fn im2col(
     } else {
         cols.chunks_mut(kk2 * rs).enumerate().for_each(channel);
     }
+}
+
+/// Rows `y0..y1` of a `w`-wide `plane`, each row's columns regrouped by
+/// phase: columns `q, q + s, q + 2s, …` for `q = 0, 1, …, s − 1`, one
+/// after another (phase `q` starts at the sum of the earlier phases' lengths).
+fn phase_split(plane: &[f32], w: usize, s: usize, (y0, y1): (usize, usize)) -> Vec<f32> {
+    let mut out = Vec::with_capacity((y1 - y0) * w);
+    for row in plane[y0 * w..y1 * w].chunks_exact(w) {
+        for q in 0..s {
+            out.extend(row.iter().skip(q).step_by(s));
+        }
+    }
+    out
 }
 
 /// One row of the unfolded matrix of a stride-1 "same" convolution: the input
@@ -1005,6 +1044,8 @@ mod tests {
             (1, 2, 1, 1, 3, 3, 2, 1),
             // A one-row image, strided.
             (1, 2, 1, 7, 3, 3, 2, 1),
+            // Stride 3 with overlapping taps: three column phases of 4, 3, 3.
+            (1, 2, 11, 10, 3, 5, 3, 2),
             // One input and one output channel.
             (1, 1, 6, 5, 1, 3, 1, 1),
             // The whole batch as one band (batch.rs; so are the small
