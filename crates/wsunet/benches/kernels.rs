@@ -12,7 +12,7 @@
 mod common;
 
 use common::median_ms;
-use wsunet::ops::kernels::{self as conv, ConvGeom};
+use wsunet::ops::kernels::{self as conv, ConvGeom, ResizeGeom};
 
 fn values(len: usize) -> Vec<f32> {
     (0..len)
@@ -120,6 +120,44 @@ fn main() {
             gflops(m, f),
             gflops(m, bi),
             gflops(m, bw)
+        );
+    }
+    resizes(&filters, rounds);
+}
+
+/// The decoder's bilinear resizes (and the head's), forward and backward:
+/// bound by memory, so GB/s of the planes read and written.
+fn resizes(filters: &[String], rounds: usize) {
+    println!("\n| resize | planes, map → map | forward | backward |");
+    println!("|---|---|---|---|");
+    // (name, planes, in size, out size)
+    let shapes = [
+        ("dec1 up", 2 * 64, 64, 128),
+        ("head up", 2 * 4, 128, 256),
+        ("main dec1 up", 8 * 32, 24, 48),
+        ("main dec3 up", 8 * 128, 6, 12),
+        ("main head up", 8 * 4, 48, 96),
+    ];
+    for (name, planes, h, ho) in shapes {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let g = ResizeGeom {
+            planes,
+            h,
+            w: h,
+            ho,
+            wo: ho,
+        };
+        let x = values(planes * h * h);
+        let dy = values(planes * ho * ho);
+        let f = median_ms(rounds, || drop(conv::resize_forward(&g, &x)));
+        let b = median_ms(rounds, || drop(conv::resize_backward(&g, &dy)));
+        let gbs = |ms: f64| 4.0 * (planes * (h * h + ho * ho)) as f64 / (ms * 1e6);
+        println!(
+            "| {name} | {planes}, {h}² → {ho}² | {f:.3} ms, {:.1} GB/s | {b:.3} ms, {:.1} GB/s |",
+            gbs(f),
+            gbs(b)
         );
     }
 }

@@ -42,11 +42,12 @@ pub(crate) mod seg_loss;
 mod simd;
 pub(crate) mod standardize;
 
-/// The convolution kernels on raw `f32` slices, for `benches/kernels.rs`
-/// only: not part of the API, and free to change.
+/// The convolution and resize kernels on raw `f32` slices, for
+/// `benches/kernels.rs` only: not part of the API, and free to change.
 #[doc(hidden)]
 pub mod kernels {
     pub use super::conv::{ConvGeom, backward_input, backward_weight, forward};
+    pub use super::resize::{ResizeGeom, backward as resize_backward, forward as resize_forward};
 }
 
 pub use batch_norm::{BnTrainOutput, batch_norm_train};

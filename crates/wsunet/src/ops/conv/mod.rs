@@ -311,24 +311,25 @@ fn im2col(
     // Strided taps that overlap (3×3 /2, 7×7 /2) read each input value
     // several times: split the band's input rows by column phase once, and
     // every tap's row is one contiguous copy instead of a strided gather.
-    let split = g.s > 1 && g.k > g.s && rows > 0;
-    let phase_start: Vec<usize> = (0..g.s)
-        .scan(0, |at, q| {
-            let start = *at;
-            *at += g.w.saturating_sub(q).div_ceil(g.s);
-            Some(start)
-        })
-        .collect();
-    let split_rows = {
+    let split = (g.s > 1 && g.k > g.s && rows > 0).then(|| {
         let y0 = (r0 * g.s).saturating_sub(g.p).min(g.h);
-        let y1 = ((r0 + rows).saturating_sub(1) * g.s + g.k)
+        let y1 = ((r0 + rows - 1) * g.s + g.k)
             .saturating_sub(g.p)
             .clamp(y0, g.h);
-        (y0, y1)
-    };
+        let start: Vec<usize> = (0..g.s)
+            .scan(0, |at, q| {
+                let start = *at;
+                *at += g.w.saturating_sub(q).div_ceil(g.s);
+                Some(start)
+            })
+            .collect();
+        (start, (y0, y1))
+    });
     let channel = |(c, chunk): (usize, &mut [f32])| {
         let plane = &img[c * g.hw_in()..][..g.hw_in()];
-        let phases = split.then(|| phase_split(plane, g.w, g.s, split_rows));
+        let phases = split
+            .as_ref()
+            .map(|(start, rows)| (start, rows.0, phase_split(plane, g.w, g.s, *rows)));
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let dst = &mut chunk[(ky * g.k + kx) * rs..][..t];
@@ -352,9 +353,9 @@ fn im2col(
                     let ix0 = lo * g.s + kx - g.p;
                     if g.s == 1 {
                         row[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
-                    } else if let Some(phases) = &phases {
+                    } else if let Some((start, y0, phases)) = &phases {
                         // src[ix0 + o·s] is phase ix0 % s's value ix0 / s + o.
-                        let at = (iy - split_rows.0) * g.w + phase_start[ix0 % g.s] + ix0 / g.s;
+                        let at = (iy - y0) * g.w + start[ix0 % g.s] + ix0 / g.s;
                         row[lo..hi].copy_from_slice(&phases[at..][..hi - lo]);
                     } else {
                         for (o, v) in row[lo..hi].iter_mut().enumerate() {
