@@ -81,7 +81,7 @@ mutant quick "direct convolution reads the kernel transposed (ky and kx swapped)
 mutant all "conv2d_cat reads the second input's channels rotated by one" crates/wsunet/src/ops/conv/direct.rs \
   's|Some(ca) => \&self.b\[(n \* (g.ci - ca) + c - ca) \* hw..\]\[..hw\],|Some(ca) => \&self.b[(n * (g.ci - ca) + (c - ca + 1) % (g.ci - ca)) * hw..][..hw],|'
 mutant quick "resize backward sends the right neighbour's share to the left one" crates/wsunet/src/ops/resize.rs \
-  's|plane\[y0 \* g.w + x1\] += lx \* top;|plane[y0 * g.w + x0] += lx * top;|'
+  's|readers\[i1\].push((o, l1));|readers[i0].push((o, l1));|'
 mutant all "loss kernel: Dice's intersection counted once, not twice" crates/wsunet/src/ops/seg_loss.rs \
   's|let truth = if k == t { 2.0 } else { 0.0 };|let truth = if k == t { 1.0 } else { 0.0 };|'
 mutant quick "BatchNorm's running variance biased (no n/(n-1))" crates/wsunet/src/layers/batch_norm.rs \
