@@ -285,16 +285,23 @@ mod tests {
 
     /// The CPU kernel and the composed ops give the same loss and the same
     /// gradient of the logits: ignored pixels, class weights, a class absent
-    /// from the batch.
+    /// from the batch; images of one block of pixels and of two (the second
+    /// shorter).
     #[test]
     fn the_cpu_kernel_equals_the_composed_loss() {
-        use burn::tensor::Distribution;
         let device = Device::flex().autodiff();
         // `forward` takes the kernel here.
         assert!(runs_here(&device, burn::tensor::DType::F32));
-        let logits = Tensor::<4>::random([2, 4, 9, 7], Distribution::Normal(0.0, 2.0), &device);
+        for [h, w] in [[9, 7], [70, 65]] {
+            the_cpu_kernel_equals_the_composed_loss_at(&device, h, w);
+        }
+    }
+
+    fn the_cpu_kernel_equals_the_composed_loss_at(device: &Device, h: usize, w: usize) {
+        use burn::tensor::Distribution;
+        let logits = Tensor::<4>::random([2, 4, h, w], Distribution::Normal(0.0, 2.0), device);
         // Classes 0..2 and the ignore label 9: class 3 never occurs.
-        let labels: Vec<i64> = (0..2 * 9 * 7)
+        let labels: Vec<i64> = (0..2 * h * w)
             .map(|i| {
                 if i % 7 == 3 {
                     9
@@ -303,7 +310,7 @@ mod tests {
                 }
             })
             .collect();
-        let target = Tensor::<3, Int>::from_data(TensorData::new(labels, [2, 9, 7]), &device);
+        let target = Tensor::<3, Int>::from_data(TensorData::new(labels, [2, h, w]), device);
         for (kind, _) in LossKind::ALL {
             for weights in [None, Some(vec![0.5f32, 2.0, 1.0, 3.0])] {
                 let mut loss = SegLoss::new(kind, 9);
