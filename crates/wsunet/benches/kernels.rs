@@ -87,6 +87,7 @@ fn main() {
         ("bridge", 2, 512, 8, 512, 3, 1, 1),
         ("dec1 reduce", 2, 64, 128, 32, 1, 1, 0),
         ("dec1 refine", 2, 64, 128, 32, 3, 1, 1),
+        ("dec2 refine", 2, 128, 64, 64, 3, 1, 1),
         ("b1 stage1 conv2", 1, 64, 64, 64, 3, 1, 1),
         ("b1 stage3 conv2", 1, 256, 16, 256, 3, 1, 1),
         ("b1 dec1 refine", 1, 64, 128, 32, 3, 1, 1),
@@ -101,10 +102,12 @@ fn main() {
         ("main stage1 proj", 8, 16, 48, 32, 1, 2, 0),
         ("main dec1 reduce", 8, 32, 48, 16, 1, 1, 0),
         ("main dec1 refine", 8, 32, 48, 16, 3, 1, 1),
+        ("main stage1 conv2", 8, 32, 24, 32, 3, 1, 1),
+        ("main dec2 refine", 8, 64, 24, 32, 3, 1, 1),
         ("main stage2 conv2", 8, 64, 12, 64, 3, 1, 1),
-        ("main dec2 refine", 8, 128, 12, 64, 3, 1, 1),
+        ("main dec3 refine", 8, 128, 12, 64, 3, 1, 1),
         ("main stage3 conv2", 8, 128, 6, 128, 3, 1, 1),
-        ("main dec3 refine", 8, 256, 6, 128, 3, 1, 1),
+        ("main dec4 refine", 8, 256, 6, 128, 3, 1, 1),
         ("main bridge", 8, 256, 3, 256, 3, 1, 1),
     ];
     for (name, n, ci, hw, co, k, s, p) in shapes {

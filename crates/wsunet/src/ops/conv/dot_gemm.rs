@@ -18,7 +18,9 @@
 /// Values of each row per pass: `(MR + NR) · KC` floats stay in L1.
 const KC: usize = 512;
 
-/// One matrix of rows: row `i` is `data[i·stride..][..k]`.
+/// One matrix of rows: row `i` is `data[i·stride..][..k]`, or
+/// `data[starts[i]..][..k]` when the rows are given by their starts (rows
+/// that overlap: a convolution's taps as shifted views of one padded plane).
 #[derive(Clone, Copy)]
 pub(super) struct Rows<'a> {
     /// The values.
@@ -27,11 +29,46 @@ pub(super) struct Rows<'a> {
     pub stride: usize,
     /// Rows.
     pub count: usize,
+    /// Where each row starts, in place of `i·stride`.
+    pub starts: Option<&'a [usize]>,
 }
 
-impl Rows<'_> {
+impl<'a> Rows<'a> {
+    /// `count` rows of `data`, `stride` values apart.
+    pub(super) fn strided(data: &'a [f32], stride: usize, count: usize) -> Self {
+        Rows {
+            data,
+            stride,
+            count,
+            starts: None,
+        }
+    }
+
+    /// The rows of `data` that start at `starts`.
+    pub(super) fn at(data: &'a [f32], starts: &'a [usize]) -> Self {
+        Rows {
+            data,
+            stride: 0,
+            count: starts.len(),
+            starts: Some(starts),
+        }
+    }
+
+    fn start(&self, i: usize) -> usize {
+        self.starts.map_or(i * self.stride, |s| s[i])
+    }
+
     fn row(&self, i: usize, from: usize, len: usize) -> &[f32] {
-        &self.data[i * self.stride + from..][..len]
+        &self.data[self.start(i) + from..][..len]
+    }
+
+    /// Whether every row holds `k` values.
+    fn fit(&self, k: usize) -> bool {
+        let last = match self.starts {
+            Some(s) => s.iter().copied().max().unwrap_or(0),
+            None => self.count.saturating_sub(1) * self.stride,
+        };
+        self.data.len() >= last + k
     }
 }
 
@@ -64,7 +101,7 @@ pub(super) fn dot_gemm(k: usize, a: Rows, b: Rows, c: &mut [f32], ldc: usize, ac
         return;
     }
     assert!(
-        a.data.len() >= (m - 1) * a.stride + k && b.data.len() >= (n - 1) * b.stride + k,
+        a.fit(k) && b.fit(k),
         "dot_gemm: rows of {k} values do not fit ({m} rows, {} values, stride {}; {n} rows, {} values, stride {})",
         a.data.len(),
         a.stride,
@@ -219,11 +256,7 @@ mod tests {
             let start = values(m * ldc, 3);
             for accumulate in [false, true] {
                 let mut c = start.clone();
-                let rows = |data, stride, count| Rows {
-                    data,
-                    stride,
-                    count,
-                };
+                let rows = Rows::strided;
                 dot_gemm(
                     k,
                     rows(&a, lda, m),

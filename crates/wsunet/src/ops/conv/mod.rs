@@ -41,6 +41,7 @@ use rayon::prelude::*;
 
 mod batch;
 mod direct;
+mod direct_wgrad;
 mod dot_gemm;
 mod geom;
 
@@ -694,7 +695,8 @@ fn dot_product_weight_gradient(g: &ConvGeom, t: usize) -> bool {
 
 /// Output channels up to which every weight gradient takes the dot-product
 /// path: 8×32×48² → 16, 3×3 (the main command's last decoder step) 2.1–2.2
-/// → 1.5–1.6 ms.
+/// → 1.5–1.6 ms through im2col, and since without it (`direct_wgrad.rs`,
+/// stride 1, rows of 12 outputs or more) 1.9 → 1.5–1.6 on a slower day.
 const SKINNY_CO: usize = 16;
 
 /// `acc [co, kk] += dY_band · colsᵀ` for a band of `t` pixels; the output
@@ -702,11 +704,8 @@ const SKINNY_CO: usize = 16;
 fn dot_rows(g: &ConvGeom, dy_band: &[f32], cols: Rows, t: usize, acc: &mut [f32], outer: bool) {
     let threads = rayon::current_num_threads();
     let kk = g.kk();
-    let dy_rows = |o0: usize, count: usize| Rows {
-        data: &dy_band[o0 * g.hw_out()..],
-        stride: g.hw_out(),
-        count,
-    };
+    let dy_rows =
+        |o0: usize, count: usize| Rows::strided(&dy_band[o0 * g.hw_out()..], g.hw_out(), count);
     if outer || threads == 1 {
         return dot_gemm(t, dy_rows(0, g.co), cols, acc, kk, true);
     }
@@ -724,6 +723,9 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         g.n * g.co * g.hw_out(),
         "conv output-gradient size"
     );
+    if direct_wgrad::suits(g) {
+        return direct_wgrad::backward_weight(g, x, dy);
+    }
     if g.whole_batch() && !dot_product_weight_gradient(g, g.hw_out()) {
         return batch::backward_weight(g, x, dy);
     }
@@ -741,11 +743,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         with_cols(g, img, (r0, rows), !outer, |cols, cols_rs| {
             if dot_product_weight_gradient(g, t) {
                 debug_assert!(add, "the dot-product path adds to initialized values");
-                let b = Rows {
-                    data: cols,
-                    stride: cols_rs,
-                    count: g.kk(),
-                };
+                let b = Rows::strided(cols, cols_rs, g.kk());
                 // SAFETY: `acc` points at this task's own co×kk values,
                 // initialized (`add` is true on this path).
                 let acc = unsafe { std::slice::from_raw_parts_mut(acc.get(), len) };
@@ -1094,6 +1092,32 @@ mod tests {
             let dy = values(n * co * g.ho * g.wo, 170 + i as u32);
             let (dx, dw) = reference_grads(&g, &x, &wt, &dy);
             close(&backward_input(&g, &dy, &wt), &dx, "dx");
+            close(&backward_weight(&g, &x, &dy), &dw, "dw");
+        }
+    }
+
+    /// The weight gradient without im2col (`direct_wgrad.rs`): images in
+    /// parallel and one after another with the output channels split, with
+    /// padding 1, none ("valid", a 5×5 kernel) and k − 1.
+    #[test]
+    fn weight_gradients_from_padded_planes_match_the_definition() {
+        for (i, &(n, ci, h, w, co, k, s, p)) in [
+            (3, 5, 14, 13, 7, 3, 1, 1),
+            (1, 4, 12, 17, 16, 5, 1, 0),
+            (2, 3, 9, 14, 5, 3, 1, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeom::new([n, ci, h, w], [co, ci, k, k], s, p).unwrap();
+            if crate::ops::skip_without_simd(dot_gemm::available(), "dot-product gemm") {
+                return;
+            }
+            assert!(direct_wgrad::suits(&g), "{g:?}");
+            let x = values(n * ci * h * w, 9 + i as u32);
+            let wt = values(co * ci * k * k, 90 + i as u32);
+            let dy = values(n * co * g.ho * g.wo, 190 + i as u32);
+            let (_, dw) = reference_grads(&g, &x, &wt, &dy);
             close(&backward_weight(&g, &x, &dy), &dw, "dw");
         }
     }
