@@ -332,13 +332,15 @@ struct BackwardBlock<'a> {
     group: usize,
     /// (mean, rstd) of the block.
     stats: (f32, f32),
-    /// What followed, with the block's residual and its gradient's block.
-    tail: Tail<(&'a [f32], &'a mut [f32])>,
+    /// What followed, with the block's residual and its gradient's block
+    /// (every value written).
+    tail: Tail<(&'a [f32], &'a mut [MaybeUninit<f32>])>,
     x: &'a [f32],
     gamma: &'a [f32],
     beta: &'a [f32],
     dy: &'a [f32],
-    dx: &'a mut [f32],
+    /// Every value written.
+    dx: &'a mut [MaybeUninit<f32>],
     /// This block's per-channel `Σ dz·x̂`, then `Σ dz`: `[2, per_group]`.
     sums: &'a mut [f32],
     per_group: usize,
@@ -382,17 +384,23 @@ fn backward_block(b: BackwardBlock<'_>) {
             Tail::Silu => {
                 let dz = &mut dx[range.clone()];
                 for (d, (&x, &dy)) in dz.iter_mut().zip(xs.iter().zip(dys)) {
-                    *d = dsilu(x, dy, 0.0);
+                    d.write(dsilu(x, dy, 0.0));
                 }
-                dz
+                // SAFETY: every value of `dz` was written just above, and
+                // `MaybeUninit<f32>` has the layout of `f32`.
+                unsafe { &*(dz as *const [MaybeUninit<f32>] as *const [f32]) }
             }
             Tail::AddSilu((r, dr)) => {
                 let dz = &mut dx[range.clone()];
                 let r = &r[range.clone()];
                 for ((d, &r), (&x, &dy)) in dz.iter_mut().zip(r).zip(xs.iter().zip(dys)) {
-                    *d = dsilu(x, dy, r);
+                    d.write(dsilu(x, dy, r));
                 }
-                dr[range.clone()].copy_from_slice(dz);
+                // SAFETY: as for `Tail::Silu`.
+                let dz = unsafe { &*(dz as *const [MaybeUninit<f32>] as *const [f32]) };
+                for (d, &v) in dr[range.clone()].iter_mut().zip(dz) {
+                    d.write(v);
+                }
                 dz
             }
         };
@@ -412,12 +420,15 @@ fn backward_block(b: BackwardBlock<'_>) {
         let grad = |dz: f32, x: f32| rstd * (gm * dz - mg - (x - mean) * rstd * mgx);
         if activated {
             for (d, &x) in dx[range.clone()].iter_mut().zip(&x[range]) {
-                *d = grad(*d, x);
+                // SAFETY: pass 1 wrote dz here (an activated tail writes
+                // every value of the block).
+                let dz = unsafe { d.assume_init_read() };
+                d.write(grad(dz, x));
             }
         } else {
             let (dx, dy) = (&mut dx[range.clone()], &dy[range.clone()]);
             for ((d, &dy), &x) in dx.iter_mut().zip(dy).zip(&x[range]) {
-                *d = grad(dy, x);
+                d.write(grad(dy, x));
             }
         }
     }
@@ -435,15 +446,21 @@ pub fn backward(g: &GnGeom, inputs: GnInputs<'_>, stats: &[f32], dy: &[f32]) -> 
     assert_eq!(dy.len(), x.len(), "group_norm output-gradient size");
     let b = g.block();
     let cg = g.per_group();
-    let mut dx = vec![0.0; x.len()];
-    let mut dr = matches!(tail, Tail::AddSilu(_)).then(|| vec![0.0; x.len()]);
+    // Every value of dx (and dr) is written below: no zeroing pass.
+    let mut dx: Vec<f32> = Vec::with_capacity(x.len());
+    let mut dr: Option<Vec<f32>> =
+        matches!(tail, Tail::AddSilu(_)).then(|| Vec::with_capacity(x.len()));
     // Per (image, group): [Σ dz·x̂ per channel, Σ dz per channel].
     let mut sums = vec![0.0; g.n * g.groups * 2 * cg];
-    let dr_chunks: Vec<Option<&mut [f32]>> = match dr.as_mut() {
-        Some(dr) => dr.chunks_mut(b).map(Some).collect(),
+    let dr_chunks: Vec<Option<&mut [MaybeUninit<f32>]>> = match dr.as_mut() {
+        Some(dr) => dr.spare_capacity_mut()[..x.len()]
+            .chunks_mut(b)
+            .map(Some)
+            .collect(),
         None => (0..g.n * g.groups).map(|_| None).collect(),
     };
-    dx.par_chunks_mut(b)
+    dx.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(b)
         .zip(sums.par_chunks_mut(2 * cg))
         .zip(dr_chunks)
         .enumerate()
@@ -468,6 +485,15 @@ pub fn backward(g: &GnGeom, inputs: GnInputs<'_>, stats: &[f32], dy: &[f32]) -> 
             };
             wide!(backward_block(block: BackwardBlock<'_>) -> ());
         });
+    // SAFETY: the n·groups blocks of b values cover all x.len() values
+    // (`check`), and `backward_block` writes every value of its block of dx
+    // (pass 2) and, with a residual, of dr (pass 1).
+    unsafe {
+        dx.set_len(x.len());
+        if let Some(dr) = dr.as_mut() {
+            dr.set_len(x.len());
+        }
+    }
     let mut dgamma = vec![0.0f32; g.c];
     let mut dbeta = vec![0.0f32; g.c];
     for (i, s) in sums.chunks(2 * cg).enumerate() {
