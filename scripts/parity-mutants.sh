@@ -81,7 +81,7 @@ mutant quick "direct convolution reads the kernel transposed (ky and kx swapped)
 mutant all "conv2d_cat reads the second input's channels rotated by one" crates/wsunet/src/ops/conv/direct.rs \
   's|Some(ca) => \&self.b\[(n \* (g.ci - ca) + c - ca) \* hw..\]\[..hw\],|Some(ca) => \&self.b[(n * (g.ci - ca) + (c - ca + 1) % (g.ci - ca)) * hw..][..hw],|'
 mutant all "weight gradient from padded planes reads the kernel's taps transposed" crates/wsunet/src/ops/conv/direct_wgrad.rs \
-  's|(tap / g.k) \* self.wp + tap % g.k)|(tap % g.k) * self.wp + tap / g.k)|'
+  's|l.tap(1, tap / g.k, tap % g.k)|l.tap(1, tap % g.k, tap / g.k)|'
 mutant quick "resize backward sends the right neighbour's share to the left one" crates/wsunet/src/ops/resize.rs \
   's|readers\[i1\].push((o, l1));|readers[i0].push((o, l1));|'
 mutant all "loss kernel: Dice's intersection counted once, not twice" crates/wsunet/src/ops/seg_loss.rs \

@@ -222,16 +222,16 @@ fn conv_with(g: &ConvGeom, x: Input, w: Weights, wide: bool) -> Vec<f32> {
 /// rows `a, a+s, …` and columns `b, b+s, …`), so that for any stride a tap
 /// reads one contiguous run. Stride 1 has one phase: the padded plane.
 #[derive(Clone, Copy, Debug)]
-struct Layout {
+pub(super) struct Layout {
     /// Phases per axis.
     ps: usize,
     /// Rows and columns of a phase plane.
     hq: usize,
-    wq: usize,
+    pub(super) wq: usize,
 }
 
 impl Layout {
-    fn new(g: &ConvGeom) -> Self {
+    pub(super) fn new(g: &ConvGeom) -> Self {
         let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
         Layout {
             ps: g.s.min(g.k),
@@ -246,13 +246,13 @@ impl Layout {
     }
 
     /// Floats of one channel (all its phases).
-    fn plane(&self) -> usize {
+    pub(super) fn plane(&self) -> usize {
         self.ps * self.ps * self.phase()
     }
 
     /// Offset of tap `(ky, kx)` in a channel: output `q = oy·wq + ox` reads
     /// padded `(oy·s + ky, ox·s + kx)` at `q + tap`.
-    fn tap(&self, s: usize, ky: usize, kx: usize) -> usize {
+    pub(super) fn tap(&self, s: usize, ky: usize, kx: usize) -> usize {
         ((ky % s) * self.ps + kx % s) * self.phase() + (ky / s) * self.wq + kx / s
     }
 }
@@ -261,7 +261,7 @@ impl Layout {
 /// zeros after them (the last tiles of the last channel read there). Each
 /// value is written once: the image where it lies, zeros only in the
 /// padding rows and columns around it.
-fn pad_into(g: &ConvGeom, x: Input, l: Layout, buf: &mut [f32]) {
+pub(super) fn pad_into(g: &ConvGeom, x: Input, l: Layout, buf: &mut [f32]) {
     let phases = l.ps * l.ps;
     let (body, slack) = buf.split_at_mut(g.n * g.ci * l.plane());
     slack.fill(0.0);

@@ -203,3 +203,14 @@ pub(super) unsafe fn output(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32>
     unsafe { v.set_len(len) };
     v
 }
+
+/// The sum of per-thread partial results, added in their order (the same
+/// bits on every run), or `len` zeros when there are none.
+pub(super) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = partials.into_iter();
+    let mut acc = parts.next().unwrap_or_else(|| vec![0.0; len]);
+    for part in parts {
+        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    acc
+}

@@ -51,7 +51,7 @@ use direct::{Input, Weights};
 use dot_gemm::{Rows, dot_gemm};
 pub use geom::ConvGeom;
 pub(crate) use geom::SendPtr;
-use geom::{output, with_scratch};
+use geom::{output, sum_in_order, with_scratch};
 
 /// A 2-D convolution: this crate's kernel on the CPU when the options allow
 /// it (groups 1, dilation 1, square kernel, symmetric padding), Burn's
@@ -791,12 +791,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .par_chunks(units.len().div_ceil(threads))
         .map(sum)
         .collect();
-    let mut parts = partials.into_iter();
-    let mut acc = parts.next().unwrap_or_else(|| vec![0.0; len]);
-    for part in parts {
-        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-    }
-    acc
+    sum_in_order(partials, len)
 }
 
 /// The CPU kernel, plugged into Burn.
