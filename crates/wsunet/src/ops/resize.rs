@@ -388,31 +388,49 @@ mod tests {
         }
     }
 
+    const fn geom(planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> ResizeGeom {
+        ResizeGeom {
+            planes,
+            h,
+            w,
+            ho,
+            wo,
+        }
+    }
+
+    /// Up- and downscales, odd ratios, single rows and columns, many
+    /// planes: the kernels' tests against their definitions.
+    const SHAPES: &[ResizeGeom] = &[
+        geom(3, 9, 6, 18, 12),
+        geom(2, 9, 6, 4, 3),
+        geom(5, 7, 5, 13, 11),
+        geom(1, 1, 4, 3, 8),
+        geom(4, 6, 1, 2, 5),
+        geom(2, 8, 8, 8, 16),
+        // One output row: every plane mixes the same two input rows.
+        geom(64, 4, 5, 1, 7),
+    ];
+
+    fn test_values(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
+            .collect()
+    }
+
     /// The row-cached forward is the four-tap definition to the bit, on
     /// up- and downscales, odd ratios, single rows and columns, and many
     /// planes (the cache must not carry rows from one plane to the next).
     #[test]
     fn the_forward_is_the_four_tap_definition_exactly() {
-        for (planes, h, w, ho, wo) in [
-            (3, 9, 6, 18, 12),
-            (2, 9, 6, 4, 3),
-            (5, 7, 5, 13, 11),
-            (1, 1, 4, 3, 8),
-            (4, 6, 1, 2, 5),
-            (2, 8, 8, 8, 16),
-            // One output row: every plane mixes the same two input rows.
-            (64, 4, 5, 1, 7),
-        ] {
-            let g = ResizeGeom {
+        for &g in SHAPES {
+            let ResizeGeom {
                 planes,
                 h,
                 w,
                 ho,
                 wo,
-            };
-            let x: Vec<f32> = (0..planes * h * w)
-                .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
-                .collect();
+            } = g;
+            let x = test_values(planes * h * w);
             let (rows, cols) = g.taps();
             let mut want = Vec::new();
             for plane in x.chunks(h * w) {
@@ -431,30 +449,19 @@ mod tests {
 
     /// The backward is the four-tap scatter (each output gradient added
     /// into its neighbours with the forward's weights) up to float rounding,
-    /// on the forward test's shapes: up- and downscales, odd ratios, single
-    /// rows and columns, many planes.
+    /// on the forward test's shapes and a 24² → 48² doubling.
     #[test]
     fn the_backward_is_the_four_tap_scatter() {
-        for (planes, h, w, ho, wo) in [
-            (3, 9, 6, 18, 12),
-            (2, 9, 6, 4, 3),
-            (5, 7, 5, 13, 11),
-            (1, 1, 4, 3, 8),
-            (4, 6, 1, 2, 5),
-            (2, 8, 8, 8, 16),
-            (64, 4, 5, 1, 7),
-            (3, 24, 24, 48, 48),
-        ] {
-            let g = ResizeGeom {
+        let doubling = geom(3, 24, 24, 48, 48);
+        for &g in SHAPES.iter().chain([&doubling]) {
+            let ResizeGeom {
                 planes,
                 h,
                 w,
                 ho,
                 wo,
-            };
-            let dy: Vec<f32> = (0..planes * ho * wo)
-                .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
-                .collect();
+            } = g;
+            let dy = test_values(planes * ho * wo);
             let (rows, cols) = g.taps();
             let mut want = vec![0f32; planes * h * w];
             for (plane, grad) in want.chunks_mut(h * w).zip(dy.chunks(ho * wo)) {
