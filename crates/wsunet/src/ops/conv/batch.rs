@@ -10,9 +10,7 @@
 use super::geom::{ConvGeom, output, with_scratch};
 use rayon::prelude::*;
 
-use super::{
-    col2im, im2col, images_in_parallel, inner, input_columns, matmul, row_major, transposed,
-};
+use super::{inner, input_columns, matmul, row_major, transposed};
 
 /// `[a, b, hw]` → `[b, a, hw]`: `[n, co, hw]` images to the side-by-side
 /// `[co, n·hw]`, and back with the two counts swapped.
@@ -26,13 +24,67 @@ fn swap_outer(v: &[f32], a: usize, b: usize, hw: usize) -> Vec<f32> {
     out
 }
 
+/// For every tap (`ky·k + kx`) and output pixel, the input pixel it reads,
+/// or `None` in the padding: the whole unfolding of a small map as one
+/// table (`k²·ho·wo` entries), so that each unfolded row is one gather.
+/// On 3×3 maps a row-by-row im2col makes thousands of 1–3 value copies
+/// per channel, and spent as long as the `gemm` it fed.
+fn reads(g: &ConvGeom) -> Vec<Option<usize>> {
+    let mut table = Vec::with_capacity(g.k * g.k * g.hw_out());
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            for oy in 0..g.ho {
+                let iy = g.input_row(oy, ky);
+                table.extend((0..g.wo).map(|ox| {
+                    let ix = (ox * g.s + kx).checked_sub(g.p).filter(|&ix| ix < g.w);
+                    iy.zip(ix).map(|(iy, ix)| iy * g.w + ix)
+                }));
+            }
+        }
+    }
+    table
+}
+
 /// Unfolds every image of `x` into `cols`, side by side (row stride n·ho·wo).
 fn unfold(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
-    let rs = g.n * g.hw_out();
-    for i in 0..g.n {
-        let img = &x[i * g.ci * g.hw_in()..][..g.ci * g.hw_in()];
-        im2col(g, img, (0, g.ho), (&mut cols[i * g.hw_out()..], rs), true);
-    }
+    let (rs, hw) = (g.n * g.hw_out(), g.hw_out());
+    let table = reads(g);
+    let channel = |(c, rows): (usize, &mut [f32])| {
+        for (row, taps) in rows.chunks_exact_mut(rs).zip(table.chunks_exact(hw)) {
+            for (i, out) in row.chunks_exact_mut(hw).enumerate() {
+                let plane = &x[(i * g.ci + c) * g.hw_in()..][..g.hw_in()];
+                for (v, at) in out.iter_mut().zip(taps) {
+                    *v = at.map_or(0.0, |at| plane[at]);
+                }
+            }
+        }
+    };
+    cols[..g.kk() * rs]
+        .par_chunks_mut(g.k * g.k * rs)
+        .enumerate()
+        .for_each(channel);
+}
+
+/// Adds the side-by-side unfolded gradient `cols` back onto the images'
+/// pixels (`dx`, `[n, ci, h, w]`): [`unfold`]'s transpose. Each pixel sums
+/// its taps in kernel order, as `col2im` does.
+fn fold(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
+    let (rs, hw) = (g.n * g.hw_out(), g.hw_out());
+    let table = reads(g);
+    let plane = |(p, plane): (usize, &mut [f32])| {
+        let (i, c) = (p / g.ci, p % g.ci);
+        let rows = &cols[c * g.k * g.k * rs..];
+        for (row, taps) in rows.chunks(rs).zip(table.chunks_exact(hw)) {
+            for (v, at) in row[i * hw..][..hw].iter().zip(taps) {
+                if let Some(at) = at {
+                    plane[*at] += v;
+                }
+            }
+        }
+    };
+    dx.par_chunks_exact_mut(g.hw_in())
+        .enumerate()
+        .for_each(plane);
 }
 
 /// Forward: `y = W · cols(x)`, as [`super::forward`].
@@ -62,7 +114,6 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let rs = g.n * g.hw_out();
     let dycat = swap_outer(dy, g.n, g.co, g.hw_out());
     let mut dx = vec![0.0; g.n * g.ci * g.hw_in()];
-    let outer = images_in_parallel(g.n);
     with_scratch(g.kk() * rs, |cols| {
         // SAFETY: `cols` is kk×rs (this thread's buffer); `w` (co×kk) is read
         // transposed; `dycat` is co×rs, row-major.
@@ -76,19 +127,7 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
                 inner(false),
             )
         }
-        let cols = &*cols;
-        let image = |(i, img): (usize, &mut [f32])| {
-            col2im(g, (&cols[i * g.hw_out()..], rs), (0, g.ho), img, !outer);
-        };
-        if outer {
-            dx.par_chunks_exact_mut(g.ci * g.hw_in())
-                .enumerate()
-                .for_each(image);
-        } else {
-            dx.chunks_exact_mut(g.ci * g.hw_in())
-                .enumerate()
-                .for_each(image);
-        }
+        fold(g, cols, &mut dx);
     });
     dx
 }
