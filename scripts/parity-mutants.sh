@@ -68,8 +68,8 @@ mutant all "strided input gradient, images in parallel: every image reads the fi
   '/^pub fn backward_input/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
 mutant all "strided im2col reads every tap from the first column phase" crates/wsunet/src/ops/conv/mod.rs \
   's/phase_start\[ix0 % g.s\]/phase_start[0]/'
-mutant all "the whole batch as one band: every image unfolded into the first image's columns" crates/wsunet/src/ops/conv/batch.rs \
-  's/im2col(g, img, (0, g.ho), (\&mut cols\[i \* g.hw_out()..\], rs), true);/im2col(g, img, (0, g.ho), (\&mut cols[..], rs), true);/'
+mutant all "the whole batch as one band: every image unfolded from the first image's planes" crates/wsunet/src/ops/conv/batch.rs \
+  's/let plane = \&x\[(i \* g.ci + c) \* g.hw_in()..\]\[..g.hw_in()\];/let plane = \&x[c * g.hw_in()..][..g.hw_in()];/'
 mutant quick "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \
   's/rstd \* (gm \* dz - mg - (x - mean) \* rstd \* mgx)/rstd * (gm * dz - (x - mean) * rstd * mgx)/'
 mutant all "BatchNorm training kernel's backward drops the mean of the gradient" crates/wsunet/src/ops/batch_norm.rs \
@@ -85,7 +85,7 @@ mutant all "weight gradient from padded planes reads the kernel's taps transpose
 mutant quick "resize backward sends the right neighbour's share to the left one" crates/wsunet/src/ops/resize.rs \
   's|readers\[i1\].push((o, l1));|readers[i0].push((o, l1));|'
 mutant all "loss kernel: Dice's intersection counted once, not twice" crates/wsunet/src/ops/seg_loss.rs \
-  's|let truth = if k == t { 2.0 } else { 0.0 };|let truth = if k == t { 1.0 } else { 0.0 };|'
+  's|(-2.0 \* scale \* inv_k) as f32|(-1.0 * scale * inv_k) as f32|'
 mutant quick "BatchNorm's running variance biased (no n/(n-1))" crates/wsunet/src/layers/batch_norm.rs \
   's|.mul_scalar(count as f64 / (count - 1) as f64);|.mul_scalar(1.0);|'
 rm -f "$log"
