@@ -67,7 +67,9 @@ mutant all "weight gradient reads the first image's dY for every image" crates/w
 mutant all "strided input gradient, images in parallel: every image reads the first image's dY" crates/wsunet/src/ops/conv/mod.rs \
   '/^pub fn backward_input/,/^}/ s/let dy_band = \&dy\[n \* g.co \* g.hw_out() + r0 \* g.wo..\];/let dy_band = \&dy[r0 * g.wo..];/'
 mutant all "strided im2col reads every tap from the first column phase" crates/wsunet/src/ops/conv/mod.rs \
-  's/phase_start\[ix0 % g.s\]/phase_start[0]/'
+  '/^fn im2col/,/^}/ s/start\[ix0 % g.s\]/start[0]/'
+mutant all "strided col2im adds every tap into the first column phase" crates/wsunet/src/ops/conv/mod.rs \
+  '/^fn col2im/,/^}/ s/start\[ix0 % g.s\]/start[0]/'
 mutant all "the whole batch as one band: every image unfolded from the first image's planes" crates/wsunet/src/ops/conv/batch.rs \
   's/let plane = \&x\[(i \* g.ci + c) \* g.hw_in()..\]\[..g.hw_in()\];/let plane = \&x[c * g.hw_in()..][..g.hw_in()];/'
 mutant quick "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \
