@@ -537,7 +537,7 @@ fn shifted_copy(
 /// then one contiguous run of adds (vectorized), and the regrouped rows go
 /// back to their columns once at the end, instead of every tap adding to
 /// every other column (`cargo bench --bench kernels`, input gradient
-/// 8×16×48² → 32, 3×3 /2: … ms).
+/// 2×32×128² → 64, 3×3 /2: 2.72–3.07 → 2.13–2.38 ms).
 fn col2im(
     g: &ConvGeom,
     (cols, rs): (&[f32], usize),
