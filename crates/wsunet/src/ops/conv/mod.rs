@@ -835,10 +835,20 @@ const DOT_MIN_PIXELS: usize = 256;
 /// 70–120 GFLOP/s) — and for layers of at most [`SKINNY_CO`] output
 /// channels, whose `gemm` has too few rows to pay for packing the unfolded
 /// input. Other stride-1 3×3 layers keep `gemm`, as fast or faster (100–190
-/// against 90–125 GFLOP/s; at 32 output channels 8.7–9.1 against 10.4–10.5 ms).
+/// against 90–125 GFLOP/s; at 32 output channels 8.7–9.1 against 10.4–10.5 ms),
+/// and so do strided 3×3 layers from [`STRIDED_GEMM_CO`] output channels on.
 fn dot_product_weight_gradient(g: &ConvGeom, t: usize) -> bool {
-    (g.k == 1 || g.s > 1 || g.co <= SKINNY_CO) && t >= DOT_MIN_PIXELS && dot_gemm::available()
+    let strided = g.s > 1 && (g.k == 1 || g.co < STRIDED_GEMM_CO);
+    (g.k == 1 && g.s == 1 || strided || g.co <= SKINNY_CO)
+        && t >= DOT_MIN_PIXELS
+        && dot_gemm::available()
 }
+
+/// Output channels from which a strided (not 1×1) weight gradient goes to
+/// `gemm`: enough rows to pay for its packing. Interleaved kernels-bench
+/// rounds, dot products against `gemm`: 2×128×32² → 256, 3×3 /2 3.6–4.6
+/// against 2.4–2.6 ms; 2×64×64² → 128 3.1–4.0 against 2.3–3.2 ms.
+const STRIDED_GEMM_CO: usize = 128;
 
 /// Output channels up to which every weight gradient takes the dot-product
 /// path: 8×32×48² → 16, 3×3 (the main command's last decoder step) 2.1–2.2
