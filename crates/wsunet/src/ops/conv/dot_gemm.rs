@@ -4,8 +4,8 @@
 //!
 //! There the shared dimension (pixels) is the long one and the outputs are
 //! few (`co × ci·k·k`). A column-major `gemm` packs both operands by
-//! transposing them, which on the 1×1 and strided layers cost more than the
-//! multiply-adds (20–80 GFLOP/s). Here each output is a dot product of two
+//! transposing them, which on the 1×1 layers and those of few output
+//! channels cost more than the multiply-adds (20–80 GFLOP/s). Here each output is a dot product of two
 //! rows, taken `MR × NR` at a time in vector lanes: a step loads `MR + NR`
 //! vectors and does `MR · NR` multiply-adds, and nothing is packed. The rows
 //! are walked in chunks of `KC` values so a block's rows stay in L1, and the

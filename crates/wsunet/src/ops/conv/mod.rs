@@ -829,26 +829,20 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 const DOT_MIN_PIXELS: usize = 256;
 
 /// Whether the weight gradient's product of bands of `t` pixels runs as
-/// row dot products: for 1×1 and strided convolutions, where `gemm` spends
-/// more time packing (transposing) its operands than multiplying — 2–3×
-/// faster there (`cargo bench --bench kernels`: 1×1 at 128², 20–33 →
-/// 70–120 GFLOP/s) — and for layers of at most [`SKINNY_CO`] output
-/// channels, whose `gemm` has too few rows to pay for packing the unfolded
-/// input. Other stride-1 3×3 layers keep `gemm`, as fast or faster (100–190
-/// against 90–125 GFLOP/s; at 32 output channels 8.7–9.1 against 10.4–10.5 ms),
-/// and so do strided 3×3 layers from [`STRIDED_GEMM_CO`] output channels on.
+/// row dot products: for 1×1 convolutions, where `gemm` spends more time
+/// packing (transposing) its operands than multiplying — 2–3× faster there
+/// (`cargo bench --bench kernels`: 1×1 at 128², 20–33 → 70–120 GFLOP/s) —
+/// and for layers of at most [`SKINNY_CO`] output channels, whose `gemm`
+/// has too few rows to pay for packing the unfolded input. Other 3×3 and
+/// 7×7 layers keep `gemm`, as fast or faster: stride 1 100–190 against
+/// 90–125 GFLOP/s (at 32 output channels 8.7–9.1 against 10.4–10.5 ms);
+/// strided, in interleaved kernels-bench rounds, dot products against
+/// `gemm`: 2×128×32² → 256, 3×3 /2 3.6–4.6 against 2.4–2.6 ms, 2×32×128² →
+/// 64 3.2–4.1 against 2.4–2.5, 8×16×48² → 32 0.62–0.86 against 0.49–0.52,
+/// the stem 2×3×256² → 32, 7×7 /2 3.0–3.1 against 2.7–3.3.
 fn dot_product_weight_gradient(g: &ConvGeom, t: usize) -> bool {
-    let strided = g.s > 1 && (g.k == 1 || g.co < STRIDED_GEMM_CO);
-    (g.k == 1 && g.s == 1 || strided || g.co <= SKINNY_CO)
-        && t >= DOT_MIN_PIXELS
-        && dot_gemm::available()
+    (g.k == 1 || g.co <= SKINNY_CO) && t >= DOT_MIN_PIXELS && dot_gemm::available()
 }
-
-/// Output channels from which a strided (not 1×1) weight gradient goes to
-/// `gemm`: enough rows to pay for its packing. Interleaved kernels-bench
-/// rounds, dot products against `gemm`: 2×128×32² → 256, 3×3 /2 3.6–4.6
-/// against 2.4–2.6 ms; 2×64×64² → 128 3.1–4.0 against 2.3–3.2 ms.
-const STRIDED_GEMM_CO: usize = 128;
 
 /// Output channels up to which every weight gradient takes the dot-product
 /// path: 8×32×48² → 16, 3×3 (the main command's last decoder step) 2.1–2.2
@@ -1183,8 +1177,8 @@ mod tests {
             // More output channels than pixels: the stride-1 input gradient
             // through Wᵀ·dY and col2im instead of the flipped kernel.
             (1, 6, 3, 3, 16, 3, 1, 1),
-            // Bands of ≥ DOT_MIN_PIXELS: 1×1 and strided weight gradients
-            // as row dot products (where the CPU has AVX2 + FMA).
+            // Bands of ≥ DOT_MIN_PIXELS: 1×1 and skinny strided weight
+            // gradients as row dot products (where the CPU has AVX2 + FMA).
             (2, 5, 17, 19, 6, 1, 1, 0),
             (1, 3, 40, 41, 5, 3, 2, 1),
             // One row per band: bands that start above and end below the image.
