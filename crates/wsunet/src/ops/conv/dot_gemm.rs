@@ -5,11 +5,11 @@
 //! There the shared dimension (pixels) is the long one and the outputs are
 //! few (`co × ci·k·k`). A column-major `gemm` packs both operands by
 //! transposing them, which on the 1×1 layers and those of few output
-//! channels cost more than the multiply-adds (20–80 GFLOP/s). Here each output is a dot product of two
-//! rows, taken `MR × NR` at a time in vector lanes: a step loads `MR + NR`
-//! vectors and does `MR · NR` multiply-adds, and nothing is packed. The rows
-//! are walked in chunks of `KC` values so a block's rows stay in L1, and the
-//! lanes are summed once per chunk.
+//! channels cost more than the multiply-adds (20–80 GFLOP/s). Here each
+//! output is a dot product of two rows, taken `MR × NR` at a time in vector
+//! lanes: a step loads `MR + NR` vectors and does `MR · NR` multiply-adds,
+//! and nothing is packed. The rows are walked in chunks of `KC` values so a
+//! block's rows stay in L1, and the lanes are summed once per chunk.
 //!
 //! One build per instruction set (AVX-512, AVX2 + FMA), chosen at run time,
 //! each with a block that fits its register file; other CPUs keep `gemm`

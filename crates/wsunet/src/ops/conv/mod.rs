@@ -216,11 +216,11 @@ unsafe fn matmul(
     rhs: Operand<*const f32>,
     par: Parallelism,
 ) {
-    let Parallelism::Rayon(threads) = par else {
-        // SAFETY: the caller's contract.
-        return unsafe { gemm_call([m, n, k], dst, accumulate, lhs, rhs, par) };
+    let split = match par {
+        Parallelism::Rayon(threads) => blocks(m, n, threads),
+        _ => None,
     };
-    let Some((by_rows, per)) = blocks(m, n, threads) else {
+    let Some((by_rows, per)) = split else {
         // SAFETY: the caller's contract.
         return unsafe { gemm_call([m, n, k], dst, accumulate, lhs, rhs, par) };
     };
@@ -229,48 +229,35 @@ unsafe fn matmul(
     let total = if by_rows { m } else { n };
     (0..total.div_ceil(per)).into_par_iter().for_each(|b| {
         let (start, len) = (b * per, per.min(total - b * per));
-        let f = std::mem::size_of::<f32>();
+        // A block of rows moves `dst` and `lhs` down; one of columns moves
+        // `dst` and `rhs` right.
+        let (dims, d_step, l_step, r_step) = if by_rows {
+            ([len, n, k], dst.rs, lhs.rs, 0)
+        } else {
+            ([m, len, k], dst.cs, 0, rhs.cs)
+        };
+        let at = |base: usize, step: usize| base + start * step * std::mem::size_of::<f32>();
         // SAFETY: block `b` is rows (or columns) start..start+len of `dst`
         // and the matching rows of `lhs` (columns of `rhs`): inside what
         // the caller vouched for, and no two blocks share a value of `dst`.
         unsafe {
-            if by_rows {
-                gemm_call(
-                    [len, n, k],
-                    Operand {
-                        ptr: (d + start * dst.rs * f) as *mut f32,
-                        ..dst
-                    },
-                    accumulate,
-                    Operand {
-                        ptr: (l + start * lhs.rs * f) as *const f32,
-                        ..lhs
-                    },
-                    Operand {
-                        ptr: r as *const f32,
-                        ..rhs
-                    },
-                    Parallelism::None,
-                )
-            } else {
-                gemm_call(
-                    [m, len, k],
-                    Operand {
-                        ptr: (d + start * dst.cs * f) as *mut f32,
-                        ..dst
-                    },
-                    accumulate,
-                    Operand {
-                        ptr: l as *const f32,
-                        ..lhs
-                    },
-                    Operand {
-                        ptr: (r + start * rhs.cs * f) as *const f32,
-                        ..rhs
-                    },
-                    Parallelism::None,
-                )
-            }
+            gemm_call(
+                dims,
+                Operand {
+                    ptr: at(d, d_step) as *mut f32,
+                    ..dst
+                },
+                accumulate,
+                Operand {
+                    ptr: at(l, l_step) as *const f32,
+                    ..lhs
+                },
+                Operand {
+                    ptr: at(r, r_step) as *const f32,
+                    ..rhs
+                },
+                Parallelism::None,
+            )
         }
     });
 }
@@ -409,7 +396,7 @@ fn im2col(
     // Strided taps that overlap (3×3 /2, 7×7 /2) read each input value
     // several times: split the band's input rows by column phase once, and
     // every tap's row is one contiguous copy instead of a strided gather.
-    let split = (g.s > 1 && g.k > g.s && rows > 0).then(|| phases(g, r0, rows));
+    let split = phases(g, r0, rows);
     let channel = |(c, chunk): (usize, &mut [f32])| {
         let plane = &img[c * g.hw_in()..][..g.hw_in()];
         let phases = split
@@ -459,11 +446,14 @@ fn im2col(
     }
 }
 
-/// The column phases of a strided band (output rows `r0..r0+rows`, `rows`
-/// ≥ 1): where each phase starts in a regrouped row (phase `q` holds columns
-/// `q, q + s, …`, after the earlier phases), and the input rows `y0..y1`
-/// the band reads.
-fn phases(g: &ConvGeom, r0: usize, rows: usize) -> (Vec<usize>, (usize, usize)) {
+/// The column phases of a band (output rows `r0..r0+rows`) whose strided
+/// taps overlap (3×3 /2, 7×7 /2; `None` for others and empty bands): where
+/// each phase starts in a regrouped row (phase `q` holds columns `q, q + s,
+/// …`, after the earlier phases), and the input rows `y0..y1` the band reads.
+fn phases(g: &ConvGeom, r0: usize, rows: usize) -> Option<(Vec<usize>, (usize, usize))> {
+    if g.s == 1 || g.k <= g.s || rows == 0 {
+        return None;
+    }
     let y0 = (r0 * g.s).saturating_sub(g.p).min(g.h);
     let y1 = ((r0 + rows - 1) * g.s + g.k)
         .saturating_sub(g.p)
@@ -475,7 +465,7 @@ fn phases(g: &ConvGeom, r0: usize, rows: usize) -> (Vec<usize>, (usize, usize)) 
             Some(start)
         })
         .collect();
-    (start, (y0, y1))
+    Some((start, (y0, y1)))
 }
 
 /// Rows `y0..y1` of a `w`-wide `plane`, each row's columns regrouped by
@@ -547,7 +537,7 @@ fn col2im(
 ) {
     let t = rows * g.wo;
     let kk2 = g.k * g.k;
-    let split = (g.s > 1 && g.k > g.s && rows > 0).then(|| phases(g, r0, rows));
+    let split = phases(g, r0, rows);
     let channel = |(plane, chunk): (&mut [f32], &[f32])| {
         let mut regrouped = split
             .as_ref()
