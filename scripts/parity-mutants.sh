@@ -70,6 +70,8 @@ mutant all "strided im2col reads every tap from the first column phase" crates/w
   '/^fn im2col/,/^}/ s/start\[ix0 % g.s\]/start[0]/'
 mutant all "strided col2im adds every tap into the first column phase" crates/wsunet/src/ops/conv/mod.rs \
   '/^fn col2im/,/^}/ s/start\[ix0 % g.s\]/start[0]/'
+mutant all "Winograd output transform adds the last column point instead of subtracting it" crates/wsunet/src/ops/conv/winograd.rs \
+  's/\*od = b - c - d;/*od = b - c + d;/'
 mutant all "the whole batch as one band: every image unfolded from the first image's planes" crates/wsunet/src/ops/conv/batch.rs \
   's/let plane = \&x\[(i \* g.ci + c) \* g.hw_in()..\]\[..g.hw_in()\];/let plane = \&x[c * g.hw_in()..][..g.hw_in()];/'
 mutant quick "GroupNorm backward drops the mean of the gradient" crates/wsunet/src/ops/group_norm.rs \

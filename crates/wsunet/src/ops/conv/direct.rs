@@ -81,7 +81,7 @@ impl<'a> Input<'a> {
     }
 
     /// Plane `i = image · ci + channel` (`h·w` values).
-    fn plane(&self, g: &ConvGeom, i: usize) -> &'a [f32] {
+    pub(super) fn plane(&self, g: &ConvGeom, i: usize) -> &'a [f32] {
         let hw = g.h * g.w;
         let (n, c) = (i / g.ci, i % g.ci);
         match self.split {

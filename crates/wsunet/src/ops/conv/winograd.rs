@@ -1,0 +1,607 @@
+//! 3×3 stride-1 convolution with Winograd's minimal filtering, F(2×2, 3×3):
+//! 16 multiplies per 2×2 output tile and channel pair instead of 36
+//! (Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*,
+//! CVPR 2016; the transforms are that paper's, as in NNPACK and oneDNN).
+//!
+//! With `d` a 4×4 input tile and `g` a 3×3 kernel, the 2×2 output tile is
+//! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over input channels, each of the 16
+//! points `ξ` of the transformed tile is one matrix product,
+//! `M[ξ] = U[ξ] · V[ξ]` (`U[ξ]`: `co × ci` transformed kernels, `V[ξ]`:
+//! `ci × tiles` transformed inputs), run by `gemm`. Every product adds
+//! 2.25× fewer terms than the direct kernel's `3·3` taps, for the price of
+//! the three transforms (adds only, and a halving in `G`, exact in `f32`).
+//!
+//! The tiles are cut into units of whole tile rows (across images, so small
+//! maps of several images share one product); each unit transforms its
+//! input into a scratch buffer, runs the 16 products and writes its output
+//! rows. Units run in parallel where there are enough of them; otherwise
+//! one after another, each with its channels, products and output channels
+//! split across the threads.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::super::simd::wide;
+use super::direct::{Input, Weights};
+use super::geom::{ConvGeom, SendPtr, output, with_scratch};
+use super::{Operand, matmul, outer_parallel, row_major, transposed};
+
+/// Points of a transformed tile (4×4).
+const POINTS: usize = 16;
+
+/// Floats of transformed input and output per unit: large enough for
+/// efficient products, small enough to stay in cache…
+const UNIT_FLOATS: usize = 1 << 18;
+
+/// …but at least this many tiles: each of a unit's products packs its whole
+/// `U[ξ]`, so on deep layers units of few tiles spent more time packing
+/// than multiplying (`cargo bench --bench kernels`, 2×256×16² → 256:
+/// 2.4 → 2.0 ms; at 1024 tiles 2×64×64² → 64 lost 0.1–0.4 ms).
+const MIN_TILES: usize = 256;
+
+/// Whether [`conv`] computes `g` faster than the direct kernel: a 3×3
+/// kernel at stride 1 with padding 1, on maps of 16×16 or more, and
+/// channels enough that the products outweigh the transforms (whose work
+/// grows with `ci + co`, the products' with `ci · co`): a harmonic mean
+/// `ci·co / (ci + co)` of 32 (64 → 64), or 16 on maps 64 or more wide,
+/// where each transformed row is long (64 → 32 at 128²).
+///
+/// Measured against the direct kernel in interleaved `cargo bench --bench
+/// kernels` rounds (forward; the input gradient alike): 1×256×32² → 128
+/// 3.1 → 1.9 ms, 2×128×64² → 64 5.6 → 3.6, 1×64×64² → 64 1.5 → 1.0,
+/// 2×64×128² → 32 5.9 → 4.4. Slower: 8×8 and smaller maps (2×512×8² →
+/// 512 3.0 → 4.2 ms: the 512×512 kernel's transform is memory-bound and
+/// its rows too short), and the small model's 24² maps of 32 and 64
+/// channels (8×32×24² → 32 0.49 → 0.62).
+pub(super) fn suits(g: &ConvGeom) -> bool {
+    let harmonic = g.ci * g.co / (g.ci + g.co);
+    g.k == 3
+        && g.s == 1
+        && g.p == 1
+        && g.ho.min(g.wo) >= 16
+        && (harmonic >= 32 || (harmonic >= 16 && g.wo >= 64))
+}
+
+/// `x [n, ci, h, w]` convolved with the 3×3 kernel `w` (padding 1, stride 1)
+/// → `[n, co, h, w]`.
+pub(super) fn conv(g: &ConvGeom, x: Input, w: Weights) -> Vec<f32> {
+    debug_assert!(g.k == 3 && g.s == 1 && g.p == 1);
+    let (u, u_of) = kernel_transform(g, w);
+    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+    let tile_rows = g.n * th;
+    let per_unit = (UNIT_FLOATS / (POINTS * (g.ci + g.co) * tw))
+        .max(MIN_TILES.div_ceil(tw))
+        .clamp(1, tile_rows);
+    let units: Vec<(usize, usize)> = (0..tile_rows)
+        .step_by(per_unit)
+        .map(|r0| (r0, per_unit.min(tile_rows - r0)))
+        .collect();
+    let outer = outer_parallel(units.len());
+    let fill = |y: *mut f32| {
+        let y = SendPtr(y);
+        let unit = |&(r0, rows): &(usize, usize)| {
+            let t = rows * tw;
+            with_scratch(POINTS * (g.ci + g.co) * t, |buf| {
+                let (v, m) = buf.split_at_mut(POINTS * g.ci * t);
+                let v_ptr = SendPtr(v.as_mut_ptr());
+                by_channels(g.ci, !outer, |channels| {
+                    let job = InputJob {
+                        g,
+                        x,
+                        unit: (r0, rows),
+                        channels,
+                        v: v_ptr,
+                    };
+                    wide!(input_channels(job: InputJob<'_>) -> ())
+                });
+                products(g, (&u, u_of), v, m, t, !outer);
+                let m = &*m;
+                by_channels(g.co, !outer, |channels| {
+                    let job = OutputJob {
+                        g,
+                        m,
+                        unit: (r0, rows),
+                        channels,
+                        y,
+                    };
+                    wide!(output_channels(job: OutputJob<'_>) -> ())
+                });
+            });
+        };
+        if outer {
+            units.par_iter().for_each(unit);
+        } else {
+            units.iter().for_each(unit);
+        }
+    };
+    // SAFETY: the units cover every tile row of every image, and each
+    // writes all output rows and columns of its tiles (`output_channels`).
+    unsafe { output(g.n * g.co * g.hw_out(), fill) }
+}
+
+/// Runs `f` on ranges of `0..channels`: all of them at once, or (`par`)
+/// a few ranges per thread in parallel.
+fn by_channels(channels: usize, par: bool, f: impl Fn((usize, usize)) + Sync) {
+    if !par {
+        return f((0, channels));
+    }
+    let per = channels.div_ceil(4 * rayon::current_num_threads());
+    (0..channels.div_ceil(per))
+        .into_par_iter()
+        .for_each(|b| f((b * per, channels.min((b + 1) * per))));
+}
+
+/// How the transformed kernel is laid out: `U[ξ]` is `co × ci` row-major
+/// (`Rows`), or its transpose (`Columns`).
+#[derive(Clone, Copy)]
+enum Layout {
+    Rows,
+    Columns,
+}
+
+/// The transformed kernel, `U[ξ] = (G · w(o, c) · Gᵀ)[ξ]` for all `o, c`.
+/// Both kernels this module gets keep each channel pair's 9 taps together,
+/// in an order that makes the pairs one run of `9·co·ci` values: the
+/// forward's `w[o][c]` (`U[ξ]` then `co × ci`) and the input gradient's
+/// flipped `w[c][o]` (taps reversed; `U[ξ]` then `ci × co`, the transpose).
+fn kernel_transform(g: &ConvGeom, w: Weights) -> (Vec<f32>, Layout) {
+    let layout = if w.in_stride == 9 && w.out_stride == 9 * g.ci {
+        Layout::Rows
+    } else if w.out_stride == 9 && w.in_stride == 9 * g.co {
+        Layout::Columns
+    } else {
+        panic!("Winograd kernel layout: {w:?} for {g:?}");
+    };
+    let pairs = g.co * g.ci;
+    assert!(w.data.len() >= 9 * pairs, "conv kernel size");
+    let fill = |u: *mut f32| {
+        let u = SendPtr(u);
+        let per = pairs
+            .div_ceil(4 * rayon::current_num_threads())
+            .next_multiple_of(LANES);
+        (0..pairs.div_ceil(per)).into_par_iter().for_each(|b| {
+            let job = KernelJob {
+                taps: w.data,
+                flipped: w.flipped,
+                pairs: (b * per, pairs.min((b + 1) * per)),
+                total: pairs,
+                u,
+            };
+            wide!(kernel_pairs(job: KernelJob<'_>) -> ())
+        });
+    };
+    // SAFETY: the jobs cover all pairs, each writing its pairs' `POINTS`
+    // values.
+    (unsafe { output(POINTS * pairs, fill) }, layout)
+}
+
+/// Channel pairs per step of [`kernel_pairs`] (one AVX-512 vector).
+const LANES: usize = 16;
+
+/// One range of channel pairs for [`kernel_pairs`].
+struct KernelJob<'a> {
+    /// 9 taps per pair.
+    taps: &'a [f32],
+    flipped: bool,
+    pairs: (usize, usize),
+    /// Pairs in all (the row length of `U`).
+    total: usize,
+    /// `U`, `POINTS × total`.
+    u: SendPtr,
+}
+
+/// `G g Gᵀ` for the job's pairs, [`LANES`] at a time.
+#[inline(always)]
+fn kernel_pairs(job: KernelJob<'_>) {
+    let (p0, p1) = job.pairs;
+    for j0 in (p0..p1).step_by(LANES) {
+        let lanes = LANES.min(p1 - j0);
+        let src = &job.taps[9 * j0..][..9 * lanes];
+        let mut k = [[0.0f32; LANES]; 9];
+        for (l, taps) in src.chunks_exact(9).enumerate() {
+            for (t, &v) in taps.iter().enumerate() {
+                k[if job.flipped { 8 - t } else { t }][l] = v;
+            }
+        }
+        // G · g, row by row (3 columns each), then (G · g) · Gᵀ.
+        let gg = |a: &[f32; LANES], b: &[f32; LANES], c: &[f32; LANES]| {
+            let mut r = [[0.0f32; LANES]; 4];
+            for l in 0..LANES {
+                r[0][l] = a[l];
+                r[1][l] = 0.5 * (a[l] + b[l] + c[l]);
+                r[2][l] = 0.5 * (a[l] - b[l] + c[l]);
+                r[3][l] = c[l];
+            }
+            r
+        };
+        let cols = [
+            gg(&k[0], &k[3], &k[6]),
+            gg(&k[1], &k[4], &k[7]),
+            gg(&k[2], &k[5], &k[8]),
+        ];
+        let [c0, c1, c2] = &cols;
+        for (i, ((a, b), c)) in c0.iter().zip(c1).zip(c2).enumerate() {
+            let out = gg(a, b, c);
+            for (j, vals) in out.iter().enumerate() {
+                // SAFETY: `(4i + j)·total + j0 + lanes` ≤ `POINTS·total`, and
+                // only this job writes pairs j0..j0+lanes.
+                unsafe {
+                    let at = job.u.get().add((4 * i + j) * job.total + j0);
+                    std::ptr::copy_nonoverlapping(vals.as_ptr(), at, lanes);
+                }
+            }
+        }
+    }
+}
+
+/// The tile row `r` (over all images) as (image, tile row in the image).
+fn tile_row(g: &ConvGeom, r: usize) -> (usize, usize) {
+    let th = g.ho.div_ceil(2);
+    (r / th, r % th)
+}
+
+/// One range of input channels of one unit for [`input_channels`].
+struct InputJob<'a> {
+    g: &'a ConvGeom,
+    x: Input<'a>,
+    /// First tile row (over all images) and tile rows.
+    unit: (usize, usize),
+    channels: (usize, usize),
+    /// The unit's `V`, `POINTS × ci × rows·tw`.
+    v: SendPtr,
+}
+
+/// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the tiles of the job's tile rows and
+/// channels, `d` the 4×4 input window of the tile (rows and columns from
+/// −1, zero outside the image).
+#[inline(always)]
+fn input_channels(job: InputJob<'_>) {
+    let InputJob {
+        g,
+        x,
+        unit: (r0, rows),
+        channels: (c0, c1),
+        v,
+    } = job;
+    let tw = g.wo.div_ceil(2);
+    let t = rows * tw;
+    // Per input row of a tile row: the row transform of each tile,
+    // (d0 − d2, d1 + d2, d2 − d1, d1 − d3), as 4 runs of `tw`.
+    let mut rt = vec![0.0f32; 16 * tw];
+    // The row with its zero padding: columns −1 ..= 2·tw (past the row: 0).
+    let mut p = vec![0.0f32; 2 * tw + 2];
+    for c in c0..c1 {
+        for lr in 0..rows {
+            let (n, ty) = tile_row(g, r0 + lr);
+            let plane = x.plane(g, n * g.ci + c);
+            for (i, rti) in rt.chunks_exact_mut(4 * tw).enumerate() {
+                let Some(iy) = (2 * ty + i).checked_sub(1).filter(|&iy| iy < g.h) else {
+                    rti.fill(0.0);
+                    continue;
+                };
+                p[1..=g.w].copy_from_slice(&plane[iy * g.w..][..g.w]);
+                row_transform(&p, rti, tw);
+            }
+            // Columns: (R0 − R2, R1 + R2, R2 − R1, R1 − R3) per row point.
+            let (r_0, rest) = rt.split_at(4 * tw);
+            let (r_1, rest) = rest.split_at(4 * tw);
+            let (r_2, r_3) = rest.split_at(4 * tw);
+            for col in 0..4 {
+                let s = col * tw..(col + 1) * tw;
+                let (a, b, cc, d) = (&r_0[s.clone()], &r_1[s.clone()], &r_2[s.clone()], &r_3[s]);
+                // SAFETY: `(ξ·ci + c)·t + lr·tw + tw` ≤ `POINTS·ci·t` for
+                // every point ξ; only this job writes channel `c`'s values.
+                let out = |row: usize| unsafe {
+                    std::slice::from_raw_parts_mut(
+                        v.get().add(((row * 4 + col) * g.ci + c) * t + lr * tw),
+                        tw,
+                    )
+                };
+                sub(out(0), a, cc);
+                add(out(1), b, cc);
+                sub(out(2), cc, b);
+                sub(out(3), b, d);
+            }
+        }
+    }
+}
+
+/// `(d0 − d2, d1 + d2, d2 − d1, d1 − d3)` of every tile `j` of the padded
+/// row `p` (`d = p[2j..2j+4]`), as 4 runs of `tw` in `out`.
+#[inline(always)]
+fn row_transform(p: &[f32], out: &mut [f32], tw: usize) {
+    let (t0, rest) = out.split_at_mut(tw);
+    let (t1, rest) = rest.split_at_mut(tw);
+    let (t2, t3) = rest.split_at_mut(tw);
+    let (lo, hi) = (
+        p[..2 * tw].chunks_exact(2),
+        p[2..2 * tw + 2].chunks_exact(2),
+    );
+    for ((((ab, cd), t0), t1), (t2, t3)) in lo.zip(hi).zip(t0).zip(t1).zip(t2.iter_mut().zip(t3)) {
+        let (a, b, c, d) = (ab[0], ab[1], cd[0], cd[1]);
+        *t0 = a - c;
+        *t1 = b + c;
+        *t2 = c - b;
+        *t3 = b - d;
+    }
+}
+
+/// `M[ξ] = U[ξ] · V[ξ]` for the 16 points: `co × ci` times `ci × t`.
+fn products(
+    g: &ConvGeom,
+    (u, layout): (&[f32], Layout),
+    v: &[f32],
+    m: &mut [f32],
+    t: usize,
+    par: bool,
+) {
+    let dst = SendPtr(m.as_mut_ptr());
+    let point = |xi: usize| {
+        let u = u[xi * g.co * g.ci..].as_ptr();
+        let lhs: Operand<*const f32> = match layout {
+            Layout::Rows => row_major(u, g.ci),
+            Layout::Columns => transposed(u, g.co),
+        };
+        // SAFETY: `U[ξ]` (co×ci), `V[ξ]` (ci×t) and `M[ξ]` (co×t) lie inside
+        // `u`, `v` and `m`; each point writes its own `M[ξ]`.
+        unsafe {
+            matmul(
+                [g.co, t, g.ci],
+                row_major(dst.get().add(xi * g.co * t), t),
+                false,
+                lhs,
+                row_major(v.as_ptr().add(xi * g.ci * t), t),
+                Parallelism::None,
+            )
+        }
+    };
+    if par {
+        (0..POINTS).into_par_iter().for_each(point);
+    } else {
+        (0..POINTS).for_each(point);
+    }
+}
+
+/// One range of output channels of one unit for [`output_channels`].
+struct OutputJob<'a> {
+    g: &'a ConvGeom,
+    /// The unit's `M`, `POINTS × co × rows·tw`.
+    m: &'a [f32],
+    unit: (usize, usize),
+    channels: (usize, usize),
+    /// The output `[n, co, ho, wo]`.
+    y: SendPtr,
+}
+
+/// The output tiles of the job's tile rows and channels: `Aᵀ M A` per tile,
+/// rows and columns past the map's edge (odd sizes) dropped.
+#[inline(always)]
+fn output_channels(job: OutputJob<'_>) {
+    let OutputJob {
+        g,
+        m,
+        unit: (r0, rows),
+        channels: (c0, c1),
+        y,
+    } = job;
+    let tw = g.wo.div_ceil(2);
+    let t = rows * tw;
+    let (mut q, mut even, mut odd) = (vec![0.0f32; 8 * tw], vec![0.0f32; tw], vec![0.0f32; tw]);
+    for o in c0..c1 {
+        for lr in 0..rows {
+            let (n, ty) = tile_row(g, r0 + lr);
+            let at = |xi: usize| &m[(xi * g.co + o) * t + lr * tw..][..tw];
+            // Rows: Q0 = M0 + M1 + M2, Q1 = M1 − M2 − M3 per column point.
+            let (q0, q1) = q.split_at_mut(4 * tw);
+            for ((col, q0), q1) in q0
+                .chunks_exact_mut(tw)
+                .enumerate()
+                .zip(q1.chunks_exact_mut(tw))
+            {
+                let (m0, m1, m2, m3) = (at(col), at(4 + col), at(8 + col), at(12 + col));
+                for ((((q0, q1), &m0), &m1), (&m2, &m3)) in q0
+                    .iter_mut()
+                    .zip(q1.iter_mut())
+                    .zip(m0)
+                    .zip(m1)
+                    .zip(m2.iter().zip(m3))
+                {
+                    *q0 = m0 + m1 + m2;
+                    *q1 = m1 - m2 - m3;
+                }
+            }
+            for (ri, qr) in q.chunks_exact(4 * tw).enumerate() {
+                let oy = 2 * ty + ri;
+                if oy >= g.ho {
+                    break;
+                }
+                let (a, rest) = qr.split_at(tw);
+                let (b, rest) = rest.split_at(tw);
+                let (c, d) = rest.split_at(tw);
+                for ((((ev, od), &a), &b), (&c, &d)) in even
+                    .iter_mut()
+                    .zip(odd.iter_mut())
+                    .zip(a)
+                    .zip(b)
+                    .zip(c.iter().zip(d))
+                {
+                    *ev = a + b + c;
+                    *od = b - c - d;
+                }
+                // SAFETY: row `oy` of plane `(n, o)` lies inside the output;
+                // only this unit (tile row) and job (channel) write it.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        y.get().add((n * g.co + o) * g.hw_out() + oy * g.wo),
+                        g.wo,
+                    )
+                };
+                let whole = g.wo / 2;
+                let pairs = &mut out[..2 * whole];
+                let (ev, od) = (&even[..whole], &odd[..whole]);
+                for j in 0..whole {
+                    pairs[2 * j] = ev[j];
+                    pairs[2 * j + 1] = od[j];
+                }
+                if g.wo % 2 == 1 {
+                    out[g.wo - 1] = even[tw - 1];
+                }
+            }
+        }
+    }
+}
+
+/// `out = a − b`, element by element.
+#[inline(always)]
+fn sub(out: &mut [f32], a: &[f32], b: &[f32]) {
+    out.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(o, (a, b))| *o = a - b);
+}
+
+/// `out = a + b`, element by element.
+#[inline(always)]
+fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
+    out.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(o, (a, b))| *o = a + b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i + seed) * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    /// The convolution by its definition, in `f64`.
+    fn reference(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut y = vec![0.0f64; g.n * g.co * g.hw_out()];
+        for n in 0..g.n {
+            for o in 0..g.co {
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let mut acc = 0.0f64;
+                        for c in 0..g.ci {
+                            for t in 0..9 {
+                                let (iy, ix) =
+                                    ((oy + t / 3).checked_sub(1), (ox + t % 3).checked_sub(1));
+                                let (Some(iy), Some(ix)) = (iy, ix) else {
+                                    continue;
+                                };
+                                if iy < g.h && ix < g.w {
+                                    let xv = x[((n * g.ci + c) * g.h + iy) * g.w + ix];
+                                    acc += xv as f64 * w[(o * g.ci + c) * 9 + t] as f64;
+                                }
+                            }
+                        }
+                        y[((n * g.co + o) * g.ho + oy) * g.wo + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a as f64 - b).abs() <= 2e-6 * scale,
+                "{what}[{i}]: {a} vs {b} (scale {scale})"
+            );
+        }
+    }
+
+    /// Odd and even sizes (tiles cut at the edge), one tile row and many,
+    /// units in parallel and one after another, images sharing a unit.
+    #[test]
+    fn forward_equals_the_definition() {
+        // (n, ci, h, w, co)
+        for (i, &(n, ci, h, w, co)) in [
+            (1, 3, 5, 7, 4),
+            (2, 5, 2, 9, 3),
+            (3, 4, 1, 1, 2),
+            (1, 8, 33, 31, 6),
+            (2, 16, 40, 37, 24),
+            (5, 6, 3, 4, 7),
+            // Units of 32 tile rows: 4 run in parallel; 3 whose tile rows
+            // cross from one image (of odd height) to the next.
+            (1, 32, 200, 16, 32),
+            (3, 32, 61, 16, 32),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeom::new([n, ci, h, w], [co, ci, 3, 3], 1, 1).unwrap();
+            let x = values(n * ci * h * w, i);
+            let wt = values(co * ci * 9, 100 + i);
+            let weights = Weights {
+                data: &wt,
+                out_stride: ci * 9,
+                in_stride: 9,
+                flipped: false,
+            };
+            assert_close(
+                &conv(&g, Input::one(&x), weights),
+                &reference(&g, &x, &wt),
+                &format!("{g:?}"),
+            );
+        }
+    }
+
+    /// The input gradient's kernel, `w[c][o]` with its taps reversed (read
+    /// transposed), and two inputs read as their concatenation.
+    #[test]
+    fn flipped_kernels_and_two_inputs_equal_the_definition() {
+        let (n, ci, h, w, co) = (2, 10, 19, 22, 12);
+        let g = ConvGeom::new([n, ci, h, w], [co, ci, 3, 3], 1, 1).unwrap();
+        let x = values(n * ci * h * w, 7);
+        let wt = values(co * ci * 9, 8);
+        // The same kernel stored as w'[c][o] with reversed taps.
+        let mut flipped = vec![0.0; wt.len()];
+        for o in 0..co {
+            for c in 0..ci {
+                for t in 0..9 {
+                    flipped[(c * co + o) * 9 + 8 - t] = wt[(o * ci + c) * 9 + t];
+                }
+            }
+        }
+        let weights = Weights {
+            data: &flipped,
+            out_stride: 9,
+            in_stride: co * 9,
+            flipped: true,
+        };
+        let want = reference(&g, &x, &wt);
+        assert_close(&conv(&g, Input::one(&x), weights), &want, "flipped");
+        let ca = 4;
+        let (a, b): (Vec<f32>, Vec<f32>) = {
+            let plane = h * w;
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (k, chunk) in x.chunks(plane).enumerate() {
+                if k % ci < ca {
+                    a.extend_from_slice(chunk)
+                } else {
+                    b.extend_from_slice(chunk)
+                }
+            }
+            (a, b)
+        };
+        let weights = Weights {
+            data: &wt,
+            out_stride: ci * 9,
+            in_stride: 9,
+            flipped: false,
+        };
+        assert_close(
+            &conv(&g, Input::cat(&a, ca, &b), weights),
+            &want,
+            "two inputs",
+        );
+    }
+}
