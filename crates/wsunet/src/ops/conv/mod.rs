@@ -877,6 +877,9 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         g.n * g.co * g.hw_out(),
         "conv output-gradient size"
     );
+    if winograd::suits(g) {
+        return winograd::weight_gradient(g, x, dy);
+    }
     if direct_wgrad::suits(g) {
         return direct_wgrad::backward_weight(g, x, dy);
     }

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::super::simd::wide;
 use super::direct::{Input, Weights};
-use super::geom::{ConvGeom, SendPtr, output, with_scratch};
+use super::geom::{ConvGeom, SendPtr, output, sum_in_order, with_scratch};
 use super::{Operand, matmul, outer_parallel, row_major, transposed};
 
 /// Points of a transformed tile (4×4).
@@ -33,11 +33,14 @@ const POINTS: usize = 16;
 /// efficient products, small enough to stay in cache…
 const UNIT_FLOATS: usize = 1 << 18;
 
-/// …but at least this many tiles: each of a unit's products packs its whole
-/// `U[ξ]`, so on deep layers units of few tiles spent more time packing
-/// than multiplying (`cargo bench --bench kernels`, 2×256×16² → 256:
-/// 2.4 → 2.0 ms; at 1024 tiles 2×64×64² → 64 lost 0.1–0.4 ms).
-const MIN_TILES: usize = 256;
+/// …but at least this many tiles: each of a unit's forward products packs
+/// its whole `U[ξ]`, so on deep layers units of few tiles spend more time
+/// packing than multiplying. Interleaved `cargo bench --bench kernels`
+/// rounds, 64 against 256 tiles (forward / input gradient / weight
+/// gradient, ms, the faster of 3): 2×128×32² → 128 1.93 / 1.92 / 2.14
+/// against 3.38 / 3.40 / 4.39, 1×256×32² → 128 1.93 / 1.83 / 2.26 against
+/// 2.29 / 2.22 / 2.99; 256 was slower on every layer of the base model.
+const MIN_TILES: usize = 64;
 
 /// Whether [`conv`] computes `g` faster than the direct kernel: a 3×3
 /// kernel at stride 1 with padding 1, on maps of 16×16 or more, and
@@ -67,15 +70,7 @@ pub(super) fn suits(g: &ConvGeom) -> bool {
 pub(super) fn conv(g: &ConvGeom, x: Input, w: Weights) -> Vec<f32> {
     debug_assert!(g.k == 3 && g.s == 1 && g.p == 1);
     let (u, u_of) = kernel_transform(g, w);
-    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
-    let tile_rows = g.n * th;
-    let per_unit = (UNIT_FLOATS / (POINTS * (g.ci + g.co) * tw))
-        .max(MIN_TILES.div_ceil(tw))
-        .clamp(1, tile_rows);
-    let units: Vec<(usize, usize)> = (0..tile_rows)
-        .step_by(per_unit)
-        .map(|r0| (r0, per_unit.min(tile_rows - r0)))
-        .collect();
+    let (units, tw) = units(g);
     let outer = outer_parallel(units.len());
     let fill = |y: *mut f32| {
         let y = SendPtr(y);
@@ -117,6 +112,248 @@ pub(super) fn conv(g: &ConvGeom, x: Input, w: Weights) -> Vec<f32> {
     // SAFETY: the units cover every tile row of every image, and each
     // writes all output rows and columns of its tiles (`output_channels`).
     unsafe { output(g.n * g.co * g.hw_out(), fill) }
+}
+
+/// The units, `(first tile row, tile rows)` over all images, and the tiles
+/// per tile row.
+fn units(g: &ConvGeom) -> (Vec<(usize, usize)>, usize) {
+    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+    let tile_rows = g.n * th;
+    let per_unit = (UNIT_FLOATS / (POINTS * (g.ci + g.co) * tw))
+        .max(MIN_TILES.div_ceil(tw))
+        .clamp(1, tile_rows);
+    let units = (0..tile_rows)
+        .step_by(per_unit)
+        .map(|r0| (r0, per_unit.min(tile_rows - r0)))
+        .collect();
+    (units, tw)
+}
+
+/// Weight gradient `dw [co, ci, 3, 3]` of the convolution of `x` (padding
+/// 1, stride 1) for the output gradient `dy`, through F(3×3, 2×2), the
+/// transpose of the forward's algorithm: per tile, `dw += Gᵀ [(A dy Aᵀ) ⊙
+/// (Bᵀ d B)] G` with `dy` the tile's 2×2 output gradient and `d` its 4×4
+/// input window (the forward's input transform). Summed over tiles first,
+/// each of the 16 points is one product `Σ_tiles DY[ξ] · V[ξ]ᵀ`
+/// (`co × tiles` times `tiles × ci`); the `Gᵀ … G` comes once at the end.
+///
+/// Units run in parallel in fixed shares, each thread summing into its own
+/// buffer, added in order (the same bits on every run).
+pub(super) fn weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    debug_assert!(g.k == 3 && g.s == 1 && g.p == 1);
+    let (units, tw) = units(g);
+    let outer = outer_parallel(units.len());
+    let len = POINTS * g.co * g.ci;
+    let x = Input::one(x);
+    // One task's sum over its units; the first overwrites, the rest add.
+    let sum = |units: &[(usize, usize)]| -> Vec<f32> {
+        let fill = |acc: *mut f32| {
+            let acc = SendPtr(acc);
+            for (i, &(r0, rows)) in units.iter().enumerate() {
+                let t = rows * tw;
+                with_scratch(POINTS * (g.ci + g.co) * t, |buf| {
+                    let (v, d) = buf.split_at_mut(POINTS * g.ci * t);
+                    let (v_ptr, d_ptr) = (SendPtr(v.as_mut_ptr()), SendPtr(d.as_mut_ptr()));
+                    by_channels(g.ci, !outer, |channels| {
+                        let job = InputJob {
+                            g,
+                            x,
+                            unit: (r0, rows),
+                            channels,
+                            v: v_ptr,
+                        };
+                        wide!(input_channels(job: InputJob<'_>) -> ())
+                    });
+                    by_channels(g.co, !outer, |channels| {
+                        let job = GradJob {
+                            g,
+                            dy,
+                            unit: (r0, rows),
+                            channels,
+                            d: d_ptr,
+                        };
+                        wide!(gradient_channels(job: GradJob<'_>) -> ())
+                    });
+                    let (v, d) = (&*v, &*d);
+                    let point = |xi: usize| {
+                        // SAFETY: `DY[ξ]` (co×t) and `V[ξ]` (ci×t, read
+                        // transposed) lie inside `d` and `v`; `acc[ξ]`
+                        // (co×ci) inside this task's `POINTS·co·ci` values,
+                        // written by this point only; the first unit writes
+                        // all of them before later units add.
+                        unsafe {
+                            matmul(
+                                [g.co, g.ci, t],
+                                row_major(acc.get().add(xi * g.co * g.ci), g.ci),
+                                i > 0,
+                                row_major(d.as_ptr().add(xi * g.co * t), t),
+                                transposed(v.as_ptr().add(xi * g.ci * t), t),
+                                Parallelism::None,
+                            )
+                        }
+                    };
+                    if outer {
+                        (0..POINTS).for_each(point);
+                    } else {
+                        (0..POINTS).into_par_iter().for_each(point);
+                    }
+                });
+            }
+        };
+        // SAFETY: `units` is never empty (`units` covers ≥ 1 tile row), and
+        // its first unit's products write all `len` values.
+        unsafe { output(len, fill) }
+    };
+    let m = if outer {
+        let threads = rayon::current_num_threads();
+        let partials: Vec<Vec<f32>> = units
+            .par_chunks(units.len().div_ceil(threads))
+            .map(sum)
+            .collect();
+        sum_in_order(partials, len)
+    } else {
+        sum(&units)
+    };
+    // dw[o][c] = Gᵀ M G, from the 16 points to the 9 taps.
+    let pairs = g.co * g.ci;
+    let mut dw = vec![0.0f32; 9 * pairs];
+    dw.par_chunks_mut(9 * g.ci)
+        .enumerate()
+        .for_each(|(o, row)| {
+            let job = TapsJob {
+                m: &m,
+                pairs,
+                first: o * g.ci,
+                row,
+            };
+            wide!(gradient_taps(job: TapsJob<'_>) -> ())
+        });
+    dw
+}
+
+/// One output channel's weight gradient for [`gradient_taps`].
+struct TapsJob<'a> {
+    /// The 16 points of every channel pair, `POINTS × pairs`.
+    m: &'a [f32],
+    pairs: usize,
+    /// The channel's first pair.
+    first: usize,
+    /// Its `ci × 9` taps.
+    row: &'a mut [f32],
+}
+
+/// `Gᵀ M G` of each pair of the job, [`LANES`] pairs at a time: from the 16
+/// points to the 9 taps.
+#[inline(always)]
+fn gradient_taps(job: TapsJob<'_>) {
+    let TapsJob {
+        m,
+        pairs,
+        first,
+        row,
+    } = job;
+    for (b, taps) in row.chunks_mut(9 * LANES).enumerate() {
+        let lanes = taps.len() / 9;
+        let at = |xi: usize| {
+            let mut v = [0.0f32; LANES];
+            v[..lanes].copy_from_slice(&m[xi * pairs + first + b * LANES..][..lanes]);
+            v
+        };
+        // Gᵀ · M: each column k of 4 points to 3 rows; then · G, each row's
+        // 4 values to 3 taps.
+        let reduce = |v: [[f32; LANES]; 4]| {
+            let mut r = [[0.0f32; LANES]; 3];
+            for l in 0..LANES {
+                let (m0, m1, m2, m3) = (v[0][l], v[1][l], v[2][l], v[3][l]);
+                r[0][l] = m0 + 0.5 * (m1 + m2);
+                r[1][l] = 0.5 * (m1 - m2);
+                r[2][l] = 0.5 * (m1 + m2) + m3;
+            }
+            r
+        };
+        let cols = [0, 1, 2, 3].map(|k| reduce([at(k), at(4 + k), at(8 + k), at(12 + k)]));
+        for a in 0..3 {
+            let r = reduce([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]);
+            for (bb, vals) in r.iter().enumerate() {
+                for (l, &v) in vals[..lanes].iter().enumerate() {
+                    taps[9 * l + 3 * a + bb] = v;
+                }
+            }
+        }
+    }
+}
+
+/// One range of output channels of one unit for [`gradient_channels`].
+struct GradJob<'a> {
+    g: &'a ConvGeom,
+    /// The output gradient `[n, co, ho, wo]`.
+    dy: &'a [f32],
+    unit: (usize, usize),
+    channels: (usize, usize),
+    /// The unit's `DY`, `POINTS × co × rows·tw`.
+    d: SendPtr,
+}
+
+/// `DY[ξ][o][tile] = (A dy Aᵀ)[ξ]` for the tiles of the job's tile rows and
+/// channels, `dy` the tile's 2×2 output gradient (zero past the map's edge),
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`.
+#[inline(always)]
+fn gradient_channels(job: GradJob<'_>) {
+    let GradJob {
+        g,
+        dy,
+        unit: (r0, rows),
+        channels: (c0, c1),
+        d,
+    } = job;
+    let tw = g.wo.div_ceil(2);
+    let t = rows * tw;
+    // Per row of a tile row: (a, a + b, a − b, −b) of each tile's (a, b).
+    let mut rt = vec![0.0f32; 8 * tw];
+    let mut p = vec![0.0f32; 2 * tw];
+    for o in c0..c1 {
+        for lr in 0..rows {
+            let (n, ty) = tile_row(g, r0 + lr);
+            let plane = &dy[(n * g.co + o) * g.hw_out()..][..g.hw_out()];
+            for (i, rti) in rt.chunks_exact_mut(4 * tw).enumerate() {
+                let oy = 2 * ty + i;
+                if oy >= g.ho {
+                    rti.fill(0.0);
+                    continue;
+                }
+                p[..g.wo].copy_from_slice(&plane[oy * g.wo..][..g.wo]);
+                let (h0, rest) = rti.split_at_mut(tw);
+                let (h1, rest) = rest.split_at_mut(tw);
+                let (h2, h3) = rest.split_at_mut(tw);
+                for ((((ab, h0), h1), h2), h3) in p.chunks_exact(2).zip(h0).zip(h1).zip(h2).zip(h3)
+                {
+                    let (a, b) = (ab[0], ab[1]);
+                    *h0 = a;
+                    *h1 = a + b;
+                    *h2 = a - b;
+                    *h3 = -b;
+                }
+            }
+            // Columns: (R0, R0 + R1, R0 − R1, −R1) per row point.
+            let (top, bottom) = rt.split_at(4 * tw);
+            for col in 0..4 {
+                let s = col * tw..(col + 1) * tw;
+                let (a, b) = (&top[s.clone()], &bottom[s]);
+                // SAFETY: `(ξ·co + o)·t + lr·tw + tw` ≤ `POINTS·co·t` for
+                // every point ξ; only this job writes channel `o`'s values.
+                let out = |row: usize| unsafe {
+                    std::slice::from_raw_parts_mut(
+                        d.get().add(((row * 4 + col) * g.co + o) * t + lr * tw),
+                        tw,
+                    )
+                };
+                out(0).copy_from_slice(a);
+                add(out(1), a, b);
+                sub(out(2), a, b);
+                out(3).iter_mut().zip(b).for_each(|(o, b)| *o = -b);
+            }
+        }
+    }
 }
 
 /// Runs `f` on ranges of `0..channels`: all of them at once, or (`par`)
@@ -549,6 +786,59 @@ mod tests {
             assert_close(
                 &conv(&g, Input::one(&x), weights),
                 &reference(&g, &x, &wt),
+                &format!("{g:?}"),
+            );
+        }
+    }
+
+    /// The weight gradient by its definition: `Σ dy[o](y, x) · x[c](y + ky − 1, x + kx − 1)`.
+    fn reference_weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f64> {
+        let mut dw = vec![0.0f64; g.co * g.ci * 9];
+        for n in 0..g.n {
+            for o in 0..g.co {
+                for c in 0..g.ci {
+                    for t in 0..9 {
+                        let mut acc = 0.0f64;
+                        for oy in 0..g.ho {
+                            for ox in 0..g.wo {
+                                let (iy, ix) =
+                                    ((oy + t / 3).checked_sub(1), (ox + t % 3).checked_sub(1));
+                                let (Some(iy), Some(ix)) = (iy, ix) else {
+                                    continue;
+                                };
+                                if iy < g.h && ix < g.w {
+                                    acc += dy[((n * g.co + o) * g.ho + oy) * g.wo + ox] as f64
+                                        * x[((n * g.ci + c) * g.h + iy) * g.w + ix] as f64;
+                                }
+                            }
+                        }
+                        dw[(o * g.ci + c) * 9 + t] += acc;
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    #[test]
+    fn weight_gradient_equals_the_definition() {
+        for (i, &(n, ci, h, w, co)) in [
+            (1, 3, 5, 7, 4),
+            (2, 5, 2, 9, 3),
+            (3, 4, 1, 1, 2),
+            (2, 16, 40, 37, 24),
+            (1, 32, 200, 16, 32),
+            (3, 32, 61, 16, 32),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeom::new([n, ci, h, w], [co, ci, 3, 3], 1, 1).unwrap();
+            let x = values(n * ci * h * w, 20 + i);
+            let dy = values(n * co * h * w, 40 + i);
+            assert_close(
+                &weight_gradient(&g, &x, &dy),
+                &reference_weight_gradient(&g, &x, &dy),
                 &format!("{g:?}"),
             );
         }
