@@ -612,6 +612,12 @@ impl Kernels {
                 None => String::new(),
             }
         );
+        // Winograd's layers do 2.25× fewer multiplies than they are
+        // credited with, so their rate may pass the peak.
+        out.push_str(
+            "(GFLOP count a convolution's direct multiply-adds, 2·n·co·ho·wo·ci·k²: \
+             effective rates for the 3×3 layers that run Winograd's F(2×2, 3×3))\n",
+        );
         let header = format!(
             "{:<32} {:<40} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7}\n",
             "kernel", "shape", "calls", "ms", "share", "GFLOP/s", "% peak", "GB/s"

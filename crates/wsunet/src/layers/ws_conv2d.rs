@@ -8,12 +8,15 @@
 //! `ScaledStdConv2d` (Brock et al., NF-Nets, arXiv:2101.08692).
 
 use burn::config::Config;
-use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param, ParamId};
 use burn::nn::Initializer;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::{Standardization, conv2d, conv2d_cat, standardize};
+use crate::ops::{
+    Standardization, conv2d, conv2d_cat, conv2d_cat_winograd, conv2d_winograd, standardize,
+    winograd_kernel,
+};
 
 /// Configuration of a [`WsConv2d`].
 ///
@@ -120,6 +123,7 @@ impl WsConv2dConfig {
             standardization: self.standardization,
             eps: self.eps.unwrap_or(self.standardization.default_eps()),
             folded: false,
+            winograd: None,
         }
     }
 }
@@ -169,6 +173,12 @@ pub struct WsConv2d {
     /// [`fold`](WsConv2d::fold)); then forward convolves with it as is.
     #[module(skip)]
     pub folded: bool,
+    /// A folded 3×3 stride-1 kernel transformed once for Winograd's
+    /// F(2×2, 3×3) (see [`prepare`](WsConv2d::prepare)), with the id of the
+    /// `weight` it was taken from: a `weight` replaced since is convolved
+    /// as is, never with a stale transform.
+    #[module(skip)]
+    pub(crate) winograd: Option<(ParamId, Tensor<3>)>,
 }
 
 impl ModuleDisplay for WsConv2d {
@@ -203,7 +213,7 @@ impl WsConv2d {
     /// - input: `[batch, in_channels, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(x, self.kernel(), self.bias_value(), self.options())
+        self.convolve(x, self.bias_value())
     }
 
     /// [`forward`](Self::forward) of the channel concatenation `cat([a, b], 1)`,
@@ -214,18 +224,55 @@ impl WsConv2d {
     /// - a: `[batch, ca, H, W]`, b: `[batch, in_channels − ca, H, W]`
     /// - output: `[batch, out_channels, H', W']`
     pub fn forward_cat(&self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-        conv2d_cat(a, b, self.kernel(), self.bias_value(), self.options())
+        self.convolve_cat(a, b, self.bias_value())
     }
 
     /// [`forward`](Self::forward) without the bias, for a caller that adds
     /// it in its own pass ([`bias_value`](Self::bias_value)).
     pub(crate) fn forward_unbiased(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(x, self.kernel(), None, self.options())
+        self.convolve(x, None)
     }
 
     /// [`forward_cat`](Self::forward_cat) without the bias.
     pub(crate) fn forward_cat_unbiased(&self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-        conv2d_cat(a, b, self.kernel(), None, self.options())
+        self.convolve_cat(a, b, None)
+    }
+
+    fn convolve(&self, x: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        match self.transformed() {
+            Some(u) => conv2d_winograd(x, self.kernel(), u, bias, self.options()),
+            None => conv2d(x, self.kernel(), bias, self.options()),
+        }
+    }
+
+    fn convolve_cat(&self, a: Tensor<4>, b: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        match self.transformed() {
+            Some(u) => conv2d_cat_winograd(a, b, self.kernel(), u, bias, self.options()),
+            None => conv2d_cat(a, b, self.kernel(), bias, self.options()),
+        }
+    }
+
+    /// The Winograd transform of the kernel, if [`prepare`](Self::prepare)
+    /// took one of the current `weight`.
+    fn transformed(&self) -> Option<&Tensor<3>> {
+        let (id, u) = self.winograd.as_ref()?;
+        (self.folded && *id == self.weight.id).then_some(u)
+    }
+
+    /// Transforms a folded 3×3 stride-1 kernel once for Winograd's F(2×2,
+    /// 3×3) ([`winograd_kernel`]), so that inference skips the transform
+    /// each call would repeat; other layers (and kernels whose channels are
+    /// too few to gain) stay as they are. [`fold`](Self::fold) calls it; call
+    /// it again after changing a folded layer's `weight` (until then the
+    /// layer convolves the new `weight` without the transform).
+    pub fn prepare(self) -> Self {
+        let fits =
+            self.folded && (self.stride, self.padding, self.dilation, self.groups) == (1, 1, 1, 1);
+        let winograd = fits
+            .then(|| winograd_kernel(&self.weight.val()))
+            .flatten()
+            .map(|u| (self.weight.id, u));
+        WsConv2d { winograd, ..self }
     }
 
     /// The kernel convolved with: the standardized weight, or the folded one.
@@ -258,6 +305,7 @@ impl WsConv2d {
             folded: true,
             ..self
         }
+        .prepare()
     }
 
     /// The convolution's stride, padding, dilation and groups.
@@ -422,6 +470,43 @@ mod tests {
                 .into_data()
                 .assert_eq(&folded.weight.val().into_data(), true);
         }
+    }
+
+    /// A folded layer wide enough for Winograd keeps its kernel's transform
+    /// and convolves with it (one and two inputs); a `weight` replaced after
+    /// folding is convolved as is, not through the stale transform.
+    #[test]
+    fn folded_winograd_layers_equal_the_plain_convolution() {
+        let device = Device::flex();
+        let conv = WsConv2dConfig::new(64, 64, 3).init(&device);
+        let x = Tensor::<4>::random([2, 64, 10, 12], Distribution::Default, &device);
+        let expected = conv.forward(x.clone()).into_data();
+        let folded = conv.fold();
+        assert!(folded.transformed().is_some());
+        let tol = Tolerance::absolute(1e-4);
+        folded
+            .forward(x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, tol);
+        let (a, b) = (x.clone().narrow(1, 0, 24), x.clone().narrow(1, 24, 40));
+        folded
+            .forward_cat(a, b)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, tol);
+        let replaced = WsConv2d {
+            weight: Param::from_tensor(folded.weight.val() * 2.0),
+            ..folded.clone()
+        };
+        assert!(replaced.transformed().is_none());
+        let doubled = folded.forward(x.clone()) * 2.0;
+        replaced
+            .forward(x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&doubled.into_data(), tol);
+        assert!(replaced.prepare().transformed().is_some());
+        // Too few channels to gain: no transform kept.
+        let narrow = WsConv2dConfig::new(16, 16, 3).init(&device).fold();
+        assert!(narrow.transformed().is_none());
     }
 
     #[test]

@@ -224,7 +224,8 @@ impl WsGnAct {
                 weight: Param::from_tensor(weight.detach()),
                 bias: Some(Param::from_tensor(bias.detach())),
                 ..conv
-            },
+            }
+            .prepare(),
             gn: None,
             bn: None,
             act: self.act,

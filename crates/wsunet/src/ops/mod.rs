@@ -52,7 +52,7 @@ pub mod kernels {
 
 pub use batch_norm::{BnTrainOutput, batch_norm_train};
 pub use bias_act::bias_act;
-pub use conv::{conv2d, conv2d_cat};
+pub use conv::{conv2d, conv2d_cat, conv2d_cat_winograd, conv2d_winograd, winograd_kernel};
 pub use flex::runs_here;
 pub use group_norm::{Tail, group_norm};
 pub use resize::resize_bilinear;

@@ -117,6 +117,90 @@ pub fn conv2d_cat(
     with_bias(y, bias)
 }
 
+/// A 3×3 kernel `[co, ci, 3, 3]` transformed once for Winograd's F(2×2,
+/// 3×3), `[16, co, ci]`, for [`conv2d_winograd`] and
+/// [`conv2d_cat_winograd`]: a kernel that does not change between calls
+/// (a folded model's) then skips the transform each call repeats. `None`
+/// off the CPU, for other kernel sizes, and for channels too few for
+/// Winograd to gain.
+pub fn winograd_kernel(weight: &Tensor<4>) -> Option<Tensor<3>> {
+    let [co, ci, kh, kw] = weight.dims();
+    if !runs_here(&weight.device(), weight.dtype())
+        || [kh, kw] != [3, 3]
+        || !winograd::worth_preparing(co, ci)
+    {
+        return None;
+    }
+    let data = weight.to_data().convert::<f32>();
+    let w = data.as_slice::<f32>().ok()?;
+    let u = winograd::transform(co, ci, w);
+    Some(Tensor::from_data(
+        burn::tensor::TensorData::new(u, [16, co, ci]),
+        &weight.device(),
+    ))
+}
+
+/// [`conv2d`] with the kernel's [`winograd_kernel`] `u` at hand: on the
+/// CPU outside training, the 3×3 stride-1 layers that gain from it run
+/// Winograd's F(2×2, 3×3) without transforming the kernel; otherwise as
+/// [`conv2d`] (`u` unused).
+///
+/// # Shapes
+///
+/// - x: `[batch, in, H, W]`, weight: `[out, in, 3, 3]`, u: `[16, out, in]`,
+///   bias: `[out]`
+/// - output: `[batch, out, H', W']`
+pub fn conv2d_winograd(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    u: &Tensor<3>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let Some(p) = cpu_params(&x, x.dims(), &weight, &options) else {
+        return conv2d(x, weight, bias, options);
+    };
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dWinogradOp>::conv2d_winograd_cpu(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        u.clone().into_dispatch(),
+        p,
+    ));
+    with_bias(y, bias)
+}
+
+/// [`conv2d_cat`] with the kernel's [`winograd_kernel`] `u` at hand, as
+/// [`conv2d_winograd`].
+///
+/// # Shapes
+///
+/// - a: `[batch, ca, H, W]`, b: `[batch, cb, H, W]`, weight:
+///   `[out, ca + cb, 3, 3]`, u: `[16, out, ca + cb]`, bias: `[out]`
+/// - output: `[batch, out, H', W']`
+pub fn conv2d_cat_winograd(
+    a: Tensor<4>,
+    b: Tensor<4>,
+    weight: Tensor<4>,
+    u: &Tensor<3>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let ([n, ca, h, w], [nb, cb, hb, wb]) = (a.dims(), b.dims());
+    let params = cpu_params(&a, [n, ca + cb, h, w], &weight, &options)
+        .filter(|_| [nb, hb, wb] == [n, h, w] && runs_here(&b.device(), b.dtype()));
+    let Some(p) = params else {
+        return conv2d_cat(a, b, weight, bias, options);
+    };
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dWinogradOp>::conv2d_cat_winograd_cpu(
+        a.into_dispatch(),
+        b.into_dispatch(),
+        weight.into_dispatch(),
+        u.clone().into_dispatch(),
+        p,
+    ));
+    with_bias(y, bias)
+}
+
 /// The kernel's parameters when it computes the convolution of `x` (whose
 /// channels `dims` gives) with these options: `f32` on the CPU, groups 1,
 /// dilation 1, equal strides, symmetric padding and shapes it accepts.
@@ -1013,6 +1097,117 @@ impl<C: CheckpointStrategy> Conv2dCatOp for Autodiff<Flex, C> {
         // The weight gradient reads the input as one tensor: write it.
         let x = Self::float_cat(vec![a, b], 1);
         <Self as Conv2dOp>::conv2d_cpu(x, weight, p)
+    }
+}
+
+/// The convolutions with a kernel transformed for Winograd, plugged into
+/// Burn: the transformed kernel on Flex, the kernel itself (and its
+/// gradients) when training.
+#[backend_extension(Flex, Autodiff)]
+pub trait Conv2dWinogradOp: Backend {
+    /// `conv2d_cpu` with the kernel's Winograd transform `u` at hand.
+    fn conv2d_winograd_cpu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self>;
+
+    /// `conv2d_cat_cpu` with the kernel's Winograd transform `u` at hand.
+    fn conv2d_cat_winograd_cpu(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self>;
+}
+
+impl Conv2dWinogradOp for Flex {
+    fn conv2d_winograd_cpu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        let [x, w, u] = inputs([x, weight, u]);
+        let g = ConvGeom::new(dims4(&x), dims4(&w), p.stride, p.padding).unwrap_or_else(|| {
+            panic!(
+                "conv2d_winograd_cpu: input {:?} and kernel {:?} ({p:?}) do not fit",
+                dims4(&x),
+                dims4(&w)
+            )
+        });
+        let y = profile::timed(
+            "conv forward",
+            || work(&g),
+            || {
+                if winograd::prepared_suits(&g) {
+                    winograd::conv_prepared(&g, Input::one(slice(&x)), slice(&u))
+                } else {
+                    forward(&g, slice(&x), slice(&w))
+                }
+            },
+        );
+        tensor(y, [g.n, g.co, g.ho, g.wo])
+    }
+
+    fn conv2d_cat_winograd_cpu(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        let [a, b, w, u] = inputs([a, b, weight, u]);
+        let ca = dims4(&a)[1];
+        let x = Input::cat(slice(&a), ca, slice(&b));
+        let [n, _, h, wd] = dims4(&a);
+        let g = ConvGeom::new(
+            [n, ca + dims4(&b)[1], h, wd],
+            dims4(&w),
+            p.stride,
+            p.padding,
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "conv2d_cat_winograd_cpu: inputs and kernel {:?} do not fit",
+                dims4(&w)
+            )
+        });
+        let y = profile::timed(
+            "conv forward",
+            || work(&g),
+            || {
+                if winograd::prepared_suits(&g) {
+                    winograd::conv_prepared(&g, x, slice(&u))
+                } else {
+                    forward_cat(&g, slice(&a), ca, slice(&b), slice(&w))
+                }
+            },
+        );
+        tensor(y, [g.n, g.co, g.ho, g.wo])
+    }
+}
+
+impl<C: CheckpointStrategy> Conv2dWinogradOp for Autodiff<Flex, C> {
+    fn conv2d_winograd_cpu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        _u: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        <Self as Conv2dOp>::conv2d_cpu(x, weight, p)
+    }
+
+    fn conv2d_cat_winograd_cpu(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        _u: FloatTensor<Self>,
+        p: ConvParams,
+    ) -> FloatTensor<Self> {
+        <Self as Conv2dCatOp>::conv2d_cat_cpu(a, b, weight, p)
     }
 }
 

@@ -68,8 +68,48 @@ pub(super) fn suits(g: &ConvGeom) -> bool {
 /// `x [n, ci, h, w]` convolved with the 3×3 kernel `w` (padding 1, stride 1)
 /// → `[n, co, h, w]`.
 pub(super) fn conv(g: &ConvGeom, x: Input, w: Weights) -> Vec<f32> {
+    let (u, layout) = kernel_transform(g, w);
+    conv_transformed(g, x, (&u, layout))
+}
+
+/// [`conv`] with the kernel transformed already: `U`, `POINTS × co × ci`
+/// ([`kernel_transform`] of the forward's kernel `[co, ci, 3, 3]`).
+pub(super) fn conv_prepared(g: &ConvGeom, x: Input, u: &[f32]) -> Vec<f32> {
+    assert_eq!(u.len(), POINTS * g.co * g.ci, "Winograd kernel size");
+    conv_transformed(g, x, (u, Layout::Rows))
+}
+
+/// Whether [`conv_prepared`] computes `g` faster than the direct kernel or
+/// im2col + `gemm`: as [`suits`], but without the kernel's transform on
+/// every call the 8×8 maps of deep layers gain too (`wsunet bench`,
+/// inference at 1×256², 3 interleaved rounds: transformed per call 23.0 /
+/// 23.0 / 24.7 ms, ahead from 16×16 maps 21.7 / 21.8 / 21.8, from 8×8
+/// 23.3 / 21.2 / 21.2).
+pub(super) fn prepared_suits(g: &ConvGeom) -> bool {
+    g.k == 3 && g.s == 1 && g.p == 1 && g.ho.min(g.wo) >= 8 && worth_preparing(g.co, g.ci)
+}
+
+/// Whether a kernel of these channels is worth transforming ahead for
+/// [`conv_prepared`] (see [`prepared_suits`]).
+pub(super) fn worth_preparing(co: usize, ci: usize) -> bool {
+    co * ci >= 32 * (co + ci)
+}
+
+/// The forward's kernel `w [co, ci, 3, 3]` transformed for
+/// [`conv_prepared`]: `POINTS × co × ci`.
+pub(super) fn transform(co: usize, ci: usize, w: &[f32]) -> Vec<f32> {
+    let g = ConvGeom::new([1, ci, 3, 3], [co, ci, 3, 3], 1, 1).expect("a 3×3 kernel");
+    let weights = Weights {
+        data: w,
+        out_stride: 9 * ci,
+        in_stride: 9,
+        flipped: false,
+    };
+    kernel_transform(&g, weights).0
+}
+
+fn conv_transformed(g: &ConvGeom, x: Input, (u, u_of): (&[f32], Layout)) -> Vec<f32> {
     debug_assert!(g.k == 3 && g.s == 1 && g.p == 1);
-    let (u, u_of) = kernel_transform(g, w);
     let (units, tw) = units(g);
     let outer = outer_parallel(units.len());
     let fill = |y: *mut f32| {
@@ -89,7 +129,7 @@ pub(super) fn conv(g: &ConvGeom, x: Input, w: Weights) -> Vec<f32> {
                     };
                     wide!(input_channels(job: InputJob<'_>) -> ())
                 });
-                products(g, (&u, u_of), v, m, t, !outer);
+                products(g, (u, u_of), v, m, t, !outer);
                 let m = &*m;
                 by_channels(g.co, !outer, |channels| {
                     let job = OutputJob {
