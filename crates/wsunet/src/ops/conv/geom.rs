@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 
+use rayon::prelude::*;
+
 /// Floats of im2col scratch per band: large enough for efficient `gemm` calls,
 /// small enough to stay in the L2 cache of one core.
 const BAND_FLOATS: usize = 1 << 18;
@@ -202,6 +204,26 @@ pub(super) unsafe fn output(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32>
     // the capacity is `len`.
     unsafe { v.set_len(len) };
     v
+}
+
+/// `sum` of all `units`: in one call, or (`outer`) of one fixed share of
+/// them per thread, the shares' results added in order (the same bits on
+/// every run).
+pub(super) fn sum_by_shares<U: Sync>(
+    units: &[U],
+    outer: bool,
+    len: usize,
+    sum: impl Fn(&[U]) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    if !outer {
+        return sum(units);
+    }
+    let threads = rayon::current_num_threads();
+    let partials: Vec<Vec<f32>> = units
+        .par_chunks(units.len().div_ceil(threads))
+        .map(&sum)
+        .collect();
+    sum_in_order(partials, len)
 }
 
 /// The sum of per-thread partial results, added in their order (the same

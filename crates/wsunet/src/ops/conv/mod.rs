@@ -55,7 +55,7 @@ use direct::{Input, Weights};
 use dot_gemm::{Rows, dot_gemm};
 pub use geom::ConvGeom;
 pub(crate) use geom::SendPtr;
-use geom::{output, sum_in_order, with_scratch};
+use geom::{output, sum_by_shares, with_scratch};
 
 /// A 2-D convolution: this crate's kernel on the CPU when the options allow
 /// it (groups 1, dilation 1, square kernel, symmetric padding), Burn's
@@ -102,10 +102,7 @@ pub fn conv2d_cat(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let ([n, ca, h, w], [nb, cb, hb, wb]) = (a.dims(), b.dims());
-    let params = cpu_params(&a, [n, ca + cb, h, w], &weight, &options)
-        .filter(|_| [nb, hb, wb] == [n, h, w] && runs_here(&b.device(), b.dtype()));
-    let Some(p) = params else {
+    let Some(p) = cat_params(&a, &b, &weight, &options) else {
         return conv2d(Tensor::cat(vec![a, b], 1), weight, bias, options);
     };
     let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dCatOp>::conv2d_cat_cpu(
@@ -185,10 +182,7 @@ pub fn conv2d_cat_winograd(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let ([n, ca, h, w], [nb, cb, hb, wb]) = (a.dims(), b.dims());
-    let params = cpu_params(&a, [n, ca + cb, h, w], &weight, &options)
-        .filter(|_| [nb, hb, wb] == [n, h, w] && runs_here(&b.device(), b.dtype()));
-    let Some(p) = params else {
+    let Some(p) = cat_params(&a, &b, &weight, &options) else {
         return conv2d_cat(a, b, weight, bias, options);
     };
     let y = Tensor::<4>::from_dispatch(<Dispatch as Conv2dWinogradOp>::conv2d_cat_winograd_cpu(
@@ -220,6 +214,19 @@ fn cpu_params(
         && options.padding == [(padding, padding); 2]
         && ConvGeom::new(dims, weight.dims(), stride, padding).is_some();
     fits.then_some(ConvParams { stride, padding })
+}
+
+/// [`cpu_params`] for the concatenation of `a` and `b`: both on the CPU,
+/// of the same batch and size.
+fn cat_params(
+    a: &Tensor<4>,
+    b: &Tensor<4>,
+    weight: &Tensor<4>,
+    options: &ConvOptions<2>,
+) -> Option<ConvParams> {
+    let ([n, ca, h, w], [nb, cb, hb, wb]) = (a.dims(), b.dims());
+    cpu_params(a, [n, ca + cb, h, w], weight, options)
+        .filter(|_| [nb, hb, wb] == [n, h, w] && runs_here(&b.device(), b.dtype()))
 }
 
 /// `y` plus the per-channel `bias`, if any.
@@ -1023,16 +1030,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         // values before the others add to them.
         unsafe { output(len, fill) }
     };
-    if !outer {
-        return sum(&units);
-    }
-    // Fixed chunks summed in order: the same bits on every run.
-    let threads = rayon::current_num_threads();
-    let partials: Vec<Vec<f32>> = units
-        .par_chunks(units.len().div_ceil(threads))
-        .map(sum)
-        .collect();
-    sum_in_order(partials, len)
+    sum_by_shares(&units, outer, len, sum)
 }
 
 /// The CPU kernel, plugged into Burn.
@@ -1068,22 +1066,8 @@ impl Conv2dCatOp for Flex {
     ) -> FloatTensor<Self> {
         let [a, b, w] = inputs([a, b, weight]);
         let ([n, ca, h, wd], [_, cb, _, _]) = (dims4(&a), dims4(&b));
-        let g = ConvGeom::new([n, ca + cb, h, wd], dims4(&w), p.stride, p.padding).unwrap_or_else(
-            || {
-                panic!(
-                    "conv2d_cat_cpu: inputs {:?} + {:?} and kernel {:?} ({p:?}) do not fit",
-                    dims4(&a),
-                    dims4(&b),
-                    dims4(&w)
-                )
-            },
-        );
-        let y = profile::timed(
-            "conv forward",
-            || work(&g),
-            || forward_cat(&g, slice(&a), ca, slice(&b), slice(&w)),
-        );
-        tensor(y, [g.n, g.co, g.ho, g.wo])
+        let g = geometry("conv2d_cat_cpu", [n, ca + cb, h, wd], &w, p);
+        timed_forward(&g, || forward_cat(&g, slice(&a), ca, slice(&b), slice(&w)))
     }
 }
 
@@ -1131,25 +1115,14 @@ impl Conv2dWinogradOp for Flex {
         p: ConvParams,
     ) -> FloatTensor<Self> {
         let [x, w, u] = inputs([x, weight, u]);
-        let g = ConvGeom::new(dims4(&x), dims4(&w), p.stride, p.padding).unwrap_or_else(|| {
-            panic!(
-                "conv2d_winograd_cpu: input {:?} and kernel {:?} ({p:?}) do not fit",
-                dims4(&x),
-                dims4(&w)
-            )
-        });
-        let y = profile::timed(
-            "conv forward",
-            || work(&g),
-            || {
-                if winograd::prepared_suits(&g) {
-                    winograd::conv_prepared(&g, Input::one(slice(&x)), slice(&u))
-                } else {
-                    forward(&g, slice(&x), slice(&w))
-                }
-            },
-        );
-        tensor(y, [g.n, g.co, g.ho, g.wo])
+        let g = geometry("conv2d_winograd_cpu", dims4(&x), &w, p);
+        timed_forward(&g, || {
+            if winograd::prepared_suits(&g) {
+                winograd::conv_prepared(&g, Input::one(slice(&x)), slice(&u))
+            } else {
+                forward(&g, slice(&x), slice(&w))
+            }
+        })
     }
 
     fn conv2d_cat_winograd_cpu(
@@ -1160,33 +1133,15 @@ impl Conv2dWinogradOp for Flex {
         p: ConvParams,
     ) -> FloatTensor<Self> {
         let [a, b, w, u] = inputs([a, b, weight, u]);
-        let ca = dims4(&a)[1];
-        let x = Input::cat(slice(&a), ca, slice(&b));
-        let [n, _, h, wd] = dims4(&a);
-        let g = ConvGeom::new(
-            [n, ca + dims4(&b)[1], h, wd],
-            dims4(&w),
-            p.stride,
-            p.padding,
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "conv2d_cat_winograd_cpu: inputs and kernel {:?} do not fit",
-                dims4(&w)
-            )
-        });
-        let y = profile::timed(
-            "conv forward",
-            || work(&g),
-            || {
-                if winograd::prepared_suits(&g) {
-                    winograd::conv_prepared(&g, x, slice(&u))
-                } else {
-                    forward_cat(&g, slice(&a), ca, slice(&b), slice(&w))
-                }
-            },
-        );
-        tensor(y, [g.n, g.co, g.ho, g.wo])
+        let ([n, ca, h, wd], [_, cb, _, _]) = (dims4(&a), dims4(&b));
+        let g = geometry("conv2d_cat_winograd_cpu", [n, ca + cb, h, wd], &w, p);
+        timed_forward(&g, || {
+            if winograd::prepared_suits(&g) {
+                winograd::conv_prepared(&g, Input::cat(slice(&a), ca, slice(&b)), slice(&u))
+            } else {
+                forward_cat(&g, slice(&a), ca, slice(&b), slice(&w))
+            }
+        })
     }
 }
 
@@ -1215,19 +1170,26 @@ impl<C: CheckpointStrategy> Conv2dWinogradOp for Autodiff<Flex, C> {
 type State = (FlexTensor, FlexTensor, ConvGeom);
 
 fn run([x, w]: [FlexTensor; 2], p: ConvParams) -> (FlexTensor, State) {
-    let g = ConvGeom::new(dims4(&x), dims4(&w), p.stride, p.padding).unwrap_or_else(|| {
+    let g = geometry("conv2d_cpu", dims4(&x), &w, p);
+    let y = timed_forward(&g, || forward(&g, slice(&x), slice(&w)));
+    (y, (x, w, g))
+}
+
+/// The geometry of an input of `dims` convolved with `w`; a mismatch is the
+/// caller's bug (`cpu_params` checked the shapes), named by `op`.
+fn geometry(op: &str, dims: [usize; 4], w: &FlexTensor, p: ConvParams) -> ConvGeom {
+    ConvGeom::new(dims, dims4(w), p.stride, p.padding).unwrap_or_else(|| {
         panic!(
-            "conv2d_cpu: input {:?} and kernel {:?} ({p:?}) do not fit",
-            dims4(&x),
-            dims4(&w)
+            "{op}: input {dims:?} and kernel {:?} ({p:?}) do not fit",
+            dims4(w)
         )
-    });
-    let y = profile::timed(
-        "conv forward",
-        || work(&g),
-        || forward(&g, slice(&x), slice(&w)),
-    );
-    (tensor(y, [g.n, g.co, g.ho, g.wo]), (x, w, g))
+    })
+}
+
+/// The forward `f` of `g`, timed for the profile, as a tensor.
+fn timed_forward(g: &ConvGeom, f: impl FnOnce() -> Vec<f32>) -> FlexTensor {
+    let y = profile::timed("conv forward", || work(g), f);
+    tensor(y, [g.n, g.co, g.ho, g.wo])
 }
 
 /// A convolution pass's row in the profile: every pass does the same
@@ -1301,7 +1263,7 @@ mod tests {
 
     /// Every multiply of the direct definition of the convolution, as
     /// `(output index, input index, weight index)`; padded taps are skipped.
-    fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    pub(super) fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         let outputs = (0..g.n).flat_map(move |n| {
             (0..g.co).flat_map(move |o| {
                 (0..g.ho).flat_map(move |oy| (0..g.wo).map(move |ox| (n, o, oy, ox)))
@@ -1322,7 +1284,7 @@ mod tests {
     }
 
     /// Direct definition of the convolution, for checking the fast paths.
-    fn reference(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f64> {
+    pub(super) fn reference(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f64> {
         let mut y = vec![0.0f64; g.n * g.co * g.ho * g.wo];
         for (yi, xi, wi) in taps(g) {
             y[yi] += x[xi] as f64 * w[wi] as f64;
@@ -1330,7 +1292,7 @@ mod tests {
         y
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let v = (i as u32).wrapping_mul(2654435761).wrapping_add(seed * 97);
@@ -1339,7 +1301,7 @@ mod tests {
             .collect()
     }
 
-    fn close(a: &[f32], b: &[f64], what: &str) {
+    pub(super) fn close(a: &[f32], b: &[f64], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: length");
         let scale = b.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -1351,7 +1313,12 @@ mod tests {
     }
 
     /// Gradients through the reference: `dx = ∂⟨y, dy⟩/∂x`, `dw` likewise.
-    fn reference_grads(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    pub(super) fn reference_grads(
+        g: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f64>, Vec<f64>) {
         let mut dx = vec![0.0f64; x.len()];
         let mut dw = vec![0.0f64; w.len()];
         for (yi, xi, wi) in taps(g) {

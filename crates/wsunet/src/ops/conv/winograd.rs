@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::super::simd::wide;
 use super::direct::{Input, Weights};
-use super::geom::{ConvGeom, SendPtr, output, sum_in_order, with_scratch};
+use super::geom::{ConvGeom, SendPtr, output, sum_by_shares, with_scratch};
 use super::{Operand, matmul, outer_parallel, row_major, transposed};
 
 /// Points of a transformed tile (4×4).
@@ -120,26 +120,26 @@ fn conv_transformed(g: &ConvGeom, x: Input, (u, u_of): (&[f32], Layout)) -> Vec<
                 let (v, m) = buf.split_at_mut(POINTS * g.ci * t);
                 let v_ptr = SendPtr(v.as_mut_ptr());
                 by_channels(g.ci, !outer, |channels| {
-                    let job = InputJob {
+                    let job = Job {
                         g,
-                        x,
+                        src: x,
                         unit: (r0, rows),
                         channels,
-                        v: v_ptr,
+                        dst: v_ptr,
                     };
-                    wide!(input_channels(job: InputJob<'_>) -> ())
+                    wide!(input_channels(job: Job<'_, Input<'_>>) -> ())
                 });
                 products(g, (u, u_of), v, m, t, !outer);
                 let m = &*m;
                 by_channels(g.co, !outer, |channels| {
-                    let job = OutputJob {
+                    let job = Job {
                         g,
-                        m,
+                        src: m,
                         unit: (r0, rows),
                         channels,
-                        y,
+                        dst: y,
                     };
-                    wide!(output_channels(job: OutputJob<'_>) -> ())
+                    wide!(output_channels(job: Job<'_, &[f32]>) -> ())
                 });
             });
         };
@@ -152,6 +152,19 @@ fn conv_transformed(g: &ConvGeom, x: Input, (u, u_of): (&[f32], Layout)) -> Vec<
     // SAFETY: the units cover every tile row of every image, and each
     // writes all output rows and columns of its tiles (`output_channels`).
     unsafe { output(g.n * g.co * g.hw_out(), fill) }
+}
+
+/// One range of channels of one unit for a transform (`input_channels`,
+/// `gradient_channels`, `output_channels`): what it reads, where it writes.
+struct Job<'a, S> {
+    g: &'a ConvGeom,
+    /// The input, the output gradient, or the unit's `M`.
+    src: S,
+    /// First tile row (over all images) and tile rows.
+    unit: (usize, usize),
+    channels: (usize, usize),
+    /// The unit's `V` or `DY` (`POINTS × channels × rows·tw`), or the output.
+    dst: SendPtr,
 }
 
 /// The units, `(first tile row, tile rows)` over all images, and the tiles
@@ -195,24 +208,24 @@ pub(super) fn weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     let (v, d) = buf.split_at_mut(POINTS * g.ci * t);
                     let (v_ptr, d_ptr) = (SendPtr(v.as_mut_ptr()), SendPtr(d.as_mut_ptr()));
                     by_channels(g.ci, !outer, |channels| {
-                        let job = InputJob {
+                        let job = Job {
                             g,
-                            x,
+                            src: x,
                             unit: (r0, rows),
                             channels,
-                            v: v_ptr,
+                            dst: v_ptr,
                         };
-                        wide!(input_channels(job: InputJob<'_>) -> ())
+                        wide!(input_channels(job: Job<'_, Input<'_>>) -> ())
                     });
                     by_channels(g.co, !outer, |channels| {
-                        let job = GradJob {
+                        let job = Job {
                             g,
-                            dy,
+                            src: dy,
                             unit: (r0, rows),
                             channels,
-                            d: d_ptr,
+                            dst: d_ptr,
                         };
-                        wide!(gradient_channels(job: GradJob<'_>) -> ())
+                        wide!(gradient_channels(job: Job<'_, &[f32]>) -> ())
                     });
                     let (v, d) = (&*v, &*d);
                     let point = |xi: usize| {
@@ -244,16 +257,7 @@ pub(super) fn weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         // its first unit's products write all `len` values.
         unsafe { output(len, fill) }
     };
-    let m = if outer {
-        let threads = rayon::current_num_threads();
-        let partials: Vec<Vec<f32>> = units
-            .par_chunks(units.len().div_ceil(threads))
-            .map(sum)
-            .collect();
-        sum_in_order(partials, len)
-    } else {
-        sum(&units)
-    };
+    let m = sum_by_shares(&units, outer, len, sum);
     // dw[o][c] = Gᵀ M G, from the 16 points to the 9 taps.
     let pairs = g.co * g.ci;
     let mut dw = vec![0.0f32; 9 * pairs];
@@ -323,28 +327,17 @@ fn gradient_taps(job: TapsJob<'_>) {
     }
 }
 
-/// One range of output channels of one unit for [`gradient_channels`].
-struct GradJob<'a> {
-    g: &'a ConvGeom,
-    /// The output gradient `[n, co, ho, wo]`.
-    dy: &'a [f32],
-    unit: (usize, usize),
-    channels: (usize, usize),
-    /// The unit's `DY`, `POINTS × co × rows·tw`.
-    d: SendPtr,
-}
-
 /// `DY[ξ][o][tile] = (A dy Aᵀ)[ξ]` for the tiles of the job's tile rows and
 /// channels, `dy` the tile's 2×2 output gradient (zero past the map's edge),
 /// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`.
 #[inline(always)]
-fn gradient_channels(job: GradJob<'_>) {
-    let GradJob {
+fn gradient_channels(job: Job<'_, &[f32]>) {
+    let Job {
         g,
-        dy,
+        src: dy,
         unit: (r0, rows),
         channels: (c0, c1),
-        d,
+        dst: d,
     } = job;
     let tw = g.wo.div_ceil(2);
     let t = rows * tw;
@@ -517,28 +510,17 @@ fn tile_row(g: &ConvGeom, r: usize) -> (usize, usize) {
     (r / th, r % th)
 }
 
-/// One range of input channels of one unit for [`input_channels`].
-struct InputJob<'a> {
-    g: &'a ConvGeom,
-    x: Input<'a>,
-    /// First tile row (over all images) and tile rows.
-    unit: (usize, usize),
-    channels: (usize, usize),
-    /// The unit's `V`, `POINTS × ci × rows·tw`.
-    v: SendPtr,
-}
-
 /// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the tiles of the job's tile rows and
 /// channels, `d` the 4×4 input window of the tile (rows and columns from
 /// −1, zero outside the image).
 #[inline(always)]
-fn input_channels(job: InputJob<'_>) {
-    let InputJob {
+fn input_channels(job: Job<'_, Input<'_>>) {
+    let Job {
         g,
-        x,
+        src: x,
         unit: (r0, rows),
         channels: (c0, c1),
-        v,
+        dst: v,
     } = job;
     let tw = g.wo.div_ceil(2);
     let t = rows * tw;
@@ -639,27 +621,16 @@ fn products(
     }
 }
 
-/// One range of output channels of one unit for [`output_channels`].
-struct OutputJob<'a> {
-    g: &'a ConvGeom,
-    /// The unit's `M`, `POINTS × co × rows·tw`.
-    m: &'a [f32],
-    unit: (usize, usize),
-    channels: (usize, usize),
-    /// The output `[n, co, ho, wo]`.
-    y: SendPtr,
-}
-
 /// The output tiles of the job's tile rows and channels: `Aᵀ M A` per tile,
 /// rows and columns past the map's edge (odd sizes) dropped.
 #[inline(always)]
-fn output_channels(job: OutputJob<'_>) {
-    let OutputJob {
+fn output_channels(job: Job<'_, &[f32]>) {
+    let Job {
         g,
-        m,
+        src: m,
         unit: (r0, rows),
         channels: (c0, c1),
-        y,
+        dst: y,
     } = job;
     let tw = g.wo.div_ceil(2);
     let t = rows * tw;
@@ -746,141 +717,55 @@ fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{close, reference, reference_grads, values};
     use super::*;
 
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i + seed) * 7919) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
+    /// (n, ci, h, w, co): odd and even sizes (tiles cut at the edge), one
+    /// tile row and many, images sharing a unit; the last two in units of
+    /// 32 tile rows, 4 in parallel, then 3 whose tile rows cross from one
+    /// image (of odd height) to the next.
+    const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
+        (1, 3, 5, 7, 4),
+        (2, 5, 2, 9, 3),
+        (3, 4, 1, 1, 2),
+        (1, 8, 33, 31, 6),
+        (2, 16, 40, 37, 24),
+        (5, 6, 3, 4, 7),
+        (1, 32, 200, 16, 32),
+        (3, 32, 61, 16, 32),
+    ];
 
-    /// The convolution by its definition, in `f64`.
-    fn reference(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f64> {
-        let mut y = vec![0.0f64; g.n * g.co * g.hw_out()];
-        for n in 0..g.n {
-            for o in 0..g.co {
-                for oy in 0..g.ho {
-                    for ox in 0..g.wo {
-                        let mut acc = 0.0f64;
-                        for c in 0..g.ci {
-                            for t in 0..9 {
-                                let (iy, ix) =
-                                    ((oy + t / 3).checked_sub(1), (ox + t % 3).checked_sub(1));
-                                let (Some(iy), Some(ix)) = (iy, ix) else {
-                                    continue;
-                                };
-                                if iy < g.h && ix < g.w {
-                                    let xv = x[((n * g.ci + c) * g.h + iy) * g.w + ix];
-                                    acc += xv as f64 * w[(o * g.ci + c) * 9 + t] as f64;
-                                }
-                            }
-                        }
-                        y[((n * g.co + o) * g.ho + oy) * g.wo + ox] = acc;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    fn assert_close(got: &[f32], want: &[f64], what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}");
-        let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-        for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (a as f64 - b).abs() <= 2e-6 * scale,
-                "{what}[{i}]: {a} vs {b} (scale {scale})"
-            );
+    /// The forward's kernel `w [co, ci, 3, 3]` as it lies.
+    fn plain<'a>(g: &ConvGeom, w: &'a [f32]) -> Weights<'a> {
+        Weights {
+            data: w,
+            out_stride: g.ci * 9,
+            in_stride: 9,
+            flipped: false,
         }
     }
 
-    /// Odd and even sizes (tiles cut at the edge), one tile row and many,
-    /// units in parallel and one after another, images sharing a unit.
     #[test]
-    fn forward_equals_the_definition() {
-        // (n, ci, h, w, co)
-        for (i, &(n, ci, h, w, co)) in [
-            (1, 3, 5, 7, 4),
-            (2, 5, 2, 9, 3),
-            (3, 4, 1, 1, 2),
-            (1, 8, 33, 31, 6),
-            (2, 16, 40, 37, 24),
-            (5, 6, 3, 4, 7),
-            // Units of 32 tile rows: 4 run in parallel; 3 whose tile rows
-            // cross from one image (of odd height) to the next.
-            (1, 32, 200, 16, 32),
-            (3, 32, 61, 16, 32),
-        ]
-        .iter()
-        .enumerate()
-        {
+    fn forward_and_weight_gradient_equal_the_definition() {
+        for (i, &(n, ci, h, w, co)) in SHAPES.iter().enumerate() {
             let g = ConvGeom::new([n, ci, h, w], [co, ci, 3, 3], 1, 1).unwrap();
-            let x = values(n * ci * h * w, i);
-            let wt = values(co * ci * 9, 100 + i);
-            let weights = Weights {
-                data: &wt,
-                out_stride: ci * 9,
-                in_stride: 9,
-                flipped: false,
-            };
-            assert_close(
-                &conv(&g, Input::one(&x), weights),
+            let x = values(n * ci * h * w, i as u32);
+            let wt = values(co * ci * 9, 100 + i as u32);
+            let dy = values(n * co * h * w, 200 + i as u32);
+            let what = format!("{g:?}");
+            close(
+                &conv(&g, Input::one(&x), plain(&g, &wt)),
                 &reference(&g, &x, &wt),
-                &format!("{g:?}"),
+                &what,
             );
-        }
-    }
-
-    /// The weight gradient by its definition: `Σ dy[o](y, x) · x[c](y + ky − 1, x + kx − 1)`.
-    fn reference_weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f64> {
-        let mut dw = vec![0.0f64; g.co * g.ci * 9];
-        for n in 0..g.n {
-            for o in 0..g.co {
-                for c in 0..g.ci {
-                    for t in 0..9 {
-                        let mut acc = 0.0f64;
-                        for oy in 0..g.ho {
-                            for ox in 0..g.wo {
-                                let (iy, ix) =
-                                    ((oy + t / 3).checked_sub(1), (ox + t % 3).checked_sub(1));
-                                let (Some(iy), Some(ix)) = (iy, ix) else {
-                                    continue;
-                                };
-                                if iy < g.h && ix < g.w {
-                                    acc += dy[((n * g.co + o) * g.ho + oy) * g.wo + ox] as f64
-                                        * x[((n * g.ci + c) * g.h + iy) * g.w + ix] as f64;
-                                }
-                            }
-                        }
-                        dw[(o * g.ci + c) * 9 + t] += acc;
-                    }
-                }
-            }
-        }
-        dw
-    }
-
-    #[test]
-    fn weight_gradient_equals_the_definition() {
-        for (i, &(n, ci, h, w, co)) in [
-            (1, 3, 5, 7, 4),
-            (2, 5, 2, 9, 3),
-            (3, 4, 1, 1, 2),
-            (2, 16, 40, 37, 24),
-            (1, 32, 200, 16, 32),
-            (3, 32, 61, 16, 32),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let g = ConvGeom::new([n, ci, h, w], [co, ci, 3, 3], 1, 1).unwrap();
-            let x = values(n * ci * h * w, 20 + i);
-            let dy = values(n * co * h * w, 40 + i);
-            assert_close(
-                &weight_gradient(&g, &x, &dy),
-                &reference_weight_gradient(&g, &x, &dy),
-                &format!("{g:?}"),
+            let u = transform(co, ci, &wt);
+            close(
+                &conv_prepared(&g, Input::one(&x), &u),
+                &reference(&g, &x, &wt),
+                &what,
             );
+            let (_, dw) = reference_grads(&g, &x, &wt, &dy);
+            close(&weight_gradient(&g, &x, &dy), &dw, &what);
         }
     }
 
@@ -908,30 +793,22 @@ mod tests {
             flipped: true,
         };
         let want = reference(&g, &x, &wt);
-        assert_close(&conv(&g, Input::one(&x), weights), &want, "flipped");
-        let ca = 4;
-        let (a, b): (Vec<f32>, Vec<f32>) = {
-            let plane = h * w;
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            for (k, chunk) in x.chunks(plane).enumerate() {
-                if k % ci < ca {
-                    a.extend_from_slice(chunk)
-                } else {
-                    b.extend_from_slice(chunk)
-                }
+        close(&conv(&g, Input::one(&x), weights), &want, "flipped");
+        let (ca, plane) = (4, h * w);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (k, chunk) in x.chunks(plane).enumerate() {
+            if k % ci < ca {
+                a.extend_from_slice(chunk)
+            } else {
+                b.extend_from_slice(chunk)
             }
-            (a, b)
-        };
-        let weights = Weights {
-            data: &wt,
-            out_stride: ci * 9,
-            in_stride: 9,
-            flipped: false,
-        };
-        assert_close(
-            &conv(&g, Input::cat(&a, ca, &b), weights),
+        }
+        let two = Input::cat(&a, ca, &b);
+        close(&conv(&g, two, plain(&g, &wt)), &want, "two inputs");
+        close(
+            &conv_prepared(&g, two, &transform(co, ci, &wt)),
             &want,
-            "two inputs",
+            "two inputs, prepared",
         );
     }
 }
