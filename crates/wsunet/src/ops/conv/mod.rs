@@ -120,6 +120,25 @@ pub fn conv2d_cat(
 /// (a folded model's) then skips the transform each call repeats. `None`
 /// off the CPU, for other kernel sizes, and for channels too few for
 /// Winograd to gain.
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::ops::ConvOptions;
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use wsunet::ops::{conv2d, conv2d_winograd, winograd_kernel};
+///
+/// let device = Device::flex();
+/// let w = Tensor::<4>::random([64, 64, 3, 3], Distribution::Default, &device);
+/// let x = Tensor::<4>::random([1, 64, 16, 16], Distribution::Default, &device);
+/// let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+/// let u = winograd_kernel(&w).expect("64 → 64 channels gain from Winograd");
+/// let fast = conv2d_winograd(x.clone(), w.clone(), &u, None, options.clone());
+/// let plain = conv2d(x, w, None, options);
+/// let scale: f32 = plain.clone().abs().max().into_scalar();
+/// let diff: f32 = (fast - plain).abs().max().into_scalar();
+/// assert!(diff <= 1e-5 * scale);
+/// ```
 pub fn winograd_kernel(weight: &Tensor<4>) -> Option<Tensor<3>> {
     let [co, ci, kh, kw] = weight.dims();
     if !runs_here(&weight.device(), weight.dtype())

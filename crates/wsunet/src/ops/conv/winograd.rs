@@ -17,6 +17,12 @@
 //! rows. Units run in parallel where there are enough of them; otherwise
 //! one after another, each with its channels, products and output channels
 //! split across the threads.
+//!
+//! The weight gradient is the same algorithm transposed, F(3×3, 2×2): the
+//! forward's input transform, the output gradient's 2×2 tiles transformed
+//! by `A`, the 16 products summed over tiles, then `Gᵀ · M · G` once. A
+//! kernel that does not change between calls (a folded model's) can be
+//! transformed once ([`transform`], [`conv_prepared`]).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -108,6 +114,7 @@ pub(super) fn transform(co: usize, ci: usize, w: &[f32]) -> Vec<f32> {
     kernel_transform(&g, weights).0
 }
 
+/// [`conv`] with `U` at hand, laid out as `u_of` says.
 fn conv_transformed(g: &ConvGeom, x: Input, (u, u_of): (&[f32], Layout)) -> Vec<f32> {
     debug_assert!(g.k == 3 && g.s == 1 && g.p == 1);
     let (units, tw) = units(g);
