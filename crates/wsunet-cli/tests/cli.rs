@@ -524,7 +524,10 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
         dir.path().join("pred2").to_str().unwrap(),
         "--uncertainty",
     ]);
-    fails_with(&o, "--uncertainty needs --tta flip");
+    fails_with(
+        &o,
+        "fix --uncertainty: the uncertainty maps need test-time augmentation",
+    );
 
     // Writing into the input folder would overwrite the inputs.
     let o = wsunet(&[
@@ -536,7 +539,11 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
         "--out",
         images.to_str().unwrap(),
     ]);
-    fails_with(&o, "would overwrite an input image; choose another --out");
+    fails_with(&o, "fix --out: writing");
+    fails_with(
+        &o,
+        "would overwrite an input image; choose another output folder",
+    );
     let o = wsunet(&[
         "predict",
         "--model",

@@ -246,8 +246,11 @@ fn pixel_size_mismatch_warns_and_scale_auto_resamples() {
     );
     fails_with(
         &o,
-        "--scale auto needs the input's pixel size, which only TIFF files state",
+        "fix --scale: scale auto needs the input's pixel size, which only TIFF files state",
     );
     let o = predict(&run, &tif, &dir.path().join("o4"), &["--scale=-1"]);
-    fails_with(&o, "--scale -1 is neither a positive number nor auto");
+    fails_with(
+        &o,
+        "fix --scale: scale -1 is neither a positive number nor auto",
+    );
 }

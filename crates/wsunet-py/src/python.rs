@@ -11,11 +11,14 @@ use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use wsunet::Error;
-use wsunet::card::{ModelCard, load_model, weights_digest};
+use wsunet::card::ModelCard;
+use wsunet::choice;
 use wsunet::infer::RowSource;
-use wsunet::infer::{PredictConfig, Prediction, Predictor, ProbsType, TiffOutputs, Tta};
+use wsunet::infer::{PredictConfig, Prediction, Predictor, ProbsType, Tta};
+use wsunet::predict::{PredictJob, PredictObserver, SavedModel, Scale, list_inputs};
 use wsunet::provenance::Outputs;
-use wsunet::raster::{Compression, inspect, is_tiff};
+use wsunet::raster::Compression;
+use wsunet::shard::Shard;
 use wsunet::train::{EpochRecord, Observer, SegScores, Session, TrainConfig};
 
 create_exception!(
@@ -128,22 +131,32 @@ fn parse_output(text: &str) -> PyResult<Output> {
 }
 
 fn parse_tta(text: &str) -> PyResult<Tta> {
-    match text {
-        "none" => Ok(Tta::None),
-        "flip" => Ok(Tta::Flip),
-        other => Err(PyValueError::new_err(format!(
-            "tta {other:?}: choose \"none\" or \"flip\""
-        ))),
-    }
+    choice::parse("tta", text, &Tta::ALL).map_err(py_err)
 }
 
 /// A trained WSResUNet, ready to predict. Made by `wsunet.load`.
 #[pyclass(module = "wsunet", frozen)]
 struct Model {
+    saved: SavedModel,
     card: ModelCard,
     predictor: Predictor,
     digest: String,
     path: PathBuf,
+}
+
+/// Keeps the first image error of a job, to raise it.
+#[derive(Default)]
+struct Failures {
+    first: std::sync::Mutex<Option<Error>>,
+}
+
+impl PredictObserver for Failures {
+    fn failed(&self, _input: &std::path::Path, error: Error) {
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(error);
+    }
 }
 
 impl Model {
@@ -327,18 +340,26 @@ impl Model {
         }
     }
 
-    /// Segments an image file into `out_dir`, as `wsunet predict` does:
-    /// `NAME.png` (and `_overlay.png`, `_probs.npy`, `_logits.npy` on
-    /// request) for PNG/JPEG/npy inputs; for TIFF inputs of any size,
-    /// streamed into tiled, pyramidal `NAME.tif` files with the input's
-    /// georeferencing (`level`, `compression`, `probs_type` apply to them).
-    /// Returns the paths written, by kind. The GIL is released meanwhile.
-    #[pyo3(signature = (src, out_dir, *, tile=None, overlap=None, tta="none", probs=false, logits=false, overlay=None, level=0, compression="deflate", probs_type="u8", batch_size=None, scale=1.0, skip_empty=false))]
+    /// Segments image files into `out_dir` exactly as `wsunet predict`
+    /// does (the same library job: the same files, byte for byte, and the
+    /// folder's `predict.json`): `NAME.png` (and `_overlay.png`,
+    /// `_probs.npy`, `_logits.npy`, `_uncertainty.png`/`.npy` on request)
+    /// for PNG/JPEG/npy inputs; for TIFF inputs of any size, streamed into
+    /// tiled, pyramidal `NAME.tif` files with the input's georeferencing
+    /// (`level`, `compression`, `probs_type` apply to them). `src`: a file,
+    /// a folder of images, or a list of them. Images whose outputs are
+    /// complete are skipped unless `overwrite`; a folder predicted with
+    /// another model or other settings is refused. `scale`: a factor, or
+    /// "auto" (each TIFF's pixel size over the model's). Returns, for one
+    /// file, its paths by kind (`mask`, `overlay`, `probs`, `logits`,
+    /// `uncertainty`, `uncertainty_png`); for a folder or list, a dict of
+    /// those by input path. The GIL is released meanwhile.
+    #[pyo3(signature = (src, out_dir, *, tile=None, overlap=None, tta="none", probs=false, logits=false, overlay=None, uncertainty=false, level=0, compression="deflate", probs_type="u8", batch_size=None, scale=None, skip_empty=false, overwrite=false))]
     #[allow(clippy::too_many_arguments)]
     fn predict_file(
         &self,
         py: Python<'_>,
-        src: PathBuf,
+        src: &Bound<'_, PyAny>,
         out_dir: PathBuf,
         tile: Option<usize>,
         overlap: Option<f32>,
@@ -346,102 +367,84 @@ impl Model {
         probs: bool,
         logits: bool,
         overlay: Option<f32>,
+        uncertainty: bool,
         level: usize,
         compression: &str,
         probs_type: &str,
         batch_size: Option<usize>,
-        scale: f64,
+        scale: Option<&Bound<'_, PyAny>>,
         skip_empty: bool,
+        overwrite: bool,
     ) -> PyResult<PyObject> {
-        let predictor = self.predictor(tile, overlap, tta, batch_size, scale, skip_empty, false)?;
-        if !src.is_file() {
+        let (inputs, one): (Vec<PathBuf>, bool) = match src.extract::<PathBuf>() {
+            Ok(path) => {
+                let one = !path.is_dir();
+                (vec![path], one)
+            }
+            Err(_) => (src.extract::<Vec<PathBuf>>()?, false),
+        };
+        if let Some(missing) = inputs.iter().find(|p| !p.exists()) {
             return Err(PyFileNotFoundError::new_err(format!(
-                "{}: no such file",
-                src.display()
+                "{}: no such file or folder",
+                missing.display()
             )));
         }
-        if let Some(a) = overlay
-            && !(0.0..=1.0).contains(&a)
-        {
-            return Err(PyValueError::new_err(format!(
-                "overlay {a} is outside [0, 1] (the opacity of the class colours)"
-            )));
-        }
-        let compression = match compression {
-            "none" => Compression::None,
-            "deflate" => Compression::Deflate,
-            "zstd" => Compression::Zstd,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "compression {other:?}: choose \"none\", \"deflate\" or \"zstd\""
-                )));
-            }
+        let scale = match scale {
+            None => Scale::default(),
+            Some(s) => match s.extract::<f64>() {
+                Ok(f) => Scale::Factor(f),
+                Err(_) => s.extract::<String>()?.parse::<Scale>().map_err(py_err)?,
+            },
         };
-        let probs_type = match probs_type {
-            "u8" => ProbsType::U8,
-            "f32" => ProbsType::F32,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "probs_type {other:?}: choose \"u8\" or \"f32\""
-                )));
-            }
+        let job = PredictJob {
+            out: out_dir,
+            outputs: Outputs {
+                overlay,
+                probs,
+                logits,
+                uncertainty,
+            },
+            level,
+            compression: choice::parse("compression", compression, &Compression::ALL)
+                .map_err(py_err)?,
+            probs_type: choice::parse("probs_type", probs_type, &ProbsType::ALL).map_err(py_err)?,
+            scale,
+            shard: Shard::default(),
+            overwrite,
         };
-        std::fs::create_dir_all(&out_dir).map_err(|error| {
-            py_err(Error::Io {
-                path: out_dir.clone(),
-                error,
-            })
-        })?;
-        let stem = src
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let classes = self.card.classes.clone();
-        let written: Vec<(String, PathBuf)> = py
-            .allow_threads(|| -> wsunet::Result<Vec<(String, PathBuf)>> {
-                let path = |suffix: &str, ext: &str| out_dir.join(format!("{stem}{suffix}.{ext}"));
-                if is_tiff(&src) {
-                    let info = inspect(&src)?;
-                    let outputs = TiffOutputs {
-                        mask: path("", "tif"),
-                        overlay: overlay.map(|a| (path("_overlay", "tif"), a)),
-                        probs: probs.then(|| (path("_probs", "tif"), probs_type)),
-                        logits: logits.then(|| path("_logits", "tif")),
-                        uncertainty: None,
-                        compression,
-                    };
-                    predictor.predict_tiff(&info, level, &classes, &outputs, &mut |_| {})?;
-                    let mut out = vec![("mask".to_string(), outputs.mask)];
-                    out.extend(outputs.overlay.map(|(p, _)| ("overlay".to_string(), p)));
-                    out.extend(outputs.probs.map(|(p, _)| ("probs".to_string(), p)));
-                    out.extend(outputs.logits.map(|p| ("logits".to_string(), p)));
-                    return Ok(out);
-                }
-                let image = wsunet::data::read_image(&src)?;
-                let prediction = predictor.predict(&image, logits)?;
-                let outputs = Outputs {
-                    overlay,
-                    probs,
-                    logits,
-                    uncertainty: false,
-                };
-                outputs.write(&out_dir, &stem, &image, &prediction, &classes)?;
-                let mut out = vec![("mask".to_string(), path("", "png"))];
-                out.extend(overlay.map(|_| ("overlay".to_string(), path("_overlay", "png"))));
-                if probs {
-                    out.push(("probs".to_string(), path("_probs", "npy")));
-                }
-                if logits {
-                    out.push(("logits".to_string(), path("_logits", "npy")));
-                }
-                Ok(out)
-            })
+        let predictor =
+            self.predictor(tile, overlap, tta, batch_size, 1.0, skip_empty, uncertainty)?;
+        let failures = Failures::default();
+        let report = py
+            .allow_threads(|| job.run(&predictor, &self.saved, &inputs, &failures))
             .map_err(py_err)?;
-        let dict = PyDict::new(py);
-        for (kind, path) in written {
-            dict.set_item(kind, path)?;
+        if let Some(e) = failures
+            .first
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(py_err(e));
         }
-        Ok(dict.into_any().unbind())
+        report.check().map_err(py_err)?;
+        let files_of = |input: &PathBuf| -> PyResult<Bound<'_, PyDict>> {
+            let stem = input
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dict = PyDict::new(py);
+            for (kind, path) in job.files_of(input, &stem) {
+                dict.set_item(kind, path)?;
+            }
+            Ok(dict)
+        };
+        if one {
+            return Ok(files_of(&inputs[0])?.into_any().unbind());
+        }
+        let all = PyDict::new(py);
+        for input in list_inputs(&inputs).map_err(py_err)? {
+            all.set_item(input.display().to_string(), files_of(&input)?)?;
+        }
+        Ok(all.into_any().unbind())
     }
 
     fn __repr__(&self) -> String {
@@ -473,18 +476,18 @@ fn load(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Model> {
     }
     let device = wsunet::parse_device(device).map_err(py_err)?;
     py.allow_threads(|| -> wsunet::Result<Model> {
-        let (model, card) = load_model(&path, &device)?;
-        let digest = weights_digest(&model)?;
+        let saved = SavedModel::load(&path, &device)?;
         let config = PredictConfig {
-            tile: PredictConfig::tile_for(&card),
+            tile: PredictConfig::tile_for(&saved.card),
             ..PredictConfig::default()
         };
-        let predictor = Predictor::new(model, card.normalize.clone(), device, config)?;
+        let predictor = saved.predictor(config, device)?;
         Ok(Model {
-            card,
-            predictor,
-            digest,
+            card: saved.card.clone(),
+            digest: saved.digest.clone(),
             path: path.clone(),
+            saved,
+            predictor,
         })
     })
     .map_err(py_err)

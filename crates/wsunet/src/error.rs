@@ -107,6 +107,24 @@ pub enum Error {
         example: String,
     },
 
+    /// A prediction run in which images failed (each reported as it
+    /// failed) or were lost to a worker thread that stopped.
+    #[error("{}", images_failed(failed, *lost))]
+    ImagesFailed {
+        /// The inputs that failed.
+        failed: Vec<PathBuf>,
+        /// Images neither predicted nor failed: a worker thread stopped.
+        lost: usize,
+    },
+
+    /// A worker thread of a prediction run stopped (a bug); the images it
+    /// held are counted as lost.
+    #[error("the {what} thread stopped")]
+    Worker {
+        /// Which thread.
+        what: String,
+    },
+
     /// A weight file that cannot be read or does not fit the model.
     #[error("{}: {reason}", path.display())]
     Weights {
@@ -336,3 +354,22 @@ pub(crate) fn listing(items: &[String], max: usize, sep: &str) -> String {
 
 /// Shorthand for results with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The message of [`Error::ImagesFailed`].
+fn images_failed(failed: &[PathBuf], lost: usize) -> String {
+    let mut parts = Vec::new();
+    if lost > 0 {
+        parts.push(format!(
+            "{lost} image(s) were not predicted: a worker thread stopped (see above); run again to predict them"
+        ));
+    }
+    if !failed.is_empty() {
+        let list: Vec<String> = failed.iter().map(|p| p.display().to_string()).collect();
+        parts.push(format!(
+            "{} image(s) failed (listed above): {}",
+            failed.len(),
+            listing(&list, MAX_PROBLEMS, ", ")
+        ));
+    }
+    parts.join("; ")
+}

@@ -48,7 +48,9 @@
 //! [`TrainConfig`]) and [`run_dir`] (the files of a run: [`RunDir`]);
 //! [`study`] compares norm and standardization variants ([`Variant`])
 //! across batch sizes.
-//! Running at scale: [`shard`], [`provenance`], [`mod@bench`]. Devices:
+//! Objects: [`objects`] (instance labels from the classes, measurements,
+//! outlines, object-level scores). Choices spelled one way: [`choice`].
+//! Running at scale: [`predict`] (prediction into files: [`predict::PredictJob`], which both clients run), [`shard`], [`provenance`], [`mod@bench`]. Devices:
 //! [`device`] ([`parse_device`]). Errors: [`Error`]. Files: [`fs`] (the
 //! atomic writer and JSON reader/writer every output goes through).
 //! Seeded random streams, parameter initialization and shared geometry are
@@ -56,6 +58,7 @@
 
 pub mod bench;
 pub mod card;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -65,8 +68,10 @@ pub mod infer;
 pub(crate) mod init;
 pub mod layers;
 pub mod model;
+pub mod objects;
 pub mod onnx;
 pub mod ops;
+pub mod predict;
 pub mod provenance;
 pub mod raster;
 pub(crate) mod rng;

@@ -25,7 +25,7 @@ use crate::infer::Tta;
 pub const PROVENANCE_FILE: &str = "predict.json";
 
 /// The files written for one image: the mask always, the rest on request.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outputs {
     /// `NAME_overlay.png` (`.tif` for TIFF inputs) with this opacity of the
@@ -55,24 +55,38 @@ impl Outputs {
     /// The file names written for the image whose name stem is `stem`,
     /// the mask first.
     pub fn files(&self, stem: &str, kind: OutputKind) -> Vec<String> {
+        self.named_files(stem, kind)
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    /// [`files`](Self::files) with what each holds: `mask`, `overlay`,
+    /// `probs`, `logits`, `uncertainty` (the maps as numbers: `.npy`, or
+    /// the TIFF) and `uncertainty_png` (the maps as a picture, for inputs
+    /// held in memory).
+    pub fn named_files(&self, stem: &str, kind: OutputKind) -> Vec<(&'static str, String)> {
         let (image, array) = match kind {
             OutputKind::Png => ("png", "npy"),
             OutputKind::Tiff => ("tif", "tif"),
         };
-        let mut files = vec![format!("{stem}.{image}")];
+        let mut files = vec![("mask", format!("{stem}.{image}"))];
         if self.overlay.is_some() {
-            files.push(format!("{stem}_overlay.{image}"));
+            files.push(("overlay", format!("{stem}_overlay.{image}")));
         }
         if self.probs {
-            files.push(format!("{stem}_probs.{array}"));
+            files.push(("probs", format!("{stem}_probs.{array}")));
         }
         if self.logits {
-            files.push(format!("{stem}_logits.{array}"));
+            files.push(("logits", format!("{stem}_logits.{array}")));
         }
         if self.uncertainty {
-            files.push(format!("{stem}_uncertainty.{image}"));
-            if kind == OutputKind::Png {
-                files.push(format!("{stem}_uncertainty.npy"));
+            match kind {
+                OutputKind::Png => {
+                    files.push(("uncertainty_png", format!("{stem}_uncertainty.png")));
+                    files.push(("uncertainty", format!("{stem}_uncertainty.npy")));
+                }
+                OutputKind::Tiff => files.push(("uncertainty", format!("{stem}_uncertainty.tif"))),
             }
         }
         files

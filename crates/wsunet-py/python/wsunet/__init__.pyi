@@ -1,7 +1,7 @@
 """Type stubs of the wsunet package (the `wsunet._wsunet` extension)."""
 
 from os import PathLike
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,7 @@ class Model:
         the flips' disagreement, float32, the two maps on channel_axis."""
     def predict_file(
         self,
-        src: _Path,
+        src: Union[_Path, Sequence[_Path]],
         out_dir: _Path,
         *,
         tile: Optional[int] = None,
@@ -48,15 +48,19 @@ class Model:
         probs: bool = False,
         logits: bool = False,
         overlay: Optional[float] = None,
+        uncertainty: bool = False,
         level: int = 0,
         compression: Literal["none", "deflate", "zstd"] = "deflate",
         probs_type: Literal["u8", "f32"] = "u8",
         batch_size: Optional[int] = None,
-        scale: float = 1.0,
+        scale: Union[float, Literal["auto"], None] = None,
         skip_empty: bool = False,
-    ) -> dict[str, str]:
-        """Segments an image file into out_dir (TIFFs streamed into tiled,
-        pyramidal TIFFs); returns the paths written by kind."""
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Segments image files into out_dir exactly as `wsunet predict`
+        does (the same files and predict.json; TIFFs streamed into tiled,
+        pyramidal TIFFs). For one file, returns its paths by kind; for a
+        folder or a list, those dicts by input path."""
 
 def load(path: _Path, *, device: str = "cpu") -> Model:
     """Loads a run directory, or a model's .bpk/.json."""

@@ -44,8 +44,8 @@ mod scale;
 mod stream;
 mod tiled;
 
-pub use stream::{Band, EMPTY_STD_FRACTION, Progress, RowSink, RowSource, StreamReport};
-use stream::{Collect, ImageRows};
+use stream::Collect;
+pub use stream::{Band, EMPTY_STD_FRACTION, ImageRows, Progress, RowSink, RowSource, StreamReport};
 pub use tiled::{OUTPUT_TILE, ProbsType, TiffOutputs, TiffSummary};
 
 /// Test-time augmentation.
