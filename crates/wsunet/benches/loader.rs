@@ -47,6 +47,7 @@ fn main() {
             ignore_index: Some(255),
             in_channels: 3,
             classes: Some(classes),
+            instances: None,
         },
         Normalize::neutral(3),
         Mode::Train {

@@ -14,6 +14,7 @@ use crate::data::{ClassList, Normalize};
 use crate::error::{Error, Result};
 use crate::fs::{read_json_with, write_atomic_with, write_json};
 use crate::model::{WsResUNet, WsResUNetConfig};
+use crate::objects::{InstanceSettings, Task};
 use crate::run_dir::RunDir;
 
 /// What the JSON beside a model file says about it.
@@ -39,6 +40,13 @@ pub struct ModelCard {
     /// an input's differs by more than 10 %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixel_size: Option<crate::raster::PixelSize>,
+    /// What the model predicts: classes per pixel, or objects.
+    #[serde(default, skip_serializing_if = "Task::is_semantic")]
+    pub task: Task,
+    /// For [`Task::Instances`]: the training target's boundary width and
+    /// the object extraction's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstanceSettings>,
 }
 
 impl ModelCard {
@@ -204,6 +212,8 @@ pub fn weights_digest<M: Module>(module: &M) -> Result<String> {
 ///     ignore_index: None,
 ///     crop: None,
 ///     pixel_size: None,
+///     task: Default::default(),
+///     instances: None,
 /// };
 /// let dir = tempfile::tempdir().unwrap();
 /// save_model(&model, &card, &dir.path().join("unet.bpk")).unwrap();

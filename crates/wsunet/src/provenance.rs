@@ -40,6 +40,12 @@ pub struct Outputs {
     /// disagreement ([`Prediction::uncertainty`](crate::infer::Prediction::uncertainty)).
     #[serde(default)]
     pub uncertainty: bool,
+    /// The objects: `NAME_instances.tif` (object ids), `NAME_objects.csv`
+    /// (one row per object) and `NAME_objects.geojson` (outlines). Always
+    /// for an instance model; a semantic model's objects are each class's
+    /// connected pieces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instances: bool,
 }
 
 /// What kind of files an input's outputs are.
@@ -88,6 +94,11 @@ impl Outputs {
                 }
                 OutputKind::Tiff => files.push(("uncertainty", format!("{stem}_uncertainty.tif"))),
             }
+        }
+        if self.instances {
+            files.push(("instances", format!("{stem}_instances.tif")));
+            files.push(("objects_csv", format!("{stem}_objects.csv")));
+            files.push(("objects_geojson", format!("{stem}_objects.geojson")));
         }
         files
     }
@@ -453,6 +464,8 @@ mod tests {
                     ignore_index: None,
                     crop: None,
                     pixel_size: None,
+                    task: Default::default(),
+                    instances: None,
                 },
             },
             settings: Settings {
@@ -460,6 +473,7 @@ mod tests {
                 overlap: 0.25,
                 tta: Tta::None,
                 outputs: Outputs {
+                    instances: false,
                     overlay: None,
                     probs: true,
                     logits: false,

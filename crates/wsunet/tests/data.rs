@@ -37,6 +37,7 @@ fn spec(num_classes: usize, in_channels: usize) -> SampleSpec {
         ignore_index: Some(255),
         in_channels,
         classes: None,
+        instances: None,
     }
 }
 

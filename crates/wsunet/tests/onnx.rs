@@ -64,6 +64,8 @@ fn card(config: &WsResUNetConfig) -> ModelCard {
         ignore_index: Some(255),
         crop: Some([64, 64]),
         pixel_size: None,
+        task: Default::default(),
+        instances: None,
     }
 }
 

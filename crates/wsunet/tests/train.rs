@@ -468,6 +468,7 @@ fn evaluate_on(
         ignore_index: Some(255),
         in_channels: 3,
         classes: files.classes,
+        instances: None,
     };
     let ds = SegDataset::new(
         file_samples(&pairs),
@@ -556,6 +557,7 @@ fn a_model_trained_on_small_images_evaluates_as_it_trained() {
         ignore_index: Some(255),
         in_channels: 3,
         classes: Some(card.classes.clone()),
+        instances: None,
     };
     let ds = wsunet::data::SegDataset::new(
         wsunet::data::file_samples(&pairs),

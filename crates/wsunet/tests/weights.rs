@@ -28,6 +28,8 @@ fn card_of(config: &WsResUNetConfig) -> wsunet::card::ModelCard {
         ignore_index: None,
         crop: None,
         pixel_size: None,
+        task: Default::default(),
+        instances: None,
     }
 }
 

@@ -130,6 +130,8 @@ fn write_onnx(
         ignore_index: None,
         crop: None,
         pixel_size: None,
+        task: Default::default(),
+        instances: None,
     };
     let options = OnnxOptions {
         normalize_input: false,

@@ -113,6 +113,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ignore_index: ignore,
         in_channels: card.model.in_channels,
         classes: Some(card.classes.clone()),
+        instances: card.instances.as_ref().map(|i| i.boundary),
     };
     let (samples, warnings) =
         usable_samples(found.samples, &spec, args.skip_bad).map_err(|e| with_fix(e, &settings))?;

@@ -133,6 +133,8 @@ pub fn import(args: ImportArgs) -> Result<()> {
         ignore_index: Some(255),
         crop: None,
         pixel_size: None,
+        task: Default::default(),
+        instances: None,
     };
     let (out, card_path) = wsunet::card::model_paths(&args.out);
     save_model(&model, &card, &out).context("fix --out")?;

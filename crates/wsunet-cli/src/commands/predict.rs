@@ -61,6 +61,16 @@ pub struct PredictArgs {
     #[arg(long)]
     pub overlay: bool,
 
+    /// Also write the objects: NAME_instances.tif (an id per object, 0
+    /// background), NAME_objects.csv (one row per object: id, class, area,
+    /// centroid, bounding box, mean probability and intensity) and
+    /// NAME_objects.geojson (outlines, for QuPath's File › Import objects
+    /// and QGIS). A semantic model's objects are each class's connected
+    /// pieces; an instance model (trained with --task instances) always
+    /// writes its objects, grown from their interiors.
+    #[arg(long)]
+    pub instances: bool,
+
     /// Opacity of the overlay colours, in [0, 1].
     #[arg(long, value_name = "A", default_value_t = 0.5)]
     pub alpha: f32,
@@ -175,6 +185,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             probs: args.probs,
             logits: args.logits,
             uncertainty: args.uncertainty,
+            instances: args.instances,
         },
         level: args.level,
         compression: args.compression,

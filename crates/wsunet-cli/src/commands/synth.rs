@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use wsunet::data::{generate_shapes, shapes_classes};
-use wsunet::data::{write_mask_png, write_png};
+use wsunet::data::{generate_shape_instances, generate_shapes, shapes_classes};
+use wsunet::data::{write_label_png, write_mask_png, write_png};
 
 use std::path::PathBuf;
 
@@ -40,6 +40,12 @@ pub struct SynthArgs {
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub seed: u64,
 
+    /// Write instance labels as the masks (each shape its own id, 0 the
+    /// background; grayscale PNGs, no classes.json): data for `wsunet train
+    /// --task instances`.
+    #[arg(long, conflicts_with = "scene")]
+    pub instances: bool,
+
     /// Write into a folder that already holds images/ or masks/.
     #[arg(long)]
     pub force: bool,
@@ -75,19 +81,27 @@ pub fn run(args: SynthArgs) -> Result<()> {
             .with_context(|| format!("cannot create {} (fix --out)", dir.display()))?;
     }
     let classes = shapes_classes();
-    classes
-        .save(&args.out.join(wsunet::data::CLASSES_FILE))
-        .with_context(|| format!("cannot write into {}", args.out.display()))?;
+    if !args.instances {
+        classes
+            .save(&args.out.join(wsunet::data::CLASSES_FILE))
+            .with_context(|| format!("cannot write into {}", args.out.display()))?;
+    }
 
     let progress = bar(args.count as u64, "writing shapes");
     let digits = (args.count - 1).to_string().len().max(5);
     (0..args.count)
         .into_par_iter()
         .try_for_each(|i| -> Result<()> {
-            let (image, mask) = generate_shapes(args.seed, i as u64, args.size);
             let name = format!("shape_{i:0digits$}.png");
-            write_png(&images.join(&name), &image)?;
-            write_mask_png(&masks.join(&name), &mask, &classes)?;
+            if args.instances {
+                let (image, ids) = generate_shape_instances(args.seed, i as u64, args.size);
+                write_png(&images.join(&name), &image)?;
+                write_label_png(&masks.join(&name), &ids)?;
+            } else {
+                let (image, mask) = generate_shapes(args.seed, i as u64, args.size);
+                write_png(&images.join(&name), &image)?;
+                write_mask_png(&masks.join(&name), &mask, &classes)?;
+            }
             progress.inc(1);
             Ok(())
         })?;

@@ -9,6 +9,7 @@ use clap::Args;
 use clap::builder::PossibleValuesParser;
 use serde::Serialize;
 use wsunet::WsResUNetConfig;
+use wsunet::objects::Task;
 use wsunet::train::{
     Given, LossKind, OptimizerKind, PRESETS, ScheduleKind, Session, TrainConfig, model_from_file,
     preset,
@@ -67,7 +68,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "data", "config", "model_config", "preset", "out", "batch_size", "val_batch_size", "crop",
         "lr", "min_lr", "optimizer", "schedule", "warmup_epochs", "weight_decay", "grad_clip",
-        "loss", "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad",
+        "loss", "class_weights", "num_classes", "ignore_index", "val_fraction", "skip_bad", "task",
         "seed", "val_every", "time",
     ])]
     pub resume: Option<PathBuf>,
@@ -179,6 +180,15 @@ pub struct Flags {
     #[arg(long, value_name = "W,W,…", value_delimiter = ',', value_parser = finite::<f32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_weights: Option<Vec<f32>>,
+
+    /// What the masks hold: semantic (a class per pixel) or instances
+    /// (instance labels: 0 background, each object its own id; the model
+    /// learns background, object interior and boundary, with a boundary
+    /// width chosen from the objects' size, and predict writes the objects:
+    /// NAME_instances.tif, NAME_objects.csv, NAME_objects.geojson).
+    #[arg(long, value_name = "TASK", value_parser = choice(&Task::ALL))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
 
     /// Number of classes; overrides the model config's (default: the model
     /// config's, else classes.json, else the largest mask value + 1; the

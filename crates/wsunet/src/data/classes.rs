@@ -180,6 +180,22 @@ pub fn default_color(index: usize) -> [u8; 3] {
     c
 }
 
+/// The classes of an instance model ([`INSTANCE_CLASSES`](crate::objects::INSTANCE_CLASSES)):
+/// background black, interior red, boundary yellow.
+pub fn instance_classes() -> ClassList {
+    let colors = [[0, 0, 0], [230, 25, 75], [255, 225, 25]];
+    ClassList {
+        classes: crate::objects::INSTANCE_CLASSES
+            .iter()
+            .zip(colors)
+            .map(|(name, color)| ClassInfo {
+                name: name.to_string(),
+                color: Some(color),
+            })
+            .collect(),
+    }
+}
+
 /// The number of classes of a dataset: `given`, else the class list's
 /// length, else the largest mask value (other than the ignore index) + 1,
 /// which `largest` computes only when it is needed.

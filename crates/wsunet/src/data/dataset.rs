@@ -76,6 +76,10 @@ pub struct SampleSpec {
     pub in_channels: usize,
     /// The class list, needed to read RGB masks.
     pub classes: Option<ClassList>,
+    /// For instance training: masks hold instance labels, turned into the
+    /// three-class target (background, interior, boundary) with a boundary
+    /// of this width ([`three_class_target`](crate::objects::target::three_class_target)).
+    pub instances: Option<usize>,
 }
 
 impl SampleSpec {
@@ -90,10 +94,23 @@ impl SampleSpec {
     /// class or the ignore index. Ignored pixels get [`ignore_label`](Self::ignore_label).
     pub fn load(&self, sample: &Sample) -> Result<(Image, Mask)> {
         let (image, mut mask) = match sample {
-            Sample::Shapes { seed, index, size } => shapes::generate_shapes(*seed, *index, *size),
+            Sample::Shapes { seed, index, size } => match self.instances {
+                Some(boundary) => {
+                    let (image, ids) = shapes::generate_shape_instances(*seed, *index, *size);
+                    (image, instance_target(&ids, boundary))
+                }
+                None => shapes::generate_shapes(*seed, *index, *size),
+            },
             Sample::Files(p) => {
                 let image = read_image(&p.image)?;
-                let (mask, _) = read_mask(&p.mask, self.classes.as_ref())?;
+                let (mut mask, _) = match self.instances {
+                    // Instance ids are any numbers, never classes.
+                    Some(_) => read_mask(&p.mask, None)?,
+                    None => read_mask(&p.mask, self.classes.as_ref())?,
+                };
+                if let Some(boundary) = self.instances {
+                    mask = instance_target(&mask, boundary);
+                }
                 if let Some(e) = size_mismatch(&p.mask, &mask, &p.image, &image) {
                     return Err(e);
                 }
@@ -131,6 +148,19 @@ impl SampleSpec {
         }
         Ok((image, mask))
     }
+}
+
+/// Instance labels as the three-class target of instance training (0
+/// background, 1 interior, 2 boundary `boundary` pixels wide).
+pub fn instance_target(labels: &Mask, boundary: usize) -> Mask {
+    let ids: Vec<u32> = labels.data.iter().map(|&v| v as u32).collect();
+    let target =
+        crate::objects::target::three_class_target(&ids, labels.width, labels.height, boundary);
+    Mask::new(
+        labels.height,
+        labels.width,
+        target.into_iter().map(u16::from).collect(),
+    )
 }
 
 /// One prepared sample: normalized image and its labels.

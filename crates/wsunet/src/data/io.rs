@@ -590,6 +590,27 @@ pub fn write_mask_png(path: &Path, mask: &Mask, classes: &ClassList) -> Result<(
     )
 }
 
+/// Writes labels (instance ids) as a grayscale PNG, 8-bit when every value
+/// fits, else 16-bit, atomically: what instance training reads as masks.
+pub fn write_label_png(path: &Path, labels: &Mask) -> Result<()> {
+    let (bytes, depth): (Vec<u8>, _) = if labels.data.iter().all(|&v| v <= 255) {
+        let bytes = labels.data.iter().map(|&v| v as u8).collect();
+        (bytes, png::BitDepth::Eight)
+    } else {
+        let bytes = labels.data.iter().flat_map(|v| v.to_be_bytes()).collect();
+        (bytes, png::BitDepth::Sixteen)
+    };
+    write_png_bytes(
+        path,
+        labels.width,
+        labels.height,
+        png::ColorType::Grayscale,
+        depth,
+        None,
+        &bytes,
+    )
+}
+
 /// Writes `f32` values as a `.npy` array of the given shape (C order),
 /// atomically.
 pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {

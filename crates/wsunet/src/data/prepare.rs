@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::check::channel_stats;
+use super::classes::instance_classes;
 use super::classes::{CLASSES_FILE, class_count};
 use super::dataset::{file_samples, sample_sizes, shapes_samples, usable_samples};
 use super::io::{image_channels, input_channels};
@@ -16,6 +17,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::geometry::MIN_INPUT_SIZE;
+use crate::objects::target::{BoundaryChoice, choose_boundary, looks_semantic};
+use crate::objects::{INSTANCE_CLASSES, Task};
 
 /// What data preparation needs to know (the data fields of a training
 /// config).
@@ -39,6 +42,8 @@ pub struct DataSettings {
     pub normalize: Option<Normalize>,
     /// Training crop (`None`: chosen from the data).
     pub crop: Option<[usize; 2]>,
+    /// Classes per pixel, or objects from instance labels.
+    pub task: Task,
 }
 
 /// The built-in data's training and validation samples: items `0..train`,
@@ -91,6 +96,9 @@ pub struct DataFacts {
     /// The training images' physical pixel size, when every one states it
     /// and they agree within 10 % (see [`pixel_size`]).
     pub pixel_size: Option<crate::raster::PixelSize>,
+    /// For instance training: the target's boundary width and the
+    /// smallest object kept, chosen from the training labels.
+    pub instances: Option<BoundaryChoice>,
 }
 
 impl DataFacts {
@@ -106,6 +114,7 @@ impl DataFacts {
             ignore_index: self.ignore_index,
             in_channels: self.in_channels,
             classes: Some(self.classes.clone()),
+            instances: self.instances.as_ref().map(|b| b.width),
         }
     }
 }
@@ -209,16 +218,27 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             .collect::<Result<Vec<usize>>>()?;
         input_channels(&counts).expect("the training split is not empty")
     };
-    let num_classes = class_count(config.num_classes, files.classes.as_ref(), || {
-        let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
-        max_mask_value(&all, None, config.ignore_index)
-    })?;
-    let classes = class_list(root, &files, num_classes)?;
+    let (classes, instances) = match config.task {
+        Task::Semantic => {
+            let num_classes = class_count(config.num_classes, files.classes.as_ref(), || {
+                let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
+                max_mask_value(&all, None, config.ignore_index)
+            })?;
+            (class_list(root, &files, num_classes)?, None)
+        }
+        Task::Instances => {
+            instance_class_count(config.num_classes)?;
+            let (choice, w) = instance_choice(&files.train)?;
+            warnings.extend(w);
+            (instance_classes(), Some(choice))
+        }
+    };
     let spec = SampleSpec {
-        num_classes,
+        num_classes: classes.len(),
         ignore_index: config.ignore_index,
         in_channels,
         classes: Some(classes.clone()),
+        instances: instances.as_ref().map(|b| b.width),
     };
     let (train, w) = usable_samples(file_samples(&files.train), &spec, config.skip_bad)?;
     warnings.extend(w);
@@ -258,15 +278,99 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
             crop,
             crop_note,
             pixel_size,
+            instances,
         },
         warnings,
     })
+}
+
+/// An instance model has three classes: an error when another count is
+/// asked for.
+fn instance_class_count(given: Option<usize>) -> Result<()> {
+    match given {
+        Some(n) if n != INSTANCE_CLASSES.len() => Err(Error::setting(
+            "num_classes",
+            format!(
+                "num_classes {n} with task instances: an instance model has {} classes ({}); leave num_classes out",
+                INSTANCE_CLASSES.len(),
+                INSTANCE_CLASSES.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Instance masks read for the boundary choice (evenly spaced over the
+/// training masks when there are more).
+const INSTANCE_MASKS_READ: usize = 256;
+
+/// The boundary width and minimum object size from the training instance
+/// masks, with warnings for masks that are all background or look like
+/// class masks.
+fn instance_choice(train: &[SamplePaths]) -> Result<(BoundaryChoice, Vec<String>)> {
+    use rayon::prelude::*;
+    let step = train.len().div_ceil(INSTANCE_MASKS_READ).max(1);
+    let labels = train
+        .par_iter()
+        .step_by(step)
+        .map(|p| {
+            let (mask, _) = read_mask(&p.mask, None)?;
+            let ids: Vec<u32> = mask.data.iter().map(|&v| v as u32).collect();
+            Ok((p.mask.clone(), ids, mask.width, mask.height))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut warnings = Vec::new();
+    let empty: Vec<String> = labels
+        .iter()
+        .filter(|(_, ids, _, _)| ids.iter().all(|&v| v == 0))
+        .map(|(path, ..)| path.display().to_string())
+        .collect();
+    if !empty.is_empty() {
+        warnings.push(format!(
+            "{} of {} instance masks read hold no object (all 0): {}; they teach background only",
+            empty.len(),
+            labels.len(),
+            crate::error::listing(&empty, 5, ", ")
+        ));
+    }
+    let semantic: Vec<String> = labels
+        .iter()
+        .filter_map(|(path, ids, w, h)| {
+            looks_semantic(ids, *w, *h).map(|why| format!("{}: {why}", path.display()))
+        })
+        .collect();
+    if !semantic.is_empty() {
+        warnings.push(format!(
+            "{} of {} masks look like class masks, not instance labels (each object its own id): {}; with task instances, give masks whose every object has its own number",
+            semantic.len(),
+            labels.len(),
+            crate::error::listing(&semantic, 3, "; ")
+        ));
+    }
+    let images: Vec<(&[u32], usize, usize)> = labels
+        .iter()
+        .map(|(_, ids, w, h)| (ids.as_slice(), *w, *h))
+        .collect();
+    Ok((choose_boundary(&images), warnings))
 }
 
 /// The built-in shapes data: its splits and facts, nothing read.
 fn prepare_shapes(config: &DataSettings) -> Prepared {
     let s = &config.shapes;
     let (train, val) = shapes_splits(s);
+    let instances = (config.task == Task::Instances).then(|| {
+        let samples: Vec<(Vec<u32>, usize)> = (0..s.train.min(INSTANCE_MASKS_READ) as u64)
+            .map(|i| {
+                let (_, ids) = super::shapes::generate_shape_instances(s.seed, i, s.size);
+                (ids.data.iter().map(|&v| v as u32).collect(), s.size)
+            })
+            .collect();
+        let images: Vec<(&[u32], usize, usize)> = samples
+            .iter()
+            .map(|(ids, size)| (ids.as_slice(), *size, *size))
+            .collect();
+        choose_boundary(&images)
+    });
     let (crop, crop_note) = match config.crop {
         Some(size) => (size, "as configured".to_string()),
         None => ([s.size; 2], "the shapes image size".to_string()),
@@ -275,7 +379,11 @@ fn prepare_shapes(config: &DataSettings) -> Prepared {
         train,
         val,
         facts: DataFacts {
-            classes: shapes_classes(),
+            classes: if instances.is_some() {
+                instance_classes()
+            } else {
+                shapes_classes()
+            },
             in_channels: 3,
             ignore_index: config.ignore_index,
             normalize: config
@@ -285,6 +393,7 @@ fn prepare_shapes(config: &DataSettings) -> Prepared {
             crop,
             crop_note,
             pixel_size: None,
+            instances,
         },
         warnings: Vec::new(),
     }

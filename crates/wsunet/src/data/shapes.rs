@@ -170,6 +170,26 @@ impl Shape {
 /// assert_eq!(wsunet::data::generate_shapes(7, 0, 64).1, mask);
 /// ```
 pub fn generate_shapes(seed: u64, index: u64, size: usize) -> (Image, Mask) {
+    generate(seed, index, size, false)
+}
+
+/// [`generate_shapes`]' image with instance labels instead of classes: each
+/// shape its own id (1, 2, … in drawing order; a shape drawn over another
+/// takes the pixels it covers, so ids need not all be present), 0 the
+/// background. The built-in data of instance training.
+///
+/// ```
+/// let (image, classes) = wsunet::data::generate_shapes(7, 0, 64);
+/// let (same, ids) = wsunet::data::generate_shape_instances(7, 0, 64);
+/// assert_eq!(image, same);
+/// // Object pixels are the same pixels; only their values differ.
+/// assert!(classes.data.iter().zip(&ids.data).all(|(c, i)| (*c == 0) == (*i == 0)));
+/// ```
+pub fn generate_shape_instances(seed: u64, index: u64, size: usize) -> (Image, Mask) {
+    generate(seed, index, size, true)
+}
+
+fn generate(seed: u64, index: u64, size: usize, instances: bool) -> (Image, Mask) {
     let mut rng = item_rng(seed, index);
     let s = size as f32;
     let base = [0, 1, 2].map(|_| rng.random_range(0.2..0.8));
@@ -184,8 +204,10 @@ pub fn generate_shapes(seed: u64, index: u64, size: usize) -> (Image, Mask) {
         *c = [0, 1, 2].map(|k| base[k] + texture_gain[k] * t);
     }
 
-    let n = rng.random_range(2..=6);
-    for _ in 0..n {
+    // i32, as this range has always been drawn: another type could draw
+    // other numbers from the stream and change the built-in data.
+    let n: i32 = rng.random_range(2..=6);
+    for id in 1..=n as u16 {
         let shape = Shape::random(&mut rng, s);
         // A colour far enough from the background to be visible.
         let mut fill = random_color(&mut rng);
@@ -203,7 +225,7 @@ pub fn generate_shapes(seed: u64, index: u64, size: usize) -> (Image, Mask) {
                     let p = y * size + x;
                     let t = 0.06 * shade.at(fx, fy);
                     color[p] = fill.map(|v| v + t);
-                    mask[p] = shape.class();
+                    mask[p] = if instances { id } else { shape.class() };
                 }
             }
         }

@@ -311,6 +311,8 @@ pub fn gaussian_weights(height: usize, width: usize) -> Vec<f32> {
 ///     ignore_index: None,
 ///     crop: Some([64, 64]),
 ///     pixel_size: None,
+///     task: Default::default(),
+///     instances: None,
 /// };
 /// let dir = tempfile::tempdir().unwrap();
 /// save_model(&config.init_seeded(&device, 0).unwrap(), &card, &dir.path().join("m.bpk")).unwrap();

@@ -75,7 +75,8 @@ pub fn seeded_growth(
 }
 
 /// Thresholds for [`instances_from_probs`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InstanceParams {
     /// P(interior) at or above which a pixel is a seed.
     pub interior_threshold: f32,

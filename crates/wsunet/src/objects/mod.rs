@@ -28,3 +28,48 @@ pub mod metrics;
 pub mod outline;
 pub mod target;
 pub mod writers;
+
+use serde::{Deserialize, Serialize};
+
+pub use grow::InstanceParams;
+
+/// What a model is trained for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// A class per pixel: masks hold class indices.
+    #[default]
+    Semantic,
+    /// Objects: masks hold instance labels (0 background, each object its
+    /// own id); the network learns background, interior and boundary
+    /// ([`target`]) and objects are grown from the interiors ([`grow`]).
+    Instances,
+}
+
+impl Task {
+    /// Every task.
+    pub const ALL: [Task; 2] = [Task::Semantic, Task::Instances];
+
+    /// Whether this is [`Task::Semantic`] (the card leaves it out then).
+    pub fn is_semantic(&self) -> bool {
+        *self == Task::Semantic
+    }
+}
+
+/// The class names of an instance model's three classes, in index order.
+pub const INSTANCE_CLASSES: [&str; 3] = ["background", "interior", "boundary"];
+
+/// How an instance model was trained and how its objects are extracted:
+/// recorded in its card, each choice with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSettings {
+    /// Width in pixels of the boundary class in the training target.
+    pub boundary: usize,
+    /// Why that width.
+    pub boundary_reason: String,
+    /// The thresholds and minimum object size of the extraction.
+    pub extraction: InstanceParams,
+    /// Why those.
+    pub extraction_reason: String,
+}

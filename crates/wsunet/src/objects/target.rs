@@ -49,20 +49,32 @@ pub fn three_class_target(labels: &[u32], width: usize, height: usize, boundary:
         .collect()
 }
 
-/// A boundary width and why it was chosen.
+/// A boundary width and a minimum object size, and why they were chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundaryChoice {
+    /// Width of the boundary class in pixels.
     pub width: usize,
+    /// The median of the objects' equivalent diameters 2·√(area/π).
     pub median_equivalent_diameter: f64,
+    /// Objects seen.
     pub objects: usize,
+    /// Why that width.
     pub reason: String,
+    /// Objects smaller than this (pixels) are dropped when extracting.
+    pub min_area: usize,
+    /// Why that size.
+    pub min_area_reason: String,
 }
+
+/// The smallest [`BoundaryChoice::min_area`] chosen.
+pub const MIN_AREA_FLOOR: usize = 4;
 
 /// Boundary width from the median equivalent diameter 2·√(area/π) of all
 /// objects in `label_images` (labels, width, height): 1 px below 12 px,
 /// 2 px below 40 px, else 3 px.
 pub fn choose_boundary(label_images: &[(&[u32], usize, usize)]) -> BoundaryChoice {
     let mut diameters: Vec<f64> = Vec::new();
+    let mut areas: Vec<u64> = Vec::new();
     for &(labels, width, height) in label_images {
         assert_eq!(
             labels.len(),
@@ -77,6 +89,7 @@ pub fn choose_boundary(label_images: &[(&[u32], usize, usize)]) -> BoundaryChoic
             area.values()
                 .map(|&a| 2.0 * (a as f64 / std::f64::consts::PI).sqrt()),
         );
+        areas.extend(area.values());
     }
     if diameters.is_empty() {
         return BoundaryChoice {
@@ -84,6 +97,8 @@ pub fn choose_boundary(label_images: &[(&[u32], usize, usize)]) -> BoundaryChoic
             median_equivalent_diameter: 0.0,
             objects: 0,
             reason: "no objects in the labels: using the narrowest boundary, 1 px".to_string(),
+            min_area: MIN_AREA_FLOOR,
+            min_area_reason: format!("no objects in the labels: the floor, {MIN_AREA_FLOOR} px"),
         };
     }
     diameters.sort_by(f64::total_cmp);
@@ -109,11 +124,18 @@ pub fn choose_boundary(label_images: &[(&[u32], usize, usize)]) -> BoundaryChoic
             "large objects can afford a 3-px boundary, which separates touching objects more reliably",
         )
     };
+    areas.sort_unstable();
+    let small = areas[(areas.len() - 1) / 100];
+    let min_area = ((small / 4) as usize).max(MIN_AREA_FLOOR);
     BoundaryChoice {
         width,
         median_equivalent_diameter: median,
         objects: k,
         reason: format!("median object diameter {median:.1} px over {k} objects: {why}"),
+        min_area,
+        min_area_reason: format!(
+            "a quarter of the 1st-percentile object area ({small} px) of the training labels, at least {MIN_AREA_FLOOR} px: smaller pieces are noise"
+        ),
     }
 }
 

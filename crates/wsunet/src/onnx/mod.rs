@@ -138,6 +138,8 @@ impl OnnxModel {
 ///     ignore_index: None,
 ///     crop: None,
 ///     pixel_size: None,
+///     task: Default::default(),
+///     instances: None,
 /// };
 /// let options = OnnxOptions { normalize_input: true, argmax: true };
 /// let onnx = to_onnx(&model, &card, &options).unwrap();

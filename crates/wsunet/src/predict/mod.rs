@@ -34,11 +34,13 @@ use burn::tensor::Device;
 use crate::card::{ModelCard, load_model, weights_digest};
 use crate::error::{Error, Result};
 use crate::infer::{PredictConfig, Predictor, ProbsType, Progress};
+use crate::objects::Task;
 use crate::provenance::{Claim, OutputKind, Outputs, PROVENANCE_FILE, Provenance, Settings};
 use crate::raster::Compression;
 use crate::shard::Shard;
 
 mod inputs;
+pub mod objects;
 mod pipeline;
 mod summary;
 
@@ -278,6 +280,14 @@ impl PredictJob {
         Ok(())
     }
 
+    /// This job for a model with `card`: an instance model always writes
+    /// its objects.
+    pub fn for_model(&self, card: &ModelCard) -> PredictJob {
+        let mut job = self.clone();
+        job.outputs.instances |= card.task == Task::Instances;
+        job
+    }
+
     /// The predictor this job runs: `predictor`'s settings with the job's
     /// scale factor and uncertainty output.
     fn predictor(&self, predictor: &Predictor) -> Result<Predictor> {
@@ -327,6 +337,11 @@ impl PredictJob {
         inputs: &[PathBuf],
         observer: &dyn PredictObserver,
     ) -> Result<JobReport> {
+        if model.card.task == Task::Instances && !self.outputs.instances {
+            return self
+                .for_model(&model.card)
+                .run(predictor, model, inputs, observer);
+        }
         self.validate()?;
         let predictor = self.predictor(predictor)?;
         let files = list_inputs(inputs)?;

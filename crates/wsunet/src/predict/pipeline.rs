@@ -191,6 +191,13 @@ fn write_outputs(job: &PredictJob, p: &Predicted, card: &ModelCard) -> Result<Im
     let mask = job
         .outputs
         .write(&job.out, &p.stem, &p.image, &p.prediction, &card.classes)?;
+    let objects = if job.outputs.instances {
+        let objects = super::objects::extract(&p.prediction, card)?;
+        super::objects::write_objects(&job.out, &p.stem, &p.image, &objects, job.compression)?;
+        Some(objects.count as u64)
+    } else {
+        None
+    };
     let mut class_pixels = vec![0u64; p.prediction.num_classes];
     for (class, count) in value_counts(&mask) {
         if let Some(n) = class_pixels.get_mut(class as usize) {
@@ -208,6 +215,7 @@ fn write_outputs(job: &PredictJob, p: &Predicted, card: &ModelCard) -> Result<Im
         class_pixels,
         class_names: card.classes.names(),
         nodata_pixels: 0,
+        objects,
         seconds: p.started.elapsed().as_secs_f64(),
     })
 }
@@ -222,6 +230,12 @@ fn stream_tiff(
     stem: &str,
     observer: &dyn PredictObserver,
 ) -> Result<ImageDone> {
+    if job.outputs.instances {
+        return Err(Error::setting(
+            "instances",
+            "objects are written for images predicted in memory (PNG, JPEG, BMP, npy), not yet for streamed TIFF inputs; convert the TIFF, or predict it without objects",
+        ));
+    }
     let started = Instant::now();
     let path = |suffix: &str| job.out.join(format!("{stem}{suffix}.tif"));
     let o = &job.outputs;
@@ -270,6 +284,7 @@ fn stream_tiff(
         class_pixels: summary.class_pixels,
         class_names: card.classes.names(),
         nodata_pixels: summary.nodata_pixels,
+        objects: None,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -28,6 +28,8 @@ pub struct ImageDone {
     pub class_names: Vec<String>,
     /// Pixels marked nodata.
     pub nodata_pixels: u64,
+    /// Objects found, when they were asked for.
+    pub objects: Option<u64>,
     /// Seconds from reading to the last output written.
     pub seconds: f64,
 }
@@ -67,6 +69,9 @@ impl fmt::Display for ImageDone {
             self.width,
             self.tiles
         )?;
+        if let Some(n) = self.objects {
+            write!(f, ", {n} object(s)")?;
+        }
         match self.kind {
             OutputKind::Png => write!(f, ", {:.2} s; {}", self.seconds, shares.join(", ")),
             OutputKind::Tiff => {
@@ -110,6 +115,7 @@ mod tests {
             class_pixels: vec![150, 0, 50],
             class_names: vec!["background".into(), "cell".into()],
             nodata_pixels: 0,
+            objects: None,
             seconds: 0.5,
         };
         assert_eq!(

@@ -183,6 +183,18 @@ impl Sample for u16 {
     }
 }
 
+impl Sample for u32 {
+    const FORMAT: u16 = 1;
+    const BITS: u16 = 32;
+    fn average(values: &[u32]) -> u32 {
+        let n = values.len() as u64;
+        ((values.iter().map(|&v| v as u64).sum::<u64>() + n / 2) / n) as u32
+    }
+    fn put_bytes(values: &[u32], out: &mut Vec<u8>) {
+        out.extend(values.iter().flat_map(|v| v.to_ne_bytes()));
+    }
+}
+
 impl Sample for f32 {
     const FORMAT: u16 = 3;
     const BITS: u16 = 32;

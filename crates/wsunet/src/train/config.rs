@@ -14,6 +14,7 @@ pub use crate::data::shapes::ShapesSpec;
 use crate::data::{AugmentConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::model::WsResUNetConfig;
+use crate::objects::Task;
 use crate::run_dir::RunDir;
 
 /// Named architectures for training: name and stage widths; everything else
@@ -161,6 +162,11 @@ pub struct TrainConfig {
     pub num_classes: Option<usize>,
     /// Leave out samples that cannot be used, with a warning, instead of stopping.
     pub skip_bad: bool,
+    /// `semantic` (masks hold classes) or `instances` (masks hold instance
+    /// labels, each object its own id: the model learns background,
+    /// interior and boundary, and predicts objects).
+    #[serde(skip_serializing_if = "Task::is_semantic")]
+    pub task: Task,
     /// Training crop `[H, W]` (`None`: the `shapes` size, or for a dataset
     /// folder 256 × 256 shrunk to the smallest training image; the resolved
     /// crop is written into the run's config). Images smaller than the crop
@@ -243,6 +249,7 @@ impl Default for TrainConfig {
             ignore_index: Some(255),
             num_classes: None,
             skip_bad: false,
+            task: Task::Semantic,
             crop: None,
             batch_size: 8,
             val_batch_size: 8,
@@ -289,6 +296,7 @@ impl TrainConfig {
             skip_bad: self.skip_bad,
             normalize: self.normalize.clone(),
             crop: self.crop,
+            task: self.task,
         }
     }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Choice, TrainConfig};
 use super::loss::LossKind;
-use crate::data::{AugmentConfig, Prepared, Sample, read_mask, value_counts};
+use crate::data::{AugmentConfig, Prepared, Sample, instance_target, read_mask, value_counts};
 use crate::error::Result;
 
 /// The optimizer steps a planned run takes at least: enough to converge on
@@ -404,7 +404,10 @@ fn class_fractions(prepared: &Prepared) -> Result<Vec<f64>> {
         .par_iter()
         .step_by(step)
         .map(|p| {
-            let (mask, _) = read_mask(&p.mask, Some(&facts.classes))?;
+            let mask = match &facts.instances {
+                Some(b) => instance_target(&read_mask(&p.mask, None)?.0, b.width),
+                None => read_mask(&p.mask, Some(&facts.classes))?.0,
+            };
             Ok(value_counts(&mask))
         })
         .collect::<Result<Vec<_>>>()?;

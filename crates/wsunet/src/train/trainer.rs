@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::fs::write_json;
 use crate::infer::PredictConfig;
 use crate::model::{WsResUNet, WsResUNetConfig};
+use crate::objects::{InstanceParams, InstanceSettings, Task};
 use crate::run_dir::RunDir;
 
 /// A prepared training run: the config as given, what preparation found
@@ -367,6 +368,26 @@ impl Session {
             ignore_index: self.data.ignore_index,
             crop: Some(self.data.crop),
             pixel_size: self.data.pixel_size,
+            task: if self.data.instances.is_some() {
+                Task::Instances
+            } else {
+                Task::Semantic
+            },
+            instances: self.data.instances.as_ref().map(|b| InstanceSettings {
+                boundary: b.width,
+                boundary_reason: b.reason.clone(),
+                extraction: InstanceParams {
+                    min_area: b.min_area,
+                    ..InstanceParams::default()
+                },
+                extraction_reason: format!(
+                    "thresholds {} (interior) and {} (object), the defaults; minimum area {} px: {}",
+                    InstanceParams::default().interior_threshold,
+                    InstanceParams::default().region_threshold,
+                    b.min_area,
+                    b.min_area_reason
+                ),
+            }),
         }
     }
 

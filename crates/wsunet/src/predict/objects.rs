@@ -1,0 +1,352 @@
+//! Objects from one prediction held in memory: instance labels (grown from
+//! the interiors for an instance model, a class's connected pieces for a
+//! semantic one), written as `NAME_instances.tif`, `NAME_objects.csv` (one
+//! row per object) and `NAME_objects.geojson` (one outline per object, for
+//! QuPath and QGIS).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::card::ModelCard;
+use crate::data::Image;
+use crate::error::{Error, Result};
+use crate::infer::{OUTPUT_TILE, Prediction};
+use crate::objects::grow::instances_from_probs;
+use crate::objects::label::connected_components;
+use crate::objects::measure::{ObjectStats, measure};
+use crate::objects::outline::outlines;
+use crate::objects::writers::{csv_row, geojson_feature};
+use crate::objects::{InstanceParams, Task};
+use crate::raster::{Compression, GeoTags, Photometric, RasterSpec, Resample, write_tiled};
+
+/// The class name objects of an instance model carry.
+pub const OBJECT_CLASS: &str = "object";
+
+/// Objects of one image: labels `1..=count` (0 background), the class of
+/// each, and the per-pixel confidence they are measured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objects {
+    /// Height of the image.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+    /// `height · width` object ids, 0 for background.
+    pub labels: Vec<u32>,
+    /// Objects (ids run from 1 to `count`).
+    pub count: u32,
+    /// The class name and colour of object `id` at `id − 1`.
+    pub classes: Vec<(String, [u8; 3])>,
+    /// The probability of each pixel's object class (an instance model's
+    /// 1 − P(background); a semantic model's P(the pixel's class)).
+    pub confidence: Vec<f32>,
+}
+
+/// The objects of `prediction` by a model with `card`: an instance model's
+/// grown from its interiors with the card's extraction settings; a
+/// semantic model's as the 8-connected pieces of each class but the first
+/// (background).
+pub fn extract(prediction: &Prediction, card: &ModelCard) -> Result<Objects> {
+    let (k, h, w) = (prediction.num_classes, prediction.height, prediction.width);
+    let n = h * w;
+    let probs = &prediction.probs;
+    match card.task {
+        Task::Instances => {
+            if k != crate::objects::INSTANCE_CLASSES.len() {
+                return Err(Error::Model {
+                    field: "num_classes".into(),
+                    reason: format!(
+                        "the card says instances, but the model has {k} classes, not 3 (background, interior, boundary)"
+                    ),
+                });
+            }
+            let params = card
+                .instances
+                .as_ref()
+                .map_or_else(InstanceParams::default, |i| i.extraction);
+            let (labels, count) = instances_from_probs(probs, k, w, h, &params);
+            let confidence = probs[..n].iter().map(|&bg| 1.0 - bg).collect();
+            let color = card.classes.color(1);
+            Ok(Objects {
+                height: h,
+                width: w,
+                labels,
+                count,
+                classes: vec![(OBJECT_CLASS.to_string(), color); count as usize],
+                confidence,
+            })
+        }
+        Task::Semantic => {
+            let mask = prediction.mask();
+            let names = card.classes.names();
+            let mut labels = vec![0u32; n];
+            let mut classes = Vec::new();
+            for class in 1..k {
+                let pixels: Vec<bool> = mask.data.iter().map(|&c| c as usize == class).collect();
+                let (pieces, found) = connected_components(&pixels, w, h, true);
+                let offset = classes.len() as u32;
+                for (l, &p) in labels.iter_mut().zip(&pieces) {
+                    if p != 0 {
+                        *l = p + offset;
+                    }
+                }
+                let name = names
+                    .get(class)
+                    .cloned()
+                    .unwrap_or_else(|| class.to_string());
+                classes.extend((0..found).map(|_| (name.clone(), card.classes.color(class))));
+            }
+            let confidence = mask
+                .data
+                .iter()
+                .enumerate()
+                .map(|(p, &c)| probs[c as usize * n + p])
+                .collect();
+            Ok(Objects {
+                height: h,
+                width: w,
+                count: classes.len() as u32,
+                labels,
+                classes,
+                confidence,
+            })
+        }
+    }
+}
+
+/// One object's measurements: a row of `NAME_objects.csv`. Positions in
+/// pixels: the centroid of the pixel centres (a pixel's centre is at
+/// x + 0.5, y + 0.5), the bounding box's top-left pixel and size.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectRow {
+    /// The object's id in the label image.
+    pub id: u32,
+    /// Its class.
+    pub class: String,
+    /// Pixels (the label image's count of `id`).
+    pub area: u64,
+    /// Centroid x.
+    pub centroid_x: f64,
+    /// Centroid y.
+    pub centroid_y: f64,
+    /// Left column of the bounding box.
+    pub bbox_x: u32,
+    /// Top row of the bounding box.
+    pub bbox_y: u32,
+    /// Bounding box width.
+    pub bbox_width: u32,
+    /// Bounding box height.
+    pub bbox_height: u32,
+    /// Mean probability of the object's class over its pixels.
+    pub mean_probability: f64,
+    /// Mean of each input channel over its pixels (values as read: 8-bit
+    /// images in [0, 1]).
+    pub mean_intensity: Vec<f64>,
+}
+
+impl ObjectRow {
+    /// The CSV header for `channels` input channels.
+    pub fn csv_header(channels: usize) -> String {
+        let mut fields: Vec<String> = [
+            "id",
+            "class",
+            "area",
+            "centroid_x",
+            "centroid_y",
+            "bbox_x",
+            "bbox_y",
+            "bbox_width",
+            "bbox_height",
+            "mean_probability",
+        ]
+        .map(String::from)
+        .to_vec();
+        fields.extend((0..channels).map(|c| format!("mean_intensity_{c}")));
+        csv_row(&fields)
+    }
+
+    /// The CSV row.
+    pub fn csv(&self) -> String {
+        let mut fields = vec![
+            self.id.to_string(),
+            self.class.clone(),
+            self.area.to_string(),
+            format!("{:.3}", self.centroid_x),
+            format!("{:.3}", self.centroid_y),
+            self.bbox_x.to_string(),
+            self.bbox_y.to_string(),
+            self.bbox_width.to_string(),
+            self.bbox_height.to_string(),
+            format!("{:.4}", self.mean_probability),
+        ];
+        fields.extend(self.mean_intensity.iter().map(|v| format!("{v:.4}")));
+        csv_row(&fields)
+    }
+}
+
+impl Objects {
+    /// Each object's measurements, by id; `planes` are the input image's
+    /// channels (`height · width` values each), for the mean intensities.
+    pub fn rows(&self, planes: &[&[f32]]) -> Vec<ObjectRow> {
+        let stats = measure(
+            &self.labels,
+            self.width,
+            self.height,
+            0,
+            Some(&self.confidence),
+            planes,
+        );
+        stats.iter().map(|s| self.row(s)).collect()
+    }
+
+    fn row(&self, s: &ObjectStats) -> ObjectRow {
+        let (centroid_x, centroid_y) = s.centroid();
+        ObjectRow {
+            id: s.id,
+            class: self.classes[s.id as usize - 1].0.clone(),
+            area: s.area,
+            centroid_x,
+            centroid_y,
+            bbox_x: s.min_x,
+            bbox_y: s.min_y,
+            bbox_width: s.max_x - s.min_x + 1,
+            bbox_height: s.max_y - s.min_y + 1,
+            mean_probability: s.mean_prob(),
+            mean_intensity: s.mean_intensity(),
+        }
+    }
+}
+
+/// Writes `objects` of `image` as `stem_instances.tif`, `stem_objects.csv`
+/// and `stem_objects.geojson` in `dir`, each atomically.
+pub fn write_objects(
+    dir: &Path,
+    stem: &str,
+    image: &Image,
+    objects: &Objects,
+    compression: Compression,
+) -> Result<()> {
+    let (h, w) = (objects.height, objects.width);
+    let path = |suffix: &str| dir.join(format!("{stem}{suffix}"));
+    write_label_tiff(&path("_instances.tif"), objects, compression)?;
+    let planes: Vec<&[f32]> = image.data.chunks(h * w).collect();
+    let rows = objects.rows(&planes);
+    let mut csv = ObjectRow::csv_header(image.channels);
+    csv.push('\n');
+    for row in &rows {
+        csv.push_str(&row.csv());
+        csv.push('\n');
+    }
+    crate::fs::write_atomic(&path("_objects.csv"), csv.as_bytes())?;
+    let mut json = String::from("{\"type\":\"FeatureCollection\",\"features\":[\n");
+    let by_id: std::collections::HashMap<u32, &ObjectRow> =
+        rows.iter().map(|r| (r.id, r)).collect();
+    for (k, (id, polygons)) in outlines(&objects.labels, w, h).into_iter().enumerate() {
+        let (name, color) = &objects.classes[id as usize - 1];
+        let rings: Vec<Vec<Vec<(f64, f64)>>> = polygons
+            .iter()
+            .map(|p| {
+                std::iter::once(&p.exterior)
+                    .chain(&p.holes)
+                    .map(|ring| ring.iter().map(|&(x, y)| (x as f64, y as f64)).collect())
+                    .collect()
+            })
+            .collect();
+        let row = by_id[&id];
+        let measurements = [
+            ("Area px", row.area as f64),
+            ("Mean probability", row.mean_probability),
+        ];
+        if k > 0 {
+            json.push_str(",\n");
+        }
+        json.push_str(&geojson_feature(id, name, *color, &rings, &measurements));
+    }
+    let _ = writeln!(json, "\n]}}");
+    crate::fs::write_atomic(&path("_objects.geojson"), json.as_bytes())
+}
+
+/// The labels as a tiled, pyramidal TIFF: 16-bit when every id fits, else
+/// 32-bit.
+fn write_label_tiff(path: &Path, objects: &Objects, compression: Compression) -> Result<()> {
+    let spec = RasterSpec {
+        width: objects.width,
+        height: objects.height,
+        samples: 1,
+        photometric: Photometric::Gray,
+        compression,
+        tile: OUTPUT_TILE,
+        resample: Resample::Nearest,
+        pyramid: true,
+        geo: GeoTags::default(),
+        resolution: None,
+        bigtiff: false,
+    };
+    if objects.count <= u16::MAX as u32 {
+        let ids: Vec<u16> = objects.labels.iter().map(|&l| l as u16).collect();
+        write_tiled(path, &spec, [Ok(ids)])?;
+    } else {
+        write_tiled(path, &spec, [Ok(objects.labels.clone())])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ClassList;
+
+    fn prediction(probs: Vec<f32>, k: usize, h: usize, w: usize) -> Prediction {
+        Prediction {
+            num_classes: k,
+            height: h,
+            width: w,
+            probs,
+            logits: None,
+            tiles: 1,
+            disagreement: None,
+        }
+    }
+
+    #[test]
+    fn a_semantic_model_gives_each_class_its_pieces() {
+        // 2 classes past background: class 1 in two pieces, class 2 in one.
+        let (h, w) = (4, 6);
+        let classes = [
+            0, 1, 1, 0, 2, 2, //
+            0, 1, 1, 0, 2, 2, //
+            0, 0, 0, 0, 0, 0, //
+            1, 0, 0, 0, 0, 0,
+        ];
+        let n = h * w;
+        let mut probs = vec![0.0; 3 * n];
+        for (p, &c) in classes.iter().enumerate() {
+            probs[c * n + p] = 0.9;
+            probs[((c + 1) % 3) * n + p] = 0.1;
+        }
+        let card = ModelCard {
+            model: crate::WsResUNetConfig::new(3),
+            classes: ClassList::numbered(3),
+            normalize: crate::data::Normalize::identity(3),
+            ignore_index: None,
+            crop: None,
+            pixel_size: None,
+            task: Task::Semantic,
+            instances: None,
+        };
+        let objects = extract(&prediction(probs, 3, h, w), &card).unwrap();
+        assert_eq!(objects.count, 3);
+        assert_eq!(objects.labels[1], 1);
+        assert_eq!(objects.labels[18], 2);
+        assert_eq!(objects.labels[4], 3);
+        let names: Vec<&str> = objects.classes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                card.classes.names()[1].as_str(),
+                &card.classes.names()[1],
+                &card.classes.names()[2]
+            ]
+        );
+        assert!(objects.confidence.iter().all(|&c| (c - 0.9).abs() < 1e-6));
+    }
+}
