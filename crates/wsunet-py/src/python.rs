@@ -15,6 +15,7 @@ use wsunet::card::ModelCard;
 use wsunet::choice;
 use wsunet::infer::RowSource;
 use wsunet::infer::{PredictConfig, Prediction, Predictor, ProbsType, Tta};
+use wsunet::predict::objects::extract;
 use wsunet::predict::{PredictJob, PredictObserver, SavedModel, Scale, list_inputs};
 use wsunet::provenance::Outputs;
 use wsunet::raster::Compression;
@@ -109,6 +110,30 @@ fn channels_first<'a, T>(
     }
 }
 
+/// Predicts the `[C, H, W]` image `view` (each value through `value`);
+/// with `planes`, also returns its values as read, `[C, H, W]` (for the
+/// objects' mean intensities).
+fn run_view<T: Copy>(
+    predictor: &Predictor,
+    view: ArrayView3<'_, T>,
+    value: fn(T) -> f32,
+    keep_logits: bool,
+    planes: bool,
+) -> wsunet::Result<(Prediction, Vec<f32>)> {
+    let image = if planes {
+        view.iter().map(|&v| value(v)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut rows = ArrayRows {
+        view,
+        value,
+        next: 0,
+    };
+    let prediction = predictor.predict_source(&mut rows, keep_logits, &mut |_| {})?;
+    Ok((prediction, image))
+}
+
 /// What `predict` returns.
 #[derive(Clone, Copy, PartialEq)]
 enum Output {
@@ -116,6 +141,7 @@ enum Output {
     Probs,
     Logits,
     Uncertainty,
+    Instances,
 }
 
 fn parse_output(text: &str) -> PyResult<Output> {
@@ -124,8 +150,9 @@ fn parse_output(text: &str) -> PyResult<Output> {
         "probs" => Ok(Output::Probs),
         "logits" => Ok(Output::Logits),
         "uncertainty" => Ok(Output::Uncertainty),
+        "instances" => Ok(Output::Instances),
         other => Err(PyValueError::new_err(format!(
-            "output {other:?}: choose \"labels\", \"probs\", \"logits\" or \"uncertainty\""
+            "output {other:?}: choose \"labels\", \"probs\", \"logits\", \"uncertainty\" or \"instances\""
         ))),
     }
 }
@@ -231,7 +258,13 @@ impl Model {
     /// "logits" (float32, the classes on `channel_axis`), or "uncertainty"
     /// (with `tta="flip"`: float32, on `channel_axis` the entropy of the
     /// averaged probabilities over ln(classes) and the share of the flips
-    /// that disagree with the prediction, both in [0, 1]). `tile` defaults
+    /// that disagree with the prediction, both in [0, 1]), or "instances"
+    /// (a tuple: H×W uint32 object ids, 0 background, and a list of dicts,
+    /// one per object, with the columns of `wsunet predict`'s
+    /// NAME_objects.csv: `id`, `class`, `area`, `centroid_x`, `centroid_y`,
+    /// `bbox_x`, `bbox_y`, `bbox_width`, `bbox_height`, `mean_probability`,
+    /// `mean_intensity`; an instance model's objects grown from their
+    /// interiors, a semantic model's each class's connected pieces). `tile` defaults
     /// to the model's training crop, `overlap` to 0.25; `tta="flip"`
     /// averages the four flips; `scale` resamples the image for the
     /// network (2: pixels half the size); `skip_empty` leaves out tiles
@@ -267,28 +300,16 @@ impl Model {
             PyValueError::new_err("the image must be a numpy array (uint8, uint16 or float32)")
         })?;
         let dtype = untyped.dtype();
-        let run = |source: &mut dyn RowSource| -> wsunet::Result<Prediction> {
-            predictor.predict_source(source, keep_logits, &mut |_| {})
-        };
-        let prediction = if dtype.is_equiv_to(&numpy::dtype::<u8>(py)) {
+        let planes = output == Output::Instances;
+        let (prediction, image) = if dtype.is_equiv_to(&numpy::dtype::<u8>(py)) {
             let a: PyReadonlyArrayDyn<u8> = array.extract()?;
             let view = channels_first(a.as_array(), channel_axis)?;
-            py.allow_threads(|| {
-                run(&mut ArrayRows {
-                    view,
-                    value: |v| v as f32 / 255.0,
-                    next: 0,
-                })
-            })
+            py.allow_threads(|| run_view(&predictor, view, |v| v as f32 / 255.0, keep_logits, planes))
         } else if dtype.is_equiv_to(&numpy::dtype::<u16>(py)) {
             let a: PyReadonlyArrayDyn<u16> = array.extract()?;
             let view = channels_first(a.as_array(), channel_axis)?;
             py.allow_threads(|| {
-                run(&mut ArrayRows {
-                    view,
-                    value: |v| v as f32 / 65535.0,
-                    next: 0,
-                })
+                run_view(&predictor, view, |v| v as f32 / 65535.0, keep_logits, planes)
             })
         } else if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
             let a: PyReadonlyArrayDyn<f32> = array.extract()?;
@@ -298,13 +319,7 @@ impl Model {
                     "the image holds a non-finite value ({v}); replace NaN and infinities first (e.g. numpy.nan_to_num)"
                 )));
             }
-            py.allow_threads(|| {
-                run(&mut ArrayRows {
-                    view,
-                    value: |v| v,
-                    next: 0,
-                })
-            })
+            py.allow_threads(|| run_view(&predictor, view, |v| v, keep_logits, planes))
         } else {
             return Err(PyValueError::new_err(format!(
                 "the image's dtype is {dtype}; give uint8, uint16 or float32 (e.g. image.astype(numpy.float32))"
@@ -337,6 +352,17 @@ impl Model {
                 (2, h, w),
                 channel_axis,
             ),
+            Output::Instances => {
+                let objects = extract(&prediction, &self.card).map_err(py_err)?;
+                let planes: Vec<&[f32]> = image.chunks(h * w).collect();
+                let rows = objects.rows(&planes);
+                let labels = Array2::from_shape_vec((h, w), objects.labels).expect("H·W labels");
+                let table = to_python(py, &rows)?;
+                Ok((labels.into_pyarray(py), table)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind())
+            }
         }
     }
 
@@ -346,15 +372,18 @@ impl Model {
     /// `_probs.npy`, `_logits.npy`, `_uncertainty.png`/`.npy` on request)
     /// for PNG/JPEG/npy inputs; for TIFF inputs of any size, streamed into
     /// tiled, pyramidal `NAME.tif` files with the input's georeferencing
-    /// (`level`, `compression`, `probs_type` apply to them). `src`: a file,
+    /// (`level`, `compression`, `probs_type` apply to them); `instances`
+    /// (always for an instance model): `NAME_instances.tif`,
+    /// `NAME_objects.csv`, `NAME_objects.geojson`. `src`: a file,
     /// a folder of images, or a list of them. Images whose outputs are
     /// complete are skipped unless `overwrite`; a folder predicted with
     /// another model or other settings is refused. `scale`: a factor, or
     /// "auto" (each TIFF's pixel size over the model's). Returns, for one
     /// file, its paths by kind (`mask`, `overlay`, `probs`, `logits`,
-    /// `uncertainty`, `uncertainty_png`); for a folder or list, a dict of
+    /// `uncertainty`, `uncertainty_png`, `instances`, `objects_csv`,
+    /// `objects_geojson`); for a folder or list, a dict of
     /// those by input path. The GIL is released meanwhile.
-    #[pyo3(signature = (src, out_dir, *, tile=None, overlap=None, tta="none", probs=false, logits=false, overlay=None, uncertainty=false, level=0, compression="deflate", probs_type="u8", batch_size=None, scale=None, skip_empty=false, overwrite=false))]
+    #[pyo3(signature = (src, out_dir, *, tile=None, overlap=None, tta="none", probs=false, logits=false, overlay=None, uncertainty=false, instances=false, level=0, compression="deflate", probs_type="u8", batch_size=None, scale=None, skip_empty=false, overwrite=false))]
     #[allow(clippy::too_many_arguments)]
     fn predict_file(
         &self,
@@ -368,6 +397,7 @@ impl Model {
         logits: bool,
         overlay: Option<f32>,
         uncertainty: bool,
+        instances: bool,
         level: usize,
         compression: &str,
         probs_type: &str,
@@ -403,6 +433,7 @@ impl Model {
                 probs,
                 logits,
                 uncertainty,
+                instances,
             },
             level,
             compression: choice::parse("compression", compression, &Compression::ALL)
@@ -426,6 +457,7 @@ impl Model {
             return Err(py_err(e));
         }
         report.check().map_err(py_err)?;
+        let job = job.for_model(&self.card);
         let files_of = |input: &PathBuf| -> PyResult<Bound<'_, PyDict>> {
             let stem = input
                 .file_stem()

@@ -214,6 +214,38 @@ def test_cli_and_python_write_the_same_files_byte_for_byte(model, run, tmp_path)
         model.predict_file(inputs / "a.png", py_out, tile=48)
 
 
+def test_objects_from_python_equal_the_command_lines(model, run, tmp_path):
+    """output="instances" gives the label image and the table; predict_file
+    writes the same object files as `wsunet predict --instances`."""
+    import csv
+    import subprocess
+
+    from PIL import Image
+
+    x = image(96, 120, seed=8)
+    labels, table = model.predict(x, tile=64, output="instances")
+    assert labels.dtype == np.uint32 and labels.shape == (96, 120)
+    assert [row["id"] for row in table] == list(range(1, labels.max() + 1))
+    classes = model.info["classes"]
+    for row in table:
+        assert row["area"] == int((labels == row["id"]).sum())
+        assert row["class"] in [c["name"] for c in classes[1:]]
+        assert len(row["mean_intensity"]) == 3
+    src = tmp_path / "in" / "cells.png"
+    src.parent.mkdir()
+    Image.fromarray(x).save(src)
+    cli_out, py_out = tmp_path / "cli", tmp_path / "py"
+    subprocess.run([cli_binary(), "predict", "--model", str(run), "--input", str(src), "--out", str(cli_out),
+                    "--tile", "64", "--instances"], check=True, capture_output=True)
+    written = model.predict_file(src, py_out, tile=64, instances=True)
+    assert sorted(written) == ["instances", "mask", "objects_csv", "objects_geojson"]
+    for name in sorted(os.listdir(cli_out)):
+        assert (cli_out / name).read_bytes() == (py_out / name).read_bytes(), name
+    with open(written["objects_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["area"]) for r in rows] == [row["area"] for row in table]
+
+
 def test_the_gil_is_released_while_predicting(model):
     # A thread predicts a large image; meanwhile this thread counts. If the
     # GIL were held during the computation, the count would stall.

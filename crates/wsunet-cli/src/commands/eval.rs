@@ -13,7 +13,9 @@ use wsunet::card::load_model;
 use wsunet::data::Split;
 use wsunet::data::usable_samples;
 use wsunet::data::{Mode, SampleSpec, SegDataset};
-use wsunet::infer::PredictConfig;
+use wsunet::infer::{PredictConfig, Predictor};
+use wsunet::objects::Task;
+use wsunet::predict::objects::score_objects;
 use wsunet::train::{EvalRequest, eval_samples};
 use wsunet::train::{Scorer, SegLoss, Silent};
 
@@ -21,6 +23,7 @@ use super::{Settings, with_fix};
 use clap::Args;
 
 use crate::args::{DeviceArg, IgnoreIndex, choice, finite, parse_ignore};
+use crate::progress;
 
 /// `wsunet eval`'s one-line help (`wsunet --help`).
 pub const ABOUT: &str = "Evaluate a model on a dataset: per-class IoU and Dice, mIoU, mean Dice and pixel accuracy over the whole set, printed and written as JSON";
@@ -135,7 +138,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ..PredictConfig::default()
     };
     let tile = config.tile;
-    let scorer = Scorer::new(&model, config, &device).map_err(|e| with_fix(e, &settings))?;
+    let scorer =
+        Scorer::new(&model, config.clone(), &device).map_err(|e| with_fix(e, &settings))?;
     let tiled = dataset
         .item_sizes()?
         .iter()
@@ -158,11 +162,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
         dataset.samples().len(),
         eval.scores.table()
     );
+    let objects = if card.task == Task::Instances {
+        let predictor = Predictor::new(model.clone(), card.normalize.clone(), device, config)
+            .map_err(|e| with_fix(e, &settings))?;
+        let bar = progress::bar(dataset.samples().len() as u64, "objects");
+        let scores = score_objects(&predictor, &card, dataset.samples(), &mut |done, _| {
+            bar.set_position(done as u64)
+        })?;
+        bar.finish_and_clear();
+        println!("{}", scores.table());
+        Some(scores)
+    } else {
+        None
+    };
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| wsunet::RunDir::eval_report(&args.model));
-    let doc = serde_json::json!({ "source": source, "samples": dataset.samples().len(), "loss": eval.loss, "scores": eval.scores, "confusion": eval.matrix });
+    let mut doc = serde_json::json!({ "source": source, "samples": dataset.samples().len(), "loss": eval.loss, "scores": eval.scores, "confusion": eval.matrix });
+    if let Some(o) = &objects {
+        doc["objects"] = serde_json::json!({
+            "ap50": o.ap50(),
+            "ap": o.ap(),
+            "f1_50": o.f1_50(),
+            "pq": o.pq(),
+            "details": o,
+        });
+    }
     wsunet::fs::write_json(&out, &doc)
         .with_context(|| format!("cannot write the scores (fix --out {})", out.display()))?;
     println!("scores written to {}", out.display());

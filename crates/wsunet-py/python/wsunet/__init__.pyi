@@ -27,16 +27,18 @@ class Model:
         tile: Optional[int] = None,
         overlap: Optional[float] = None,
         tta: Literal["none", "flip"] = "none",
-        output: Literal["labels", "probs", "logits", "uncertainty"] = "labels",
+        output: Literal["labels", "probs", "logits", "uncertainty", "instances"] = "labels",
         channel_axis: int = -1,
         batch_size: Optional[int] = None,
         scale: float = 1.0,
         skip_empty: bool = False,
-    ) -> npt.NDArray[Any]:
+    ) -> Any:
         """Segments one image (2-D gray, or 3-D with the channels on
         channel_axis): labels HxW, or probs/logits float32 with the classes
         on channel_axis; "uncertainty" (needs tta="flip"): the entropy and
-        the flips' disagreement, float32, the two maps on channel_axis."""
+        the flips' disagreement, float32, the two maps on channel_axis;
+        "instances": (uint32 HxW object ids, a list of dicts, one per
+        object, with the columns of NAME_objects.csv)."""
     def predict_file(
         self,
         src: Union[_Path, Sequence[_Path]],
@@ -49,6 +51,7 @@ class Model:
         logits: bool = False,
         overlay: Optional[float] = None,
         uncertainty: bool = False,
+        instances: bool = False,
         level: int = 0,
         compression: Literal["none", "deflate", "zstd"] = "deflate",
         probs_type: Literal["u8", "f32"] = "u8",

@@ -76,7 +76,7 @@ pub fn overlaps(truth: &[u32], pred: &[u32]) -> Overlaps {
 
 /// Match counts at one IoU threshold; [`Matching::add`] pools images
 /// (StarDist's `by_image=False`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Matching {
     /// IoU a pair needs to match.
     pub threshold: f64,
@@ -193,9 +193,11 @@ pub fn mean_ap(o: &Overlaps) -> f64 {
 }
 
 /// Error counts for a report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
+    /// True objects.
     pub true_objects: usize,
+    /// Predicted objects.
     pub predicted: usize,
     /// True positives at IoU 0.5.
     pub matched: usize,
@@ -235,6 +237,92 @@ pub fn counts(o: &Overlaps) -> Counts {
         missed: has_match.values().filter(|&&m| !m).count(),
         split: pieces.values().filter(|&&n| n >= 2).count(),
         merged: swallowed.values().filter(|&&n| n >= 2).count(),
+    }
+}
+
+impl Counts {
+    /// Adds another image's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.true_objects += other.true_objects;
+        self.predicted += other.predicted;
+        self.matched += other.matched;
+        self.missed += other.missed;
+        self.split += other.split;
+        self.merged += other.merged;
+    }
+}
+
+/// Object scores over a dataset: every image's matches pooled at each of
+/// [`AP_THRESHOLDS`] (StarDist's `matching_dataset(by_image=False)`), and
+/// the error counts summed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectScores {
+    /// Image pairs scored.
+    pub images: usize,
+    /// The pooled matches at each threshold of [`AP_THRESHOLDS`].
+    pub matchings: Vec<Matching>,
+    /// Matched, missed, split and merged objects.
+    pub counts: Counts,
+}
+
+impl Default for ObjectScores {
+    fn default() -> Self {
+        ObjectScores {
+            images: 0,
+            matchings: AP_THRESHOLDS.iter().map(|&t| Matching::empty(t)).collect(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+impl ObjectScores {
+    /// Adds one image: its true and predicted labels (0 background).
+    pub fn add(&mut self, truth: &[u32], pred: &[u32]) {
+        let o = overlaps(truth, pred);
+        for m in &mut self.matchings {
+            m.add(&match_at(&o, m.threshold));
+        }
+        self.counts.add(&counts(&o));
+        self.images += 1;
+    }
+
+    /// TP / (TP + FP + FN) at IoU 0.5: the DSB 2018 "AP50".
+    pub fn ap50(&self) -> f64 {
+        self.matchings[0].accuracy()
+    }
+
+    /// The mean of TP / (TP + FP + FN) over IoU 0.5, 0.55, …, 0.95.
+    pub fn ap(&self) -> f64 {
+        self.matchings.iter().map(Matching::accuracy).sum::<f64>() / self.matchings.len() as f64
+    }
+
+    /// F1 at IoU 0.5.
+    pub fn f1_50(&self) -> f64 {
+        self.matchings[0].f1()
+    }
+
+    /// Panoptic quality at IoU 0.5 (matches are unique there).
+    pub fn pq(&self) -> f64 {
+        self.matchings[0].panoptic_quality()
+    }
+
+    /// A printable summary.
+    pub fn table(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "objects over {} image(s): AP50 {:.2} %   AP 0.5:0.95 {:.2} %   F1@0.5 {:.2} %   PQ {:.2} %\n  true {}   predicted {}   matched {}   missed {}   split {}   merged {}",
+            self.images,
+            100.0 * self.ap50(),
+            100.0 * self.ap(),
+            100.0 * self.f1_50(),
+            100.0 * self.pq(),
+            c.true_objects,
+            c.predicted,
+            c.matched,
+            c.missed,
+            c.split,
+            c.merged
+        )
     }
 }
 
@@ -392,5 +480,28 @@ mod tests {
             (m.accuracy(), m.f1(), m.panoptic_quality()),
             (0.0, 0.0, 0.0)
         );
+    }
+}
+
+#[cfg(test)]
+mod dataset_tests {
+    use super::*;
+
+    #[test]
+    fn dataset_scores_pool_images_and_sum_counts() {
+        // Image 1: perfect (one object). Image 2: one true object missed,
+        // one false object predicted.
+        let a = vec![0, 1, 1, 0];
+        let mut s = ObjectScores::default();
+        s.add(&a, &a);
+        s.add(&[0, 0, 2, 2], &[3, 0, 0, 0]);
+        assert_eq!(s.images, 2);
+        // Pooled: TP 1, FP 1, FN 1 at every threshold.
+        assert!((s.ap50() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.ap() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.f1_50() - 0.5).abs() < 1e-12);
+        assert!((s.pq() - 0.5).abs() < 1e-12);
+        assert_eq!((s.counts.true_objects, s.counts.missed), (2, 1));
+        assert!(s.table().contains("AP50 33.33 %"), "{}", s.table());
     }
 }

@@ -9,11 +9,13 @@ use std::path::Path;
 
 use crate::card::ModelCard;
 use crate::data::Image;
+use crate::data::{Sample, generate_shape_instances, read_image, read_mask};
 use crate::error::{Error, Result};
-use crate::infer::{OUTPUT_TILE, Prediction};
+use crate::infer::{OUTPUT_TILE, Prediction, Predictor};
 use crate::objects::grow::instances_from_probs;
 use crate::objects::label::connected_components;
 use crate::objects::measure::{ObjectStats, measure};
+use crate::objects::metrics::ObjectScores;
 use crate::objects::outline::outlines;
 use crate::objects::writers::{csv_row, geojson_feature};
 use crate::objects::{InstanceParams, Task};
@@ -265,6 +267,42 @@ pub fn write_objects(
     crate::fs::write_atomic(&path("_objects.geojson"), json.as_bytes())
 }
 
+/// Object scores of `predictor` (a predictor of the instance model with
+/// `card`) on `samples`, whose masks hold instance labels: each image is
+/// predicted as predict does (tiled when larger than a tile), its objects
+/// extracted with the card's settings and matched against the labels
+/// ([`ObjectScores`]). `progress(done, total)` hears after each image.
+pub fn score_objects(
+    predictor: &Predictor,
+    card: &ModelCard,
+    samples: &[Sample],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ObjectScores> {
+    let mut scores = ObjectScores::default();
+    for (k, sample) in samples.iter().enumerate() {
+        let (image, truth) = match sample {
+            Sample::Shapes { seed, index, size } => generate_shape_instances(*seed, *index, *size),
+            Sample::Files(p) => (read_image(&p.image)?, read_mask(&p.mask, None)?.0),
+        };
+        let prediction = predictor.predict(&image, false)?;
+        let objects = extract(&prediction, card)?;
+        let truth: Vec<u32> = truth.data.iter().map(|&v| v as u32).collect();
+        if truth.len() != objects.labels.len() {
+            return Err(Error::Data {
+                path: sample.name().into(),
+                reason: format!(
+                    "the mask has {} pixels but the image {}",
+                    truth.len(),
+                    objects.labels.len()
+                ),
+            });
+        }
+        scores.add(&truth, &objects.labels);
+        progress(k + 1, samples.len());
+    }
+    Ok(scores)
+}
+
 /// The labels as a tiled, pyramidal TIFF: 16-bit when every id fits, else
 /// 32-bit.
 fn write_label_tiff(path: &Path, objects: &Objects, compression: Compression) -> Result<()> {
@@ -348,5 +386,120 @@ mod tests {
             ]
         );
         assert!(objects.confidence.iter().all(|&c| (c - 0.9).abs() < 1e-6));
+    }
+
+    /// An instance model's probabilities for discs (interior inside
+    /// radius − 2, boundary in the 2-px rim, the rest background).
+    fn disc_probs(h: usize, w: usize, discs: &[(f64, f64, f64)]) -> Vec<f32> {
+        let n = h * w;
+        let mut probs = vec![0.0f32; 3 * n];
+        for p in 0..n {
+            let (x, y) = ((p % w) as f64 + 0.5, (p / w) as f64 + 0.5);
+            // The nearest disc decides, so touching discs meet on a seam.
+            let inside = discs
+                .iter()
+                .map(|&(cx, cy, r)| (((x - cx).powi(2) + (y - cy).powi(2)).sqrt(), r))
+                .filter(|(d, r)| d < r)
+                .min_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)));
+            let seam = discs
+                .iter()
+                .filter(|&&(cx, cy, r)| ((x - cx).powi(2) + (y - cy).powi(2)).sqrt() < r)
+                .count()
+                > 1;
+            let class = match inside {
+                None => 0,
+                Some((d, r)) if d < r - 2.0 && !seam => 1,
+                Some(_) => 2,
+            };
+            probs[class * n + p] = 0.8;
+            probs[((class + 1) % 3) * n + p] = 0.2;
+        }
+        probs
+    }
+
+    fn instance_card() -> ModelCard {
+        ModelCard {
+            model: crate::WsResUNetConfig::new(3),
+            classes: crate::data::instance_classes(),
+            normalize: crate::data::Normalize::identity(1),
+            ignore_index: None,
+            crop: None,
+            pixel_size: None,
+            task: Task::Instances,
+            instances: None,
+        }
+    }
+
+    #[test]
+    fn objects_files_agree_the_csv_areas_are_label_counts_and_outlines_cover_them() {
+        let (h, w) = (60, 90);
+        // Two touching discs and a lone one.
+        let discs = [(20.0, 25.0, 12.0), (41.0, 25.0, 12.0), (72.0, 38.0, 10.0)];
+        let p = prediction(disc_probs(h, w, &discs), 3, h, w);
+        let objects = extract(&p, &instance_card()).unwrap();
+        assert_eq!(objects.count, 3, "the touching discs stay apart");
+        let image = Image::new(1, h, w, (0..h * w).map(|i| (i % 7) as f32 / 7.0).collect());
+        let dir = tempfile::tempdir().unwrap();
+        write_objects(dir.path(), "a", &image, &objects, Compression::Deflate).unwrap();
+
+        let (th, tw, ids) =
+            crate::raster::read_tiff_mask(&dir.path().join("a_instances.tif")).unwrap();
+        assert_eq!((th, tw), (h, w));
+        let mut counts = std::collections::BTreeMap::new();
+        for &id in ids.iter().filter(|&&id| id != 0) {
+            *counts.entry(id as u32).or_insert(0u64) += 1;
+        }
+        let csv = std::fs::read_to_string(dir.path().join("a_objects.csv")).unwrap();
+        let mut lines = csv.lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("id,class,area,centroid_x")
+        );
+        let areas: std::collections::BTreeMap<u32, u64> = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f[1], OBJECT_CLASS);
+                (f[0].parse().unwrap(), f[2].parse().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            areas, counts,
+            "CSV areas are the label image's pixel counts"
+        );
+
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("a_objects.geojson")).unwrap(),
+        )
+        .unwrap();
+        let features = json["features"].as_array().unwrap();
+        assert_eq!(features.len(), 3);
+        let shoelace = |ring: &serde_json::Value| {
+            let pts: Vec<(f64, f64)> = ring
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+                .collect();
+            pts.windows(2)
+                .map(|q| q[0].0 * q[1].1 - q[1].0 * q[0].1)
+                .sum::<f64>()
+                / 2.0
+        };
+        for f in features {
+            let id: u32 = f["id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(f["properties"]["classification"]["name"], OBJECT_CLASS);
+            assert_eq!(f["geometry"]["type"], "Polygon");
+            let rings = f["geometry"]["coordinates"].as_array().unwrap();
+            let area: f64 = rings.iter().map(|r| shoelace(r).abs()).next().unwrap()
+                - rings.iter().skip(1).map(|r| shoelace(r).abs()).sum::<f64>();
+            let pixels = counts[&id] as f64;
+            assert!(pixels >= 30.0);
+            assert!(
+                (area - pixels).abs() <= 0.02 * pixels,
+                "object {id}: {area} vs {pixels}"
+            );
+        }
     }
 }

@@ -121,6 +121,18 @@ impl Plan {
             value: format!("{h}×{w}"),
             reason: crop_reason,
         });
+        if let Some(b) = &prepared.facts.instances {
+            plan.choices.push(Choice {
+                field: "boundary".into(),
+                value: format!("{} px", b.width),
+                reason: b.reason.clone(),
+            });
+            plan.choices.push(Choice {
+                field: "min_area".into(),
+                value: format!("{} px", b.min_area),
+                reason: b.min_area_reason.clone(),
+            });
+        }
         let per_epoch = n.div_ceil(plan.config.batch_size.max(1));
         plan.plan_length(given, per_epoch, None);
         plan.plan_augmentation(given);

@@ -149,7 +149,10 @@ impl Session {
     pub fn plan_only(config: &TrainConfig, given: &Given) -> Result<Plan> {
         config.validate()?;
         let p = prepare(&config.data_settings())?;
-        Plan::new(config, &p, given)
+        let mut plan = Plan::new(config, &p, given)?;
+        // The data's warnings first, as a run prints them.
+        plan.warnings.splice(0..0, p.warnings);
+        Ok(plan)
     }
 
     /// Sets the epochs (and, unless given, the validation cadence and
