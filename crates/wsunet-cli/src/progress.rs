@@ -163,8 +163,12 @@ impl Observer for TrainProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let ap50 = r
+            .ap50
+            .map(|a| format!("  AP50 {:.2}%", 100.0 * a))
+            .unwrap_or_default();
         println!(
-            "epoch {}/{}  train loss {:.4}  val loss {:.4}  mIoU {:.2}%  Dice {:.2}%  acc {:.2}%  lr {:.2e}  {:.1} img/s  {:.1} s{}",
+            "epoch {}/{}  train loss {:.4}  val loss {:.4}  mIoU {:.2}%{ap50}  Dice {:.2}%  acc {:.2}%  lr {:.2e}  {:.1} img/s  {:.1} s{}",
             r.epoch,
             self.epochs,
             r.train_loss,

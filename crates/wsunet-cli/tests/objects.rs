@@ -125,6 +125,77 @@ fn semantic_models_give_objects_on_request_and_bad_task_data_is_named() {
         );
     }
 
+    // A TIFF is streamed in bands: its objects equal those of the same
+    // image as a PNG, predicted whole (objects cross the band seams).
+    let (h, w) = (150, 200);
+    let rgb: Vec<u8> = (0..h * w * 3)
+        .map(|i| {
+            let (x, y) = ((i / 3) % w, (i / 3) / w);
+            (((x / 23 + y / 17) % 3) * 90 + (i % 3) * 20) as u8
+        })
+        .collect();
+    let scene = dir.path().join("scene");
+    std::fs::create_dir(&scene).unwrap();
+    let spec = wsunet::raster::RasterSpec {
+        width: w,
+        height: h,
+        samples: 3,
+        photometric: wsunet::raster::Photometric::Rgb,
+        compression: wsunet::raster::Compression::Deflate,
+        tile: 64,
+        resample: wsunet::raster::Resample::Average,
+        pyramid: false,
+        geo: Default::default(),
+        resolution: None,
+        bigtiff: false,
+    };
+    wsunet::raster::write_tiled::<u8>(&scene.join("s.tif"), &spec, [Ok(rgb.clone())]).unwrap();
+    let image = wsunet::data::Image::new(
+        3,
+        h,
+        w,
+        (0..3)
+            .flat_map(|c| rgb.iter().skip(c).step_by(3).map(|&v| v as f32 / 255.0))
+            .collect(),
+    );
+    wsunet::data::write_png(&scene.join("s.png"), &image).unwrap();
+    let mut tables = Vec::new();
+    for name in ["s.tif", "s.png"] {
+        let out = dir.path().join(format!("pred-{name}"));
+        let o = wsunet(&[
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--input",
+            scene.join(name).to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--instances",
+            "--tile",
+            "48",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(out.join("s_instances.tif").is_file());
+        let csv = std::fs::read_to_string(out.join("s_objects.csv")).unwrap();
+        // Rows without their ids (numbered in another order), sorted.
+        let mut rows: Vec<String> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap().1.to_string())
+            .collect();
+        rows.sort();
+        let geojson: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("s_objects.geojson")).unwrap())
+                .unwrap();
+        assert_eq!(geojson["features"].as_array().unwrap().len(), rows.len());
+        tables.push(rows);
+    }
+    assert!(tables[0].len() > 3, "objects to compare: {:?}", tables[0]);
+    assert_eq!(
+        tables[0], tables[1],
+        "streamed objects equal the whole image's"
+    );
+
     // Class masks (one value on nine separate squares) given as instance
     // labels: warned, naming the masks.
     let masks = dir.path().join("train").join("masks");

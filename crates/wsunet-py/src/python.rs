@@ -15,6 +15,8 @@ use wsunet::card::ModelCard;
 use wsunet::choice;
 use wsunet::infer::RowSource;
 use wsunet::infer::{PredictConfig, Prediction, Predictor, ProbsType, Tta};
+use wsunet::objects::InstanceParams;
+use wsunet::objects::metrics::ObjectScores;
 use wsunet::predict::objects::extract;
 use wsunet::predict::{PredictJob, PredictObserver, SavedModel, Scale, list_inputs};
 use wsunet::provenance::Outputs;
@@ -667,11 +669,108 @@ fn train(
     Ok(result.into_any().unbind())
 }
 
+/// A label image as row-major `u32` ids with its height and width (any
+/// integer array; converted by numpy).
+fn label_image(py: Python<'_>, labels: &Bound<'_, PyAny>) -> PyResult<(Vec<u32>, usize, usize)> {
+    let numpy = py.import("numpy")?;
+    let array = numpy.call_method1("ascontiguousarray", (labels, "uint32"))?;
+    let a: numpy::PyReadonlyArray2<u32> = array.extract().map_err(|_| {
+        PyValueError::new_err(
+            "a label image must be a 2-D integer array (0 background, each object its own id)",
+        )
+    })?;
+    let view = a.as_array();
+    let (h, w) = view.dim();
+    Ok((view.iter().copied().collect(), h, w))
+}
+
+/// Objects from an instance network's probabilities, grown from their
+/// interiors exactly as `wsunet predict` grows them: seeds where
+/// P(interior) ≥ `interior_threshold`, grown over pixels where
+/// 1 − P(background) ≥ `region_threshold` in order of rising P(boundary);
+/// objects under `min_area` pixels dropped; ids 1…N in raster order.
+/// `probs`: float32 background, interior, boundary probabilities, the three
+/// on `channel_axis` (0: CHW, the default; -1: HWC). Returns H×W uint32 ids.
+/// Unset settings take the library's defaults.
+#[pyfunction]
+#[pyo3(signature = (probs, *, interior_threshold=None, region_threshold=None, min_area=None, channel_axis=0))]
+fn instances_from_probs(
+    py: Python<'_>,
+    probs: &Bound<'_, PyAny>,
+    interior_threshold: Option<f32>,
+    region_threshold: Option<f32>,
+    min_area: Option<usize>,
+    channel_axis: isize,
+) -> PyResult<PyObject> {
+    let numpy = py.import("numpy")?;
+    let array = numpy.call_method1("asarray", (probs, "float32"))?;
+    let a: PyReadonlyArrayDyn<f32> = array.extract()?;
+    let view = channels_first(a.as_array(), channel_axis)?;
+    let (k, h, w) = view.dim();
+    if k != 3 || view.ndim() != 3 {
+        return Err(PyValueError::new_err(format!(
+            "probs has {k} planes on channel_axis; give 3 (background, interior, boundary)"
+        )));
+    }
+    let planar: Vec<f32> = view.iter().copied().collect();
+    let defaults = InstanceParams::default();
+    let params = InstanceParams {
+        interior_threshold: interior_threshold.unwrap_or(defaults.interior_threshold),
+        region_threshold: region_threshold.unwrap_or(defaults.region_threshold),
+        min_area: min_area.unwrap_or(defaults.min_area),
+    };
+    let (labels, _) =
+        py.allow_threads(|| wsunet::objects::grow::instances_from_probs(&planar, 3, w, h, &params));
+    let a = Array2::from_shape_vec((h, w), labels).expect("H·W labels");
+    Ok(a.into_pyarray(py).into_any().unbind())
+}
+
+/// Object scores of predicted label images against true ones (pairs of
+/// 2-D integer arrays, 0 background), as `wsunet eval` computes them:
+/// `ap50` (TP / (TP + FP + FN) at IoU 0.5, the Data Science Bowl's "AP"),
+/// `ap` (its mean over IoU 0.5 … 0.95), `f1_50`, `pq` (panoptic quality),
+/// `counts` (true, predicted, matched, missed, split, merged) and the
+/// matches at each threshold; counts pooled over the images.
+#[pyfunction]
+fn object_scores(
+    py: Python<'_>,
+    truths: Vec<Bound<'_, PyAny>>,
+    preds: Vec<Bound<'_, PyAny>>,
+) -> PyResult<PyObject> {
+    if truths.len() != preds.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} true label images but {} predicted ones; give pairs",
+            truths.len(),
+            preds.len()
+        )));
+    }
+    let mut scores = ObjectScores::default();
+    for (k, (t, p)) in truths.iter().zip(&preds).enumerate() {
+        let (t, th, tw) = label_image(py, t)?;
+        let (p, ph, pw) = label_image(py, p)?;
+        if (th, tw) != (ph, pw) {
+            return Err(PyValueError::new_err(format!(
+                "pair {k}: the true labels are {th}×{tw} but the predicted {ph}×{pw}"
+            )));
+        }
+        scores.add(&t, &p);
+    }
+    let result = to_python(py, &scores)?;
+    let dict = result.bind(py).downcast::<PyDict>()?;
+    dict.set_item("ap50", scores.ap50())?;
+    dict.set_item("ap", scores.ap())?;
+    dict.set_item("f1_50", scores.f1_50())?;
+    dict.set_item("pq", scores.pq())?;
+    Ok(result)
+}
+
 /// The `wsunet._wsunet` module.
 #[pymodule]
 fn _wsunet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(instances_from_probs, m)?)?;
+    m.add_function(wrap_pyfunction!(object_scores, m)?)?;
     m.add_class::<Model>()?;
     m.add("WsunetError", m.py().get_type::<WsunetError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

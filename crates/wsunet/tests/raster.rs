@@ -361,6 +361,7 @@ fn streamed_prediction_of_a_tiled_bigtiff_equals_the_in_memory_one() {
         probs: Some((out("probs.tif"), ProbsType::F32)),
         logits: Some(out("logits.tif")),
         uncertainty: None,
+        objects: None,
         compression: Compression::Zstd,
     };
     let classes = ClassList::numbered(3);
@@ -438,6 +439,7 @@ fn a_stripped_tiff_streams_like_the_image_held_whole() {
         probs: Some((dir.path().join("probs.tif"), ProbsType::U8)),
         logits: None,
         uncertainty: None,
+        objects: None,
         compression: Compression::Deflate,
     };
     let info = inspect(&path).unwrap();
@@ -499,6 +501,7 @@ fn nodata_pixels_get_the_masks_nodata_label_and_empty_tiles_are_skipped() {
         probs: None,
         logits: None,
         uncertainty: None,
+        objects: None,
         compression: Compression::Deflate,
     };
     let summary = predictor

@@ -434,10 +434,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .into());
     }
     println!("\nvalidation, last epoch:\n{}", summary.scores.table());
-    if let Some((epoch, miou)) = summary.state.best {
+    if let Some((epoch, score)) = summary.state.best {
+        let what = if summary.state.history.iter().any(|r| r.ap50.is_some()) {
+            "objects' AP50"
+        } else {
+            "mIoU"
+        };
         println!(
-            "best mIoU {:.2}% at epoch {epoch} ({})",
-            100.0 * miou,
+            "best {what} {:.2}% at epoch {epoch} ({})",
+            100.0 * score,
             session.dir.best_model().display()
         );
     }

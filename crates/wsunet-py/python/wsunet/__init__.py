@@ -10,12 +10,16 @@ one on a dataset folder::
     probs = model.predict(image, output="probs")       # HxWxK float32
     model.predict_file("slide.ome.tif", "pred/")       # any size, streamed
     scores = wsunet.train(out="runs/mine", data="my-dataset", epochs=40)
+    ids, table = model.predict(image, output="instances")  # objects and their measurements
+
+Any network's background/interior/boundary probabilities become objects with
+``wsunet.instances_from_probs``, scored with ``wsunet.object_scores``.
 
 Errors: ``ValueError`` for bad arguments and settings, ``FileNotFoundError``
 for missing files, ``wsunet.WsunetError`` for the rest; each carries the
 library's message naming what to fix.
 """
 
-from ._wsunet import Model, WsunetError, __version__, load, train
+from ._wsunet import Model, WsunetError, __version__, instances_from_probs, load, object_scores, train
 
-__all__ = ["Model", "WsunetError", "__version__", "load", "train"]
+__all__ = ["Model", "WsunetError", "__version__", "instances_from_probs", "load", "object_scores", "train"]

@@ -65,6 +65,21 @@ class Model:
         pyramidal TIFFs). For one file, returns its paths by kind; for a
         folder or a list, those dicts by input path."""
 
+def instances_from_probs(
+    probs: npt.ArrayLike,
+    *,
+    interior_threshold: Optional[float] = None,
+    region_threshold: Optional[float] = None,
+    min_area: Optional[int] = None,
+    channel_axis: int = 0,
+) -> npt.NDArray[np.uint32]:
+    """Objects (HxW uint32 ids) from background/interior/boundary
+    probabilities, grown from the interiors as `wsunet predict` grows them."""
+
+def object_scores(truths: Sequence[npt.ArrayLike], preds: Sequence[npt.ArrayLike]) -> dict[str, Any]:
+    """AP50, AP 0.5:0.95, F1@0.5, panoptic quality and error counts of
+    predicted label images against true ones, pooled over the pairs."""
+
 def load(path: _Path, *, device: str = "cpu") -> Model:
     """Loads a run directory, or a model's .bpk/.json."""
 

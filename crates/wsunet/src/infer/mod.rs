@@ -43,10 +43,12 @@ mod rows;
 mod scale;
 mod stream;
 mod tiled;
+mod tiled_objects;
 
 use stream::Collect;
 pub use stream::{Band, EMPTY_STD_FRACTION, ImageRows, Progress, RowSink, RowSource, StreamReport};
 pub use tiled::{OUTPUT_TILE, ProbsType, TiffOutputs, TiffSummary};
+pub use tiled_objects::ObjectOutputs;
 
 /// Test-time augmentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::stream::{Band, Progress, RowSink, RowSource, StreamReport};
+use super::tiled_objects::{ObjectOutputs, spawn_objects};
 use super::{Predictor, overlay_pixels};
 use crate::data::ClassList;
 use crate::error::{Error, Result};
@@ -74,6 +75,8 @@ pub struct TiffOutputs {
     /// The uncertainty maps (32-bit floats): entropy, then the flips'
     /// disagreement (needs [`PredictConfig::uncertainty`](super::PredictConfig::uncertainty)).
     pub uncertainty: Option<PathBuf>,
+    /// The objects: their ids, table and outlines, written as they close.
+    pub objects: Option<ObjectOutputs>,
     /// Tile compression.
     pub compression: Compression,
 }
@@ -91,12 +94,14 @@ pub struct TiffSummary {
     pub class_pixels: Vec<u64>,
     /// Pixels marked nodata in the mask.
     pub nodata_pixels: u64,
+    /// Objects found, when they were asked for.
+    pub objects: Option<u64>,
 }
 
 /// A finished band with its labels, shared by the output writers.
-struct Finished {
-    band: Band,
-    labels: Vec<u16>,
+pub(super) struct Finished {
+    pub(super) band: Band,
+    pub(super) labels: Vec<u16>,
 }
 
 /// Reads a [`RowSource`] on its own thread, `block` rows ahead of the
@@ -190,10 +195,10 @@ impl RowSource for Prefetch {
 }
 
 /// One output: its channel and its writer thread.
-struct Output {
-    name: PathBuf,
-    tx: SyncSender<Arc<Finished>>,
-    thread: std::thread::JoinHandle<Result<bool>>,
+pub(super) struct Output {
+    pub(super) name: PathBuf,
+    pub(super) tx: SyncSender<Arc<Finished>>,
+    pub(super) thread: std::thread::JoinHandle<Result<bool>>,
 }
 
 fn spawn_output<T: Sample>(
@@ -331,6 +336,7 @@ impl Predictor {
         let rows = TiffRows::open_level(info, level)?;
         let l = rows.level().clone();
         let (w, h) = (l.width, l.height);
+        let c = rows.size().0;
         let k = self.num_classes();
         let nodata = rows.nodata();
         // Level 0 carries the file's placement; a reduced level its own
@@ -360,11 +366,16 @@ impl Predictor {
             bigtiff: false,
         };
         let mask_nodata_tag = declared_nodata.then(|| mask_nodata.to_string());
-        let writers = start_writers(outputs, &base, classes, k, mask_nodata_tag);
+        let mut writers = start_writers(outputs, &base, classes, k, mask_nodata_tag);
+        let objects = outputs.objects.as_ref().map(|targets| {
+            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            writers.push(spawn_objects(targets, &base, c, k, count.clone()));
+            count
+        });
         let mut class_pixels = vec![0u64; k];
         let mut nodata_pixels = 0u64;
         let writer_stopped = std::cell::Cell::new(false);
-        let keep_image = outputs.overlay.is_some();
+        let keep_image = outputs.overlay.is_some() || outputs.objects.is_some();
         // Small blocks: the reader decodes a whole row of chunks once and
         // hands it out in slices, so a block only sets how far it runs ahead.
         let mut source = Prefetch::new(rows, PREFETCH_ROWS);
@@ -442,6 +453,7 @@ impl Predictor {
             report,
             class_pixels,
             nodata_pixels,
+            objects: objects.map(|n| n.load(std::sync::atomic::Ordering::Relaxed)),
         })
     }
 }

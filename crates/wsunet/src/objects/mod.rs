@@ -15,6 +15,9 @@
 //! - [`metrics`]: object-level scores (AP at IoU thresholds in the
 //!   DSB 2018 / StarDist sense, F1, panoptic quality, split and merge
 //!   counts).
+//! - [`stream`]: objects of an image that arrives a band of rows at a time,
+//!   equal to the whole image's, objects across band seams kept whole.
+//! - [`table`]: an object's CSV row and GeoJSON Feature.
 //! - [`writers`]: CSV rows and GeoJSON features (QuPath's and QGIS's
 //!   readers).
 //!
@@ -26,6 +29,8 @@ pub mod label;
 pub mod measure;
 pub mod metrics;
 pub mod outline;
+pub mod stream;
+pub mod table;
 pub mod target;
 pub mod writers;
 

@@ -4,7 +4,6 @@
 //! row per object) and `NAME_objects.geojson` (one outline per object, for
 //! QuPath and QGIS).
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::card::ModelCard;
@@ -17,12 +16,46 @@ use crate::objects::label::connected_components;
 use crate::objects::measure::{ObjectStats, measure};
 use crate::objects::metrics::ObjectScores;
 use crate::objects::outline::outlines;
-use crate::objects::writers::{csv_row, geojson_feature};
+use crate::objects::stream::Mode;
+pub use crate::objects::table::ObjectRow;
+use crate::objects::table::{GEOJSON_END, GEOJSON_START};
 use crate::objects::{InstanceParams, Task};
 use crate::raster::{Compression, GeoTags, Photometric, RasterSpec, Resample, write_tiled};
 
 /// The class name objects of an instance model carry.
 pub const OBJECT_CLASS: &str = "object";
+
+/// How a streamed prediction of a model with `card` makes objects: grown
+/// from interiors with the card's settings, or each class's pieces.
+pub fn stream_mode(card: &ModelCard) -> Mode {
+    match card.task {
+        Task::Instances => Mode::Grow(
+            card.instances
+                .as_ref()
+                .map_or_else(InstanceParams::default, |i| i.extraction),
+        ),
+        Task::Semantic => Mode::Classes,
+    }
+}
+
+/// The class name and colour of objects by class index: an instance
+/// model's objects are [`OBJECT_CLASS`] (at index 1), a semantic model's
+/// its classes.
+pub fn class_styles(card: &ModelCard) -> Vec<(String, [u8; 3])> {
+    match card.task {
+        Task::Instances => vec![
+            (String::new(), [0, 0, 0]),
+            (OBJECT_CLASS.to_string(), card.classes.color(1)),
+        ],
+        Task::Semantic => card
+            .classes
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| (name, card.classes.color(i)))
+            .collect(),
+    }
+}
 
 /// Objects of one image: labels `1..=count` (0 background), the class of
 /// each, and the per-pixel confidence they are measured with.
@@ -115,76 +148,6 @@ pub fn extract(prediction: &Prediction, card: &ModelCard) -> Result<Objects> {
     }
 }
 
-/// One object's measurements: a row of `NAME_objects.csv`. Positions in
-/// pixels: the centroid of the pixel centres (a pixel's centre is at
-/// x + 0.5, y + 0.5), the bounding box's top-left pixel and size.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ObjectRow {
-    /// The object's id in the label image.
-    pub id: u32,
-    /// Its class.
-    pub class: String,
-    /// Pixels (the label image's count of `id`).
-    pub area: u64,
-    /// Centroid x.
-    pub centroid_x: f64,
-    /// Centroid y.
-    pub centroid_y: f64,
-    /// Left column of the bounding box.
-    pub bbox_x: u32,
-    /// Top row of the bounding box.
-    pub bbox_y: u32,
-    /// Bounding box width.
-    pub bbox_width: u32,
-    /// Bounding box height.
-    pub bbox_height: u32,
-    /// Mean probability of the object's class over its pixels.
-    pub mean_probability: f64,
-    /// Mean of each input channel over its pixels (values as read: 8-bit
-    /// images in [0, 1]).
-    pub mean_intensity: Vec<f64>,
-}
-
-impl ObjectRow {
-    /// The CSV header for `channels` input channels.
-    pub fn csv_header(channels: usize) -> String {
-        let mut fields: Vec<String> = [
-            "id",
-            "class",
-            "area",
-            "centroid_x",
-            "centroid_y",
-            "bbox_x",
-            "bbox_y",
-            "bbox_width",
-            "bbox_height",
-            "mean_probability",
-        ]
-        .map(String::from)
-        .to_vec();
-        fields.extend((0..channels).map(|c| format!("mean_intensity_{c}")));
-        csv_row(&fields)
-    }
-
-    /// The CSV row.
-    pub fn csv(&self) -> String {
-        let mut fields = vec![
-            self.id.to_string(),
-            self.class.clone(),
-            self.area.to_string(),
-            format!("{:.3}", self.centroid_x),
-            format!("{:.3}", self.centroid_y),
-            self.bbox_x.to_string(),
-            self.bbox_y.to_string(),
-            self.bbox_width.to_string(),
-            self.bbox_height.to_string(),
-            format!("{:.4}", self.mean_probability),
-        ];
-        fields.extend(self.mean_intensity.iter().map(|v| format!("{v:.4}")));
-        csv_row(&fields)
-    }
-}
-
 impl Objects {
     /// Each object's measurements, by id; `planes` are the input image's
     /// channels (`height · width` values each), for the mean intensities.
@@ -201,20 +164,7 @@ impl Objects {
     }
 
     fn row(&self, s: &ObjectStats) -> ObjectRow {
-        let (centroid_x, centroid_y) = s.centroid();
-        ObjectRow {
-            id: s.id,
-            class: self.classes[s.id as usize - 1].0.clone(),
-            area: s.area,
-            centroid_x,
-            centroid_y,
-            bbox_x: s.min_x,
-            bbox_y: s.min_y,
-            bbox_width: s.max_x - s.min_x + 1,
-            bbox_height: s.max_y - s.min_y + 1,
-            mean_probability: s.mean_prob(),
-            mean_intensity: s.mean_intensity(),
-        }
+        ObjectRow::new(s, &self.classes[s.id as usize - 1].0)
     }
 }
 
@@ -239,31 +189,17 @@ pub fn write_objects(
         csv.push('\n');
     }
     crate::fs::write_atomic(&path("_objects.csv"), csv.as_bytes())?;
-    let mut json = String::from("{\"type\":\"FeatureCollection\",\"features\":[\n");
+    let mut json = String::from(GEOJSON_START);
     let by_id: std::collections::HashMap<u32, &ObjectRow> =
         rows.iter().map(|r| (r.id, r)).collect();
     for (k, (id, polygons)) in outlines(&objects.labels, w, h).into_iter().enumerate() {
-        let (name, color) = &objects.classes[id as usize - 1];
-        let rings: Vec<Vec<Vec<(f64, f64)>>> = polygons
-            .iter()
-            .map(|p| {
-                std::iter::once(&p.exterior)
-                    .chain(&p.holes)
-                    .map(|ring| ring.iter().map(|&(x, y)| (x as f64, y as f64)).collect())
-                    .collect()
-            })
-            .collect();
-        let row = by_id[&id];
-        let measurements = [
-            ("Area px", row.area as f64),
-            ("Mean probability", row.mean_probability),
-        ];
+        let (_, color) = &objects.classes[id as usize - 1];
         if k > 0 {
             json.push_str(",\n");
         }
-        json.push_str(&geojson_feature(id, name, *color, &rings, &measurements));
+        json.push_str(&by_id[&id].feature(*color, &polygons));
     }
-    let _ = writeln!(json, "\n]}}");
+    json.push_str(GEOJSON_END);
     crate::fs::write_atomic(&path("_objects.geojson"), json.as_bytes())
 }
 
@@ -301,6 +237,78 @@ pub fn score_objects(
         progress(k + 1, samples.len());
     }
     Ok(scores)
+}
+
+/// Interior thresholds [`tune_extraction`] tries.
+pub const INTERIOR_THRESHOLDS: [f32; 5] = [0.3, 0.4, 0.5, 0.6, 0.7];
+/// Object (1 − background) thresholds [`tune_extraction`] tries.
+pub const REGION_THRESHOLDS: [f32; 3] = [0.4, 0.5, 0.6];
+/// Validation images [`tune_extraction`] uses at most (the first ones).
+pub const TUNE_IMAGES: usize = 32;
+
+/// The extraction's thresholds that score best on `samples` (instance
+/// labels), with the reason: every pair of [`INTERIOR_THRESHOLDS`] and
+/// [`REGION_THRESHOLDS`] scored by AP50 on the first [`TUNE_IMAGES`]
+/// images, each predicted once; ties keep the card's settings. The
+/// minimum area stays the card's. `None` without samples.
+pub fn tune_extraction(
+    predictor: &Predictor,
+    card: &ModelCard,
+    samples: &[Sample],
+) -> Result<Option<(InstanceParams, String)>> {
+    let base = card
+        .instances
+        .as_ref()
+        .map_or_else(InstanceParams::default, |i| i.extraction);
+    let mut images = Vec::new();
+    for sample in samples.iter().take(TUNE_IMAGES) {
+        let (image, truth) = match sample {
+            Sample::Shapes { seed, index, size } => generate_shape_instances(*seed, *index, *size),
+            Sample::Files(p) => (read_image(&p.image)?, read_mask(&p.mask, None)?.0),
+        };
+        let prediction = predictor.predict(&image, false)?;
+        let truth: Vec<u32> = truth.data.iter().map(|&v| v as u32).collect();
+        images.push((prediction, truth));
+    }
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let score = |params: &InstanceParams| {
+        let mut scores = ObjectScores::default();
+        for (p, truth) in &images {
+            let (labels, _) = instances_from_probs(&p.probs, 3, p.width, p.height, params);
+            scores.add(truth, &labels);
+        }
+        scores.ap50()
+    };
+    let start = score(&base);
+    let (mut best, mut best_ap) = (base, start);
+    for &interior_threshold in &INTERIOR_THRESHOLDS {
+        for &region_threshold in &REGION_THRESHOLDS {
+            let params = InstanceParams {
+                interior_threshold,
+                region_threshold,
+                ..base
+            };
+            let ap = score(&params);
+            if ap > best_ap {
+                (best, best_ap) = (params, ap);
+            }
+        }
+    }
+    let reason = format!(
+        "thresholds {} (interior) and {} (object) scored best of {}×{} pairs on {} validation image(s): AP50 {:.2} % (with {} and {}: {:.2} %)",
+        best.interior_threshold,
+        best.region_threshold,
+        INTERIOR_THRESHOLDS.len(),
+        REGION_THRESHOLDS.len(),
+        images.len(),
+        100.0 * best_ap,
+        base.interior_threshold,
+        base.region_threshold,
+        100.0 * start
+    );
+    Ok(Some((best, reason)))
 }
 
 /// The labels as a tiled, pyramidal TIFF: 16-bit when every id fits, else

@@ -14,7 +14,7 @@ use super::{ImageDone, ImageProgress, PIXEL_SIZE_TOLERANCE, PredictJob, PredictO
 use crate::card::ModelCard;
 use crate::data::{Image, read_image, value_counts};
 use crate::error::{Error, Result};
-use crate::infer::{Prediction, Predictor, Progress, TiffOutputs};
+use crate::infer::{ObjectOutputs, Prediction, Predictor, Progress, TiffOutputs};
 use crate::provenance::OutputKind;
 use crate::raster::{TiffInfo, inspect, is_tiff};
 
@@ -230,12 +230,6 @@ fn stream_tiff(
     stem: &str,
     observer: &dyn PredictObserver,
 ) -> Result<ImageDone> {
-    if job.outputs.instances {
-        return Err(Error::setting(
-            "instances",
-            "objects are written for images predicted in memory (PNG, JPEG, BMP, npy), not yet for streamed TIFF inputs; convert the TIFF, or predict it without objects",
-        ));
-    }
     let started = Instant::now();
     let path = |suffix: &str| job.out.join(format!("{stem}{suffix}.tif"));
     let o = &job.outputs;
@@ -245,6 +239,13 @@ fn stream_tiff(
         probs: o.probs.then(|| (path("_probs"), job.probs_type)),
         logits: o.logits.then(|| path("_logits")),
         uncertainty: o.uncertainty.then(|| path("_uncertainty")),
+        objects: o.instances.then(|| ObjectOutputs {
+            instances: path("_instances"),
+            csv: job.out.join(format!("{stem}_objects.csv")),
+            geojson: job.out.join(format!("{stem}_objects.geojson")),
+            mode: super::objects::stream_mode(card),
+            classes: super::objects::class_styles(card),
+        }),
         compression: job.compression,
     };
     let width = info.level(job.level)?.width;
@@ -284,7 +285,7 @@ fn stream_tiff(
         class_pixels: summary.class_pixels,
         class_names: card.classes.names(),
         nodata_pixels: summary.nodata_pixels,
-        objects: None,
+        objects: summary.objects,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -39,17 +39,26 @@ pub struct EpochRecord {
     pub images_per_sec: f64,
     /// Validation IoU per class (`None`: class absent).
     pub class_iou: Vec<Option<f64>>,
+    /// Validation objects' AP50 (instance runs): TP / (TP + FP + FN) at
+    /// IoU 0.5 ([`ObjectScores`](crate::objects::metrics::ObjectScores)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ap50: Option<f64>,
 }
 
 impl EpochRecord {
     /// The `metrics.csv` table of `history`: a header, then one row per
-    /// epoch with the IoU of each of `classes`.
+    /// epoch with the IoU of each of `classes` (and the objects' AP50 last,
+    /// for an instance run).
     pub fn csv(history: &[EpochRecord], classes: &[String]) -> String {
         let mut csv = String::from(
             "epoch,train_loss,val_loss,miou,mean_dice,pixel_accuracy,lr,seconds,images_per_sec",
         );
         for c in classes {
             csv.push_str(&format!(",iou_{}", c.replace([',', '"', '\n'], "_")));
+        }
+        let objects = history.iter().any(|r| r.ap50.is_some());
+        if objects {
+            csv.push_str(",ap50");
         }
         csv.push('\n');
         for r in history {
@@ -71,6 +80,13 @@ impl EpochRecord {
                         .unwrap_or_else(|| ",".into()),
                 );
             }
+            if objects {
+                csv.push_str(
+                    &r.ap50
+                        .map(|v| format!(",{v:.6}"))
+                        .unwrap_or_else(|| ",".into()),
+                );
+            }
             csv.push('\n');
         }
         csv
@@ -84,7 +100,8 @@ pub struct TrainState {
     pub epoch: usize,
     /// Optimizer steps taken.
     pub step: usize,
-    /// Best validation mIoU so far and its epoch.
+    /// Best validation score so far and its epoch: mIoU, or the objects'
+    /// AP50 for an instance run.
     pub best: Option<(usize, f64)>,
     /// Every finished epoch.
     pub history: Vec<EpochRecord>,
@@ -107,6 +124,7 @@ mod tests {
             seconds: 1.0,
             images_per_sec: 10.0,
             class_iou: vec![Some(0.5), None],
+            ap50: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         let back: EpochRecord = serde_json::from_str(&json).unwrap();

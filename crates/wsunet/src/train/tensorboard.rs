@@ -341,6 +341,7 @@ mod tests {
             seconds: 2.0,
             images_per_sec: 100.0,
             class_iou: vec![Some(0.5), None],
+            ap50: None,
         };
         let png = vec![1u8, 2, 3];
         let run = RunDir::new(dir.path());

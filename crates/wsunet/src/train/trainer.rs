@@ -39,6 +39,7 @@ use crate::fs::write_json;
 use crate::infer::PredictConfig;
 use crate::model::{WsResUNet, WsResUNetConfig};
 use crate::objects::{InstanceParams, InstanceSettings, Task};
+use crate::predict::objects::{score_objects, tune_extraction};
 use crate::run_dir::RunDir;
 
 /// A prepared training run: the config as given, what preparation found
@@ -362,6 +363,63 @@ impl Session {
         Scorer::new(model, config, &self.device)
     }
 
+    /// A predictor of `model` as `predict` runs it: the run's normalization
+    /// and tile.
+    fn predictor(&self, model: &WsResUNet) -> Result<crate::infer::Predictor> {
+        let config = PredictConfig {
+            tile: PredictConfig::tile_for(&self.card()),
+            batch_size: self.config.val_batch_size,
+            ..PredictConfig::default()
+        };
+        crate::infer::Predictor::new(
+            model.clone(),
+            self.data.normalize.clone(),
+            self.device.clone(),
+            config,
+        )
+    }
+
+    /// The validation objects' AP50 of `model` (instance runs), with the
+    /// card's extraction settings.
+    fn object_ap50(&self, model: &WsResUNet) -> Result<Option<f64>> {
+        if self.data.instances.is_none() {
+            return Ok(None);
+        }
+        let scores = score_objects(
+            &self.predictor(model)?,
+            &self.card(),
+            self.val.samples(),
+            &mut |_, _| {},
+        )?;
+        Ok(Some(scores.ap50()))
+    }
+
+    /// The card of `model`: for an instance run, with the extraction's
+    /// thresholds chosen on the validation images ([`tune_extraction`]).
+    fn tuned_card(&self, model: &WsResUNet, observer: &mut dyn Observer) -> Result<ModelCard> {
+        let mut card = self.card();
+        let Some(settings) = &mut card.instances else {
+            return Ok(card);
+        };
+        if let Some((params, reason)) =
+            tune_extraction(&self.predictor(model)?, &self.card(), self.val.samples())?
+        {
+            let min_area = self
+                .data
+                .instances
+                .as_ref()
+                .map(|b| b.min_area_reason.clone());
+            settings.extraction = params;
+            settings.extraction_reason = format!(
+                "{reason}; minimum area {} px: {}",
+                params.min_area,
+                min_area.unwrap_or_default()
+            );
+            observer.info(&format!("objects: {reason}"));
+        }
+        Ok(card)
+    }
+
     /// The card saved with every model of this run.
     pub fn card(&self) -> ModelCard {
         ModelCard {
@@ -461,8 +519,15 @@ impl Session {
             let scores = self.end_epoch(epoch, &mut run, trained, observer)?;
             let stopped = stop_early || (!last && observer.should_stop());
             if last {
-                save_model(&run.model.valid(), &self.card(), &self.dir.final_model())?;
+                let model = run.model.valid();
+                let card = self.tuned_card(&model, observer)?;
+                save_model(&model, &card, &self.dir.final_model())?;
                 write_json(&self.dir.scores(), &scores)?;
+                if self.data.instances.is_some() {
+                    let (best, _) = crate::card::load_model(&self.dir.best_model(), &self.device)?;
+                    let card = self.tuned_card(&best, observer)?;
+                    save_model(&best, &card, &self.dir.best_model())?;
+                }
             }
             if last || stopped {
                 return Ok(TrainSummary {
@@ -611,6 +676,7 @@ impl Session {
             observer,
             &names,
         )?;
+        let ap50 = self.object_ap50(&eval_model)?;
         let record = EpochRecord {
             epoch,
             train_loss: trained.loss,
@@ -622,11 +688,14 @@ impl Session {
             seconds: trained.start.elapsed().as_secs_f64(),
             images_per_sec: trained.images_per_sec,
             class_iou: eval.scores.classes.iter().map(|c| c.iou).collect(),
+            ap50,
         };
         let state = &mut run.state;
-        let is_best = state.best.is_none_or(|(_, b)| record.miou > b);
+        // An instance run keeps the model whose objects score best.
+        let score = record.ap50.unwrap_or(record.miou);
+        let is_best = state.best.is_none_or(|(_, b)| score > b);
         if is_best {
-            state.best = Some((epoch, record.miou));
+            state.best = Some((epoch, score));
             save_model(&eval_model, &self.card(), &self.dir.best_model())?;
             write_json(&self.dir.best_scores(), &eval.scores)?;
         }
