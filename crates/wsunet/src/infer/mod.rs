@@ -44,6 +44,7 @@ mod scale;
 mod stream;
 mod tiled;
 mod tiled_objects;
+mod writer;
 
 use stream::Collect;
 pub use stream::{Band, EMPTY_STD_FRACTION, ImageRows, Progress, RowSink, RowSource, StreamReport};

@@ -1,8 +1,9 @@
 //! Predicting a TIFF file into tiled TIFF outputs without holding either:
 //! the input is read a band of rows at a time on its own thread, the
 //! network runs on the caller's, and each output (the label mask, and on
-//! request the overlay, probabilities and logits) is compressed and written
-//! on a thread of its own as its rows are finished, with its pyramid.
+//! request the overlay, probabilities, logits, uncertainty and objects) is
+//! compressed and written on a thread of its own as its rows are finished,
+//! with its pyramid.
 //!
 //! Memory is the predictor's band (see [`stream`](super::stream)), the
 //! input's current row of chunks in its stored sample type with 32 rows
@@ -14,19 +15,17 @@
 //! value of its sample type, declared in its GDAL_NODATA) instead of a
 //! class.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use super::stream::{Band, Progress, RowSink, RowSource, StreamReport};
 use super::tiled_objects::{ObjectOutputs, spawn_objects};
+use super::writer::{Finished, Output, spawn_output};
 use super::{Predictor, overlay_pixels};
 use crate::data::ClassList;
 use crate::error::{Error, Result};
-use crate::raster::{
-    Compression, GeoTags, Photometric, RasterSpec, Resample, Sample, TiffInfo, TiffRows,
-    write_tiled,
-};
+use crate::raster::{Compression, GeoTags, Photometric, RasterSpec, Resample, TiffInfo, TiffRows};
 
 /// Rows the reader thread hands over at a time.
 const PREFETCH_ROWS: usize = 32;
@@ -96,12 +95,6 @@ pub struct TiffSummary {
     pub nodata_pixels: u64,
     /// Objects found, when they were asked for.
     pub objects: Option<u64>,
-}
-
-/// A finished band with its labels, shared by the output writers.
-pub(super) struct Finished {
-    pub(super) band: Band,
-    pub(super) labels: Vec<u16>,
 }
 
 /// Reads a [`RowSource`] on its own thread, `block` rows ahead of the
@@ -191,31 +184,6 @@ impl RowSource for Prefetch {
             }
         }
         Ok(out)
-    }
-}
-
-/// One output: its channel and its writer thread.
-pub(super) struct Output {
-    pub(super) name: PathBuf,
-    pub(super) tx: SyncSender<Arc<Finished>>,
-    pub(super) thread: std::thread::JoinHandle<Result<bool>>,
-}
-
-fn spawn_output<T: Sample>(
-    path: &Path,
-    spec: RasterSpec,
-    convert: impl Fn(&Finished) -> Vec<T> + Send + 'static,
-) -> Output {
-    // No queue: a writer takes a band when it is done with the last one.
-    let (tx, rx) = sync_channel::<Arc<Finished>>(0);
-    let target = path.to_path_buf();
-    let thread = std::thread::spawn(move || {
-        write_tiled::<T>(&target, &spec, rx.into_iter().map(|f| Ok(convert(&f))))
-    });
-    Output {
-        name: path.to_path_buf(),
-        tx,
-        thread,
     }
 }
 

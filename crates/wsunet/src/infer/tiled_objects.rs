@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 
-use super::tiled::{Finished, Output};
+use super::writer::{Finished, Output};
 use crate::error::{Error, Result};
 use crate::objects::stream::{Closed, Mode, ObjectStream, Rows};
 use crate::objects::table::{GEOJSON_END, GEOJSON_START, ObjectRow};
