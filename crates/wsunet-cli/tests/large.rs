@@ -118,6 +118,49 @@ fn a_geotiff_is_streamed_into_tiled_tiffs_equal_to_its_png_prediction() {
     assert_eq!((info.levels[0].width, info.levels[0].height), (1100, 150));
     assert_eq!(info.levels[0].channels, 2);
 
+    // A georeferenced input's objects: outlines in its map coordinates
+    // (UTM zone 32N, 10 m pixels), areas in map units and µm.
+    let objects = dir.path().join("objects");
+    let o = predict(&run, &tif, &objects, &["--instances"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(objects.join("scene_objects.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[header.len() - 2..], ["area_um2", "area_map_units"]);
+    for line in lines {
+        let f: Vec<f64> = line
+            .split(',')
+            .skip(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let (area, um2, map) = (f[0], f[f.len() - 2], f[f.len() - 1]);
+        assert!((um2 - area * 100.0).abs() < 1e-6 * um2.max(1.0), "{line}");
+        assert!((map - area * 100.0).abs() < 1e-6 * map.max(1.0), "{line}");
+    }
+    let geojson: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(objects.join("scene_objects.geojson")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        geojson["crs"]["properties"]["name"],
+        "urn:ogc:def:crs:EPSG::32632"
+    );
+    let features = geojson["features"].as_array().unwrap();
+    assert!(!features.is_empty());
+    for f in features {
+        let ring = &f["geometry"]["coordinates"][0];
+        let ring = if ring[0][0].is_array() {
+            &ring[0]
+        } else {
+            ring
+        };
+        for p in ring.as_array().unwrap() {
+            let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+            assert!((500_000.0..=511_000.0).contains(&x), "{x}");
+            assert!((5_998_500.0..=6_000_000.0).contains(&y), "{y}");
+        }
+    }
+
     // The same pixels as a PNG, predicted in memory: the same labels.
     let png_out = dir.path().join("png_out");
     let o = predict(&run, &crop_png, &png_out, &[]);

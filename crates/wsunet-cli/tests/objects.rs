@@ -6,26 +6,11 @@ mod common;
 
 use common::*;
 
-/// `synth --instances`: `count` samples of `size`² with instance masks.
-fn synth_instances(out: &std::path::Path, count: usize, size: usize) {
-    let o = wsunet(&[
-        "synth",
-        "--out",
-        out.to_str().unwrap(),
-        "--count",
-        &count.to_string(),
-        "--size",
-        &size.to_string(),
-        "--instances",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 #[test]
 fn instance_runs_record_their_task_predict_objects_and_score_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    synth_instances(&data, 10, 48);
+    synth_with(&data, 10, 48, &["--instances"]);
     assert!(!data.join("classes.json").exists());
     let config = tiny_model_config(dir.path(), 3);
     let run = dir.path().join("run");

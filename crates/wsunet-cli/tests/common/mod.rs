@@ -32,15 +32,23 @@ pub fn fixtures() -> std::path::PathBuf {
 
 /// Writes `count` shapes samples of `size`² into `out`.
 pub fn synth(out: &std::path::Path, count: usize, size: usize) {
-    let o = wsunet(&[
+    synth_with(out, count, size, &[]);
+}
+
+/// [`synth`] with more of its flags (`--instances`).
+pub fn synth_with(out: &std::path::Path, count: usize, size: usize, extra: &[&str]) {
+    let (count, size) = (count.to_string(), size.to_string());
+    let mut args = vec![
         "synth",
         "--out",
         out.to_str().unwrap(),
         "--count",
-        &count.to_string(),
+        &count,
         "--size",
-        &size.to_string(),
-    ]);
+        &size,
+    ];
+    args.extend_from_slice(extra);
+    let o = wsunet(&args);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -61,6 +61,20 @@ const VOC_NAMES: [&str; 21] = [
 ];
 
 impl ClassList {
+    /// Classes of these names and colours, in index order.
+    pub fn named(names: &[&str], colors: &[[u8; 3]]) -> ClassList {
+        ClassList {
+            classes: names
+                .iter()
+                .zip(colors)
+                .map(|(name, &color)| ClassInfo {
+                    name: name.to_string(),
+                    color: Some(color),
+                })
+                .collect(),
+        }
+    }
+
     /// Reads and checks a `classes.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let list: ClassList = crate::fs::read_json_with(path, |e| Error::Data {
@@ -184,16 +198,7 @@ pub fn default_color(index: usize) -> [u8; 3] {
 /// background black, interior red, boundary yellow.
 pub fn instance_classes() -> ClassList {
     let colors = [[0, 0, 0], [230, 25, 75], [255, 225, 25]];
-    ClassList {
-        classes: crate::objects::INSTANCE_CLASSES
-            .iter()
-            .zip(colors)
-            .map(|(name, color)| ClassInfo {
-                name: name.to_string(),
-                color: Some(color),
-            })
-            .collect(),
-    }
+    ClassList::named(&crate::objects::INSTANCE_CLASSES, &colors)
 }
 
 /// The number of classes of a dataset: `given`, else the class list's

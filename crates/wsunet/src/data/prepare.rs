@@ -17,7 +17,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::geometry::MIN_INPUT_SIZE;
-use crate::objects::target::{BoundaryChoice, choose_boundary, looks_semantic};
+use crate::objects::target::{
+    BoundaryChoice, choose_boundary, looks_like_instances, looks_semantic,
+};
 use crate::objects::{INSTANCE_CLASSES, Task};
 
 /// What data preparation needs to know (the data fields of a training
@@ -224,6 +226,9 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
                 let all: Vec<_> = files.train.iter().chain(&files.val).cloned().collect();
                 max_mask_value(&all, None, config.ignore_index)
             })?;
+            if config.num_classes.is_none() && files.classes.is_none() && num_classes >= 20 {
+                warnings.extend(instance_like(&files.train)?);
+            }
             (class_list(root, &files, num_classes)?, None)
         }
         Task::Instances => {
@@ -282,6 +287,29 @@ pub fn prepare(config: &DataSettings) -> Result<Prepared> {
         },
         warnings,
     })
+}
+
+/// A warning when the class masks of a semantic run look like instance
+/// labels (many values, each one blob), read from up to 16 masks.
+fn instance_like(train: &[SamplePaths]) -> Result<Option<String>> {
+    let mut labels = Vec::new();
+    for p in train.iter().take(16) {
+        let (mask, _) = read_mask(&p.mask, None)?;
+        labels.push((
+            mask.data.iter().map(|&v| v as u32).collect::<Vec<u32>>(),
+            mask.width,
+            mask.height,
+        ));
+    }
+    let masks: Vec<(&[u32], usize, usize)> = labels
+        .iter()
+        .map(|(l, w, h)| (l.as_slice(), *w, *h))
+        .collect();
+    Ok(looks_like_instances(&masks).map(|n| {
+        format!(
+            "the masks hold {n} values, nearly each a single blob: they look like instance labels (each object its own id), which a semantic run takes for {n} classes; train with task instances"
+        )
+    }))
 }
 
 /// An instance model has three classes: an error when another count is

@@ -9,7 +9,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::classes::{ClassInfo, ClassList};
+use super::classes::ClassList;
 use super::io::{Image, Mask};
 use crate::rng::{item_rng, normal};
 
@@ -19,16 +19,7 @@ pub const SHAPES_CLASSES: [&str; 4] = ["background", "circle", "rectangle", "tri
 /// The class list of the `shapes` data, with display colours.
 pub fn shapes_classes() -> ClassList {
     let colors = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]];
-    ClassList {
-        classes: SHAPES_CLASSES
-            .iter()
-            .zip(colors)
-            .map(|(name, color)| ClassInfo {
-                name: name.to_string(),
-                color: Some(color),
-            })
-            .collect(),
-    }
+    ClassList::named(&SHAPES_CLASSES, &colors)
 }
 
 /// A smooth random texture: a few plane waves, values in about [−1, 1].

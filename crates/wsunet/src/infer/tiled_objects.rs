@@ -3,7 +3,10 @@
 //! arrive ([`ObjectStream`]: objects across band seams stay whole, equal to
 //! the whole image's up to numbering) and writes them as they close — the
 //! id raster row by row, a CSV row and a GeoJSON Feature per object — each
-//! under a temporary name until the image is done.
+//! under a temporary name until the image is done. A georeferenced input's
+//! outlines are in its map coordinates (its EPSG code in the GeoJSON's
+//! `crs` member) and the CSV adds each object's area in map units; a stated
+//! pixel size adds its area in µm².
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,7 +18,7 @@ use std::sync::mpsc::sync_channel;
 use super::writer::{Finished, Output};
 use crate::error::{Error, Result};
 use crate::objects::stream::{Closed, Mode, ObjectStream, Rows};
-use crate::objects::table::{GEOJSON_END, GEOJSON_START, ObjectRow};
+use crate::objects::table::{GEOJSON_END, GEOJSON_START, ObjectRow, geojson_start_crs};
 use crate::raster::{Photometric, RasterSpec, Resample, write_tiled};
 
 /// The object files of one streamed input.
@@ -87,6 +90,10 @@ struct Tables<'a> {
     geojson: TextFile,
     features: usize,
     classes: &'a [(String, [u8; 3])],
+    /// Where a pixel corner lies in the map (`None`: pixels).
+    affine: Option<[f64; 6]>,
+    /// Extra area columns: the area of a pixel in each (µm², map units).
+    areas: Vec<f64>,
 }
 
 impl Tables<'_> {
@@ -98,10 +105,20 @@ impl Tables<'_> {
                 .cloned()
                 .unwrap_or_else(|| (o.class.to_string(), [255, 255, 255]));
             let row = ObjectRow::new(&o.stats, &name);
-            self.csv.write(&(row.csv() + "\n"))?;
+            let mut line = row.csv();
+            for per_pixel in &self.areas {
+                line.push_str(&format!(",{:.6}", row.area as f64 * per_pixel));
+            }
+            self.csv.write(&(line + "\n"))?;
             let sep = if self.features > 0 { ",\n" } else { "" };
-            self.geojson
-                .write(&format!("{sep}{}", row.feature(color, &o.polygons)))?;
+            let feature = match self.affine {
+                Some([a, b, c, d, e, f]) => row.feature_at(color, &o.polygons, |(x, y)| {
+                    let (x, y) = (x as f64, y as f64);
+                    (a + b * x + c * y, d + e * x + f * y)
+                }),
+                None => row.feature(color, &o.polygons),
+            };
+            self.geojson.write(&format!("{sep}{feature}"))?;
             self.features += 1;
         }
         Ok(())
@@ -133,16 +150,33 @@ pub(super) fn spawn_objects(
     let name = targets.instances.clone();
     let thread = std::thread::spawn(move || -> Result<bool> {
         let mut stream = ObjectStream::new(spec.width, channels, targets.mode);
+        // Georeferenced: outlines in the map's coordinates, areas in its
+        // units; a stated pixel size: areas in µm².
+        let affine = spec.geo.affine();
+        let mut header = ObjectRow::csv_header(channels);
+        let mut areas = Vec::new();
+        if let Some((x, y, 3)) = spec.resolution {
+            // Pixels per centimetre.
+            header.push_str(",area_um2");
+            areas.push(1e4 / x * 1e4 / y);
+        }
+        if let Some([_, b, c, _, e, f]) = affine {
+            header.push_str(",area_map_units");
+            areas.push((b * f - c * e).abs());
+        }
         let mut tables = Tables {
             csv: TextFile::create(&targets.csv)?,
             geojson: TextFile::create(&targets.geojson)?,
             features: 0,
             classes: &targets.classes,
+            affine,
+            areas,
         };
-        tables
-            .csv
-            .write(&(ObjectRow::csv_header(channels) + "\n"))?;
-        tables.geojson.write(GEOJSON_START)?;
+        tables.csv.write(&(header + "\n"))?;
+        match spec.geo.epsg().filter(|_| affine.is_some()) {
+            Some(code) => tables.geojson.write(&geojson_start_crs(code))?,
+            None => tables.geojson.write(GEOJSON_START)?,
+        }
         let (label_tx, label_rx) = sync_channel::<Vec<u32>>(1);
         let ids = targets.instances.clone();
         let raster = std::thread::spawn(move || {

@@ -12,7 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::label::{connected_components, relabel_sequential, remove_small};
+use super::label::{connected_components, neighbours4, relabel_sequential, remove_small};
 
 /// Maps an `f32` to a `u32` whose unsigned order is the numeric order of the
 /// float. NaN counts as +inf so an undefined elevation is flooded last.
@@ -55,14 +55,7 @@ pub fn seeded_growth(
     }
     while let Some(Reverse((_, _, i))) = heap.pop() {
         let label = out[i];
-        let (x, y) = (i % width, i / width);
-        let neighbours = [
-            (y > 0).then(|| i - width),
-            (x > 0).then(|| i - 1),
-            (x + 1 < width).then(|| i + 1),
-            (y + 1 < height).then(|| i + width),
-        ];
-        for j in neighbours.into_iter().flatten() {
+        for j in neighbours4(i, width, height).into_iter().flatten() {
             // Labelling on push means each pixel is queued at most once.
             if out[j] == 0 && region[j] {
                 out[j] = label;

@@ -26,6 +26,18 @@ fn union(parent: &mut [u32], a: u32, b: u32) -> u32 {
     lo
 }
 
+/// The 4-neighbours of pixel `i` of a `width × height` image (above, left,
+/// right, below), `None` past an edge.
+pub fn neighbours4(i: usize, width: usize, height: usize) -> [Option<usize>; 4] {
+    let (x, y) = (i % width, i / width);
+    [
+        (y > 0).then(|| i - width),
+        (x > 0).then(|| i - 1),
+        (x + 1 < width).then(|| i + 1),
+        (y + 1 < height).then(|| i + width),
+    ]
+}
+
 /// Labels the true pixels of `mask` by connectivity (4-connected, or
 /// 8-connected when `eight`), numbering components 1..=n in raster order of
 /// their first pixel. Returns (labels, n).

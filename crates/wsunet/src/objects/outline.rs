@@ -20,6 +20,8 @@
 //! once); rings of different pieces, or a hole and its exterior, may touch
 //! at a single corner, which OGC Simple Features allows.
 
+use super::label::neighbours4;
+
 /// One 4-connected piece of an object: closed rings of corner points
 /// (first point == last point), collinear points removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +56,7 @@ fn pieces(labels: &[u32], width: usize, height: usize) -> (Vec<u32>, Vec<u32>) {
         comp[start] = c;
         stack.push(start);
         while let Some(i) = stack.pop() {
-            let (x, y) = (i % width, i / width);
-            let neighbours = [
-                (y > 0).then(|| i - width),
-                (x > 0).then(|| i - 1),
-                (x + 1 < width).then(|| i + 1),
-                (y + 1 < height).then(|| i + width),
-            ];
-            for j in neighbours.into_iter().flatten() {
+            for j in neighbours4(i, width, height).into_iter().flatten() {
                 if labels[j] == id && comp[j] == 0 {
                     comp[j] = c;
                     stack.push(j);

@@ -11,6 +11,14 @@ pub const GEOJSON_START: &str = "{\"type\":\"FeatureCollection\",\"features\":[\
 /// What it ends with.
 pub const GEOJSON_END: &str = "\n]}\n";
 
+/// [`GEOJSON_START`] naming the coordinate reference system EPSG:`code`
+/// (the 2008 GeoJSON `crs` member, which GDAL and QGIS read).
+pub fn geojson_start_crs(code: u32) -> String {
+    format!(
+        "{{\"type\":\"FeatureCollection\",\"crs\":{{\"type\":\"name\",\"properties\":{{\"name\":\"urn:ogc:def:crs:EPSG::{code}\"}}}},\"features\":[\n"
+    )
+}
+
 /// One object's measurements: a row of `NAME_objects.csv`. Positions in
 /// pixels: the centroid of the pixel centres (a pixel's centre is at
 /// x + 0.5, y + 0.5), the bounding box's top-left pixel and size.
@@ -64,12 +72,23 @@ impl ObjectRow {
     /// outline in pixel coordinates, its class in `color`, and its area and
     /// mean probability as measurements.
     pub fn feature(&self, color: [u8; 3], polygons: &[Polygon]) -> String {
+        self.feature_at(color, polygons, |(x, y)| (x as f64, y as f64))
+    }
+
+    /// [`feature`](Self::feature) with each outline corner `(x, y)` (in
+    /// pixels) placed by `at` (e.g. into a map's coordinates).
+    pub fn feature_at(
+        &self,
+        color: [u8; 3],
+        polygons: &[Polygon],
+        at: impl Fn((i64, i64)) -> (f64, f64),
+    ) -> String {
         let rings: Vec<Vec<Vec<(f64, f64)>>> = polygons
             .iter()
             .map(|p| {
                 std::iter::once(&p.exterior)
                     .chain(&p.holes)
-                    .map(|ring| ring.iter().map(|&(x, y)| (x as f64, y as f64)).collect())
+                    .map(|ring| ring.iter().map(|&c| at(c)).collect())
                     .collect()
             })
             .collect();

@@ -176,6 +176,23 @@ fn pieces_per_id(labels: &[u32], width: usize, height: usize) -> Vec<(u32, Vec<u
     out
 }
 
+/// Whether class `masks` (label images with their width and height) look
+/// like instance labels given to a semantic run: together at least 20
+/// distinct values, nine in ten of them a single 8-connected blob. Returns
+/// the count of values when they do.
+pub fn looks_like_instances(masks: &[(&[u32], usize, usize)]) -> Option<usize> {
+    let mut values = std::collections::HashSet::new();
+    let (mut single, mut all) = (0usize, 0usize);
+    for &(labels, width, height) in masks {
+        for (id, sizes) in pieces_per_id(labels, width, height) {
+            values.insert(id);
+            all += 1;
+            single += (sizes.len() == 1) as usize;
+        }
+    }
+    (values.len() >= 20 && 10 * single >= 9 * all).then_some(values.len())
+}
+
 /// A warning when `labels` look like a class (semantic) mask rather than
 /// instance labels: most ids are scattered over more than 3 separate blobs
 /// (≥ 4 px each), or there are at most 3 ids, each covering over 5 % of the
@@ -299,6 +316,23 @@ mod tests {
         let c = choose_boundary(&[(&empty, 4, 4)]);
         assert_eq!((c.width, c.objects), (1, 0));
         assert!(c.reason.contains("no objects"));
+    }
+
+    #[test]
+    fn many_single_blob_values_look_like_instances() {
+        let w = 60;
+        let mut img = vec![0u32; w * w];
+        for k in 0..25u32 {
+            let (x, y) = ((k % 5) as usize * 12, (k / 5) as usize * 12);
+            rect(&mut img, w, k + 1, x, x + 5, y, y + 5);
+        }
+        assert_eq!(looks_like_instances(&[(&img, w, w)]), Some(25));
+        // Four classes in many blobs are classes.
+        let classes: Vec<u32> = img
+            .iter()
+            .map(|&v| if v == 0 { 0 } else { v % 4 + 1 })
+            .collect();
+        assert_eq!(looks_like_instances(&[(&classes, w, w)]), None);
     }
 
     #[test]

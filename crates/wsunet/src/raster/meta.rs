@@ -53,6 +53,39 @@ impl GeoTags {
         *self == GeoTags::default()
     }
 
+    /// The raster-to-model affine transform `[a, b, c, d, e, f]` (x = a +
+    /// b·col + c·row, y = d + e·col + f·row, on pixel corners: GDAL's
+    /// geotransform), from ModelTransformation or from the first tie point
+    /// and the pixel scale. `None` when the raster is not georeferenced.
+    pub fn affine(&self) -> Option<[f64; 6]> {
+        if let Some(m) = self.transformation.as_deref().filter(|m| m.len() >= 8) {
+            return Some([m[3], m[0], m[1], m[7], m[4], m[5]]);
+        }
+        let (t, s) = (self.tiepoints.as_deref()?, self.pixel_scale.as_deref()?);
+        if t.len() < 6 || s.len() < 2 {
+            return None;
+        }
+        let (i, j, x, y, sx, sy) = (t[0], t[1], t[3], t[4], s[0], s[1]);
+        Some([x - i * sx, sx, 0.0, y + j * sy, 0.0, -sy])
+    }
+
+    /// The EPSG code of the coordinate reference system
+    /// (ProjectedCSTypeGeoKey, else GeographicTypeGeoKey), when the key
+    /// directory names one.
+    pub fn epsg(&self) -> Option<u32> {
+        let keys = self.key_directory.as_deref()?;
+        let count = *keys.get(3)? as usize;
+        let entries: Vec<&[u16]> = keys[4..].chunks(4).take(count).collect();
+        let code = |id: u16| {
+            entries
+                .iter()
+                .find(|e| e.len() == 4 && e[0] == id && e[1] == 0)
+                .map(|e| e[3] as u32)
+                .filter(|&c| c != 0 && c != 32767)
+        };
+        code(3072).or_else(|| code(2048))
+    }
+
     /// The nodata value as a number, when it is one.
     pub fn nodata_value(&self) -> Option<f64> {
         self.nodata
@@ -189,6 +222,38 @@ pub(crate) fn rational(value: f64) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_and_crs_from_the_tags() {
+        // A UTM scene: 10 m pixels, its top-left corner at (500000, 4000000).
+        let geo = GeoTags {
+            pixel_scale: Some(vec![10.0, 10.0, 0.0]),
+            tiepoints: Some(vec![0.0, 0.0, 0.0, 500_000.0, 4_000_000.0, 0.0]),
+            key_directory: Some(vec![1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32633]),
+            ..GeoTags::default()
+        };
+        assert_eq!(
+            geo.affine(),
+            Some([500_000.0, 10.0, 0.0, 4_000_000.0, 0.0, -10.0])
+        );
+        assert_eq!(geo.epsg(), Some(32633));
+        // A tie point elsewhere than the corner moves the origin.
+        let moved = GeoTags {
+            tiepoints: Some(vec![2.0, 3.0, 0.0, 500_020.0, 3_999_970.0, 0.0]),
+            ..geo.clone()
+        };
+        assert_eq!(moved.affine(), geo.affine());
+        let matrix = GeoTags {
+            transformation: Some(vec![
+                2.0, 0.5, 0.0, 100.0, 0.25, -2.0, 0.0, 200.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                1.0,
+            ]),
+            ..GeoTags::default()
+        };
+        assert_eq!(matrix.affine(), Some([100.0, 2.0, 0.5, 200.0, 0.25, -2.0]));
+        assert_eq!(GeoTags::default().affine(), None);
+        assert_eq!(GeoTags::default().epsg(), None);
+    }
 
     #[test]
     fn resolution_tags_give_micrometres() {
