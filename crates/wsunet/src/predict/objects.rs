@@ -203,6 +203,15 @@ pub fn write_objects(
     crate::fs::write_atomic(&path("_objects.geojson"), json.as_bytes())
 }
 
+/// A sample's image and its mask as read: instance labels for instance
+/// data (the built-in data's instance version for a built-in sample).
+fn instance_sample(sample: &Sample) -> Result<(Image, crate::data::Mask)> {
+    Ok(match sample {
+        Sample::Shapes { seed, index, size } => generate_shape_instances(*seed, *index, *size),
+        Sample::Files(p) => (read_image(&p.image)?, read_mask(&p.mask, None)?.0),
+    })
+}
+
 /// Object scores of `predictor` (a predictor of the instance model with
 /// `card`) on `samples`, whose masks hold instance labels: each image is
 /// predicted as predict does (tiled when larger than a tile), its objects
@@ -216,10 +225,7 @@ pub fn score_objects(
 ) -> Result<ObjectScores> {
     let mut scores = ObjectScores::default();
     for (k, sample) in samples.iter().enumerate() {
-        let (image, truth) = match sample {
-            Sample::Shapes { seed, index, size } => generate_shape_instances(*seed, *index, *size),
-            Sample::Files(p) => (read_image(&p.image)?, read_mask(&p.mask, None)?.0),
-        };
+        let (image, truth) = instance_sample(sample)?;
         let prediction = predictor.predict(&image, false)?;
         let objects = extract(&prediction, card)?;
         let truth: Vec<u32> = truth.data.iter().map(|&v| v as u32).collect();
@@ -262,10 +268,7 @@ pub fn tune_extraction(
         .map_or_else(InstanceParams::default, |i| i.extraction);
     let mut images = Vec::new();
     for sample in samples.iter().take(TUNE_IMAGES) {
-        let (image, truth) = match sample {
-            Sample::Shapes { seed, index, size } => generate_shape_instances(*seed, *index, *size),
-            Sample::Files(p) => (read_image(&p.image)?, read_mask(&p.mask, None)?.0),
-        };
+        let (image, truth) = instance_sample(sample)?;
         let prediction = predictor.predict(&image, false)?;
         let truth: Vec<u32> = truth.data.iter().map(|&v| v as u32).collect();
         images.push((prediction, truth));
