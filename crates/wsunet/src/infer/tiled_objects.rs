@@ -13,11 +13,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use super::writer::{Finished, Output};
 use crate::error::{Error, Result};
-use crate::objects::stream::{Closed, Mode, ObjectStream, Rows};
+use crate::objects::stream::{Closed, LabelRows, Mode, ObjectStream, Rows};
 use crate::objects::table::{GEOJSON_END, GEOJSON_START, ObjectRow, geojson_start_crs};
 use crate::raster::{Photometric, RasterSpec, Resample, write_tiled};
 
@@ -125,6 +125,17 @@ impl Tables<'_> {
     }
 }
 
+/// Sends final label rows to the raster writer a few at a time (a piece
+/// that closes late can finish many rows at once); false when the writer
+/// has stopped.
+fn send_rows(tx: &SyncSender<Vec<u32>>, rows: &LabelRows) -> bool {
+    rows.chunks(LABEL_CHUNK_ROWS)
+        .all(|chunk| tx.send(chunk).is_ok())
+}
+
+/// Rows of labels handed to the raster writer at a time.
+const LABEL_CHUNK_ROWS: usize = 64;
+
 /// Starts the object writer for an image of `base`'s size with `channels`
 /// input channels and `classes` classes; `count` gets the number of
 /// objects written.
@@ -207,15 +218,13 @@ pub(super) fn spawn_objects(
                     image: &b.image,
                 });
                 tables.add(out.objects)?;
-                if !out.labels.is_empty() && label_tx.send(out.labels).is_err() {
+                if !send_rows(&label_tx, &out.labels) {
                     break;
                 }
             }
             let out = stream.finish();
             tables.add(out.objects)?;
-            if !out.labels.is_empty() {
-                let _ = label_tx.send(out.labels);
-            }
+            send_rows(&label_tx, &out.labels);
             Ok(())
         };
         let result = streamed();

@@ -44,6 +44,20 @@ pub fn seeded_growth(
     assert_eq!(region.len(), n, "region length != width*height");
     assert_eq!(elevation.len(), n, "elevation length != width*height");
 
+    flood(seeds, region, elevation, |i| neighbours4(i, width, height))
+}
+
+/// [`seeded_growth`] on any graph of pixels: `neighbours(i)` lists pixel
+/// `i`'s 4-neighbours in the order above, left, right, below (the order of
+/// [`neighbours4`]), and pixels are numbered in raster order. A subset of an
+/// image numbered so (one piece of a streamed image) grows exactly as it
+/// grows inside the whole image.
+pub(crate) fn flood(
+    seeds: &[u32],
+    region: &[bool],
+    elevation: &[f32],
+    neighbours: impl Fn(usize) -> [Option<usize>; 4],
+) -> Vec<u32> {
     let mut out = seeds.to_vec();
     let mut heap: BinaryHeap<Reverse<(u32, u64, usize)>> = BinaryHeap::new();
     let mut counter = 0u64;
@@ -55,7 +69,7 @@ pub fn seeded_growth(
     }
     while let Some(Reverse((_, _, i))) = heap.pop() {
         let label = out[i];
-        for j in neighbours4(i, width, height).into_iter().flatten() {
+        for j in neighbours(i).into_iter().flatten() {
             // Labelling on push means each pixel is queued at most once.
             if out[j] == 0 && region[j] {
                 out[j] = label;

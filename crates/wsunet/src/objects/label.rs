@@ -48,39 +48,48 @@ pub fn connected_components(
     eight: bool,
 ) -> (Vec<u32>, u32) {
     assert_eq!(mask.len(), width * height, "mask length != width*height");
+    components(mask, |i| {
+        let (x, y) = (i % width, i / width);
+        [
+            (x > 0).then(|| i - 1),
+            (y > 0).then(|| i - width),
+            (eight && x > 0 && y > 0).then(|| i - width - 1),
+            (eight && y > 0 && x + 1 < width).then(|| i - width + 1),
+        ]
+    })
+}
+
+/// [`connected_components`] on any graph of pixels numbered in raster
+/// order: `earlier(i)` lists pixel `i`'s neighbours that come before it (at
+/// most four). A subset of an image numbered so gets the numbering it gets
+/// inside the whole image, restricted to it.
+pub(crate) fn components(
+    mask: &[bool],
+    earlier: impl Fn(usize) -> [Option<usize>; 4],
+) -> (Vec<u32>, u32) {
     let mut labels = vec![0u32; mask.len()];
     // parent[0] is unused so that provisional label l sits at index l.
     let mut parent: Vec<u32> = vec![0];
-    for y in 0..height {
-        for x in 0..width {
-            let i = y * width + x;
-            if !mask[i] {
-                continue;
-            }
-            // Already-visited neighbours: W, N, and NW, NE for 8-connectivity.
-            let neighbours = [
-                (x > 0).then(|| i - 1),
-                (y > 0).then(|| i - width),
-                (eight && x > 0 && y > 0).then(|| i - width - 1),
-                (eight && y > 0 && x + 1 < width).then(|| i - width + 1),
-            ];
-            let mut label = 0u32;
-            for j in neighbours.into_iter().flatten() {
-                let l = labels[j];
-                if l != 0 {
-                    label = if label == 0 {
-                        find(&mut parent, l)
-                    } else {
-                        union(&mut parent, label, l)
-                    };
-                }
-            }
-            if label == 0 {
-                label = parent.len() as u32;
-                parent.push(label);
-            }
-            labels[i] = label;
+    for i in 0..mask.len() {
+        if !mask[i] {
+            continue;
         }
+        let mut label = 0u32;
+        for j in earlier(i).into_iter().flatten() {
+            let l = labels[j];
+            if l != 0 {
+                label = if label == 0 {
+                    find(&mut parent, l)
+                } else {
+                    union(&mut parent, label, l)
+                };
+            }
+        }
+        if label == 0 {
+            label = parent.len() as u32;
+            parent.push(label);
+        }
+        labels[i] = label;
     }
     // Roots in increasing order are components in raster order of their first
     // pixel: the first pixel always opens a new provisional label, the

@@ -89,15 +89,51 @@ pub fn measure(
     for c in channels {
         assert_eq!(c.len(), n, "channel length != width*height");
     }
-    let mut index: HashMap<u32, usize> = HashMap::new();
-    let mut stats: Vec<ObjectStats> = Vec::new();
+    let mut m = Measurer::new(channels.len());
     for (i, &id) in labels.iter().enumerate().filter(|(_, l)| **l != 0) {
-        let x = (i % width) as u32;
-        let y_whole = origin_y + (i / width) as u64;
+        m.add(
+            id,
+            (i % width) as u32,
+            origin_y + (i / width) as u64,
+            prob.map(|p| p[i]),
+            channels.iter().map(|c| c[i]),
+        );
+    }
+    m.finish()
+}
+
+/// Measures objects from their pixels given one at a time in raster order
+/// (what [`measure`] does over a band; the streamed objects' pixels come as
+/// lists).
+#[derive(Debug)]
+pub(crate) struct Measurer {
+    channels: usize,
+    index: HashMap<u32, usize>,
+    stats: Vec<ObjectStats>,
+}
+
+impl Measurer {
+    pub(crate) fn new(channels: usize) -> Measurer {
+        Measurer {
+            channels,
+            index: HashMap::new(),
+            stats: Vec::new(),
+        }
+    }
+
+    /// Adds pixel (`x`, `y_whole`) of object `id`.
+    pub(crate) fn add(
+        &mut self,
+        id: u32,
+        x: u32,
+        y_whole: u64,
+        prob: Option<f32>,
+        intensity: impl Iterator<Item = f32>,
+    ) {
         // Rows past u32 do not occur in practice; clamp rather than wrap.
         let y = u32::try_from(y_whole).unwrap_or(u32::MAX);
-        let k = *index.entry(id).or_insert_with(|| {
-            stats.push(ObjectStats {
+        let k = *self.index.entry(id).or_insert_with(|| {
+            self.stats.push(ObjectStats {
                 id,
                 area: 0,
                 sum_x: 0.0,
@@ -107,11 +143,11 @@ pub fn measure(
                 max_x: x,
                 max_y: y,
                 sum_prob: 0.0,
-                sum_intensity: vec![0.0; channels.len()],
+                sum_intensity: vec![0.0; self.channels],
             });
-            stats.len() - 1
+            self.stats.len() - 1
         });
-        let s = &mut stats[k];
+        let s = &mut self.stats[k];
         s.area += 1;
         s.sum_x += f64::from(x) + 0.5;
         s.sum_y += y_whole as f64 + 0.5;
@@ -120,14 +156,18 @@ pub fn measure(
         // Raster order: the first pixel has the smallest row.
         s.max_y = y;
         if let Some(p) = prob {
-            s.sum_prob += f64::from(p[i]);
+            s.sum_prob += f64::from(p);
         }
-        for (acc, c) in s.sum_intensity.iter_mut().zip(channels) {
-            *acc += f64::from(c[i]);
+        for (acc, c) in s.sum_intensity.iter_mut().zip(intensity) {
+            *acc += f64::from(c);
         }
     }
-    stats.sort_by_key(|s| s.id);
-    stats
+
+    /// The objects, sorted by id.
+    pub(crate) fn finish(mut self) -> Vec<ObjectStats> {
+        self.stats.sort_by_key(|s| s.id);
+        self.stats
+    }
 }
 
 #[cfg(test)]

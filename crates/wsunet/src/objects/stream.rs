@@ -5,23 +5,27 @@
 //! Seeded growth ([`grow`](super::grow)) floods each connected piece of its
 //! domain on its own: a pixel's label depends only on the piece it is in. So
 //! the stream labels the pieces as rows arrive (a two-pass union-find by
-//! rows, the streaming form of connected-component labelling), and when a
-//! piece has no pixel in the newest row it is closed: its rows are cut out
-//! and grown exactly as the whole image would grow them, measured and
-//! outlined, and its objects are handed out. Rows that no open piece
-//! reaches are final and handed out too. Memory holds the rows from the top
-//! of the oldest open piece down to the newest row.
+//! rows, the streaming form of connected-component labelling) and keeps, for
+//! each piece still open, only its own pixels. When a piece has no pixel in
+//! the newest row it is closed: its pixels, in raster order, are grown
+//! exactly as the whole image would grow them, measured and outlined (each
+//! object in its own bounding box), and its objects are handed out.
+//!
+//! Memory: two rows of the image, the pixels of the open pieces, and the
+//! label rows not yet final as runs (rows below the top of the oldest open
+//! piece). It does not hold whole rows of the input: background costs
+//! nothing once its row has passed.
 //!
 //! Pieces: for an instance model, pixels of the object region or seeds,
 //! joined when 4-adjacent, and seeds also when diagonal (seeds are
 //! 8-connected; growth is 4-connected); for class labels, pixels of one
 //! class, 8-connected (one object each).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use super::grow::{InstanceParams, seeded_growth};
-use super::label::{connected_components, relabel_sequential, remove_small};
-use super::measure::{ObjectStats, measure};
+use super::grow::{InstanceParams, flood};
+use super::label::{components, relabel_sequential, remove_small};
+use super::measure::{Measurer, ObjectStats};
 use super::outline::{Polygon, outlines};
 
 /// How pixels become objects.
@@ -63,17 +67,65 @@ pub struct Closed {
     pub polygons: Vec<Polygon>,
 }
 
+/// A run of equal labels in a row: columns `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Run {
+    start: u32,
+    end: u32,
+    id: u32,
+}
+
+/// Final label rows, top to bottom, held as runs of objects (background is
+/// not stored); [`chunks`](LabelRows::chunks) makes them pixels a few rows
+/// at a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelRows {
+    width: usize,
+    rows: Vec<Vec<Run>>,
+}
+
+impl LabelRows {
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows as pixels (`[rows, width]`), `rows` rows at a time.
+    pub fn chunks(&self, rows: usize) -> impl Iterator<Item = Vec<u32>> + '_ {
+        self.rows.chunks(rows.max(1)).map(|chunk| {
+            let mut out = vec![0u32; chunk.len() * self.width];
+            for (r, runs) in chunk.iter().enumerate() {
+                let row = &mut out[r * self.width..(r + 1) * self.width];
+                for run in runs {
+                    row[run.start as usize..run.end as usize].fill(run.id);
+                }
+            }
+            out
+        })
+    }
+
+    /// All rows as pixels.
+    pub fn to_vec(&self) -> Vec<u32> {
+        self.chunks(self.rows.len()).next().unwrap_or_default()
+    }
+}
+
 /// What one band (or the end) gives: objects closed, and label rows that
-/// are final (top to bottom, `[rows, width]`, continuing from the last).
+/// are final (continuing from the last).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Output {
     /// Objects closed, in the order they closed.
     pub objects: Vec<Closed>,
     /// Final label rows.
-    pub labels: Vec<u32>,
+    pub labels: LabelRows,
 }
 
-/// An open piece: its rows and columns so far.
+/// An open piece's rows and columns so far.
 #[derive(Debug, Clone, Copy)]
 struct Extent {
     top: usize,
@@ -93,29 +145,96 @@ impl Extent {
     }
 }
 
+/// An open piece: its extent and its pixels, in the order they arrived
+/// (pieces that join are appended).
+#[derive(Debug)]
+struct Piece {
+    extent: Extent,
+    /// `y * width + x` of each pixel.
+    pos: Vec<u64>,
+    /// Grown: 1 region, 2 seed; classes: the class.
+    key: Vec<u16>,
+    /// The growth's elevation ([`Mode::Grow`] only).
+    elevation: Vec<f32>,
+    confidence: Vec<f32>,
+    /// The input's channels, pixel after pixel.
+    image: Vec<f32>,
+}
+
+impl Piece {
+    fn new(extent: Extent) -> Piece {
+        Piece {
+            extent,
+            pos: Vec::new(),
+            key: Vec::new(),
+            elevation: Vec::new(),
+            confidence: Vec::new(),
+            image: Vec::new(),
+        }
+    }
+
+    /// Takes in `other`'s pixels (the larger list is kept, the smaller
+    /// appended, so joining costs what the smaller holds).
+    fn absorb(&mut self, mut other: Piece) {
+        self.extent = self.extent.join(other.extent);
+        if other.pos.len() > self.pos.len() {
+            std::mem::swap(&mut self.pos, &mut other.pos);
+            std::mem::swap(&mut self.key, &mut other.key);
+            std::mem::swap(&mut self.elevation, &mut other.elevation);
+            std::mem::swap(&mut self.confidence, &mut other.confidence);
+            std::mem::swap(&mut self.image, &mut other.image);
+        }
+        self.pos.append(&mut other.pos);
+        self.key.append(&mut other.key);
+        self.elevation.append(&mut other.elevation);
+        self.confidence.append(&mut other.confidence);
+        self.image.append(&mut other.image);
+    }
+
+    /// Puts the pixels in raster order.
+    fn sort(&mut self, channels: usize) {
+        let mut order: Vec<usize> = (0..self.pos.len()).collect();
+        order.sort_unstable_by_key(|&i| self.pos[i]);
+        let pick = |v: &[f32]| -> Vec<f32> {
+            if v.is_empty() {
+                return Vec::new();
+            }
+            order.iter().map(|&i| v[i]).collect()
+        };
+        self.elevation = pick(&self.elevation);
+        self.confidence = pick(&self.confidence);
+        self.image = order
+            .iter()
+            .flat_map(|&i| self.image[i * channels..(i + 1) * channels].iter().copied())
+            .collect();
+        self.key = order.iter().map(|&i| self.key[i]).collect();
+        self.pos = order.iter().map(|&i| self.pos[i]).collect();
+    }
+}
+
 /// Objects of a streamed image; see the module docs.
 #[derive(Debug)]
 pub struct ObjectStream {
     width: usize,
+    channels: usize,
     mode: Mode,
-    /// The image row of the buffers' first row.
-    top: usize,
     /// Rows received.
     received: usize,
-    /// Buffered rows (row-major from `top`): the piece key of each pixel
-    /// (0: none; grown: 1 region, 2 seed; classes: the class), the growth's
-    /// elevation, the confidence, the input's channels, provisional piece
-    /// labels and the final labels.
-    key: Vec<u16>,
-    elevation: Vec<f32>,
-    confidence: Vec<f32>,
-    image: Vec<Vec<f32>>,
-    piece: Vec<u32>,
-    labels: Vec<u32>,
-    /// Union-find over provisional piece labels (index 0 unused).
+    /// The previous and the current row: each pixel's key (0: none) and its
+    /// provisional piece label.
+    above_key: Vec<u16>,
+    above_piece: Vec<u32>,
+    row_key: Vec<u16>,
+    row_piece: Vec<u32>,
+    /// Union-find over provisional piece labels (index 0 unused); renumbered
+    /// after each row, so it holds at most the open pieces and one row's new
+    /// labels.
     parent: Vec<u32>,
     /// Open pieces by root.
-    open: HashMap<u32, Extent>,
+    open: HashMap<u32, Piece>,
+    /// Label rows not yet final, from image row `top`.
+    top: usize,
+    pending: VecDeque<Vec<Run>>,
     /// Ids given so far.
     next_id: u32,
 }
@@ -128,17 +247,17 @@ impl ObjectStream {
     pub fn new(width: usize, channels: usize, mode: Mode) -> ObjectStream {
         ObjectStream {
             width,
+            channels,
             mode,
-            top: 0,
             received: 0,
-            key: Vec::new(),
-            elevation: Vec::new(),
-            confidence: Vec::new(),
-            image: vec![Vec::new(); channels],
-            piece: Vec::new(),
-            labels: Vec::new(),
+            above_key: vec![0; width],
+            above_piece: vec![0; width],
+            row_key: vec![0; width],
+            row_piece: vec![0; width],
             parent: vec![0],
             open: HashMap::new(),
+            top: 0,
+            pending: VecDeque::new(),
             next_id: 0,
         }
     }
@@ -146,6 +265,11 @@ impl ObjectStream {
     /// Objects found so far.
     pub fn objects(&self) -> u32 {
         self.next_id
+    }
+
+    /// Pixels of open pieces held.
+    pub fn held_pixels(&self) -> usize {
+        self.open.values().map(|p| p.pos.len()).sum()
     }
 
     fn find(&mut self, mut a: u32) -> u32 {
@@ -165,9 +289,13 @@ impl ObjectStream {
         }
         let (root, child) = (ra.min(rb), ra.max(rb));
         self.parent[child as usize] = root;
-        if let Some(e) = self.open.remove(&child) {
-            let joined = self.open.get(&root).map_or(e, |r| r.join(e));
-            self.open.insert(root, joined);
+        if let Some(c) = self.open.remove(&child) {
+            match self.open.get_mut(&root) {
+                Some(r) => r.absorb(c),
+                None => {
+                    self.open.insert(root, c);
+                }
+            }
         }
         root
     }
@@ -187,103 +315,88 @@ impl ObjectStream {
     /// Takes the next band of rows.
     pub fn push(&mut self, band: Rows<'_>) -> Output {
         let (w, n) = (self.width, band.rows * self.width);
-        // The band's keys, elevations and confidences.
-        match self.mode {
-            Mode::Grow(p) => {
-                let (bg, interior, boundary) = (
-                    &band.probs[..n],
-                    &band.probs[n..2 * n],
-                    &band.probs[2 * n..3 * n],
-                );
-                for i in 0..n {
-                    let key = if interior[i] >= p.interior_threshold {
-                        SEED
-                    } else if interior[i] + boundary[i] >= p.region_threshold {
-                        1
-                    } else {
-                        0
-                    };
-                    self.key.push(key);
-                    self.elevation.push(boundary[i]);
-                    self.confidence.push(1.0 - bg[i]);
-                }
-            }
-            Mode::Classes => {
-                self.key.extend_from_slice(&band.classes[..n]);
-                self.confidence.extend_from_slice(&band.confidence[..n]);
-                self.elevation.resize(self.key.len(), 0.0);
-            }
-        }
-        for (c, plane) in self.image.iter_mut().enumerate() {
-            plane.extend_from_slice(&band.image[c * n..(c + 1) * n]);
-        }
-        self.piece.resize(self.key.len(), 0);
-        self.labels.resize(self.key.len(), 0);
         let mut out = Output::default();
-        for _ in 0..band.rows {
+        for r in 0..band.rows {
             let y = self.received;
-            self.label_row(y);
+            let row = r * w..(r + 1) * w;
+            // This row's keys.
+            match self.mode {
+                Mode::Grow(p) => {
+                    let interior = &band.probs[n + row.start..n + row.end];
+                    let boundary = &band.probs[2 * n + row.start..2 * n + row.end];
+                    for x in 0..w {
+                        self.row_key[x] = if interior[x] >= p.interior_threshold {
+                            SEED
+                        } else if interior[x] + boundary[x] >= p.region_threshold {
+                            1
+                        } else {
+                            0
+                        };
+                    }
+                }
+                Mode::Classes => self.row_key.copy_from_slice(&band.classes[row.clone()]),
+            }
+            self.label_row(y, r, &band);
+            self.pending.push_back(Vec::new());
             self.received += 1;
             // Pieces with no pixel in row y are complete.
             let mut closed: Vec<u32> = self
                 .open
                 .iter()
-                .filter(|(_, e)| e.bottom < y)
+                .filter(|(_, p)| p.extent.bottom < y)
                 .map(|(&r, _)| r)
                 .collect();
             closed.sort_unstable();
             for root in closed {
-                let extent = self.open.remove(&root).expect("an open piece");
-                self.close(root, extent, &mut out);
+                let piece = self.open.remove(&root).expect("an open piece");
+                self.close(piece, &mut out);
             }
+            self.renumber();
+            std::mem::swap(&mut self.above_key, &mut self.row_key);
+            std::mem::swap(&mut self.above_piece, &mut self.row_piece);
         }
-        self.release(self.received, &mut out);
-        debug_assert_eq!(out.labels.len() % w.max(1), 0);
+        self.release(&mut out);
         out
     }
 
     /// Ends the image: every piece closes, every row is final.
     pub fn finish(&mut self) -> Output {
         let mut out = Output::default();
-        let mut open: Vec<(u32, Extent)> = self.open.drain().collect();
+        let mut open: Vec<(u32, Piece)> = self.open.drain().collect();
         open.sort_unstable_by_key(|(r, _)| *r);
-        for (root, extent) in open {
-            self.close(root, extent, &mut out);
+        for (_, piece) in open {
+            self.close(piece, &mut out);
         }
-        self.release(self.received, &mut out);
+        self.above_piece.fill(0);
+        self.parent.truncate(1);
+        self.release(&mut out);
         out
     }
 
-    /// Provisional piece labels of row `y` (in the buffers).
-    fn label_row(&mut self, y: usize) {
-        let w = self.width;
-        let row = (y - self.top) * w;
+    /// Provisional piece labels of row `y` (band row `r`); each pixel of a
+    /// piece joins its piece's list.
+    fn label_row(&mut self, y: usize, r: usize, band: &Rows<'_>) {
+        let (w, n) = (self.width, band.rows * self.width);
         for x in 0..w {
-            let p = row + x;
-            let key = self.key[p];
+            let key = self.row_key[x];
+            self.row_piece[x] = 0;
             if key == 0 {
                 continue;
             }
+            // Earlier neighbours: left, above, above-left, above-right.
+            let neighbours = [
+                (x > 0).then(|| (self.row_key[x - 1], self.row_piece[x - 1], false)),
+                Some((self.above_key[x], self.above_piece[x], false)),
+                (x > 0).then(|| (self.above_key[x - 1], self.above_piece[x - 1], true)),
+                (x + 1 < w).then(|| (self.above_key[x + 1], self.above_piece[x + 1], true)),
+            ];
             let mut label = 0u32;
-            let mut neighbours = [None; 4];
-            if x > 0 {
-                neighbours[0] = Some((p - 1, false));
-            }
-            if y > self.top {
-                neighbours[1] = Some((p - w, false));
-                if x > 0 {
-                    neighbours[2] = Some((p - w - 1, true));
-                }
-                if x + 1 < w {
-                    neighbours[3] = Some((p - w + 1, true));
-                }
-            }
-            for (q, diagonal) in neighbours.into_iter().flatten() {
-                if self.piece[q] != 0 && self.joined(key, self.key[q], diagonal) {
+            for (k, piece, diagonal) in neighbours.into_iter().flatten() {
+                if piece != 0 && self.joined(key, k, diagonal) {
                     label = if label == 0 {
-                        self.find(self.piece[q])
+                        self.find(piece)
                     } else {
-                        self.union(label, self.piece[q])
+                        self.union(label, piece)
                     };
                 }
             }
@@ -298,56 +411,78 @@ impl ObjectStream {
                 right: x,
             };
             let root = self.find(label);
-            let extent = self.open.get(&root).map_or(here, |e| e.join(here));
-            self.open.insert(root, extent);
-            self.piece[p] = root;
+            let piece = self.open.entry(root).or_insert_with(|| Piece::new(here));
+            piece.extent = piece.extent.join(here);
+            let i = r * w + x;
+            piece.pos.push((y * w + x) as u64);
+            piece.key.push(key);
+            match self.mode {
+                Mode::Grow(_) => {
+                    piece.elevation.push(band.probs[2 * n + i]);
+                    piece.confidence.push(1.0 - band.probs[i]);
+                }
+                Mode::Classes => piece.confidence.push(band.confidence[i]),
+            }
+            for c in 0..self.channels {
+                piece.image.push(band.image[c * n + i]);
+            }
+            self.row_piece[x] = root;
         }
     }
 
-    /// Cuts the piece `root` out of the buffers, makes its objects, writes
-    /// their ids into the label rows and adds them to `out`.
-    fn close(&mut self, root: u32, e: Extent, out: &mut Output) {
-        let (w, ch, cw, top) = (
-            self.width,
-            e.bottom - e.top + 1,
-            e.right - e.left + 1,
-            self.top,
-        );
-        let at = move |y: usize, x: usize| (y - top) * w + x;
-        let mut inside = vec![false; ch * cw];
-        for y in e.top..=e.bottom {
-            for x in e.left..=e.right {
-                let p = at(y, x);
-                if self.piece[p] != 0 && self.find(self.piece[p]) == root {
-                    inside[(y - e.top) * cw + x - e.left] = true;
-                }
+    /// After a row: the row's labels become their roots, and the open
+    /// pieces (all in this row now) are numbered 1.. in their old order, so
+    /// that the union-find does not grow with the image.
+    fn renumber(&mut self) {
+        for x in 0..self.width {
+            if self.row_piece[x] != 0 {
+                self.row_piece[x] = self.find(self.row_piece[x]);
             }
         }
-        let crop = |v: &[f32]| -> Vec<f32> {
-            (e.top..=e.bottom)
-                .flat_map(|y| v[at(y, e.left)..=at(y, e.right)].iter().copied())
-                .collect()
-        };
+        let mut roots: Vec<u32> = self.open.keys().copied().collect();
+        roots.sort_unstable();
+        let new = |old: u32| roots.binary_search(&old).expect("an open root") as u32 + 1;
+        for l in self.row_piece.iter_mut().filter(|l| **l != 0) {
+            *l = new(*l);
+        }
+        self.open = self.open.drain().map(|(r, p)| (new(r), p)).collect();
+        self.parent = (0..=roots.len() as u32).collect();
+    }
+
+    /// Grows, measures and outlines a closed piece; its objects go to
+    /// `out` and its labels to the pending rows.
+    fn close(&mut self, mut piece: Piece, out: &mut Output) {
+        piece.sort(self.channels);
+        let (w, pos) = (self.width as u64, &piece.pos);
+        let at = |p: u64| pos.binary_search(&p).ok();
         let (mut ids, class) = match self.mode {
             Mode::Grow(params) => {
-                let seeds: Vec<bool> = inside
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &inn)| {
-                        let (y, x) = (e.top + i / cw, e.left + i % cw);
-                        inn && self.key[at(y, x)] == SEED
-                    })
-                    .collect();
-                let (seeds, _) = connected_components(&seeds, cw, ch, true);
-                let mut grown = seeded_growth(&seeds, &inside, &crop(&self.elevation), cw, ch);
+                let seeds: Vec<bool> = piece.key.iter().map(|&k| k == SEED).collect();
+                // Seeds are 8-connected: left, above, above-left, above-right.
+                let (seeds, _) = components(&seeds, |i| {
+                    let (p, x) = (pos[i], pos[i] % w);
+                    let up = p.checked_sub(w);
+                    [
+                        (x > 0).then(|| at(p - 1)).flatten(),
+                        up.and_then(at),
+                        up.filter(|_| x > 0).and_then(|u| at(u - 1)),
+                        up.filter(|_| x + 1 < w).and_then(|u| at(u + 1)),
+                    ]
+                });
+                let region = vec![true; pos.len()];
+                let mut grown = flood(&seeds, &region, &piece.elevation, |i| {
+                    let (p, x) = (pos[i], pos[i] % w);
+                    [
+                        p.checked_sub(w).and_then(at),
+                        (x > 0).then(|| at(p - 1)).flatten(),
+                        (x + 1 < w).then(|| at(p + 1)).flatten(),
+                        at(p + w),
+                    ]
+                });
                 remove_small(&mut grown, params.min_area);
                 (grown, 1)
             }
-            Mode::Classes => {
-                let first = inside.iter().position(|&i| i).expect("a piece has pixels");
-                let class = self.key[at(e.top + first / cw, e.left + first % cw)];
-                (inside.iter().map(|&i| i as u32).collect(), class)
-            }
+            Mode::Classes => (vec![1; pos.len()], piece.key[0]),
         };
         let count = relabel_sequential(&mut ids);
         let offset = self.next_id;
@@ -355,35 +490,51 @@ impl ObjectStream {
             *id += offset;
         }
         self.next_id += count;
-        for (i, &id) in ids.iter().enumerate() {
-            if id != 0 {
-                let p = at(e.top + i / cw, e.left + i % cw);
-                self.labels[p] = id;
+        // Measurements, in raster order as over the whole image.
+        let mut m = Measurer::new(self.channels);
+        for (i, &id) in ids.iter().enumerate().filter(|(_, id)| **id != 0) {
+            let (y, x) = (pos[i] / w, pos[i] % w);
+            let channels = self.channels;
+            m.add(
+                id,
+                x as u32,
+                y,
+                Some(piece.confidence[i]),
+                piece.image[i * channels..(i + 1) * channels]
+                    .iter()
+                    .copied(),
+            );
+            // Runs of the label rows.
+            let runs = &mut self.pending[y as usize - self.top];
+            match runs.last_mut() {
+                Some(run) if run.end as u64 == x && run.id == id => run.end += 1,
+                _ => runs.push(Run {
+                    start: x as u32,
+                    end: x as u32 + 1,
+                    id,
+                }),
             }
         }
-        // The piece's pixels leave the union-find's view of open rows.
-        for (i, &inn) in inside.iter().enumerate() {
-            if inn {
-                let p = at(e.top + i / cw, e.left + i % cw);
-                self.piece[p] = 0;
-            }
+        let stats = m.finish();
+        // Each object outlined in its own bounding box.
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); count as usize];
+        for (i, &id) in ids.iter().enumerate().filter(|(_, id)| **id != 0) {
+            members[(id - offset - 1) as usize].push(i);
         }
-        let planes: Vec<Vec<f32>> = self.image.iter().map(|plane| crop(plane)).collect();
-        let planes: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
-        let confidence = crop(&self.confidence);
-        let stats = measure(&ids, cw, ch, e.top as u64, Some(&confidence), &planes);
-        let mut shapes: HashMap<u32, Vec<Polygon>> = outlines(&ids, cw, ch).into_iter().collect();
-        for mut s in stats {
-            // measure counts columns from the cut's left edge.
-            let dx = e.left as u32;
-            s.sum_x += dx as f64 * s.area as f64;
-            s.min_x += dx;
-            s.max_x += dx;
-            let polygons = shapes
-                .remove(&s.id)
-                .unwrap_or_default()
+        for (s, members) in stats.into_iter().zip(members) {
+            let (bw, bh) = (
+                (s.max_x - s.min_x + 1) as usize,
+                (s.max_y - s.min_y + 1) as usize,
+            );
+            let mut bbox = vec![0u32; bw * bh];
+            for i in members {
+                let (y, x) = ((pos[i] / w) as usize, (pos[i] % w) as usize);
+                bbox[(y - s.min_y as usize) * bw + x - s.min_x as usize] = s.id;
+            }
+            let polygons = outlines(&bbox, bw, bh)
                 .into_iter()
-                .map(|p| shift(p, e.left as i64, e.top as i64))
+                .flat_map(|(_, p)| p)
+                .map(|p| shift(p, s.min_x as i64, s.min_y as i64))
                 .collect();
             out.objects.push(Closed {
                 stats: s,
@@ -393,25 +544,21 @@ impl ObjectStream {
         }
     }
 
-    /// Hands out the rows above the oldest open piece (all rows up to
-    /// `limit` when none is open) and drops them from the buffers.
-    fn release(&mut self, limit: usize, out: &mut Output) {
-        let keep_from = self.open.values().map(|e| e.top).min().unwrap_or(limit);
-        // Row `received - 1` is the previous row of the next one: its piece
-        // labels are still needed when it holds an open piece, which
-        // `keep_from` covers.
+    /// Hands out the label rows above the oldest open piece (all rows when
+    /// none is open).
+    fn release(&mut self, out: &mut Output) {
+        let keep_from = self
+            .open
+            .values()
+            .map(|p| p.extent.top)
+            .min()
+            .unwrap_or(self.received);
         let rows = keep_from.saturating_sub(self.top);
-        if rows == 0 {
-            return;
-        }
-        let n = rows * self.width;
-        out.labels.extend(self.labels.drain(..n));
-        self.key.drain(..n);
-        self.elevation.drain(..n);
-        self.confidence.drain(..n);
-        self.piece.drain(..n);
-        for plane in &mut self.image {
-            plane.drain(..n);
+        out.labels.width = self.width;
+        for mut runs in self.pending.drain(..rows) {
+            // Objects closed one after another: runs of a row in any order.
+            runs.sort_unstable_by_key(|r| r.start);
+            out.labels.rows.push(runs);
         }
         self.top += rows;
     }
@@ -429,6 +576,8 @@ fn shift(p: Polygon, dx: i64, dy: i64) -> Polygon {
 #[cfg(test)]
 mod tests {
     use super::super::grow::instances_from_probs;
+    use super::super::label::connected_components;
+    use super::super::measure::measure;
     use super::*;
 
     /// A small deterministic generator (no crates).
@@ -526,12 +675,12 @@ mod tests {
                 confidence: &bconf,
                 image: &bi,
             });
-            labels.extend(out.labels);
+            labels.extend(out.labels.to_vec());
             objects.extend(out.objects);
             y += rows;
         }
         let out = s.finish();
-        labels.extend(out.labels);
+        labels.extend(out.labels.to_vec());
         objects.extend(out.objects);
         (labels, objects)
     }
@@ -593,6 +742,42 @@ mod tests {
             }
             shapes.clear();
         }
+    }
+
+    #[test]
+    fn an_open_piece_holds_its_own_pixels_not_whole_rows() {
+        // A one-pixel-wide line of object region down the left edge stays
+        // open to the end; discs come and go beside it.
+        let (h, w) = (200, 300);
+        let n = h * w;
+        let mut p = probs(h, w, 5);
+        for y in 0..h {
+            let i = y * w;
+            (p[i], p[n + i], p[2 * n + i]) = (0.3, 0.2, 0.5);
+            (p[i + 1], p[n + i + 1], p[2 * n + i + 1]) = (1.0, 0.0, 0.0);
+        }
+        let image = vec![0f32; n];
+        let mut s = ObjectStream::new(w, 1, Mode::Grow(InstanceParams::default()));
+        let mut most = 0;
+        for y in (0..h).step_by(10) {
+            let band: Vec<f32> = (0..3)
+                .flat_map(|c| p[c * n + y * w..c * n + (y + 10) * w].iter().copied())
+                .collect();
+            s.push(Rows {
+                rows: 10,
+                probs: &band,
+                classes: &[],
+                confidence: &[],
+                image: &image[y * w..(y + 10) * w],
+            });
+            most = most.max(s.held_pixels());
+        }
+        // The line's pixels and those of the discs crossing the newest rows;
+        // the rows themselves would be 60,000.
+        assert!(s.held_pixels() >= h, "the line is open");
+        assert!(most < h + 12 * w, "held at most {most} pixels");
+        s.finish();
+        assert_eq!(s.held_pixels(), 0);
     }
 
     #[test]
