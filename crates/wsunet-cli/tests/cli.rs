@@ -559,6 +559,55 @@ fn predict_writes_outputs_and_skips_unreadable_images() {
 }
 
 #[test]
+fn hostile_tiff_headers_are_one_clear_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = fixtures().join("hostile");
+    let huge = hostile.join("huge.tif");
+    // `info` shows the level and says why it cannot be read.
+    let o = wsunet(&["info", "--image", huge.to_str().unwrap()]);
+    assert!(stdout(&o).contains("16777216×16777216"), "{}", stdout(&o));
+    fails_with(&o, "claims 16777216 × 16777216 pixels");
+    let o = wsunet(&[
+        "import",
+        fixtures().join("model_seed_wrapped.pth").to_str().unwrap(),
+        "--out",
+        dir.path().join("model").to_str().unwrap(),
+        "--groups",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, needle) in [
+        ("huge.tif", "claims 16777216 × 16777216 pixels"),
+        ("wide.tif", "holds 300 bytes but its pixels need 8000000"),
+    ] {
+        let out = dir.path().join(name);
+        let o = wsunet(&[
+            "predict",
+            "--model",
+            dir.path().join("model.bpk").to_str().unwrap(),
+            "--input",
+            hostile.join(name).to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(name) && err.contains(needle), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("memory allocation"),
+            "{err}"
+        );
+        let written: Vec<_> = std::fs::read_dir(&out)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            written.iter().all(|n| n == "predict.json"),
+            "{name}: {written:?}"
+        );
+    }
+}
+
+#[test]
 fn bench_reports_json_and_rejects_bad_phases() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_model_config(dir.path(), 2);

@@ -53,9 +53,17 @@ pub struct InfoArgs {
 /// `--image`: a TIFF's levels and placement.
 fn image_info(path: &std::path::Path, json: bool) -> Result<()> {
     let info = wsunet::raster::inspect(path).context("fix --image")?;
+    // The table (or JSON) is printed either way; a full-resolution level
+    // that cannot be read then makes the command fail, naming why.
+    let unreadable = || -> Result<()> {
+        match info.level(0) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("fix --image")),
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(());
+        return unreadable();
     }
     println!(
         "{}: {}, {} page(s)",
@@ -116,7 +124,7 @@ fn image_info(path: &std::path::Path, json: bool) -> Result<()> {
     if let Some(nodata) = &geo.nodata {
         println!("nodata {}", nodata.trim_matches(char::from(0)));
     }
-    Ok(())
+    unreadable()
 }
 
 /// Parameters of each named part, in [`WsResUNetConfig::layout`] order.

@@ -49,6 +49,16 @@ pub enum SampleType {
 }
 
 impl SampleType {
+    /// Bytes a stored sample takes.
+    pub fn bytes(self) -> usize {
+        match self {
+            SampleType::U8 => 1,
+            SampleType::U16 => 2,
+            SampleType::F32 => 4,
+            SampleType::F64 => 8,
+        }
+    }
+
     /// The value an `f32` buffer holds for a stored sample `v`.
     pub fn scale(self, v: f64) -> f32 {
         match self {
@@ -451,7 +461,12 @@ fn tag_u16_vec(dec: &mut TiffDecoder, tag: Tag) -> Result<Vec<u16>, tiff::TiffEr
 }
 
 /// The level described by the directory the decoder is on.
-fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, tiff::TiffError> {
+fn describe(
+    dec: &mut TiffDecoder,
+    ifd: u64,
+    location: String,
+    file_len: u64,
+) -> Result<Level, tiff::TiffError> {
     let (w, h) = dec.dimensions()?;
     let samples = tag_u64(dec, Tag::SamplesPerPixel)?.unwrap_or(1) as usize;
     let bits = tag_u16_vec(dec, Tag::BitsPerSample)?;
@@ -525,6 +540,20 @@ fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, 
     ) || chunking == (Chunking::Strips { rows: 0 })
     {
         problem = Some("its tiles or strips have zero size".into());
+    } else if let Some(bytes) = sample_type.map(SampleType::bytes) {
+        problem = chunks_problem(
+            dec,
+            Claimed {
+                width: w as u64,
+                height: h as u64,
+                samples: samples as u64,
+                bytes: bytes as u64,
+                planar,
+                chunking,
+                compression,
+            },
+            file_len,
+        )?;
     }
     let channels = samples - usize::from(alpha.is_some());
     Ok(Level {
@@ -544,6 +573,98 @@ fn describe(dec: &mut TiffDecoder, ifd: u64, location: String) -> Result<Level, 
         alpha,
         compression_code: compression,
     })
+}
+
+/// The most pixels a level may claim (a million by a million); past it a
+/// header is taken for corrupt, whatever its chunks say.
+pub const MAX_LEVEL_PIXELS: u64 = 1 << 40;
+
+/// How many times larger than its stored bytes a chunk of `compression`
+/// can decode to, with room to spare: PackBits 128 bytes from 2; Deflate
+/// 1032:1; LZW codes of 12 bits each for strings of up to ~4,000 bytes;
+/// JPEG about 2 bits for an empty 8×8 block of 3 samples; ZSTD's RLE blocks
+/// 128 KiB from 4 bytes. Uncompressed chunks hold their pixels.
+fn max_ratio(compression: u16) -> u64 {
+    match compression {
+        1 => 1,
+        32773 => 64,
+        8 | 32946 => 1100,
+        5 | 6 | 7 => 4096,
+        _ => 40_000,
+    }
+}
+
+/// What a directory claims about its pixels.
+#[derive(Debug, Clone, Copy)]
+struct Claimed {
+    width: u64,
+    height: u64,
+    samples: u64,
+    bytes: u64,
+    planar: bool,
+    chunking: Chunking,
+    compression: u16,
+}
+
+/// Why a level's size cannot be believed, checked before anything is
+/// allocated from it: more pixels than [`MAX_LEVEL_PIXELS`], a chunk that
+/// lies past the end of the file (or whose end overflows), or a chunk whose
+/// pixels are more than its stored bytes can decode to
+/// ([`max_ratio`]). `None` when it is plausible.
+fn chunks_problem(
+    dec: &mut TiffDecoder,
+    c: Claimed,
+    file_len: u64,
+) -> Result<Option<String>, tiff::TiffError> {
+    let pixels = c.width.saturating_mul(c.height);
+    if pixels > MAX_LEVEL_PIXELS {
+        return Ok(Some(format!(
+            "its header claims {} × {} pixels, more than wsunet reads ({} pixels); the file is corrupt",
+            c.width, c.height, MAX_LEVEL_PIXELS
+        )));
+    }
+    let (offsets, counts) = match c.chunking {
+        Chunking::Tiles { .. } => (Tag::TileOffsets, Tag::TileByteCounts),
+        Chunking::Strips { .. } => (Tag::StripOffsets, Tag::StripByteCounts),
+    };
+    let offsets = dec.get_tag_u64_vec(offsets)?;
+    let counts = dec.get_tag_u64_vec(counts)?;
+    let per_pixel = if c.planar { 1 } else { c.samples } * c.bytes;
+    let total = offsets.len() as u64;
+    for (k, (&offset, &stored)) in offsets.iter().zip(&counts).enumerate() {
+        let k = k as u64;
+        // The chunk's pixels (the last strip of a plane may be short).
+        let pixels = match c.chunking {
+            Chunking::Tiles { width, height } => width as u64 * height as u64,
+            Chunking::Strips { rows } => {
+                let strips = c.height.div_ceil(rows as u64).max(1);
+                let first = (k % strips) * rows as u64;
+                c.width * (rows as u64).min(c.height.saturating_sub(first))
+            }
+        };
+        let needs = pixels.saturating_mul(per_pixel);
+        let end = offset.checked_add(stored);
+        if end.is_none_or(|end| end > file_len) {
+            return Ok(Some(format!(
+                "chunk {k} of {total} (at byte {offset}, {stored} bytes) lies past the end of the file ({file_len} bytes): the file is truncated or its header is corrupt"
+            )));
+        }
+        let ratio = max_ratio(c.compression);
+        if needs > stored.saturating_mul(ratio) {
+            let why = if ratio == 1 {
+                "uncompressed".to_string()
+            } else {
+                format!(
+                    "{} decodes at most {ratio} times its size",
+                    compression_name(c.compression)
+                )
+            };
+            return Ok(Some(format!(
+                "chunk {k} of {total} holds {stored} bytes but its pixels need {needs} ({why}): the file is truncated, sparse or its header is corrupt"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn geo_tags(dec: &mut TiffDecoder) -> Result<GeoTags, tiff::TiffError> {
@@ -582,6 +703,13 @@ pub fn inspect(path: &Path) -> Result<TiffInfo> {
         error,
     })?;
     let header = Header::read(path, &mut file)?;
+    let file_len = file
+        .metadata()
+        .map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        })?
+        .len();
     file.seek(SeekFrom::Start(0)).map_err(|error| Error::Io {
         path: path.to_path_buf(),
         error,
@@ -595,7 +723,7 @@ pub fn inspect(path: &Path) -> Result<TiffInfo> {
     .with_limits(limits());
     let err = |e| tiff_error(path, e);
     let first_ifd = dec.ifd_pointer().map(|p| p.0).unwrap_or(0);
-    let first = describe(&mut dec, first_ifd, "page 0".into()).map_err(err)?;
+    let first = describe(&mut dec, first_ifd, "page 0".into(), file_len).map_err(err)?;
     let geo = geo_tags(&mut dec).map_err(err)?;
     let resolution = match (
         rational(&mut dec, Tag::XResolution).map_err(err)?,
@@ -639,14 +767,14 @@ pub fn inspect(path: &Path) -> Result<TiffInfo> {
     if !subifds.is_empty() {
         for (i, ifd) in subifds.into_iter().enumerate() {
             let mut sub = decoder_at(path, header, ifd, false)?;
-            levels.push(describe(&mut sub, ifd, format!("subifd {i}")).map_err(err)?);
+            levels.push(describe(&mut sub, ifd, format!("subifd {i}"), file_len).map_err(err)?);
         }
     }
     let from_pages = levels.len() == 1;
     while dec.more_images() && pages < MAX_PAGES_SCANNED {
         dec.next_image().map_err(err)?;
         let ifd = dec.ifd_pointer().map(|p| p.0).unwrap_or(0);
-        let page = describe(&mut dec, ifd, format!("page {pages}")).map_err(err)?;
+        let page = describe(&mut dec, ifd, format!("page {pages}"), file_len).map_err(err)?;
         pages += 1;
         if !from_pages {
             continue;
