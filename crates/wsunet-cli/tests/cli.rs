@@ -167,6 +167,70 @@ fn synth_writes_a_dataset_that_checks_clean() {
 }
 
 #[test]
+fn synth_scene_is_a_mosaic_of_the_datasets_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("scene.tif");
+    let o = wsunet(&[
+        "synth",
+        "--scene",
+        "200",
+        "--size",
+        "64",
+        "--count",
+        "3",
+        "--seed",
+        "2",
+        "--out",
+        scene.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = wsunet(&[
+        "synth",
+        "--count",
+        "3",
+        "--size",
+        "64",
+        "--seed",
+        "2",
+        "--out",
+        dir.path().join("ds").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let samples: Vec<(wsunet::data::Image, Vec<u16>)> = (0..3)
+        .map(|i| {
+            let name = format!("shape_{i:05}.png");
+            let image = wsunet::data::read_image(&dir.path().join("ds/images").join(&name));
+            let (mask, _) =
+                wsunet::data::read_mask(&dir.path().join("ds/masks").join(&name), None).unwrap();
+            (image.unwrap(), mask.data)
+        })
+        .collect();
+    let image = wsunet::data::read_image(&scene).unwrap();
+    let (h, w, mask) = wsunet::raster::read_tiff_mask(&dir.path().join("scene_mask.tif")).unwrap();
+    assert_eq!(
+        (image.channels, image.height, image.width, h, w),
+        (3, 200, 200, 200, 200)
+    );
+    // Every 64-pixel cell (cut at the right and bottom edges) is one of the
+    // samples, its image and its mask.
+    for (gy, gx) in (0..4).flat_map(|gy| (0..4).map(move |gx| (gy, gx))) {
+        let cell: Vec<(usize, usize)> = (gy * 64..(gy * 64 + 64).min(200))
+            .flat_map(|y| (gx * 64..(gx * 64 + 64).min(200)).map(move |x| (y, x)))
+            .collect();
+        let same = |(si, sm): &(wsunet::data::Image, Vec<u16>)| {
+            cell.iter().all(|&(y, x)| {
+                let (sy, sx) = (y % 64, x % 64);
+                mask[y * 200 + x] == sm[sy * 64 + sx]
+                    && (0..3).all(|c| {
+                        image.data[(c * 200 + y) * 200 + x] == si.data[(c * 64 + sy) * 64 + sx]
+                    })
+            })
+        };
+        assert!(samples.iter().any(same), "cell ({gy}, {gx})");
+    }
+}
+
+#[test]
 fn data_check_lists_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

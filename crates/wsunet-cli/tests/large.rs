@@ -218,6 +218,28 @@ fn bad_tiffs_are_one_error_each_and_leave_no_output() {
     std::fs::write(bad.join("truncated.tif"), &bytes[..bytes.len() / 3]).unwrap();
     // Not a TIFF at all.
     std::fs::write(bad.join("garbage.tif"), b"this is not a tiff file at all").unwrap();
+    // Read fine until its last tile, whose compressed bytes are garbage:
+    // the prediction fails after rows above it were written.
+    let tall = dir.path().join("tall.tif");
+    let pixels: Vec<u8> = (0..300 * 80 * 3).map(|i| (i * 13 % 256) as u8).collect();
+    geotiff(&tall, &pixels, 300, 80);
+    let mut tall_bytes = std::fs::read(&tall).unwrap();
+    let mut dec = tiff::decoder::Decoder::new(std::fs::File::open(&tall).unwrap()).unwrap();
+    let offsets = dec.get_tag_u64_vec(tiff::tags::Tag::TileOffsets).unwrap();
+    let counts = dec
+        .get_tag_u64_vec(tiff::tags::Tag::TileByteCounts)
+        .unwrap();
+    let (at, n) = (
+        *offsets.last().unwrap() as usize,
+        *counts.last().unwrap() as usize,
+    );
+    tall_bytes[at..at + n].fill(0xff);
+    std::fs::write(bad.join("late_tile.tif"), &tall_bytes).unwrap();
+    assert!(
+        inspect(&bad.join("late_tile.tif")).unwrap().levels[0]
+            .problem
+            .is_none()
+    );
     let out = dir.path().join("out");
     let o = predict(&run, &bad, &out, &[]);
     assert!(!o.status.success());
@@ -227,6 +249,10 @@ fn bad_tiffs_are_one_error_each_and_leave_no_output() {
         "{err}"
     );
     assert!(err.contains("truncated.tif"), "{err}");
+    assert!(
+        err.contains("late_tile.tif") && err.contains("cannot read the TIFF"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let left: Vec<String> = std::fs::read_dir(&out)
         .unwrap()

@@ -178,7 +178,9 @@ fn tiled_bigtiff_pyramid_round_trips_with_its_tags() {
     let mut s = spec(c, h, w);
     s.geo = geo();
     s.resolution = Some((40_000.0, 40_000.0, 3));
+    s.bigtiff = true;
     write_u8_tiff(&path, &values, (c, h, w), &s);
+    assert_eq!(&std::fs::read(&path).unwrap()[..4], b"II+\0", "a BigTIFF");
 
     // The tiff crate reads it: tiles of 64, pages for the pyramid.
     let mut dec = Decoder::new(File::open(&path).unwrap()).unwrap();
@@ -256,6 +258,67 @@ fn bigtiff_with_zstd_and_float_bands_reads_back() {
         let (p, c) = (i / 4, i % 4);
         assert_eq!(band[c * h * w + p], *v);
     }
+    // The `tiff` crate's decoder reads the same BigTIFF.
+    assert_eq!(&std::fs::read(&path).unwrap()[..4], b"II+\0");
+    let mut dec = Decoder::new(File::open(&path).unwrap()).unwrap();
+    let DecodingResult::F32(decoded) = dec.read_image().unwrap() else {
+        panic!("f32 samples")
+    };
+    assert_eq!(decoded, values);
+}
+
+#[test]
+fn geotiff_transformation_and_double_params_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, h, w) = (1, 40, 50);
+    let mut s = spec(c, h, w);
+    // A rotated grid (ModelTransformation instead of scale and tie point)
+    // and a CRS with its own ellipsoid in GeoDoubleParams.
+    s.geo = GeoTags {
+        transformation: Some(vec![
+            0.5, 0.1, 0.0, 1000.0, 0.1, -0.5, 0.0, 2000.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+        ]),
+        key_directory: Some(vec![
+            1, 1, 0, 3, 1024, 0, 1, 2, 2057, 34736, 1, 0, 2059, 34736, 1, 1,
+        ]),
+        double_params: Some(vec![6_378_137.0, 298.257_223_563]),
+        nodata: Some("255".into()),
+        ..GeoTags::default()
+    };
+    let path = dir.path().join("rotated.tif");
+    write_u8_tiff(&path, &pattern(c, h, w), (c, h, w), &s);
+    let info = inspect(&path).unwrap();
+    assert_eq!(info.geo, s.geo);
+    // Pixel (1, 2)'s corner in map coordinates through the matrix.
+    let [a, b, cx, d, e, f] = info.geo.affine().unwrap();
+    let (x, y) = (1.0, 2.0);
+    let (mx, my) = (a + b * x + cx * y, d + e * x + f * y);
+    assert!(
+        (mx - 1000.7).abs() < 1e-9 && (my - 1999.1).abs() < 1e-9,
+        "({mx}, {my})"
+    );
+}
+
+#[test]
+fn gray_8_and_16_bit_tiff_masks_read_as_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, w) = (9, 13);
+    let path = dir.path().join("mask.tif");
+    let small: Vec<u8> = (0..h * w).map(|i| (i % 5) as u8).collect();
+    TiffEncoder::new(File::create(&path).unwrap())
+        .unwrap()
+        .write_image::<colortype::Gray8>(w as u32, h as u32, &small)
+        .unwrap();
+    let (mh, mw, labels) = wsunet::raster::read_tiff_mask(&path).unwrap();
+    assert_eq!((mh, mw), (h, w));
+    assert_eq!(labels, small.iter().map(|&v| v as u16).collect::<Vec<_>>());
+    let large: Vec<u16> = (0..h * w).map(|i| (i * 517 % 65_536) as u16).collect();
+    TiffEncoder::new(File::create(&path).unwrap())
+        .unwrap()
+        .write_image::<colortype::Gray16>(w as u32, h as u32, &large)
+        .unwrap();
+    let (_, _, labels) = wsunet::raster::read_tiff_mask(&path).unwrap();
+    assert_eq!(labels, large);
 }
 
 #[test]

@@ -620,3 +620,22 @@ fn directory_loops_end() {
     let (read, _) = read_level0(&sub_loop);
     assert_eq!(read.unwrap(), expected);
 }
+
+#[test]
+fn compressions_wsunet_cannot_decode_are_named_with_the_fix() {
+    for (code, name) in [(34712, "JPEG 2000"), (50001, "WebP"), (34887, "LERC")] {
+        let bytes = hand_made(
+            false,
+            &[0u8; 64],
+            &layout((8, 8), code, None, 8, (vec![8], vec![64]), false),
+            None,
+        );
+        let e = refused(&bytes, 1 << 20);
+        assert!(
+            e.contains(&format!(
+                "its compression is {name}, which wsunet cannot decode"
+            )) && e.contains("gdal_translate -co COMPRESS=DEFLATE"),
+            "{e}"
+        );
+    }
+}
