@@ -699,3 +699,74 @@ fn training_images_pixel_size_is_recorded_when_they_agree() {
     wsunet::data::write_png(&png, &Image::new(1, 4, 4, vec![0.5; 16])).unwrap();
     assert_eq!(wsunet::data::pixel_size(&[&a, &png]), (None, None));
 }
+
+#[test]
+fn thirty_two_bit_id_masks_keep_small_ids_and_renumber_large_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, w) = (4, 5);
+    let path = dir.path().join("ids.tif");
+    // Ids that fit 16 bits are kept, unsigned or signed.
+    let small: Vec<u32> = (0..h * w).map(|i| (i % 3) as u32 * 30_000).collect();
+    TiffEncoder::new(File::create(&path).unwrap())
+        .unwrap()
+        .write_image::<colortype::Gray32>(w as u32, h as u32, &small)
+        .unwrap();
+    let l = wsunet::raster::read_tiff_labels(&path).unwrap();
+    assert_eq!((l.bits, l.renumbered), (32, false));
+    assert_eq!(
+        l.labels,
+        small.iter().map(|&v| v as u16).collect::<Vec<_>>()
+    );
+    // Past 65,535: renumbered in order of first appearance, 0 kept.
+    let large: Vec<i32> = vec![
+        0,
+        0,
+        250_000,
+        250_000,
+        7, //
+        0,
+        99_999,
+        99_999,
+        250_000,
+        7, //
+        0,
+        0,
+        0,
+        0,
+        0, //
+        1 << 30,
+        0,
+        0,
+        0,
+        0,
+    ];
+    TiffEncoder::new(File::create(&path).unwrap())
+        .unwrap()
+        .write_image::<colortype::GrayI32>(w as u32, h as u32, &large)
+        .unwrap();
+    let l = wsunet::raster::read_tiff_labels(&path).unwrap();
+    assert!(l.renumbered);
+    assert_eq!(
+        l.labels,
+        vec![0, 0, 1, 1, 2, 0, 3, 3, 1, 2, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]
+    );
+    let (mask, kind) = wsunet::data::read_mask(&path, None).unwrap();
+    assert_eq!((kind, mask.data), (wsunet::data::MaskKind::Ids32, l.labels));
+    // As an image it is refused, naming what it is read as.
+    let err = TiffRows::open(&path, 0).unwrap_err().to_string();
+    assert!(err.contains("32-bit integers as label masks"), "{err}");
+    // A negative id names its pixel.
+    let mut negative = large.clone();
+    negative[7] = -3;
+    TiffEncoder::new(File::create(&path).unwrap())
+        .unwrap()
+        .write_image::<colortype::GrayI32>(w as u32, h as u32, &negative)
+        .unwrap();
+    let err = wsunet::raster::read_tiff_labels(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pixel (2, 1) holds the negative id -3"),
+        "{err}"
+    );
+}

@@ -94,6 +94,9 @@ pub enum MaskKind {
     Palette,
     /// RGB colours mapped through the class list.
     Rgb,
+    /// 32-bit TIFF object ids (instance masks), renumbered 1.. in raster
+    /// order when some are past 65,535.
+    Ids32,
 }
 
 fn data_error(path: &Path, reason: impl Into<String>) -> Error {
@@ -281,18 +284,20 @@ fn read_npy(path: &Path) -> Result<Image> {
 
 /// Reads a mask. PNGs are read with the `png` crate so that palette images
 /// give their indices; TIFFs (8- or 16-bit gray or palette, e.g. the masks
-/// `wsunet predict` writes) give their integer values; other formats go
+/// `wsunet predict` writes, or 32-bit object ids) give their integer values; other formats go
 /// through `image` (grayscale only). RGB masks need a class list with
 /// colours.
 pub fn read_mask(path: &Path, classes: Option<&ClassList>) -> Result<(Mask, MaskKind)> {
     if crate::raster::is_tiff(path) {
-        let (h, w, labels) = crate::raster::read_tiff_mask(path)?;
-        let kind = if labels.iter().any(|&l| l > 255) {
+        let l = crate::raster::read_tiff_labels(path)?;
+        let kind = if l.bits == 32 {
+            MaskKind::Ids32
+        } else if l.labels.iter().any(|&v| v > 255) {
             MaskKind::Gray16
         } else {
             MaskKind::Gray8
         };
-        return Ok((Mask::new(h, w, labels), kind));
+        return Ok((Mask::new(l.height, l.width, l.labels), kind));
     }
     if extension(path) != "png" {
         let img = read_image(path)?;

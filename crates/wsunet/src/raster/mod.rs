@@ -14,7 +14,8 @@ mod write;
 
 pub use meta::{GeoTags, PixelSize};
 pub use read::{
-    Chunking, Level, SampleType, TiffInfo, TiffRows, inspect, read_tiff_image, read_tiff_mask,
+    Chunking, Level, SampleType, TiffInfo, TiffLabels, TiffRows, inspect, read_tiff_image,
+    read_tiff_labels, read_tiff_mask,
 };
 pub use write::{
     Compression, PYRAMID_MIN_SIDE, Photometric, RasterSpec, Resample, Sample, write_tiled,

@@ -125,6 +125,10 @@ pub struct Level {
     /// The TIFF compression code.
     #[serde(skip)]
     compression_code: u16,
+    /// One 32-bit integer sample a pixel and nothing else wrong: readable
+    /// as a label mask (object ids), not as an image.
+    #[serde(skip)]
+    ids32: bool,
 }
 
 /// What a TIFF file holds: its levels and what places them.
@@ -509,11 +513,19 @@ fn describe(
         .iter()
         .position(|&e| e == 1 || e == 2)
         .map(|i| samples - extra.len() + i);
+    // 32-bit integers are object ids: read as label masks only.
+    let ids32 = bits == 32 && matches!(format, 1 | 2) && samples == 1;
+    let unreadable_samples = format!(
+        "its samples are {bits}-bit {kind}s; wsunet reads 8- and 16-bit unsigned integers and 32- and 64-bit floats (convert it, e.g. gdal_translate -ot UInt16 or -ot Float32){}",
+        if ids32 {
+            ", and 32-bit integers as label masks"
+        } else {
+            ""
+        }
+    );
     let mut problem = None;
-    if sample_type.is_none() {
-        problem = Some(format!(
-            "its samples are {bits}-bit {kind}s; wsunet reads 8- and 16-bit unsigned integers and 32- and 64-bit floats (convert it, e.g. gdal_translate -ot UInt16 or -ot Float32)"
-        ));
+    if sample_type.is_none() && !ids32 {
+        problem = Some(unreadable_samples.clone());
     } else if !compression_supported(compression) {
         problem = Some(format!(
             "its compression is {}, which wsunet cannot decode; re-save it with Deflate, LZW or ZSTD (e.g. gdal_translate -co COMPRESS=DEFLATE -co TILED=YES)",
@@ -540,7 +552,10 @@ fn describe(
     ) || chunking == (Chunking::Strips { rows: 0 })
     {
         problem = Some("its tiles or strips have zero size".into());
-    } else if let Some(bytes) = sample_type.map(SampleType::bytes) {
+    } else if let Some(bytes) = sample_type
+        .map(SampleType::bytes)
+        .or_else(|| (bits == 32 && format != 3).then_some(4))
+    {
         problem = chunks_problem(
             dec,
             Claimed {
@@ -554,6 +569,10 @@ fn describe(
             },
             file_len,
         )?;
+    }
+    let ids32 = ids32 && problem.is_none();
+    if ids32 {
+        problem = Some(unreadable_samples);
     }
     let channels = samples - usize::from(alpha.is_some());
     Ok(Level {
@@ -572,6 +591,7 @@ fn describe(
         ifd,
         alpha,
         compression_code: compression,
+        ids32,
     })
 }
 
@@ -1190,11 +1210,45 @@ pub fn read_tiff_image(path: &Path, level: usize) -> Result<(usize, usize, usize
     Ok((c, h, w, data))
 }
 
-/// Reads a label mask TIFF (level 0): one 8- or 16-bit sample a pixel,
-/// grayscale or palette, as its integer values. Returns `(height, width,
-/// labels)`.
+/// Reads a label mask TIFF (level 0): one 8-, 16- or 32-bit integer sample
+/// a pixel, grayscale or palette, as its integer values. Returns `(height,
+/// width, labels)`; see [`read_tiff_labels`] for 32-bit masks.
 pub fn read_tiff_mask(path: &Path) -> Result<(usize, usize, Vec<u16>)> {
+    let l = read_tiff_labels(path)?;
+    Ok((l.height, l.width, l.labels))
+}
+
+/// A label mask read from a TIFF.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TiffLabels {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// The values, row-major.
+    pub labels: Vec<u16>,
+    /// The stored sample's bits (8, 16 or 32).
+    pub bits: u16,
+    /// Whether 32-bit ids past 65,535 were renumbered 1.. in raster order
+    /// of their first pixel (0 stays background): object ids only need to
+    /// differ, and no mask holds more than 65,535 objects.
+    pub renumbered: bool,
+}
+
+/// [`read_tiff_mask`] with what was read: 32-bit masks (object ids, as
+/// StarDist, cellpose and QuPath write them, signed or not) keep their
+/// values when all fit 16 bits and are renumbered otherwise; a negative id
+/// or more than 65,535 objects is an error naming the fix.
+pub fn read_tiff_labels(path: &Path) -> Result<TiffLabels> {
     let info = inspect(path)?;
+    let level = info
+        .levels
+        .first()
+        .ok_or_else(|| data_error(path, "the file has no image"))?
+        .clone();
+    if level.ids32 {
+        return read_ids32(path, &level);
+    }
     let level = info.level(0)?.clone();
     if level.samples != 1
         || !matches!(
@@ -1204,11 +1258,84 @@ pub fn read_tiff_mask(path: &Path) -> Result<(usize, usize, Vec<u16>)> {
     {
         return Err(data_error(
             path,
-            "a mask TIFF must have one 8- or 16-bit unsigned sample a pixel (class indices)",
+            "a mask TIFF must have one 8-, 16- or 32-bit integer sample a pixel (class indices or object ids)",
         ));
     }
+    let bits = if level.sample_type == Some(SampleType::U8) {
+        8
+    } else {
+        16
+    };
     let (h, w) = (level.height, level.width);
     let mut rows = TiffRows::open_unchecked(&info, level, true)?;
     let values = rows.read_rows(h)?;
-    Ok((h, w, values.into_iter().map(|v| v as u16).collect()))
+    Ok(TiffLabels {
+        height: h,
+        width: w,
+        labels: values.into_iter().map(|v| v as u16).collect(),
+        bits,
+        renumbered: false,
+    })
+}
+
+/// A 32-bit mask: decoded whole by the `tiff` crate (masks are training
+/// images; its chunk limits apply), then fitted to 16 bits.
+fn read_ids32(path: &Path, level: &Level) -> Result<TiffLabels> {
+    let mut file = File::open(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let header = Header::read(path, &mut file)?;
+    let mut dec = decoder_at(path, header, level.ifd, false)?;
+    let ids: Vec<i64> = match dec.read_image().map_err(|e| tiff_error(path, e))? {
+        DecodingResult::U32(v) => v.into_iter().map(i64::from).collect(),
+        DecodingResult::I32(v) => v.into_iter().map(i64::from).collect(),
+        _ => {
+            return Err(data_error(
+                path,
+                "its 32-bit samples did not decode as integers",
+            ));
+        }
+    };
+    if let Some(p) = ids.iter().position(|&v| v < 0) {
+        return Err(data_error(
+            path,
+            format!(
+                "pixel ({}, {}) holds the negative id {}; object ids are 0 (background) or positive",
+                p % level.width,
+                p / level.width,
+                ids[p]
+            ),
+        ));
+    }
+    let renumbered = ids.iter().any(|&v| v > i64::from(u16::MAX));
+    let labels = if renumbered {
+        let mut map = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for v in ids {
+            if v == 0 {
+                out.push(0);
+                continue;
+            }
+            let next = map.len() + 1;
+            let id = *map.entry(v).or_insert(next);
+            if id > usize::from(u16::MAX) {
+                return Err(data_error(
+                    path,
+                    "it holds more than 65,535 objects; cut it into smaller images (with their masks) for training",
+                ));
+            }
+            out.push(id as u16);
+        }
+        out
+    } else {
+        ids.into_iter().map(|v| v as u16).collect()
+    };
+    Ok(TiffLabels {
+        height: level.height,
+        width: level.width,
+        labels,
+        bits: 32,
+        renumbered,
+    })
 }
