@@ -669,6 +669,26 @@ fn hostile_tiff_headers_are_one_clear_error_not_an_abort() {
             "{name}: {written:?}"
         );
     }
+    // A valid 250,000² image whose uncompressed outputs (1.9 TiB) cannot
+    // fit the disk is refused before its prediction starts.
+    let o = wsunet(&[
+        "predict",
+        "--model",
+        dir.path().join("model.bpk").to_str().unwrap(),
+        "--input",
+        hostile.join("vast.tif").to_str().unwrap(),
+        "--out",
+        dir.path().join("vast").to_str().unwrap(),
+        "--compression",
+        "none",
+        "--probs",
+        "--probs-type",
+        "f32",
+        "--logits",
+    ]);
+    fails_with(&o, "vast.tif: its outputs take ");
+    fails_with(&o, "GiB uncompressed (mask 77.");
+    fails_with(&o, "--compression deflate");
 }
 
 #[test]

@@ -127,10 +127,13 @@ fn planes<T: Copy + Into<f64>>(chunky: &[T], c: usize, max: f64) -> Vec<f32> {
         .collect()
 }
 
-/// The seed files, and for those made here the values their level 0 reads
-/// as (`[C, H, W]`).
-fn seeds_and_values() -> &'static (Vec<Vec<u8>>, Vec<Option<Vec<f32>>>) {
-    static SEEDS: OnceLock<(Vec<Vec<u8>>, Vec<Option<Vec<f32>>>)> = OnceLock::new();
+/// The seed files' bytes, and for those made here the values their level 0
+/// reads as (`[C, H, W]`).
+type Seeds = (Vec<Vec<u8>>, Vec<Option<Vec<f32>>>);
+
+/// The seed files (see [`Seeds`]).
+fn seeds_and_values() -> &'static Seeds {
+    static SEEDS: OnceLock<Seeds> = OnceLock::new();
     SEEDS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let mut out = Vec::new();
@@ -471,6 +474,40 @@ fn wide_claim() -> Vec<u8> {
     )
 }
 
+/// A valid file of 250,000² zeros in 4,096² ZSTD tiles that all share one
+/// stream: a vast image in 31 KiB, for checks made before predicting.
+fn vast_zeros() -> Vec<u8> {
+    let stream = zstd::encode_all(&vec![0u8; 4096 * 4096][..], 19).unwrap();
+    let tiles = 250_000u64.div_ceil(4096).pow(2) as usize;
+    hand_made(
+        false,
+        &stream,
+        &layout(
+            (250_000, 250_000),
+            50000,
+            Some(4096),
+            0,
+            (vec![8; tiles], vec![stream.len() as u64; tiles]),
+            false,
+        ),
+        None,
+    )
+}
+
+#[test]
+fn a_vast_valid_file_is_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vast.tif");
+    std::fs::write(&path, vast_zeros()).unwrap();
+    let info = inspect(&path).unwrap();
+    assert_eq!(info.levels[0].problem, None);
+    // A row of its tiles is 1 GiB: over this binary's allocation limit,
+    // an error (never an abort).
+    let mut rows = TiffRows::open_level(&info, 0).unwrap();
+    let e = rows.read_rows(2).unwrap_err().to_string();
+    assert!(e.contains("a row of tiles needs 1.0 GiB"), "{e}");
+}
+
 #[test]
 fn a_header_claiming_a_huge_image_is_refused_before_anything_is_allocated() {
     let bytes = huge_claim();
@@ -507,7 +544,11 @@ fn a_million_pixel_wide_strip_of_300_bytes_is_refused() {
 #[test]
 fn the_committed_hostile_files_are_the_ones_built_here() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile");
-    for (name, bytes) in [("huge.tif", huge_claim()), ("wide.tif", wide_claim())] {
+    for (name, bytes) in [
+        ("huge.tif", huge_claim()),
+        ("wide.tif", wide_claim()),
+        ("vast.tif", vast_zeros()),
+    ] {
         let path = dir.join(name);
         if std::env::var_os("WSUNET_WRITE_FIXTURES").is_some() {
             std::fs::create_dir_all(&dir).unwrap();

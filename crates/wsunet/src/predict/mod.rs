@@ -42,6 +42,7 @@ use crate::shard::Shard;
 mod inputs;
 pub mod objects;
 mod pipeline;
+pub mod space;
 mod summary;
 
 pub use inputs::{kind_of, list_inputs, plan_outputs};

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
+use super::space::{OutputsSize, free_bytes};
 use super::{ImageDone, ImageProgress, PIXEL_SIZE_TOLERANCE, PredictJob, PredictObserver, Scale};
 use crate::card::ModelCard;
 use crate::data::{Image, read_image, value_counts};
@@ -248,7 +249,22 @@ fn stream_tiff(
         }),
         compression: job.compression,
     };
-    let width = info.level(job.level)?.width;
+    let (width, height) = {
+        let level = info.level(job.level)?;
+        (level.width, level.height)
+    };
+    // The outputs against the disk, before an hour of prediction.
+    let size = OutputsSize::of(
+        (width, height),
+        card.classes.len(),
+        &job.outputs,
+        job.probs_type,
+    );
+    if let Some(free) = free_bytes(&job.out)
+        && let Some(warning) = size.check(input, &job.out, free, job.compression)?
+    {
+        observer.warning(&warning);
+    }
     let scaled;
     let predictor = match resolution_check(job, info, card, observer)? {
         Some(factor) => {

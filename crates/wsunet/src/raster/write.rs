@@ -144,6 +144,18 @@ impl RasterSpec {
         }
         sizes
     }
+
+    /// The bytes its tiles take uncompressed, every level, for samples of
+    /// `sample_bytes` bytes (edge tiles are stored whole).
+    pub fn uncompressed_bytes(&self, sample_bytes: usize) -> u64 {
+        self.level_sizes()
+            .iter()
+            .map(|&(w, h)| {
+                let tiles = w.div_ceil(self.tile) as u64 * h.div_ceil(self.tile) as u64;
+                tiles * (self.tile * self.tile) as u64 * self.samples as u64 * sample_bytes as u64
+            })
+            .sum()
+    }
 }
 
 /// A sample type the writer stores.
@@ -473,15 +485,7 @@ fn write_tags<W: Write + std::io::Seek, K: TiffKind, T: Sample>(
 /// (judged from the uncompressed size, with room for the directories and
 /// for compression that does not compress).
 fn needs_bigtiff<T: Sample>(spec: &RasterSpec) -> bool {
-    let bytes: u64 = spec
-        .level_sizes()
-        .iter()
-        .map(|&(w, h)| {
-            (w.div_ceil(spec.tile) * h.div_ceil(spec.tile) * spec.tile * spec.tile) as u64
-                * spec.samples as u64
-                * (T::BITS as u64 / 8)
-        })
-        .sum();
+    let bytes = spec.uncompressed_bytes(T::BITS as usize / 8);
     bytes + bytes / 64 + (64 << 20) > u32::MAX as u64
 }
 
