@@ -513,6 +513,88 @@ fn import_then_export_a_pytorch_checkpoint() {
 }
 
 #[test]
+fn import_instance_reads_group_norm_weights_as_instance_norm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = fixtures().join("model_seed_wrapped.pth");
+    let import = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "import",
+            pth.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = wsunet(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = wsunet(&[
+            "info",
+            "--model",
+            dir.path()
+                .join(name)
+                .with_extension("bpk")
+                .to_str()
+                .unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let group = import("gn", &["--groups", "4"]);
+    let instance = import("in", &["--instance"]);
+    assert!(
+        group.contains("GroupNorm") && !group.contains("InstanceNorm"),
+        "{group}"
+    );
+    assert!(
+        instance.contains("variant ws-in")
+            && instance.contains("InstanceNorm (GroupNorm with one channel per group)"),
+        "{instance}"
+    );
+    // The same tensors: only the norm's grouping differs.
+    let digest = |info: &str| info.lines().next().unwrap().to_string();
+    assert_eq!(digest(&group), digest(&instance));
+    // The norm is used: the two models predict different probabilities.
+    let data = dir.path().join("data");
+    synth(&data, 1, 64);
+    let image = data.join("images/shape_00000.png");
+    let probs = |name: &str| {
+        let out = dir.path().join(format!("pred-{name}"));
+        let o = wsunet(&[
+            "predict",
+            "--model",
+            dir.path()
+                .join(name)
+                .with_extension("bpk")
+                .to_str()
+                .unwrap(),
+            "--input",
+            image.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--probs",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out.join("shape_00000_probs.npy")).unwrap()
+    };
+    assert_ne!(probs("gn"), probs("in"));
+    // Weights without GroupNorm cannot be read as InstanceNorm.
+    let o = wsunet(&[
+        "import",
+        fixtures()
+            .join("model_bn.weights.safetensors")
+            .to_str()
+            .unwrap(),
+        "--out",
+        dir.path().join("bn").to_str().unwrap(),
+        "--instance",
+    ]);
+    fails_with(
+        &o,
+        "has no `gn.*` keys (its norm is batch); drop --instance",
+    );
+}
+
+#[test]
 fn predict_writes_outputs_and_skips_unreadable_images() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = fixtures();
