@@ -559,20 +559,8 @@ fn import_instance_reads_group_norm_weights_as_instance_norm() {
     let image = data.join("images/shape_00000.png");
     let probs = |name: &str| {
         let out = dir.path().join(format!("pred-{name}"));
-        let o = wsunet(&[
-            "predict",
-            "--model",
-            dir.path()
-                .join(name)
-                .with_extension("bpk")
-                .to_str()
-                .unwrap(),
-            "--input",
-            image.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--probs",
-        ]);
+        let model = dir.path().join(name).with_extension("bpk");
+        let o = predict(&model, &image, &out, &["--probs"]);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(out.join("shape_00000_probs.npy")).unwrap()
     };
@@ -727,15 +715,12 @@ fn hostile_tiff_headers_are_one_clear_error_not_an_abort() {
         ("wide.tif", "holds 300 bytes but its pixels need 8000000"),
     ] {
         let out = dir.path().join(name);
-        let o = wsunet(&[
-            "predict",
-            "--model",
-            dir.path().join("model.bpk").to_str().unwrap(),
-            "--input",
-            hostile.join(name).to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = predict(
+            &dir.path().join("model.bpk"),
+            &hostile.join(name),
+            &out,
+            &[],
+        );
         assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains(name) && err.contains(needle), "{err}");
@@ -753,21 +738,19 @@ fn hostile_tiff_headers_are_one_clear_error_not_an_abort() {
     }
     // A valid 250,000² image whose uncompressed outputs (1.9 TiB) cannot
     // fit the disk is refused before its prediction starts.
-    let o = wsunet(&[
-        "predict",
-        "--model",
-        dir.path().join("model.bpk").to_str().unwrap(),
-        "--input",
-        hostile.join("vast.tif").to_str().unwrap(),
-        "--out",
-        dir.path().join("vast").to_str().unwrap(),
-        "--compression",
-        "none",
-        "--probs",
-        "--probs-type",
-        "f32",
-        "--logits",
-    ]);
+    let o = predict(
+        &dir.path().join("model.bpk"),
+        &hostile.join("vast.tif"),
+        &dir.path().join("vast"),
+        &[
+            "--compression",
+            "none",
+            "--probs",
+            "--probs-type",
+            "f32",
+            "--logits",
+        ],
+    );
     fails_with(&o, "vast.tif: its outputs take ");
     fails_with(&o, "GiB uncompressed (mask 77.");
     fails_with(&o, "--compression deflate");

@@ -12,21 +12,6 @@ use wsunet::raster::{
     Compression, GeoTags, Photometric, RasterSpec, Resample, inspect, read_tiff_mask, write_tiled,
 };
 
-/// `wsunet predict --model RUN --input INPUT --out OUT EXTRA…`.
-fn predict(run: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    wsunet(&args)
-}
-
 /// A georeferenced, tiled BigTIFF with a pyramid holding `rgb` (`[H, W, 3]`).
 fn geotiff(path: &Path, rgb: &[u8], h: usize, w: usize) {
     let spec = RasterSpec {

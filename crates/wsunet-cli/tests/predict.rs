@@ -29,13 +29,6 @@ fn predict_command(model: &Path, input: &Path, out: &Path) -> Command {
     command
 }
 
-fn predict(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
-    predict_command(model, input, out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 /// The non-hidden files of `dir` and their bytes, by name.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)

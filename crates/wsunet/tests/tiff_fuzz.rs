@@ -52,6 +52,19 @@ impl Capped {
         }
         true
     }
+
+    /// `allocate()`'s block of `size` bytes when admitted, uncounted again
+    /// when the system allocator fails; null when refused.
+    fn counted(size: usize, allocate: impl FnOnce() -> *mut u8) -> *mut u8 {
+        if !Self::admit(size) {
+            return std::ptr::null_mut();
+        }
+        let p = allocate();
+        if p.is_null() {
+            LIVE.fetch_sub(size, Ordering::Relaxed);
+        }
+        p
+    }
 }
 
 // SAFETY: every call is forwarded to `System` with the caller's layout and
@@ -59,27 +72,13 @@ impl Capped {
 // `GlobalAlloc` contract allows for failure.
 unsafe impl GlobalAlloc for Capped {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !Self::admit(layout.size()) {
-            return std::ptr::null_mut();
-        }
         // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
-        let p = unsafe { System.alloc(layout) };
-        if p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
+        Self::counted(layout.size(), || unsafe { System.alloc(layout) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !Self::admit(layout.size()) {
-            return std::ptr::null_mut();
-        }
         // SAFETY: as in `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
+        Self::counted(layout.size(), || unsafe { System.alloc_zeroed(layout) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -89,11 +88,10 @@ unsafe impl GlobalAlloc for Capped {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
         if new_size > layout.size() && !Self::admit(new_size - layout.size()) {
-            let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
             return std::ptr::null_mut();
         }
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
         // SAFETY: `ptr` came from `System` with `layout`; the new size is
         // the caller's, as `GlobalAlloc::realloc` requires.
         let p = unsafe { System.realloc(ptr, layout, new_size) };

@@ -11,6 +11,26 @@ pub fn wsunet(args: &[&str]) -> Output {
         .expect("run wsunet")
 }
 
+/// `wsunet predict --model MODEL --input INPUT --out OUT EXTRA…`.
+pub fn predict(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    wsunet(&args)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
